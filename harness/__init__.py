@@ -1,0 +1,1 @@
+"""migbench: a benchmark and evaluation harness for QEMU live migration."""

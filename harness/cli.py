@@ -1,0 +1,188 @@
+"""The ``migbench`` command: thin commands over the library.
+
+This is the only place that catches :class:`HarnessError`: it prints the one-line message and
+exits 1. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+from rich.table import Table
+
+from harness import store
+from harness.config import load_hosts, load_matrix, plan
+from harness.errors import HarnessError
+from harness.matrix import Cell
+from harness.show import run_block
+
+REPO = Path(__file__).resolve().parent.parent
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _default_hosts() -> Path:
+    local = Path("hosts.yaml")
+    return local if local.exists() else REPO / "hosts.yaml"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import Progress as RunProgress
+    from harness.runner import run_matrix
+
+    matrix_path = Path(args.matrix)
+    hosts_path = Path(args.hosts) if args.hosts else _default_hosts()
+    hosts = load_hosts(hosts_path)
+    spec = load_matrix(matrix_path)
+    cells = plan(matrix_path, spec, hosts_path, hosts)
+    dest = Path(args.out) if args.out else Path("results") / spec.name
+    if args.dry_run:
+        for c in cells:
+            out.print(f"{c.id}  {c.label}  [{c.workload_label()}]")
+        out.print(f"{len(cells)} cells x {spec.repetitions} repetitions")
+        return 0
+    out.print(f"[bold]migbench run[/] {matrix_path} -> {dest} "
+              f"({len(cells)} cells x {spec.repetitions} repetitions)")
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=out, transient=False) as bar:
+        task = bar.add_task("starting", total=1)
+        current: dict[str, Any] = {}
+
+        def start(total: int, done: int) -> None:
+            bar.update(task, total=total, completed=done)
+            if done:
+                out.print(f"resuming: {done} of {total} runs already finished")
+
+        def run_started(cell: Cell, rep: int) -> None:
+            current["label"] = f"{cell.label} rep {rep}"
+            bar.update(task, description=f"{current['label']}: boot")
+
+        def state(name: str) -> None:
+            bar.update(task, description=f"{current.get('label', '')}: {name}")
+
+        def run_finished(cell: Cell, rep: int, rec: dict[str, Any]) -> None:
+            m = rec.get("metrics", {})
+            total = m.get("total_time_ms")
+            desc = f"{rec['outcome']}, integrity {rec['integrity']}"
+            if total is not None:
+                desc += f", {total / 1000:.1f} s, downtime {m.get('downtime_ms')} ms"
+            if rec.get("error"):
+                desc += f" ({rec['error'][:120]})"
+            bar.console.print(f"  {cell.label} rep {rep}: {desc}")
+            bar.advance(task)
+
+        run_matrix(matrix_path, spec, hosts_path, hosts, dest,
+                   RunProgress(start, run_started, state, run_finished))
+    _summary_table(dest)
+    out.print(f"results: {dest}  (details: migbench show {dest})")
+    return 0
+
+
+def _summary_table(dest: Path) -> None:
+    table = Table(title=f"{dest}")
+    for col in ("variant", "axes", "rep", "outcome", "integrity", "total s", "downtime ms",
+                "pause ms", "stall ms", "Mbit/s", "syncs"):
+        table.add_column(col)
+    for _, rec in store.iter_runs(dest):
+        m = rec.get("metrics", {})
+        tt = m.get("total_time_ms")
+        table.add_row(
+            rec["cell"]["variant"],
+            ", ".join(f"{k}={v}" for k, v in rec["cell"]["axes"].items()),
+            str(rec["repetition"]), rec["outcome"], rec["integrity"],
+            f"{tt / 1000:.1f}" if tt is not None else "-",
+            _s(m.get("downtime_ms")), _s(m.get("host_pause_ms")),
+            _s(m.get("guest_max_stall_ms")), _s(m.get("throughput_mbps")),
+            _s(m.get("dirty_sync_count")),
+        )
+    out.print(table)
+
+
+def _s(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.is_file():
+        records = [store.load_run(path)]
+    elif path.is_dir():
+        records = [rec for _, rec in store.iter_runs(path)]
+        if not records:
+            raise HarnessError(f"{path}: no run results here (expected <cell-id>/<rep>.json)")
+    else:
+        raise HarnessError(f"{path}: no such result file or campaign folder")
+    for rec in records:
+        out.print(run_block(rec), highlight=False, markup=False)
+        out.print()
+    return 0
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from harness.image import ensure_image
+
+    img = ensure_image(Path(args.cache), force=args.force, log=lambda s: out.print(s))
+    out.print(f"guest image {img.digest[:16]}: kernel {img.kernel} ({img.kernel_release}, "
+              f"{'PVH' if img.pvh else 'bzImage'}), initrd {img.initrd}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="migbench",
+        description="Benchmark and evaluate QEMU live migration: run migration matrices on a "
+                    "source/destination host pair, store every figure, and show the results.",
+        epilog="Quick start: `make demo`. Example: migbench run matrices/demo.yaml && "
+               "migbench show results/demo",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a migration matrix",
+                       description="Run every cell x repetition of MATRIX on the first host pair "
+                                   "of the hosts file. Finished runs in --out are skipped (resume).")
+    r.add_argument("matrix", metavar="MATRIX.yaml", help="matrix file, e.g. matrices/demo.yaml")
+    r.add_argument("--hosts", metavar="HOSTS.yaml",
+                   help="hosts file (default: ./hosts.yaml, else the repository's)")
+    r.add_argument("--out", metavar="DIR", help="campaign folder (default: results/<matrix name>)")
+    r.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("show", help="print results like `info migrate`",
+                       description="Print each run of a result file or campaign folder as a "
+                                   "block in the style of QEMU's `info migrate`.")
+    s.add_argument("path", metavar="RESULT.json|CAMPAIGN_DIR")
+    s.set_defaults(func=cmd_show)
+
+    i = sub.add_parser("image", help="guest image commands")
+    isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")
+    ib = isub.add_parser("build", help="build (or reuse) the guest kernel + initramfs",
+                         description="Build the guest image: kernel, virtio modules, busybox "
+                                     "initramfs and the workloads. Cached by a hash of its inputs.")
+    ib.add_argument("--cache", default=str(REPO / "build" / "image"), help="cache folder")
+    ib.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ib.set_defaults(func=cmd_image_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HarnessError as exc:
+        err.print(f"migbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("migbench: interrupted; finished runs are saved", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Load and validate hosts.yaml and matrix files, once, at the boundary.
+
+Every problem becomes a :class:`ConfigError` whose one-line message names the file, the key and,
+where we can tell, the fix. Nothing past this module sees raw YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import ConfigError
+from harness.matrix import Cell, ExpansionError, expand
+from harness.models import HostsConfig, MatrixSpec
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(path, "", f"{what} file not found", f"check the path; see `migbench --help`")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, "", f"not valid YAML: {where}{problem}", "fix the syntax") from exc
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read {what} file: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", f"a {what} file must be a YAML mapping at the top level")
+    return data
+
+
+def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        etype = err["type"]
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        fix = ""
+        if etype == "extra_forbidden":
+            msg = "unknown key"
+            fix = "remove it or fix its spelling; see the example files in the repository"
+        elif etype == "missing":
+            msg = "required key is missing"
+            fix = "add it"
+        elif etype.endswith("_type") or etype.endswith("_parsing"):
+            fix = f"got {err.get('input')!r}"
+        elif etype == "literal_error":
+            fix = f"got {err.get('input')!r}"
+        raise ConfigError(path, key, msg, fix) from None
+
+
+def _resolve_paths(node: Any, base: Path) -> Any:
+    """Resolve relative ``binary``/``datadirs``/``moduledir`` against the hosts file's folder."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if k in ("binary", "moduledir") and isinstance(v, str) and not v.startswith("/"):
+                out[k] = str((base / v).resolve())
+            elif k == "datadirs" and isinstance(v, list):
+                out[k] = [str((base / d).resolve()) if isinstance(d, str) and not d.startswith("/")
+                          else d for d in v]
+            else:
+                out[k] = _resolve_paths(v, base)
+        return out
+    if isinstance(node, list):
+        return [_resolve_paths(v, base) for v in node]
+    return node
+
+
+def load_hosts(path: Path) -> HostsConfig:
+    """Load hosts.yaml.
+
+    :raise ConfigError: missing file, bad YAML, unknown key, or bad value.
+    """
+    data = _read_yaml(path, "hosts")
+    cfg = _validate(HostsConfig, _resolve_paths(data, path.resolve().parent), path)
+    if cfg.default_build not in cfg.qemu_builds and not all(
+        cfg.default_build in h.qemu for p in cfg.pairs.values() for h in (p.source, p.destination)
+    ):
+        raise ConfigError(
+            path, "default_build", f"names {cfg.default_build!r}, which is not under qemu_builds",
+            f"use one of {', '.join(cfg.qemu_builds) or '(none defined)'}",
+        )
+    return cfg
+
+
+def load_matrix(path: Path) -> MatrixSpec:
+    """Load a matrix file.
+
+    :raise ConfigError: missing file, bad YAML, unknown key, or bad value.
+    """
+    return _validate(MatrixSpec, _read_yaml(path, "matrix"), path)
+
+
+def plan(matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsConfig) -> list[Cell]:
+    """Expand the matrix and check every build it names exists in hosts.yaml and on disk.
+
+    :raise ConfigError: with the matrix or hosts file and key at fault.
+    """
+    try:
+        cells = expand(spec, hosts.default_build)
+    except ExpansionError as exc:
+        raise ConfigError(matrix_path, exc.key, str(exc)) from None
+    for vname, variant in spec.variants.items():
+        build = variant.build or hosts.default_build
+        for pname, pair in hosts.pairs.items():
+            for role, host in (("source", pair.source), ("destination", pair.destination)):
+                qb = hosts.build_for(host, build)
+                if qb is None:
+                    raise ConfigError(
+                        matrix_path, f"variants.{vname}.build",
+                        f"QEMU build {build!r} is not defined in {hosts_path}",
+                        f"define it under qemu_builds or use one of {', '.join(hosts.qemu_builds)}",
+                    )
+                if host.transport == "local" and not qb.binary.exists():
+                    raise ConfigError(
+                        hosts_path, f"qemu_builds.{build}.binary",
+                        f"{qb.binary} does not exist (needed by variant {vname!r}, pair {pname} {role})",
+                        "run `make qemu` to install the QEMU builds, or fix the path",
+                    )
+    return cells

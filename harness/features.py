@@ -1,0 +1,151 @@
+"""Migration features and knobs -> QEMU capabilities and parameters (pure).
+
+A cell names one ``feature`` (a preset of capabilities, e.g. ``xbzrle``) and any number of knobs,
+which are QEMU migration parameter names (``max-bandwidth``, ``xbzrle-cache-size`` ...). This module
+turns them into the exact ``migrate-set-capabilities`` / ``migrate-set-parameters`` arguments, with
+human units resolved (``200mbit``, ``64MiB``, ``25%`` of guest RAM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.units import is_power_of_two, parse_bytes, round_down_pow2
+
+#: QEMU's own default (128 MiB/s) silently caps every run; ours is explicit and recorded.
+DEFAULT_MAX_BANDWIDTH = 1024**3
+DEFAULT_XBZRLE_CACHE = 64 * 1024**2
+
+
+@dataclass(frozen=True)
+class Knob:
+    kind: str  # size | int | bool | enum
+    lo: int | None = None
+    hi: int | None = None
+    choices: tuple[str, ...] = ()
+
+
+KNOBS: dict[str, Knob] = {
+    "max-bandwidth": Knob("size"),
+    "downtime-limit": Knob("int", 0, 2000000),
+    "xbzrle-cache-size": Knob("size"),
+    "avail-switchover-bandwidth": Knob("size"),
+    "max-postcopy-bandwidth": Knob("size"),
+    "compress-level": Knob("int", 0, 9),
+    "compress-threads": Knob("int", 1, 255),
+    "decompress-threads": Knob("int", 1, 255),
+    "compress-wait-thread": Knob("bool"),
+    "multifd-channels": Knob("int", 1, 255),
+    "multifd-compression": Knob("enum", choices=("none", "zlib", "zstd", "qpl", "uadk", "qatzip")),
+    "multifd-zlib-level": Knob("int", 0, 9),
+    "multifd-zstd-level": Knob("int", 0, 20),
+    "zero-page-detection": Knob("enum", choices=("none", "legacy", "multifd")),
+    "cpu-throttle-initial": Knob("int", 1, 99),
+    "cpu-throttle-increment": Knob("int", 1, 99),
+    "cpu-throttle-tailslow": Knob("bool"),
+    "max-cpu-throttle": Knob("int", 1, 99),
+    "throttle-trigger-threshold": Knob("int", 1, 100),
+    "x-vcpu-dirty-limit-period": Knob("int", 1, 1000),
+    "vcpu-dirty-limit": Knob("int", 1, 1 << 30),
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A preset: capabilities to enable, default parameters, and what QEMU must support."""
+
+    name: str
+    capabilities: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+FEATURES: dict[str, Feature] = {
+    "precopy": Feature("precopy", description="plain precopy"),
+    "xbzrle": Feature(
+        "xbzrle", ("xbzrle",), {"xbzrle-cache-size": DEFAULT_XBZRLE_CACHE},
+        "XOR-based zero run-length encoding of re-sent pages",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    """What to set on QEMU for one cell."""
+
+    feature: str
+    capabilities: dict[str, bool]
+    parameters: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "capabilities": dict(self.capabilities),
+            "parameters": dict(self.parameters),
+        }
+
+
+def knob_value(name: str, value: object, guest_ram: int) -> Any:
+    """Validate and normalise one knob value; raise ValueError with the fix in the message."""
+    knob = KNOBS.get(name)
+    if knob is None:
+        raise ValueError(f"unknown migration parameter {name!r}; known: {', '.join(sorted(KNOBS))}")
+    if knob.kind == "size":
+        if name == "xbzrle-cache-size":
+            return xbzrle_cache_size(value, guest_ram)
+        return parse_bytes(value)
+    if knob.kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if knob.kind == "enum":
+        if value not in knob.choices:
+            raise ValueError(f"{name} must be one of {', '.join(knob.choices)}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if (knob.lo is not None and value < knob.lo) or (knob.hi is not None and value > knob.hi):
+        raise ValueError(f"{name} must be between {knob.lo} and {knob.hi}, got {value}")
+    return value
+
+
+def xbzrle_cache_size(value: object, guest_ram: int) -> int:
+    """``xbzrle-cache-size`` in bytes: "64MiB", or "25%" of guest RAM rounded down to a power of two.
+
+    A value given in plain bytes must already be a power of two (QEMU requires it); sizes given
+    with a unit or as a percentage are rounded down, since the user asked for "about" that much.
+    """
+    if isinstance(value, str) and value.strip().endswith("%"):
+        pct = float(value.strip()[:-1])
+        if not 0 < pct <= 100:
+            raise ValueError(f"xbzrle-cache-size percentage must be in (0, 100], got {value!r}")
+        return round_down_pow2(max(4096, int(guest_ram * pct / 100)))
+    size = parse_bytes(value)
+    if size < 4096:
+        raise ValueError(f"xbzrle-cache-size must be at least 4KiB, got {value!r}")
+    if isinstance(value, int) and not is_power_of_two(size):
+        raise ValueError(
+            f"xbzrle-cache-size {value} is not a power of two; use e.g. {round_down_pow2(size)}"
+        )
+    return round_down_pow2(size)
+
+
+def migration_config(feature: str, knobs: Mapping[str, Any], guest_ram: int) -> MigrationConfig:
+    """Combine a feature preset with knobs into QEMU arguments.
+
+    :raise ValueError: unknown feature or knob, or a bad value.
+    """
+    preset = FEATURES.get(feature)
+    if preset is None:
+        raise ValueError(f"unknown feature {feature!r}; known: {', '.join(sorted(FEATURES))}")
+    params: dict[str, Any] = {"max-bandwidth": DEFAULT_MAX_BANDWIDTH}
+    for name, value in preset.defaults.items():
+        params[name] = value
+    for name, value in knobs.items():
+        params[name] = knob_value(name, value, guest_ram)
+    caps = {"events": True}
+    for cap in preset.capabilities:
+        caps[cap] = True
+    return MigrationConfig(feature=feature, capabilities=caps, parameters=params)

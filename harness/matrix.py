@@ -1,0 +1,186 @@
+"""Pure expansion of a matrix file into ordered Cells with stable ids.
+
+Axes are expanded as a Cartesian product in the order the file lists them, times the variants.
+An axis key is ``feature``, ``variant`` (a subset of the named variants), a QEMU migration parameter
+(``max-bandwidth``, ``xbzrle-cache-size`` ...), or ``writer.<field>`` to vary the memory writer.
+A cell's id is a hash of its canonical parameters, so the same cell in a rerun, or in another
+matrix file, has the same id and its results join up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from harness.features import KNOBS, MigrationConfig, migration_config
+from harness.models import GuestSpec, Limits, MatrixSpec, Variant, WorkloadSpec, WriterSpec
+
+
+class ExpansionError(ValueError):
+    """A matrix that validates but cannot be expanded; ``key`` names where."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    matrix: str
+    variant: str
+    variant_spec: Variant
+    build: str
+    axes: dict[str, Any]
+    workload: WorkloadSpec
+    guest: GuestSpec
+    limits: Limits
+    integrity: str
+    migration: MigrationConfig
+
+    @property
+    def feature(self) -> str:
+        return self.migration.feature
+
+    @property
+    def label(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.axes.items()]
+        return f"{self.variant}: " + (", ".join(parts) if parts else "base")
+
+    def workload_label(self) -> str:
+        w = self.workload.writer
+        if w is None:
+            return "idle"
+        rate = "max" if w.rate_mib_s == 0 else f"{w.rate_mib_s:g}MiB/s"
+        return f"writer {w.working_set_mib}MiB@{rate} {w.pattern}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "matrix": self.matrix,
+            "variant": self.variant,
+            "variant_spec": self.variant_spec.model_dump(mode="json"),
+            "build": self.build,
+            "axes": dict(self.axes),
+            "workload": self.workload.model_dump(mode="json"),
+            "guest": self.guest.model_dump(mode="json"),
+            "limits": self.limits.model_dump(mode="json"),
+            "integrity": self.integrity,
+            "migration": self.migration.to_dict(),
+        }
+
+
+def cell_id(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _excluded(point: dict[str, Any], rules: list[dict[str, Any]]) -> bool:
+    for rule in rules:
+        if all(point.get(k) == v for k, v in rule.items()):
+            return True
+    return False
+
+
+def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
+    """Expand ``spec`` into cells (deterministic; shuffled only with ``shuffle_seed``).
+
+    :raise ExpansionError: an axis or value that cannot be turned into QEMU settings.
+    """
+    axes = dict(spec.axes)
+    variant_names = list(spec.variants)
+    if "variant" in axes:
+        for v in axes["variant"]:
+            if v not in spec.variants:
+                raise ExpansionError(
+                    "axes.variant", f"names unknown variant {v!r}; defined: {', '.join(variant_names)}"
+                )
+        variant_names = [str(v) for v in axes.pop("variant")]
+    for key in axes:
+        if key == "feature" or key in KNOBS:
+            continue
+        if key.startswith("writer.") and key[7:] in WriterSpec.model_fields:
+            continue
+        raise ExpansionError(
+            f"axes.{key}",
+            "is not an axis: use feature, variant, writer.<field> or a migration parameter "
+            f"({', '.join(sorted(KNOBS))})",
+        )
+    guest_ram = spec.guest.memory_mib * 1024**2
+    keys = list(axes)
+    cells: list[Cell] = []
+    for vname in variant_names:
+        variant = spec.variants[vname]
+        for values in itertools.product(*(axes[k] for k in keys)):
+            point = dict(zip(keys, values))
+            if _excluded({**point, "variant": vname}, spec.exclude):
+                continue
+            feature = str(point.get("feature", "precopy"))
+            knobs: dict[str, Any] = dict(spec.migration)
+            knobs.update(variant.migration)
+            workload = spec.workload
+            for k, v in point.items():
+                if k in KNOBS:
+                    knobs[k] = v
+                elif k.startswith("writer."):
+                    base = workload.writer or WriterSpec()
+                    try:
+                        writer = WriterSpec.model_validate({**base.model_dump(), k[7:]: v})
+                    except ValueError as exc:
+                        raise ExpansionError(f"axes.{k}", _first_line(exc)) from exc
+                    workload = WorkloadSpec(writer=writer)
+            w = workload.writer
+            if w is not None and w.working_set_mib >= spec.guest.memory_mib - 64:
+                raise ExpansionError(
+                    "axes.writer.working_set_mib",
+                    f"{w.working_set_mib} MiB does not fit in a {spec.guest.memory_mib} MiB guest",
+                )
+            try:
+                mig = migration_config(feature, knobs, guest_ram)
+            except ValueError as exc:
+                raise ExpansionError(_knob_key(str(exc), point), str(exc)) from exc
+            build = variant.build or default_build
+            ident = {
+                "variant": vname,
+                "build": build,
+                "qemu_args": list(variant.qemu_args),
+                "migration": mig.to_dict(),
+                "workload": workload.model_dump(mode="json"),
+                "guest": spec.guest.model_dump(mode="json"),
+                "integrity": spec.integrity,
+                "max_time_s": spec.limits.max_time_s,
+                "max_dirty_syncs": spec.limits.max_dirty_syncs,
+            }
+            cells.append(
+                Cell(
+                    id=cell_id(ident),
+                    matrix=spec.name,
+                    variant=vname,
+                    variant_spec=variant,
+                    build=build,
+                    axes=point,
+                    workload=workload,
+                    guest=spec.guest,
+                    limits=spec.limits,
+                    integrity=spec.integrity,
+                    migration=mig,
+                )
+            )
+    if spec.shuffle_seed is not None:
+        random.Random(spec.shuffle_seed).shuffle(cells)
+    return cells
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+
+
+def _knob_key(message: str, point: dict[str, Any]) -> str:
+    for k in point:
+        if k in message:
+            return f"axes.{k}"
+    return "migration"

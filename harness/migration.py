@@ -1,0 +1,474 @@
+"""One migration, source to destination, as a state machine that always yields a RunRecord.
+
+States: boot -> steady -> setup -> migrate -> watch -> (completed | not-converged | failed)
+-> verify -> teardown. Every exit path, including exceptions and Ctrl-C, goes through teardown,
+which shuts both QEMUs down. Failures inside a run become a recorded ``failed`` outcome with
+QEMU's own error text; only KeyboardInterrupt propagates (after cleanup).
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.host import LocalHost, detect_accel
+from harness.image import GuestImage
+from harness.integrity import differing_pages, file_digests
+from harness.matrix import Cell
+from harness.models import QemuBuild
+from harness.sampling.console import Console, GuestRecord
+from harness.vm import Vm, VmConfig
+
+SCHEMA_VERSION = 1
+TERMINAL = {"completed", "failed", "cancelled"}
+WRITER_INTERVAL_S = 0.1
+
+
+@dataclass
+class RunContext:
+    """Everything one run needs; built by the runner."""
+
+    cell: Cell
+    repetition: int
+    campaign: str
+    source: LocalHost
+    destination: LocalHost
+    source_build: QemuBuild
+    destination_build: QemuBuild
+    image: GuestImage
+    workdir: Path  # per-run scratch directory on the (local) hosts
+    on_state: Any = None  # callable(str) for progress display
+
+
+@dataclass
+class _Run:
+    ctx: RunContext
+    record: dict[str, Any] = field(default_factory=dict)
+    src: Vm | None = None
+    dst: Vm | None = None
+    t0: float = 0.0  # epoch time of the `migrate` command
+
+    def state(self, name: str) -> None:
+        self.record.setdefault("states", []).append({"state": name, "t": time.time()})
+        if self.ctx.on_state is not None:
+            self.ctx.on_state(name)
+
+
+def kernel_append(cell: Cell) -> str:
+    """Kernel command line: console, and the workload configuration the guest's init reads."""
+    parts = ["console=ttyS0", "quiet", "panic=0", "loglevel=4"]
+    w = cell.workload.writer
+    if w is not None:
+        spec = f"ws:{w.working_set_mib},rate:{w.rate_mib_s:g},pattern:{w.pattern}"
+        threads = w.threads if w.threads is not None else cell.guest.vcpus
+        spec += f",threads:{threads}"
+        parts.append(f"mb.writer={spec}")
+    return " ".join(parts)
+
+
+def free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def run_migration(ctx: RunContext) -> dict[str, Any]:
+    """Run one migration for ``ctx`` and return its RunRecord (a JSON-ready dict)."""
+    run = _Run(ctx)
+    rec = run.record
+    rec.update(
+        schema_version=SCHEMA_VERSION,
+        campaign=ctx.campaign,
+        cell=ctx.cell.to_dict(),
+        repetition=ctx.repetition,
+        started_utc=_utc(time.time()),
+        outcome="failed",
+        error=None,
+        integrity="unchecked",
+        integrity_detail={},
+        timing_excluded=ctx.cell.integrity == "ram",
+        image=ctx.image.to_dict(),
+        hosts={"source": ctx.source.facts(), "destination": ctx.destination.facts()},
+    )
+    try:
+        _drive(run)
+    except HarnessError as exc:
+        rec["outcome"] = "failed"
+        rec["error"] = rec.get("error") or str(exc)
+    finally:
+        _teardown(run)
+    rec["finished_utc"] = _utc(time.time())
+    rec["metrics"] = _metrics(run)
+    return rec
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def _vm_config(ctx: RunContext, role: str, host: LocalHost, build: QemuBuild) -> VmConfig:
+    cell = ctx.cell
+    incoming = role == "destination"
+    return VmConfig(
+        name=f"mb-{role[:3]}-{cell.id[:6]}",
+        role=role,
+        build=build,
+        accel=detect_accel(host.spec.accel).accel,
+        vcpus=cell.guest.vcpus,
+        memory_mib=cell.guest.memory_mib,
+        kernel=ctx.image.kernel,
+        initrd=ctx.image.initrd,
+        append=kernel_append(cell),
+        workdir=ctx.workdir / role,
+        incoming=incoming,
+        # The source starts paused so that no console output is lost before we connect;
+        # in RAM-integrity mode the destination stays paused after migration for hashing.
+        start_paused=(not incoming) or cell.integrity == "ram",
+        extra_args=cell.variant_spec.qemu_args,
+    )
+
+
+def _drive(run: _Run) -> None:
+    ctx, rec, cell = run.ctx, run.record, run.ctx.cell
+    lim = cell.limits
+    run.state("boot")
+    run.dst = Vm(ctx.destination, _vm_config(ctx, "destination", ctx.destination,
+                                             ctx.destination_build))
+    run.src = Vm(ctx.source, _vm_config(ctx, "source", ctx.source, ctx.source_build))
+    src, dst = run.src, run.dst
+    dst.launch()
+    src.launch()
+    src.qmp.execute("cont")
+    rec["qemu"] = {
+        "build": cell.build,
+        "version": _version(src),
+        "source_binary": str(ctx.source_build.binary),
+        "destination_binary": str(ctx.destination_build.binary),
+    }
+
+    # Wait for the workload to be steady: its own reports, not a fixed sleep.
+    run.state("steady")
+    boot = src.console.wait_for("boot", lim.boot_timeout_s)
+    if boot is None:
+        raise HarnessError(_no_boot_message(src, lim.boot_timeout_s))
+    rec["boot_s"] = round(boot.host_time - src.launched_at, 3)
+    _wait_steady(run, src)
+
+    # Capabilities and parameters on both sides; read back what QEMU actually uses.
+    run.state("setup")
+    mig = cell.migration
+    caps = [{"capability": k, "state": v} for k, v in mig.capabilities.items()]
+    applied: dict[str, Any] = {}
+    for vm in (src, dst):
+        vm.qmp.execute("migrate-set-capabilities", {"capabilities": caps})
+        vm.qmp.execute("migrate-set-parameters", dict(mig.parameters))
+        applied[vm.cfg.role] = {
+            "capabilities": {c["capability"]: c["state"]
+                             for c in vm.qmp.execute("query-migrate-capabilities")},
+            "parameters": vm.qmp.execute("query-migrate-parameters"),
+        }
+    rec["migration"] = {"requested": mig.to_dict(), "applied": applied}
+    address = ctx.destination.spec.migration_address
+    port = free_port(address)
+    uri = f"tcp:{address}:{port}"
+    dst.qmp.execute("migrate-incoming", {"uri": uri})
+
+    run.state("migrate")
+    run.t0 = time.time()
+    rec["migrate_start_utc"] = _utc(run.t0)
+    src.qmp.execute("migrate", {"uri": uri})
+    final = _watch(run)
+    rec["final"] = final
+    status = final.get("status")
+    if status == "completed":
+        rec["outcome"] = "completed"
+        _after_completion(run)
+    elif rec.get("outcome") == "not-converged":
+        pass
+    else:
+        rec["outcome"] = "failed"
+        desc = final.get("error-desc") or f"migration ended in state {status!r}"
+        if not dst.alive():
+            desc += f" (destination QEMU exited with code {dst.proc.poll() if dst.proc else '?'})"
+        rec["error"] = desc
+
+
+def _version(vm: Vm) -> str:
+    v = vm.qmp.execute("query-version")
+    q = v.get("qemu", {})
+    pkg = str(v.get("package", "")).strip()
+    return f"{q.get('major')}.{q.get('minor')}.{q.get('micro')}" + (f" ({pkg})" if pkg else "")
+
+
+def _no_boot_message(vm: Vm, timeout: float) -> str:
+    lines = [ln.text for ln in vm.console.snapshot()][-3:]
+    return (f"guest did not boot within {timeout:.0f} s on the {vm.cfg.role}"
+            f" (last console lines: {' | '.join(lines) or 'none'})")
+
+
+def _wait_steady(run: _Run, vm: Vm) -> None:
+    """Wait until the writer's last 5 reports are within 10% of its target (or of each other)."""
+    cell, lim = run.ctx.cell, run.ctx.cell.limits
+    w = cell.workload.writer
+    if w is None:
+        return
+    deadline = time.monotonic() + lim.steady_timeout_s
+    ready = vm.console.wait_for("writer-ready", lim.steady_timeout_s)
+    if ready is None:
+        errors = vm.console.records("error") + vm.console.records("exit")
+        detail = "; ".join(" ".join(f"{k}={v}" for k, v in r.fields.items()) for r in errors)
+        raise HarnessError(
+            f"memory writer did not start in the guest within {lim.steady_timeout_s:.0f} s"
+            + (f": {detail}" if detail else "")
+        )
+    while True:
+        rates = [r.num("rate") for r in vm.console.records("writer", after=ready.host_time)][-5:]
+        if len(rates) == 5:
+            if w.rate_mib_s > 0:
+                if all(abs(r - w.rate_mib_s) <= 0.1 * w.rate_mib_s for r in rates):
+                    break
+            else:
+                mean = statistics.fmean(rates)
+                if mean > 0 and statistics.pstdev(rates) / mean < 0.1:
+                    break
+        if time.monotonic() > deadline:
+            raise HarnessError(
+                f"memory writer did not reach a steady rate within {lim.steady_timeout_s:.0f} s "
+                f"(target {w.rate_mib_s:g} MiB/s, last rates {rates})"
+            )
+        exited = vm.console.records("exit")
+        if exited:
+            raise HarnessError(f"guest workload exited: {exited[0].fields}")
+        time.sleep(0.1)
+    run.record["steady_rate_mib_s"] = round(statistics.fmean(rates), 2)
+
+
+def _watch(run: _Run) -> dict[str, Any]:
+    """Sample query-migrate on the source until a terminal state; cancel on the limits."""
+    src, dst, rec = run.src, run.dst, run.record
+    assert src is not None and dst is not None
+    lim = run.ctx.cell.limits
+    period = 1.0 / max(lim.sample_hz, 10.0)
+    timeline: list[dict[str, Any]] = []
+    rec["timeline"] = timeline
+    cancel_reason = ""
+    k = 0
+    info: dict[str, Any] = {}
+    while True:
+        now = time.time()
+        if not src.alive():
+            raise HarnessError("source QEMU exited during migration: " + src._failure("died"))
+        info = src.qmp.execute("query-migrate")
+        sample = {"t": round(now - run.t0, 4), **info}
+        timeline.append(sample)
+        status = info.get("status", "")
+        if status in TERMINAL:
+            break
+        elapsed = now - run.t0
+        syncs = info.get("ram", {}).get("dirty-sync-count", 0)
+        if not cancel_reason:
+            if elapsed > lim.max_time_s:
+                cancel_reason = f"did not converge within max_time_s={lim.max_time_s:g}"
+            elif lim.max_dirty_syncs is not None and syncs > lim.max_dirty_syncs:
+                cancel_reason = f"did not converge within max_dirty_syncs={lim.max_dirty_syncs}"
+            if cancel_reason:
+                rec["outcome"] = "not-converged"
+                rec["error"] = cancel_reason
+                src.qmp.execute("migrate_cancel")
+        if cancel_reason and elapsed > lim.max_time_s + 30:
+            raise HarnessError(f"migrate_cancel did not finish within 30 s (state {status!r})")
+        k += 1
+        time.sleep(max(0.0, run.t0 + k * period - time.time()))
+    if info.get("status") == "completed":
+        # QEMU 7.2 can report `completed` before its totals are filled in: ask again.
+        for _ in range(20):
+            if info.get("total-time", 0) and info.get("ram", {}).get("total", 0):
+                break
+            time.sleep(0.05)
+            info = src.qmp.execute("query-migrate")
+        timeline.append({"t": round(time.time() - run.t0, 4), **info})
+    if cancel_reason and info.get("status") == "cancelled":
+        rec["outcome"] = "not-converged"
+    return info
+
+
+def _after_completion(run: _Run) -> None:
+    src, dst, rec, ctx = run.src, run.dst, run.record, run.ctx
+    assert src is not None and dst is not None
+    cell = ctx.cell
+    run.state("verify")
+    checks: dict[str, Any] = {}
+    src_status = src.status()
+    rec["source_status"] = src_status
+    if cell.integrity == "ram":
+        # Destination was started with -S: both sides are stopped now; compare their RAM.
+        rec["destination_status_before_cont"] = dst.status()
+        checks["ram"] = _compare_ram(run)
+        dst.qmp.execute("cont")
+    resume = dst.qmp.wait_event("RESUME", 10.0)
+    dst_status = dst.status()
+    rec["destination_status"] = dst_status
+    if dst_status != "running":
+        rec["outcome"] = "failed"
+        rec["error"] = f"destination is {dst_status!r} after migration, expected 'running'"
+    if src_status != "postmigrate":
+        rec.setdefault("warnings", []).append(f"source is {src_status!r}, expected 'postmigrate'")
+    if resume is None:
+        rec.setdefault("warnings", []).append("no RESUME event from the destination")
+    # Keep reading the workload on the destination.
+    time.sleep(cell.limits.observe_after_s)
+    if cell.workload.writer is not None:
+        checks["stamps"] = _verify_stamps(dst.console, src.console)
+    panics = dst.console.panic_lines()
+    if panics:
+        checks["guest_crash"] = {"lines": panics[:10]}
+    rec["integrity_detail"] = checks
+    rec["integrity"] = integrity_verdict(checks)
+
+
+def integrity_verdict(checks: dict[str, Any]) -> str:
+    """``corrupted`` if any check found damage, ``ok`` if at least one check passed, else unchecked."""
+    if "guest_crash" in checks:
+        return "corrupted"
+    verdicts = [c.get("verdict") for k, c in checks.items() if k in ("ram", "stamps")]
+    if "corrupted" in verdicts:
+        return "corrupted"
+    if "ok" in verdicts:
+        return "ok"
+    return "unchecked"
+
+
+def _verify_stamps(dst_console: Console, src_console: Console) -> dict[str, Any]:
+    """Ask the writer on the destination to check every page's stamp."""
+    asked = time.time()
+    dst_console.send("verify\n")
+    answer = dst_console.wait_for("verify", 30.0, after=asked - 0.001)
+    running_bad = max((r.num("bad") for r in dst_console.records("writer")), default=0.0)
+    before_bad = max((r.num("bad") for r in src_console.records("writer")), default=0.0)
+    if answer is None:
+        return {"verdict": "unchecked", "reason": "the writer did not answer `verify` within 30 s",
+                "continuous_bad": int(running_bad)}
+    bad = int(answer.num("bad"))
+    corrupted = bad > 0 or running_bad > before_bad
+    return {
+        "verdict": "corrupted" if corrupted else "ok",
+        "pages": int(answer.num("pages")),
+        "bad_pages": bad,
+        "continuous_bad": int(running_bad - before_bad),
+    }
+
+
+def _compare_ram(run: _Run) -> dict[str, Any]:
+    src, dst = run.src, run.dst
+    assert src is not None and dst is not None
+    size = run.ctx.cell.guest.memory_mib * 1024 * 1024
+    if size > 3 * 1024**3:
+        return {"verdict": "unchecked", "reason": "RAM comparison supports guests up to 3 GiB"}
+    started = time.time()
+    digests = []
+    for vm in (src, dst):
+        path = vm.cfg.workdir / "ram.dump"
+        vm.qmp.execute("pmemsave", {"val": 0, "size": size, "filename": str(path)}, timeout=120)
+        digests.append(file_digests(path))
+        path.unlink(missing_ok=True)
+    diff = differing_pages(digests[0], digests[1])
+    return {
+        "verdict": "corrupted" if diff else "ok",
+        "pages": len(digests[0]),
+        "differing_pages": len(diff),
+        "first_differing": diff[:20],
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def _teardown(run: _Run) -> None:
+    rec = run.record
+    run.state("teardown")
+    vms: dict[str, Any] = {}
+    events: dict[str, Any] = {}
+    lines: dict[str, Any] = {}
+    for vm in (run.src, run.dst):
+        if vm is None:
+            continue
+        try:
+            vm.shutdown()
+        finally:
+            vms[vm.cfg.role] = vm.describe()
+            events[vm.cfg.role] = [e.to_dict() for e in vm.qmp.events()]
+            lines[vm.cfg.role] = vm.console.to_list()
+    rec["vms"] = vms
+    rec["events"] = events
+    rec["console"] = lines
+
+
+def _writer_series(run: _Run) -> list[dict[str, Any]]:
+    out = []
+    for role, vm in (("source", run.src), ("destination", run.dst)):
+        if vm is None:
+            continue
+        for r in vm.console.records("writer"):
+            out.append({"t": round(r.host_time - run.t0, 4), "host": role,
+                        "guest_t": r.num("t"), "rate": r.num("rate"),
+                        "stall_ms": r.num("stall_ms"), "bad": r.num("bad")})
+    out.sort(key=lambda x: x["t"])
+    return out
+
+
+def host_stall_ms(series: list[dict[str, Any]], start: float, end: float,
+                  interval_s: float = WRITER_INTERVAL_S) -> float | None:
+    """Longest gap between consecutive writer reports arriving at the host, minus the interval.
+
+    Only reports from ``start`` to ``end`` (seconds relative to the migrate command) count, and
+    the gap before the first and after the last report of the window is ignored.
+    """
+    times = sorted(p["t"] for p in series if start <= p["t"] <= end)
+    if len(times) < 2:
+        return None
+    gap = max(b - a for a, b in zip(times, times[1:]))
+    return max(0.0, (gap - interval_s) * 1000.0)
+
+
+def _metrics(run: _Run) -> dict[str, Any]:
+    rec = run.record
+    final: dict[str, Any] = rec.get("final") or {}
+    ram = final.get("ram", {})
+    total = final.get("total-time")
+    transferred = ram.get("transferred")
+    m: dict[str, Any] = {
+        "total_time_ms": total if rec["outcome"] == "completed" else None,
+        "downtime_ms": final.get("downtime") if rec["outcome"] == "completed" else None,
+        "setup_time_ms": final.get("setup-time"),
+        "transferred_bytes": transferred,
+        "throughput_mbps": (round(transferred * 8 / total / 1000, 2)
+                            if transferred and total else None),
+        "qemu_mbps": ram.get("mbps"),
+        "dirty_sync_count": ram.get("dirty-sync-count"),
+        "host_pause_ms": None,
+        "guest_max_stall_ms": None,
+        "guest_max_stall_guest_clock_ms": None,
+        "guest_stall_clock": "host-arrival",
+        "samples": len(rec.get("timeline", [])),
+    }
+    events = rec.get("events", {})
+    stops = [e for e in events.get("source", []) if e["event"] == "STOP"
+             and e["host_time"] >= run.t0 > 0]
+    resumes = [e for e in events.get("destination", []) if e["event"] == "RESUME"]
+    if rec["outcome"] == "completed" and stops and resumes:
+        m["host_pause_ms"] = round((resumes[0]["qemu_time"] - stops[0]["qemu_time"]) * 1000, 1)
+    series = _writer_series(run)
+    rec["guest"] = {"writer": series}
+    if series and run.t0 > 0:
+        end = max(p["t"] for p in series)
+        m["guest_max_stall_ms"] = _round(host_stall_ms(series, 0.0, end))
+        in_window = [p["stall_ms"] for p in series if p["t"] >= 0]
+        m["guest_max_stall_guest_clock_ms"] = max(in_window) if in_window else None
+    return m
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)

@@ -1,0 +1,112 @@
+"""Runs a matrix: every cell x repetition on a host pair, fresh VMs each time, resumable.
+
+A failed run is a recorded outcome and the matrix goes on. Finished runs are on disk as soon as
+they finish; rerunning the same matrix into the same folder skips them. SIGTERM is turned into
+KeyboardInterrupt so that Ctrl-C and a polite kill both clean up the same way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness import store
+from harness.config import plan
+from harness.errors import ConfigError
+from harness.host import LocalHost
+from harness.image import GuestImage, ensure_image
+from harness.matrix import Cell
+from harness.migration import RunContext, run_migration
+from harness.models import HostsConfig, MatrixSpec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def harness_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        commit = out.stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI uses to draw progress; all optional."""
+
+    start: Callable[[int, int], None] | None = None  # total runs, already done
+    run_started: Callable[[Cell, int], None] | None = None
+    state: Callable[[str], None] | None = None
+    run_finished: Callable[[Cell, int, dict[str, Any]], None] | None = None
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_matrix(
+    matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsConfig, out: Path,
+    progress: Progress | None = None, image: GuestImage | None = None,
+) -> list[Path]:
+    """Run every unfinished run of the matrix into ``out`` (the campaign folder).
+
+    :raise ConfigError: before anything boots, for a matrix or hosts problem.
+    """
+    cells = plan(matrix_path, spec, hosts_path, hosts)
+    progress = progress or Progress()
+    pair_name, pair = next(iter(hosts.pairs.items()))
+    if pair.source.transport != "local" or pair.destination.transport != "local":
+        raise ConfigError(hosts_path, f"pairs.{pair_name}", "only the local transport exists yet")
+    if image is None:
+        image = ensure_image(REPO / "build" / "image")
+    out.mkdir(parents=True, exist_ok=True)
+    source = LocalHost("source", pair.source)
+    destination = LocalHost("destination", pair.destination)
+    todo = [(c, r) for c in cells for r in range(1, spec.repetitions + 1)]
+    done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
+    if progress.start:
+        progress.start(len(todo), done_before)
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    written: list[Path] = []
+    commit = harness_commit()
+    try:
+        for cell, rep in todo:
+            if store.exists(out, cell.id, rep):
+                continue
+            if progress.run_started:
+                progress.run_started(cell, rep)
+            src_build = hosts.build_for(pair.source, cell.build)
+            dst_build = hosts.build_for(pair.destination, cell.build)
+            assert src_build is not None and dst_build is not None  # checked by plan()
+            workdir = pair.source.workdir / spec.name / f"{cell.id}-{rep}-{int(time.time())}"
+            ctx = RunContext(
+                cell=cell, repetition=rep, campaign=spec.name, source=source,
+                destination=destination, source_build=src_build, destination_build=dst_build,
+                image=image, workdir=workdir, on_state=progress.state,
+            )
+            try:
+                record = run_migration(ctx)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            record["harness"] = {"commit": commit, "matrix_file": str(matrix_path),
+                                 "pair": pair_name}
+            written.append(store.write_run(out, record))
+            store.write_summary(out)
+            if progress.run_finished:
+                progress.run_finished(cell, rep, record)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if (out / "summary.csv").exists() or written:
+            store.write_summary(out)
+    return written

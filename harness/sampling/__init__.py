@@ -1,0 +1,1 @@
+"""Samplers: the guest console, the query-migrate timeline, per-thread CPU."""

@@ -1,0 +1,92 @@
+"""Text rendering of run records in the style of QEMU's ``info migrate`` (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _kb(v: Any) -> str:
+    return "-" if v is None else f"{int(v) // 1024} kbytes"
+
+
+def _v(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        v = f"{v:.2f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v))
+    return f"{v} {unit}".rstrip()
+
+
+def info_migrate(final: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``info migrate`` lines for a final query-migrate answer."""
+    ram = final.get("ram", {})
+    rows = [
+        ("Migration status", str(final.get("status", "-"))),
+        ("total time", _v(final.get("total-time"), "ms")),
+        ("downtime", _v(final.get("downtime"), "ms")),
+        ("setup", _v(final.get("setup-time"), "ms")),
+        ("transferred ram", _kb(ram.get("transferred"))),
+        ("throughput", _v(ram.get("mbps"), "mbps")),
+        ("remaining ram", _kb(ram.get("remaining"))),
+        ("total ram", _kb(ram.get("total"))),
+        ("duplicate", _v(ram.get("duplicate"), "pages")),
+        ("normal", _v(ram.get("normal"), "pages")),
+        ("normal bytes", _kb(ram.get("normal-bytes"))),
+        ("dirty sync count", _v(ram.get("dirty-sync-count"))),
+        ("page size", _kb(ram.get("page-size"))),
+        ("multifd bytes", _kb(ram.get("multifd-bytes"))),
+        ("pages-per-second", _v(ram.get("pages-per-second"))),
+        ("dirty pages rate", _v(ram.get("dirty-pages-rate"), "pages")),
+    ]
+    if "expected-downtime" in final:
+        rows.insert(3, ("expected downtime", _v(final.get("expected-downtime"), "ms")))
+    if "cpu-throttle-percentage" in final:
+        rows.append(("cpu throttle percentage", _v(final.get("cpu-throttle-percentage"))))
+    x = final.get("xbzrle-cache")
+    if x:
+        rows += [
+            ("cache size", _v(x.get("cache-size"), "bytes")),
+            ("xbzrle transferred", _kb(x.get("bytes"))),
+            ("xbzrle pages", _v(x.get("pages"), "pages")),
+            ("xbzrle cache miss", _v(x.get("cache-miss"), "pages")),
+            ("xbzrle cache miss rate", _v(x.get("cache-miss-rate"))),
+            ("xbzrle encoding rate", _v(x.get("encoding-rate"))),
+            ("xbzrle overflow", _v(x.get("overflow"))),
+        ]
+    c = final.get("compression")
+    if c:
+        rows += [
+            ("compression pages", _v(c.get("pages"), "pages")),
+            ("compression busy", _v(c.get("busy"))),
+            ("compression busy rate", _v(c.get("busy-rate"))),
+            ("compressed size", _kb(c.get("compressed-size"))),
+            ("compression rate", _v(c.get("compression-rate"))),
+        ]
+    return rows
+
+
+def run_block(record: dict[str, Any]) -> str:
+    """A slide-style block for one run: identity, verdicts, info migrate, guest impact."""
+    cell = record["cell"]
+    m = record.get("metrics", {})
+    axes = ", ".join(f"{k}={v}" for k, v in cell.get("axes", {}).items()) or "base"
+    head = [
+        f"== {record.get('campaign')} / {cell['id']} rep {record['repetition']}: "
+        f"{cell['variant']} ({axes})",
+        f"QEMU {(record.get('qemu') or {}).get('version', '?')}, "
+        f"accel {record.get('hosts', {}).get('source', {}).get('accel', '?')}, "
+        f"outcome {record['outcome']}, integrity {record['integrity']}"
+        + (" (RAM compared; timing excluded)" if record.get("timing_excluded") else ""),
+    ]
+    if record.get("error"):
+        head.append(f"error: {record['error']}")
+    rows = info_migrate(record.get("final") or {})
+    rows += [
+        ("host-observed pause", _v(m.get("host_pause_ms"), "ms")),
+        ("guest max stall (host clock)", _v(m.get("guest_max_stall_ms"), "ms")),
+        ("guest max stall (guest clock)", _v(m.get("guest_max_stall_guest_clock_ms"), "ms")),
+        ("average throughput", _v(m.get("throughput_mbps"), "mbps")),
+        ("query-migrate samples", _v(m.get("samples"))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(head + [f"  {k + ':':<{width + 1}} {v}" for k, v in rows])

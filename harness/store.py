@@ -1,0 +1,124 @@
+"""Results on disk: ``results/<campaign>/<cell-id>/<repetition>.json`` plus ``summary.csv``.
+
+Run files are versioned (``schema_version``), written atomically and never overwritten: a rerun
+of a finished run is skipped by the runner, and writing one that exists is an error. The summary
+is rebuilt from the run files, so it can never disagree with them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+SUMMARY_COLUMNS = [
+    "campaign", "cell_id", "variant", "qemu_version", "features", "workload", "repetition",
+    "outcome", "integrity", "timing_excluded", "total_time_ms", "downtime_ms", "host_pause_ms",
+    "setup_time_ms", "transferred_bytes", "throughput_mbps", "dirty_sync_count",
+    "guest_max_stall_ms", "guest_max_stall_guest_clock_ms", "error",
+]
+
+
+def run_path(root: Path, cell_id: str, repetition: int) -> Path:
+    return root / cell_id / f"{repetition}.json"
+
+
+def exists(root: Path, cell_id: str, repetition: int) -> bool:
+    return run_path(root, cell_id, repetition).exists()
+
+
+def write_run(root: Path, record: dict[str, Any]) -> Path:
+    """Write one run record atomically; refuse to overwrite.
+
+    :raise HarnessError: when the run file already exists.
+    """
+    path = run_path(root, record["cell"]["id"], int(record["repetition"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and fails if the file exists: never overwrite
+        except FileExistsError:
+            raise HarnessError(f"{path} exists already; results are never overwritten") from None
+    finally:
+        os.unlink(tmp)
+    return path
+
+
+def upgrade(record: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older record up to the current schema (version 1 is the first)."""
+    version = record.get("schema_version")
+    if version != 1:
+        raise HarnessError(f"unsupported result schema_version {version!r}")
+    return record
+
+
+def iter_runs(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """All run records below ``root`` (a campaign folder), in a stable order."""
+    for path in sorted(root.glob("*/*.json")):
+        if path.name.startswith("."):
+            continue
+        with open(path) as f:
+            yield path, upgrade(json.load(f))
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return upgrade(json.load(f))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"{path}: cannot read result: {exc}") from exc
+
+
+def summary_row(record: dict[str, Any]) -> dict[str, Any]:
+    cell = record["cell"]
+    m = record.get("metrics", {})
+    row = {
+        "campaign": record.get("campaign"),
+        "cell_id": cell["id"],
+        "variant": cell["variant"],
+        "qemu_version": (record.get("qemu") or {}).get("version"),
+        "features": cell["migration"]["feature"],
+        "workload": _workload_label(cell),
+        "repetition": record["repetition"],
+        "outcome": record["outcome"],
+        "integrity": record["integrity"],
+        "timing_excluded": record.get("timing_excluded", False),
+        "error": (record.get("error") or "").replace("\n", " ")[:300],
+    }
+    for col in SUMMARY_COLUMNS:
+        if col not in row:
+            row[col] = m.get(col)
+    return row
+
+
+def _workload_label(cell: dict[str, Any]) -> str:
+    w = (cell.get("workload") or {}).get("writer")
+    if not w:
+        return "idle"
+    rate = "max" if not w["rate_mib_s"] else f"{w['rate_mib_s']:g}MiB/s"
+    return f"writer {w['working_set_mib']}MiB@{rate} {w['pattern']}"
+
+
+def write_summary(root: Path) -> Path:
+    """Rebuild ``summary.csv`` from the run files (atomic replace)."""
+    rows = [summary_row(rec) for _, rec in iter_runs(root)]
+    path = root / "summary.csv"
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".summary-", suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    os.replace(tmp, path)
+    return path
