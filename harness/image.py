@@ -577,7 +577,8 @@ def _build(
     inputs: Mapping[str, str],
     digest: str,
     log: Callable[[str], None],
-) -> GuestImage:
+) -> None:
+    """Build the image files into ``out`` (a fresh directory)."""
     files: dict[str, tuple[int, bytes]] = {}
     with tempfile.TemporaryDirectory(prefix="migbench-cc-") as cc:
         for c in (p for p in sources if p.suffix == ".c"):
@@ -622,7 +623,7 @@ def _build(
         "inputs": dict(inputs),
     }
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return _load(out.parent / digest[:16], manifest)
+    out.chmod(0o755)  # mkdtemp made it 0700
 
 
 def _load(d: Path, manifest: Mapping[str, object]) -> GuestImage:

@@ -437,6 +437,13 @@ def _metrics(run: _Run) -> dict[str, Any]:
     rec = run.record
     final: dict[str, Any] = rec.get("final") or {}
     ram = final.get("ram", {})
+    if not ram:
+        # A cancelled or failed migration's last answer has no statistics: use the last sample
+        # that had them, so "not-converged" still shows how far it got.
+        for sample in reversed(rec.get("timeline", [])):
+            if sample.get("ram"):
+                ram = sample["ram"]
+                break
     total = final.get("total-time")
     transferred = ram.get("transferred")
     m: dict[str, Any] = {

@@ -278,13 +278,49 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void do_verify(void)
+static void pause_all(void)
 {
     pthread_mutex_lock(&pause_mu);
     atomic_store(&pause_req, 1);
     while (atomic_load(&paused_count) < nthreads)
         pthread_cond_wait(&pause_cv, &pause_mu);
     pthread_mutex_unlock(&pause_mu);
+}
+
+static void resume_all(void)
+{
+    pthread_mutex_lock(&pause_mu);
+    atomic_store(&pause_req, 0);
+    pthread_cond_broadcast(&pause_cv);
+    pthread_mutex_unlock(&pause_mu);
+}
+
+/* Test hook: damage one page the way a lost dirty page would look (stale stamp). */
+static void do_corrupt(const char *arg)
+{
+    char *end;
+    unsigned long long i = strtoull(arg, &end, 10);
+    if (end == arg || *end || i >= npages) {
+        say("@mb error msg=corrupt-needs-a-page-index-below-%zu", npages);
+        return;
+    }
+    pause_all();
+    unsigned char *p = mem + i * page_size;
+    if (pat == PAT_ZERO) {
+        p[page_size / 2] = 0xa5;
+    } else {
+        struct stamp s;
+        memcpy(&s, p, sizeof s);
+        s.gen -= 1;
+        memcpy(p, &s, sizeof s);
+    }
+    say("@mb corrupted page=%llu", i);
+    resume_all();
+}
+
+static void do_verify(void)
+{
+    pause_all();
 
     uint64_t bad = 0;
     for (size_t i = 0; i < npages; i++) {
@@ -293,11 +329,7 @@ static void do_verify(void)
             bad++;
     }
     say("@mb verify pages=%zu bad=%llu", npages, (unsigned long long)bad);
-
-    pthread_mutex_lock(&pause_mu);
-    atomic_store(&pause_req, 0);
-    pthread_cond_broadcast(&pause_cv);
-    pthread_mutex_unlock(&pause_mu);
+    resume_all();
 }
 
 /* Line commands on stdin; accepts \n, \r or \r\n line ends (raw serial). */
@@ -320,6 +352,8 @@ static void *stdin_main(void *arg)
             line[len] = 0;
             if (strcmp(line, "verify") == 0)
                 do_verify();
+            else if (strncmp(line, "corrupt ", 8) == 0)
+                do_corrupt(line + 8);
             else if (len > 0)
                 say("@mb error msg=unknown-command");
             len = 0;

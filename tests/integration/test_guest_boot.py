@@ -38,6 +38,17 @@ def image() -> GuestImage:
     return ensure_image(REPO_ROOT / "build" / "image")
 
 
+def test_image_is_cached(image: GuestImage) -> None:
+    manifest = image.initrd.parent / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    t0 = time.monotonic()
+    again = ensure_image(REPO_ROOT / "build" / "image")
+    assert again == image
+    assert manifest.stat().st_mtime_ns == before
+    assert time.monotonic() - t0 < 10
+    assert image.pvh and image.kernel.name == "vmlinux"
+
+
 def parse_mb(line: str) -> tuple[str, dict[str, str]] | None:
     """('writer', {'rate': '32.00', ...}) for an '@mb ' line, else None."""
     i = line.find("@mb ")
@@ -123,6 +134,65 @@ def test_writer_rate_and_verify(image: GuestImage, rate: int) -> None:
         _, verify = con.expect("verify", time.monotonic() + 15)
         assert verify == {"pages": str(32 * 256), "bad": "0"}
         print(f"rate={rate} boot={t_boot - start:.2f}s median={median:.2f} MiB/s")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def native_writer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The writer compiled for the host: protocol checks without booting a guest."""
+    exe = tmp_path_factory.mktemp("writer") / "writer"
+    subprocess.run(
+        [
+            "gcc",
+            "-O2",
+            "-static",
+            "-pthread",
+            "-o",
+            str(exe),
+            str(REPO_ROOT / "workloads/writer.c"),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return exe
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--pattern", "bogus"], ["--ws-mib", "0"], ["--rate-mib", "-1"], ["--threads", "0"]],
+)
+def test_writer_rejects_bad_parameters(native_writer: Path, args: list[str]) -> None:
+    cp = subprocess.run([str(native_writer), *args], capture_output=True, timeout=10, check=False)
+    assert cp.returncode == 2
+    assert cp.stdout.decode().startswith("@mb error msg=")
+
+
+@pytest.mark.timeout(30)
+def test_writer_detects_corruption(native_writer: Path) -> None:
+    # 1024 pages at 1 MiB/s: one pass every 4 s, so page 1000 is reached after about 4 s.
+    proc = subprocess.Popen(
+        [str(native_writer), "--ws-mib", "4", "--rate-mib", "1", "--pattern", "sparse"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        con = Console(proc)
+        con.expect("writer-ready", time.monotonic() + 10)
+        con.send("verify\n")
+        assert con.expect("verify", time.monotonic() + 5)[1]["bad"] == "0"
+        con.send("corrupt 1000\r\n")
+        con.expect("corrupted", time.monotonic() + 5)
+        con.send("verify\n")
+        assert con.expect("verify", time.monotonic() + 5)[1]["bad"] == "1"
+        _, bad = con.expect("writer-bad", time.monotonic() + 15)
+        assert bad["page"] == "1000" and int(bad["got"]) + 1 == int(bad["expected"])
+        _, line = con.expect("writer", time.monotonic() + 5)
+        assert line["bad"] == "1"
+        con.send("verify\n")  # the writer rewrote the page: clean again
+        assert con.expect("verify", time.monotonic() + 5)[1]["bad"] == "0"
     finally:
         proc.kill()
         proc.wait(timeout=10)
