@@ -93,9 +93,12 @@ def knob_value(name: str, value: object, guest_ram: int) -> Any:
     if knob is None:
         raise ValueError(f"unknown migration parameter {name!r}; known: {', '.join(sorted(KNOBS))}")
     if knob.kind == "size":
-        if name == "xbzrle-cache-size":
-            return xbzrle_cache_size(value, guest_ram)
-        return parse_bytes(value)
+        try:
+            if name == "xbzrle-cache-size":
+                return xbzrle_cache_size(value, guest_ram)
+            return parse_bytes(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     if knob.kind == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")

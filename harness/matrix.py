@@ -144,6 +144,15 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             except ValueError as exc:
                 raise ExpansionError(_knob_key(str(exc), point), str(exc)) from exc
             build = variant.build or default_build
+            if any(c.variant == vname and c.migration == mig and c.workload == workload
+                   for c in cells):
+                twin = next(c for c in cells if c.variant == vname and c.migration == mig
+                            and c.workload == workload)
+                raise ExpansionError(
+                    "axes", f"cells {twin.label!r} and {vname}: "
+                    + ", ".join(f"{k}={v}" for k, v in point.items())
+                    + " give the same QEMU settings; list each value once",
+                )
             ident = {
                 "variant": vname,
                 "build": build,
@@ -176,7 +185,11 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first["msg"]).removeprefix("Value error, ") + f", got {first.get('input')!r}"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
 
 
 def _knob_key(message: str, point: dict[str, Any]) -> str:

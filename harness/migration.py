@@ -189,7 +189,7 @@ def _drive(run: _Run) -> None:
         rec["outcome"] = "completed"
         _after_completion(run)
     elif rec.get("outcome") == "not-converged":
-        pass
+        rec["source_status"] = src.status()  # the guest must keep running on the source
     else:
         rec["outcome"] = "failed"
         desc = final.get("error-desc") or f"migration ended in state {status!r}"

@@ -65,11 +65,19 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
 
 def iter_runs(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """All run records below ``root`` (a campaign folder), in a stable order."""
-    for path in sorted(root.glob("*/*.json")):
+    paths = sorted(root.glob("*/*.json"), key=lambda p: (p.parent.name, _rep_number(p)))
+    for path in paths:
         if path.name.startswith("."):
             continue
         with open(path) as f:
             yield path, upgrade(json.load(f))
+
+
+def _rep_number(path: Path) -> int:
+    try:
+        return int(path.stem)
+    except ValueError:
+        return -1
 
 
 def load_run(path: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -29,6 +30,8 @@ def parse_bytes(value: object) -> int:
             raise ValueError(f"size must not be negative, got {value}")
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"size must be a finite number, got {value!r}")
         if value < 0:
             raise ValueError(f"size must not be negative, got {value}")
         return int(value)

@@ -1,0 +1,58 @@
+# migbench: `make demo` sets up everything and runs the demo matrix; `make test` runs the suite.
+# Both work as root on a fresh Debian 12 machine; every step is skipped when already done.
+
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+QEMU10 := build/qemu-10.0
+APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static gcc libc6-dev cpio lz4 zstd xz-utils \
+	kmod iproute2 python3-venv python3-pip git ca-certificates
+DEMO_OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup deps qemu venv image lint bench clean
+
+demo: setup
+	$(BIN)/migbench run matrices/demo.yaml --out $(DEMO_OUT)
+	$(BIN)/migbench show $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: deps qemu venv image
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+qemu: $(QEMU10)/usr/bin/qemu-system-x86_64
+
+$(QEMU10)/usr/bin/qemu-system-x86_64: scripts/install-qemu10.sh
+	sh scripts/install-qemu10.sh $(QEMU10)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+image: venv
+	$(BIN)/migbench image build
+
+lint: venv
+	$(BIN)/ruff check harness tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m pytest benchmarks --benchmark-only
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .mypy_cache

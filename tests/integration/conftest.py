@@ -1,0 +1,50 @@
+"""Fixtures for integration tests: real QEMU guests under TCG on the local host pair."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.config import load_hosts
+from harness.image import GuestImage, ensure_image
+from harness.models import HostsConfig, MatrixSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def qemu_processes() -> list[str]:
+    """Command lines of QEMU processes started by the harness (named mb-src-*/mb-des-*)."""
+    out = subprocess.run(["pgrep", "-af", "qemu-system.*-name mb-"], capture_output=True,
+                         text=True).stdout
+    return [ln for ln in out.splitlines() if ln.strip()]
+
+
+@pytest.fixture(scope="session")
+def hosts() -> HostsConfig:
+    cfg = load_hosts(REPO / "hosts.yaml")
+    for name, build in cfg.qemu_builds.items():
+        assert build.binary.exists(), f"QEMU build {name} missing: run `make qemu`"
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def image() -> GuestImage:
+    return ensure_image(REPO / "build" / "image")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_qemu() -> Iterator[None]:
+    assert qemu_processes() == [], "a QEMU from an earlier test is still running"
+    yield
+    left = qemu_processes()
+    assert left == [], f"QEMU processes left behind: {left}"
+
+
+def matrix(**fields: Any) -> MatrixSpec:
+    base: dict[str, Any] = {"name": "t", "repetitions": 1}
+    base.update(fields)
+    return MatrixSpec.model_validate(base)

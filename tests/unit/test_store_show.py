@@ -1,0 +1,369 @@
+"""harness.store (result files, summary.csv) and harness.show (info migrate rendering)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import show, store
+from harness.errors import HarnessError
+
+FINAL: dict[str, Any] = {
+    "status": "completed",
+    "total-time": 5123,
+    "downtime": 212,
+    "setup-time": 7,
+    "ram": {
+        "transferred": 150 * 1024 * 1024 + 500,
+        "mbps": 201.57,
+        "remaining": 0,
+        "total": 537_460_736,
+        "duplicate": 100_000,
+        "normal": 36_000,
+        "normal-bytes": 147_456_000,
+        "dirty-sync-count": 9,
+        "page-size": 4096,
+        "multifd-bytes": 0,
+        "pages-per-second": 6100,
+        "dirty-pages-rate": 8192,
+    },
+}
+
+XBZRLE = {
+    "cache-size": 134_217_728,
+    "bytes": 10 * 1024 * 1024,
+    "pages": 5000,
+    "cache-miss": 300,
+    "cache-miss-rate": 0.05,
+    "encoding-rate": 42.5,
+    "overflow": 0,
+}
+
+COMPRESSION = {
+    "pages": 1234,
+    "busy": 2,
+    "busy-rate": 0.25,
+    "compressed-size": 2048 * 1024,
+    "compression-rate": 3.5,
+}
+
+
+def make_record(cell_id: str = "0123456789ab", repetition: int = 1, **over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "schema_version": 1,
+        "campaign": "demo",
+        "cell": {
+            "id": cell_id,
+            "matrix": "demo",
+            "variant": "default",
+            "variant_spec": {"build": None, "qemu_args": [], "migration": {}},
+            "build": "10.0",
+            "axes": {"feature": "xbzrle", "xbzrle-cache-size": "128MiB"},
+            "workload": {"writer": {"working_set_mib": 64, "rate_mib_s": 32.0,
+                                    "pattern": "sparse", "threads": None}},
+            "guest": {"vcpus": 1, "memory_mib": 512},
+            "limits": {"max_time_s": 25.0},
+            "integrity": "stamps",
+            "migration": {"feature": "xbzrle",
+                          "capabilities": {"events": True, "xbzrle": True},
+                          "parameters": {"max-bandwidth": 25_000_000,
+                                         "xbzrle-cache-size": 134_217_728}},
+        },
+        "repetition": repetition,
+        "started_utc": "2025-01-01T00:00:00.000Z",
+        "finished_utc": "2025-01-01T00:00:09.000Z",
+        "outcome": "completed",
+        "error": None,
+        "integrity": "ok",
+        "integrity_detail": {"stamps": {"verdict": "ok", "pages": 16384, "bad_pages": 0}},
+        "timing_excluded": False,
+        "hosts": {"source": {"accel": "tcg"}, "destination": {"accel": "tcg"}},
+        "qemu": {"build": "10.0", "version": "10.0.2 (Debian 1:10.0.2+ds-1)"},
+        "final": {**copy.deepcopy(FINAL), "xbzrle-cache": dict(XBZRLE)},
+        "metrics": {
+            "total_time_ms": 5123,
+            "downtime_ms": 212,
+            "setup_time_ms": 7,
+            "transferred_bytes": 157_286_900,
+            "throughput_mbps": 245.62,
+            "qemu_mbps": 201.57,
+            "dirty_sync_count": 9,
+            "host_pause_ms": 230.5,
+            "guest_max_stall_ms": 410.2,
+            "guest_max_stall_guest_clock_ms": 12.0,
+            "guest_stall_clock": "host-arrival",
+            "samples": 103,
+        },
+    }
+    rec.update(over)
+    return rec
+
+
+# --- store -----------------------------------------------------------------------------------
+
+
+def test_write_run_path_and_content(tmp_path: Path) -> None:
+    rec = make_record()
+    path = store.write_run(tmp_path, rec)
+    assert path == tmp_path / "0123456789ab" / "1.json"
+    assert store.run_path(tmp_path, "0123456789ab", 1) == path
+    assert store.exists(tmp_path, "0123456789ab", 1)
+    assert not store.exists(tmp_path, "0123456789ab", 2)
+    assert json.loads(path.read_text()) == rec
+    assert store.load_run(path) == rec
+
+
+def test_write_run_never_overwrites(tmp_path: Path) -> None:
+    path = store.write_run(tmp_path, make_record())
+    before = path.read_bytes()
+    with pytest.raises(HarnessError, match="never overwritten"):
+        store.write_run(tmp_path, make_record(outcome="failed", error="boom"))
+    assert path.read_bytes() == before
+    assert json.loads(path.read_text())["outcome"] == "completed"
+
+
+def test_write_run_leaves_no_temp_files(tmp_path: Path) -> None:
+    store.write_run(tmp_path, make_record())
+    with pytest.raises(HarnessError):
+        store.write_run(tmp_path, make_record())
+    store.write_summary(tmp_path)
+    leftovers = [p.name for p in tmp_path.rglob(".*")]
+    assert leftovers == []
+    assert sorted(p.name for p in (tmp_path / "0123456789ab").iterdir()) == ["1.json"]
+
+
+def test_write_summary_columns_and_values(tmp_path: Path) -> None:
+    store.write_run(tmp_path, make_record(repetition=1))
+    store.write_run(tmp_path, make_record(
+        repetition=2, outcome="not-converged", integrity="unchecked",
+        error="did not converge\nwithin max_time_s=25",
+        metrics={"total_time_ms": None, "downtime_ms": None, "transferred_bytes": 999},
+    ))
+    path = store.write_summary(tmp_path)
+    assert path == tmp_path / "summary.csv"
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames
+        rows = list(reader)
+    assert cols is not None
+    for col in ("campaign", "cell_id", "variant", "qemu_version", "features", "workload",
+                "repetition", "outcome", "integrity", "total_time_ms", "downtime_ms",
+                "host_pause_ms", "setup_time_ms", "transferred_bytes", "throughput_mbps",
+                "dirty_sync_count", "guest_max_stall_ms"):
+        assert col in cols
+    assert cols == store.SUMMARY_COLUMNS
+    assert len(rows) == 2
+    r1, r2 = rows
+    assert r1["campaign"] == "demo"
+    assert r1["cell_id"] == "0123456789ab"
+    assert r1["variant"] == "default"
+    assert r1["qemu_version"] == "10.0.2 (Debian 1:10.0.2+ds-1)"
+    assert r1["features"] == "xbzrle"
+    assert r1["workload"] == "writer 64MiB@32MiB/s sparse"
+    assert r1["repetition"] == "1"
+    assert r1["outcome"] == "completed"
+    assert r1["integrity"] == "ok"
+    assert r1["total_time_ms"] == "5123"
+    assert r1["downtime_ms"] == "212"
+    assert r1["host_pause_ms"] == "230.5"
+    assert r1["setup_time_ms"] == "7"
+    assert r1["transferred_bytes"] == "157286900"
+    assert r1["throughput_mbps"] == "245.62"
+    assert r1["dirty_sync_count"] == "9"
+    assert r1["guest_max_stall_ms"] == "410.2"
+    assert r1["error"] == ""
+    assert r2["outcome"] == "not-converged"
+    assert r2["total_time_ms"] == "" and r2["downtime_ms"] == ""
+    assert r2["transferred_bytes"] == "999"
+    assert r2["error"] == "did not converge within max_time_s=25"
+
+
+def test_summary_rebuild_replaces(tmp_path: Path) -> None:
+    store.write_run(tmp_path, make_record(repetition=1))
+    store.write_summary(tmp_path)
+    store.write_run(tmp_path, make_record(cell_id="ffffffffffff", repetition=1))
+    store.write_summary(tmp_path)
+    with open(tmp_path / "summary.csv", newline="") as f:
+        ids = [r["cell_id"] for r in csv.DictReader(f)]
+    assert ids == ["0123456789ab", "ffffffffffff"]
+
+
+def test_summary_row_idle_workload() -> None:
+    rec = make_record()
+    rec["cell"]["workload"] = {"writer": None}
+    rec["metrics"] = {}
+    rec.pop("qemu")
+    row = store.summary_row(rec)
+    assert row["workload"] == "idle"
+    assert row["qemu_version"] is None
+    assert row["total_time_ms"] is None
+
+
+def test_summary_row_max_rate() -> None:
+    rec = make_record()
+    rec["cell"]["workload"]["writer"]["rate_mib_s"] = 0
+    assert store.summary_row(rec)["workload"] == "writer 64MiB@max sparse"
+
+
+def test_iter_runs_order_and_skips_hidden(tmp_path: Path) -> None:
+    store.write_run(tmp_path, make_record(cell_id="bbbbbbbbbbbb", repetition=1))
+    store.write_run(tmp_path, make_record(cell_id="aaaaaaaaaaaa", repetition=2))
+    store.write_run(tmp_path, make_record(cell_id="aaaaaaaaaaaa", repetition=1))
+    (tmp_path / "aaaaaaaaaaaa" / ".tmp-junk.json").write_text("{not json")
+    got = [(rec["cell"]["id"], rec["repetition"]) for _, rec in store.iter_runs(tmp_path)]
+    assert got == [("aaaaaaaaaaaa", 1), ("aaaaaaaaaaaa", 2), ("bbbbbbbbbbbb", 1)]
+    paths = [p for p, _ in store.iter_runs(tmp_path)]
+    assert paths[0] == tmp_path / "aaaaaaaaaaaa" / "1.json"
+
+
+def test_iter_runs_empty(tmp_path: Path) -> None:
+    assert list(store.iter_runs(tmp_path)) == []
+
+
+@pytest.mark.parametrize("version", [None, 0, 2, "1"])
+def test_upgrade_rejects_unknown_schema(version: object) -> None:
+    rec = make_record()
+    if version is None:
+        del rec["schema_version"]
+    else:
+        rec["schema_version"] = version
+    with pytest.raises(HarnessError, match="unsupported result schema_version"):
+        store.upgrade(rec)
+
+
+def test_upgrade_accepts_v1() -> None:
+    rec = make_record()
+    assert store.upgrade(rec) is rec
+
+
+def test_iter_runs_rejects_future_schema(tmp_path: Path) -> None:
+    store.write_run(tmp_path, make_record(schema_version=99))
+    with pytest.raises(HarnessError, match="99"):
+        list(store.iter_runs(tmp_path))
+
+
+def test_load_run_bad_json(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text("{oops")
+    with pytest.raises(HarnessError, match="cannot read result"):
+        store.load_run(p)
+    with pytest.raises(HarnessError, match="cannot read result"):
+        store.load_run(tmp_path / "missing.json")
+
+
+# --- show ------------------------------------------------------------------------------------
+
+
+def rows_of(final: dict[str, Any]) -> dict[str, str]:
+    return dict(show.info_migrate(final))
+
+
+def test_info_migrate_core_lines() -> None:
+    rows = show.info_migrate(FINAL)
+    assert rows[0] == ("Migration status", "completed")
+    d = dict(rows)
+    assert d["total time"] == "5123 ms"
+    assert d["downtime"] == "212 ms"
+    assert d["setup"] == "7 ms"
+    assert d["transferred ram"] == "153600 kbytes"  # (150 MiB + 500 B) // 1024
+    assert d["throughput"] == "201.57 mbps"
+    assert d["total ram"] == "524864 kbytes"
+    assert d["dirty sync count"] == "9"
+    assert d["page size"] == "4 kbytes"
+    assert d["duplicate"] == "100000 pages"
+
+
+def test_info_migrate_missing_values_are_dashes() -> None:
+    d = rows_of({"status": "failed"})
+    assert d["Migration status"] == "failed"
+    assert d["total time"] == "-"
+    assert d["transferred ram"] == "-"
+    assert rows_of({})["Migration status"] == "-"
+
+
+def test_info_migrate_float_formatting() -> None:
+    d = rows_of({"total-time": 100.0, "ram": {"mbps": 33.333333}})
+    assert d["total time"] == "100 ms"
+    assert d["throughput"] == "33.33 mbps"
+
+
+def test_info_migrate_expected_downtime_position() -> None:
+    rows = show.info_migrate({**FINAL, "status": "active", "expected-downtime": 300})
+    assert rows[3] == ("expected downtime", "300 ms")
+    assert "expected downtime" not in rows_of(FINAL)
+
+
+def test_info_migrate_xbzrle_block_only_when_present() -> None:
+    plain = rows_of(FINAL)
+    assert not any(k.startswith("xbzrle") or k == "cache size" for k in plain)
+    d = rows_of({**FINAL, "xbzrle-cache": XBZRLE})
+    assert d["cache size"] == "134217728 bytes"
+    assert d["xbzrle transferred"] == "10240 kbytes"
+    assert d["xbzrle pages"] == "5000 pages"
+    assert d["xbzrle cache miss"] == "300 pages"
+    assert d["xbzrle cache miss rate"] == "0.05"
+    assert d["xbzrle encoding rate"] == "42.5"
+    assert d["xbzrle overflow"] == "0"
+    assert not any(k.startswith("compress") for k in d)
+
+
+def test_info_migrate_compression_block_only_when_present() -> None:
+    assert not any(k.startswith("compress") for k in rows_of(FINAL))
+    d = rows_of({**FINAL, "compression": COMPRESSION})
+    assert d["compression pages"] == "1234 pages"
+    assert d["compression busy"] == "2"
+    assert d["compression busy rate"] == "0.25"
+    assert d["compressed size"] == "2048 kbytes"
+    assert d["compression rate"] == "3.5"
+    assert "xbzrle pages" not in d
+
+
+def test_run_block() -> None:
+    text = show.run_block(make_record())
+    lines = text.splitlines()
+    assert lines[0] == ("== demo / 0123456789ab rep 1: default "
+                        "(feature=xbzrle, xbzrle-cache-size=128MiB)")
+    assert lines[1] == ("QEMU 10.0.2 (Debian 1:10.0.2+ds-1), accel tcg, outcome completed, "
+                        "integrity ok")
+
+    def value(label: str) -> str:
+        (line,) = [ln for ln in lines if ln.strip().startswith(label + ":")]
+        return line.split(":", 1)[1].strip()
+
+    assert value("Migration status") == "completed"
+    assert value("total time") == "5123 ms"
+    assert value("downtime") == "212 ms"
+    assert value("transferred ram") == "153600 kbytes"
+    assert value("xbzrle pages") == "5000 pages"
+    assert value("host-observed pause") == "230.5 ms"
+    assert value("guest max stall (host clock)") == "410.2 ms"
+    assert value("query-migrate samples") == "103"
+    assert "compression pages" not in text
+    assert "error:" not in text
+    # values are aligned in one column
+    starts = {re.match(r"^  [^:]+:\s+", ln).end() for ln in lines[2:]}  # type: ignore[union-attr]
+    assert len(starts) == 1
+
+
+def test_run_block_without_xbzrle_and_with_error() -> None:
+    rec = make_record(outcome="failed", integrity="unchecked", error="QEMU said no",
+                      final=copy.deepcopy(FINAL), timing_excluded=True)
+    text = show.run_block(rec)
+    assert "outcome failed, integrity unchecked (RAM compared; timing excluded)" in text
+    assert "\nerror: QEMU said no\n" in text
+    assert "xbzrle" not in text.split("\n", 3)[3]  # not in the info migrate rows
+    assert "cache size" not in text
+
+
+def test_run_block_minimal_record() -> None:
+    rec = {"campaign": "c", "cell": {"id": "x", "variant": "v"}, "repetition": 3,
+           "outcome": "failed", "integrity": "unchecked"}
+    text = show.run_block(rec)
+    assert text.splitlines()[0] == "== c / x rep 3: v (base)"
+    assert "QEMU ?, accel ?" in text
