@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     dest = Path(args.out) if args.out else Path("results") / spec.name
     if args.dry_run:
         for c in cells:
-            out.print(f"{c.id}  {c.label}  [{c.workload_label()}]")
+            out.print(f"{c.id}  {c.label}  ({c.workload_label()})", markup=False)
         out.print(f"{len(cells)} cells x {spec.repetitions} repetitions")
         return 0
     out.print(f"[bold]migbench run[/] {matrix_path} -> {dest} "

@@ -52,6 +52,18 @@ KNOBS: dict[str, Knob] = {
 }
 
 
+#: Knobs that only act when a feature is on; elsewhere they are dropped (they would change nothing).
+KNOB_NEEDS: dict[str, str] = {
+    "xbzrle-cache-size": "xbzrle",
+}
+
+
+def knob_applies(name: str, feature: str) -> bool:
+    """Whether knob ``name`` has any effect under ``feature``."""
+    need = KNOB_NEEDS.get(name)
+    return need is None or need == feature
+
+
 @dataclass(frozen=True)
 class Feature:
     """A preset: capabilities to enable, default parameters, and what QEMU must support."""
@@ -147,7 +159,9 @@ def migration_config(feature: str, knobs: Mapping[str, Any], guest_ram: int) -> 
     for name, value in preset.defaults.items():
         params[name] = value
     for name, value in knobs.items():
-        params[name] = knob_value(name, value, guest_ram)
+        value = knob_value(name, value, guest_ram)
+        if knob_applies(name, feature):
+            params[name] = value
     caps = {"events": True}
     for cap in preset.capabilities:
         caps[cap] = True

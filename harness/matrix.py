@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from harness.features import KNOBS, MigrationConfig, migration_config
+from harness.features import KNOBS, MigrationConfig, knob_applies, migration_config
 from harness.models import GuestSpec, Limits, MatrixSpec, Variant, WorkloadSpec, WriterSpec
 
 
@@ -113,6 +113,7 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
     guest_ram = spec.guest.memory_mib * 1024**2
     keys = list(axes)
     cells: list[Cell] = []
+    seen_points: set[tuple[str, str]] = set()
     for vname in variant_names:
         variant = spec.variants[vname]
         for values in itertools.product(*(axes[k] for k in keys)):
@@ -120,6 +121,13 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             if _excluded({**point, "variant": vname}, spec.exclude):
                 continue
             feature = str(point.get("feature", "precopy"))
+            # A knob axis that does nothing under this feature (xbzrle-cache-size for precopy)
+            # would only make copies of the same cell: keep one, without that coordinate.
+            point = {k: v for k, v in point.items() if k not in KNOBS or knob_applies(k, feature)}
+            key_repr = (vname, repr(sorted(point.items(), key=lambda kv: kv[0])))
+            if key_repr in seen_points:
+                continue
+            seen_points.add(key_repr)
             knobs: dict[str, Any] = dict(spec.migration)
             knobs.update(variant.migration)
             workload = spec.workload

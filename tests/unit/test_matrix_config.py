@@ -68,7 +68,8 @@ def test_ids_stable_and_sensitive() -> None:
     a = [c.id for c in expand(spec(**kw), "10.0")]
     b = [c.id for c in expand(spec(**kw), "10.0")]
     assert a == b
-    assert len(set(a)) == len(a) == 4
+    # precopy ignores xbzrle-cache-size: its two would-be cells collapse into one
+    assert len(set(a)) == len(a) == 3
     assert all(len(i) == 12 and int(i, 16) >= 0 for i in a)
     # one parameter changed -> a different id
     changed = [c.id for c in expand(spec(guest={"memory_mib": 1024}, **kw), "10.0")]
@@ -433,7 +434,10 @@ def test_repo_demo_matrix_loads() -> None:
     for c in cells:
         assert c.migration.parameters["max-bandwidth"] == 25_000_000
         assert c.migration.parameters["downtime-limit"] == 300
-        assert c.migration.parameters["xbzrle-cache-size"] == 128 * MiB
+        if c.feature == "xbzrle":
+            assert c.migration.parameters["xbzrle-cache-size"] == 128 * MiB
+        else:
+            assert "xbzrle-cache-size" not in c.migration.parameters
 
 
 def test_repo_hosts_loads() -> None:
