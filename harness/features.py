@@ -52,16 +52,47 @@ KNOBS: dict[str, Knob] = {
 }
 
 
+#: Harness-side knobs: not QEMU parameters, but how the harness drives the migration.
+HARNESS_KNOBS: dict[str, Knob] = {
+    "postcopy-after-syncs": Knob("int", 1, 1000),  # migrate-start-postcopy after N dirty syncs
+    "postcopy-after-s": Knob("int", 0, 3600),  # ... or after S seconds (whichever first)
+    "pause-after-syncs": Knob("int", 1, 1000),  # `stop` the guest after N dirty syncs
+}
+
 #: Knobs that only act when a feature is on; elsewhere they are dropped (they would change nothing).
 KNOB_NEEDS: dict[str, str] = {
     "xbzrle-cache-size": "xbzrle",
+    "compress-level": "compress",
+    "compress-threads": "compress",
+    "decompress-threads": "compress",
+    "compress-wait-thread": "compress",
+    "multifd-channels": "multifd",
+    "multifd-compression": "multifd",
+    "multifd-zlib-level": "multifd",
+    "multifd-zstd-level": "multifd",
+    "cpu-throttle-initial": "auto-converge",
+    "cpu-throttle-increment": "auto-converge",
+    "cpu-throttle-tailslow": "auto-converge",
+    "max-cpu-throttle": "auto-converge",
+    "throttle-trigger-threshold": "auto-converge",
+    "max-postcopy-bandwidth": "postcopy",
+    "postcopy-after-syncs": "postcopy",
+    "postcopy-after-s": "postcopy",
+    "x-vcpu-dirty-limit-period": "dirty-limit",
+    "vcpu-dirty-limit": "dirty-limit",
+    "pause-after-syncs": "pause",
 }
 
 
+def split_feature(feature: str) -> list[str]:
+    """``"xbzrle+auto-converge"`` -> ``["xbzrle", "auto-converge"]``."""
+    return [f.strip() for f in feature.split("+") if f.strip()]
+
+
 def knob_applies(name: str, feature: str) -> bool:
-    """Whether knob ``name`` has any effect under ``feature``."""
+    """Whether knob ``name`` has any effect under ``feature`` (which may combine features)."""
     need = KNOB_NEEDS.get(name)
-    return need is None or need == feature
+    return need is None or need in split_feature(feature)
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,7 @@ class Feature:
     capabilities: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    needs_kvm: str = ""  # reason, when the feature only works with KVM
 
 
 FEATURES: dict[str, Feature] = {
@@ -80,7 +112,47 @@ FEATURES: dict[str, Feature] = {
         "xbzrle", ("xbzrle",), {"xbzrle-cache-size": DEFAULT_XBZRLE_CACHE},
         "XOR-based zero run-length encoding of re-sent pages",
     ),
+    "compress": Feature(
+        "compress", ("compress",), {},
+        "legacy multithread compression (QEMU up to 9.0; removed in 9.1)",
+    ),
+    "multifd": Feature(
+        "multifd", ("multifd",), {"multifd-channels": 2},
+        "parallel migration channels, optionally compressed (zlib, zstd, qpl, uadk, qatzip)",
+    ),
+    "auto-converge": Feature(
+        "auto-converge", ("auto-converge",), {}, "throttle the vCPUs until the migration converges",
+    ),
+    "postcopy": Feature(
+        "postcopy", ("postcopy-ram",), {"postcopy-after-syncs": 2},
+        "switch to postcopy after some precopy passes; pages fault in on the destination",
+    ),
+    "postcopy-preempt": Feature(
+        "postcopy-preempt", ("postcopy-preempt",), {},
+        "a separate channel for postcopy page requests (with postcopy)",
+    ),
+    "dirty-limit": Feature(
+        "dirty-limit", ("dirty-limit",), {}, "limit each vCPU's dirty rate (KVM dirty ring)",
+        needs_kvm="dirty-limit needs KVM with the dirty ring (accel kvm,dirty-ring-size=N)",
+    ),
+    "pause": Feature(
+        "pause", (), {"pause-after-syncs": 5},
+        "stop the guest after N dirty syncs so that the migration finishes (a baseline)",
+    ),
 }
+
+#: Pairs QEMU refuses to combine (migrate_caps_check), refused here before anything boots.
+INCOMPATIBLE: dict[frozenset[str], str] = {
+    frozenset({"compress", "multifd"}): "QEMU refuses compress with multifd",
+    frozenset({"compress", "postcopy"}): "QEMU refuses compress with postcopy",
+    frozenset({"compress", "xbzrle"}): "legacy compress and xbzrle cannot be combined",
+    frozenset({"dirty-limit", "auto-converge"}): "QEMU refuses dirty-limit with auto-converge",
+    frozenset({"pause", "postcopy"}): "pause and postcopy are alternative endings",
+}
+
+#: Migration statuses in which the source has switched over to postcopy.
+POSTCOPY_STATES = ("postcopy-active", "postcopy-paused", "postcopy-recover",
+                   "postcopy-recover-setup")
 
 
 @dataclass(frozen=True)
@@ -89,21 +161,28 @@ class MigrationConfig:
 
     feature: str
     capabilities: dict[str, bool]
-    parameters: dict[str, Any]
+    parameters: dict[str, Any]  # QEMU migration parameters only
+    harness: dict[str, Any] = field(default_factory=dict)  # postcopy-after-*, pause-after-syncs
+
+    @property
+    def features(self) -> list[str]:
+        return split_feature(self.feature)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "feature": self.feature,
             "capabilities": dict(self.capabilities),
             "parameters": dict(self.parameters),
+            "harness": dict(self.harness),
         }
 
 
 def knob_value(name: str, value: object, guest_ram: int) -> Any:
     """Validate and normalise one knob value; raise ValueError with the fix in the message."""
-    knob = KNOBS.get(name)
+    knob = KNOBS.get(name) or HARNESS_KNOBS.get(name)
     if knob is None:
-        raise ValueError(f"unknown migration parameter {name!r}; known: {', '.join(sorted(KNOBS))}")
+        known = ", ".join(sorted([*KNOBS, *HARNESS_KNOBS]))
+        raise ValueError(f"unknown migration parameter {name!r}; known: {known}")
     if knob.kind == "size":
         try:
             if name == "xbzrle-cache-size":
@@ -148,21 +227,43 @@ def xbzrle_cache_size(value: object, guest_ram: int) -> int:
 
 
 def migration_config(feature: str, knobs: Mapping[str, Any], guest_ram: int) -> MigrationConfig:
-    """Combine a feature preset with knobs into QEMU arguments.
+    """Combine feature presets (``a+b`` combines) with knobs into QEMU arguments.
 
-    :raise ValueError: unknown feature or knob, or a bad value.
+    :raise ValueError: unknown feature or knob, a bad value, or features QEMU will not combine.
     """
-    preset = FEATURES.get(feature)
-    if preset is None:
-        raise ValueError(f"unknown feature {feature!r}; known: {', '.join(sorted(FEATURES))}")
+    names = split_feature(feature)
+    if not names:
+        raise ValueError("empty feature name")
+    for name in names:
+        if name not in FEATURES:
+            raise ValueError(f"unknown feature {name!r}; known: {', '.join(sorted(FEATURES))}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"feature {feature!r} names a feature twice")
+    for pair, why in INCOMPATIBLE.items():
+        if pair <= set(names):
+            raise ValueError(f"feature {feature!r}: {why}")
+    if "postcopy-preempt" in names and "postcopy" not in names:
+        raise ValueError("feature postcopy-preempt needs postcopy: use postcopy+postcopy-preempt")
     params: dict[str, Any] = {"max-bandwidth": DEFAULT_MAX_BANDWIDTH}
-    for name, value in preset.defaults.items():
-        params[name] = value
+    harness: dict[str, Any] = {}
+    caps = {"events": True}
+    for name in names:
+        preset = FEATURES[name]
+        for cap in preset.capabilities:
+            caps[cap] = True
+        for k, v in preset.defaults.items():
+            (harness if k in HARNESS_KNOBS else params)[k] = v
+    canonical = "+".join(names)
     for name, value in knobs.items():
         value = knob_value(name, value, guest_ram)
-        if knob_applies(name, feature):
-            params[name] = value
-    caps = {"events": True}
-    for cap in preset.capabilities:
-        caps[cap] = True
-    return MigrationConfig(feature=feature, capabilities=caps, parameters=params)
+        if knob_applies(name, canonical):
+            (harness if name in HARNESS_KNOBS else params)[name] = value
+    return MigrationConfig(feature=canonical, capabilities=caps, parameters=params, harness=harness)
+
+
+def kvm_requirement(config: MigrationConfig) -> str:
+    """Why this configuration needs KVM, or "" when TCG will do."""
+    for name in config.features:
+        if FEATURES[name].needs_kvm:
+            return FEATURES[name].needs_kvm
+    return ""

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from harness.features import KNOBS, MigrationConfig, knob_applies, migration_config
+from harness.features import HARNESS_KNOBS, KNOBS, MigrationConfig, knob_applies, migration_config
 from harness.models import GuestSpec, Limits, MatrixSpec, Variant, WorkloadSpec, WriterSpec
 
 
@@ -101,7 +101,7 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
                 )
         variant_names = [str(v) for v in axes.pop("variant")]
     for key in axes:
-        if key == "feature" or key in KNOBS:
+        if key == "feature" or key in KNOBS or key in HARNESS_KNOBS:
             continue
         if key.startswith("writer.") and key[7:] in WriterSpec.model_fields:
             continue
@@ -123,7 +123,8 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             feature = str(point.get("feature", "precopy"))
             # A knob axis that does nothing under this feature (xbzrle-cache-size for precopy)
             # would only make copies of the same cell: keep one, without that coordinate.
-            point = {k: v for k, v in point.items() if k not in KNOBS or knob_applies(k, feature)}
+            point = {k: v for k, v in point.items()
+                     if (k not in KNOBS and k not in HARNESS_KNOBS) or knob_applies(k, feature)}
             key_repr = (vname, repr(sorted(point.items(), key=lambda kv: kv[0])))
             if key_repr in seen_points:
                 continue
@@ -132,7 +133,7 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             knobs.update(variant.migration)
             workload = spec.workload
             for k, v in point.items():
-                if k in KNOBS:
+                if k in KNOBS or k in HARNESS_KNOBS:
                     knobs[k] = v
                 elif k.startswith("writer."):
                     base = workload.writer or WriterSpec()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.features import POSTCOPY_STATES
 from harness.host import LocalHost, detect_accel
 from harness.image import GuestImage
 from harness.integrity import differing_pages, file_digests
@@ -86,7 +87,7 @@ def run_migration(ctx: RunContext) -> dict[str, Any]:
         campaign=ctx.campaign,
         cell=ctx.cell.to_dict(),
         repetition=ctx.repetition,
-        started_utc=_utc(time.time()),
+        started_utc=utc(time.time()),
         outcome="failed",
         error=None,
         integrity="unchecked",
@@ -102,12 +103,12 @@ def run_migration(ctx: RunContext) -> dict[str, Any]:
         rec["error"] = rec.get("error") or str(exc)
     finally:
         _teardown(run)
-    rec["finished_utc"] = _utc(time.time())
+    rec["finished_utc"] = utc(time.time())
     rec["metrics"] = _metrics(run)
     return rec
 
 
-def _utc(t: float) -> str:
+def utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
@@ -180,7 +181,7 @@ def _drive(run: _Run) -> None:
 
     run.state("migrate")
     run.t0 = time.time()
-    rec["migrate_start_utc"] = _utc(run.t0)
+    rec["migrate_start_utc"] = utc(run.t0)
     src.qmp.execute("migrate", {"uri": uri})
     final = _watch(run)
     rec["final"] = final
@@ -271,7 +272,13 @@ def _watch(run: _Run) -> dict[str, Any]:
             break
         elapsed = now - run.t0
         syncs = info.get("ram", {}).get("dirty-sync-count", 0)
-        if not cancel_reason:
+        if status == "active":
+            _maybe_switch(run, elapsed, syncs)
+        if status in POSTCOPY_STATES:
+            # Postcopy cannot be cancelled: the destination owns the guest now. Give it time.
+            if elapsed > lim.max_time_s + 60:
+                raise HarnessError(f"postcopy did not complete within max_time_s + 60 s ({status})")
+        elif not cancel_reason:
             if elapsed > lim.max_time_s:
                 cancel_reason = f"did not converge within max_time_s={lim.max_time_s:g}"
             elif lim.max_dirty_syncs is not None and syncs > lim.max_dirty_syncs:
@@ -297,6 +304,25 @@ def _watch(run: _Run) -> dict[str, Any]:
     return info
 
 
+def _maybe_switch(run: _Run, elapsed: float, syncs: int) -> None:
+    """Start postcopy, or pause the guest, once the cell's trigger is reached (once each)."""
+    src, rec = run.src, run.record
+    assert src is not None
+    mig = run.ctx.cell.migration
+    opts = mig.harness
+    if "postcopy" in mig.features and "postcopy_start_t" not in rec:
+        after_syncs = opts.get("postcopy-after-syncs")
+        after_s = opts.get("postcopy-after-s")
+        if (after_syncs is not None and syncs >= after_syncs) or (
+                after_s is not None and elapsed >= after_s):
+            src.qmp.execute("migrate-start-postcopy")
+            rec["postcopy_start_t"] = round(elapsed, 4)
+    if "pause" in mig.features and "pause_t" not in rec:
+        if syncs >= opts.get("pause-after-syncs", 5):
+            src.qmp.execute("stop")
+            rec["pause_t"] = round(elapsed, 4)
+
+
 def _after_completion(run: _Run) -> None:
     src, dst, rec, ctx = run.src, run.dst, run.record, run.ctx
     assert src is not None and dst is not None
@@ -309,6 +335,9 @@ def _after_completion(run: _Run) -> None:
         # Destination was started with -S: both sides are stopped now; compare their RAM.
         rec["destination_status_before_cont"] = dst.status()
         checks["ram"] = _compare_ram(run)
+        dst.qmp.execute("cont")
+    elif "pause_t" in rec and dst.status() == "paused":
+        # The guest was stopped on the source before completion: it arrives paused.
         dst.qmp.execute("cont")
     resume = dst.qmp.wait_event("RESUME", 10.0)
     dst_status = dst.status()

@@ -23,8 +23,10 @@ from harness.errors import ConfigError
 from harness.host import LocalHost
 from harness.image import GuestImage, ensure_image
 from harness.matrix import Cell
-from harness.migration import RunContext, run_migration
-from harness.models import HostsConfig, MatrixSpec
+from harness.host import detect_accel
+from harness.migration import SCHEMA_VERSION, RunContext, run_migration, utc
+from harness.probe import Probe, probe, unsupported_reason
+from harness.models import HostsConfig, MatrixSpec, QemuBuild
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,6 +51,41 @@ class Progress:
     run_started: Callable[[Cell, int], None] | None = None
     state: Callable[[str], None] | None = None
     run_finished: Callable[[Cell, int, dict[str, Any]], None] | None = None
+
+
+def _probe(build: QemuBuild, probes: dict[str, Probe]) -> Probe:
+    key = str(build.binary)
+    if key not in probes:
+        probes[key] = probe(build, REPO / "build" / "probe-cache")
+    return probes[key]
+
+
+def skip_reason(cell: Cell, src_build: QemuBuild, dst_build: QemuBuild, src_accel: str,
+                dst_accel: str, probes: dict[str, Probe]) -> str:
+    """Why this cell cannot run on this pair (missing capability, no KVM ...), or ""."""
+    for build, accel in ((src_build, src_accel), (dst_build, dst_accel)):
+        reason = unsupported_reason(_probe(build, probes), cell.migration,
+                                    detect_accel(accel).accel)
+        if reason:
+            return reason
+    return ""
+
+
+def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probes: dict[str, Probe],
+                   build: QemuBuild, source: LocalHost, destination: LocalHost) -> dict[str, Any]:
+    """The record of a run that was not attempted, with the reason."""
+    now = time.time()
+    p = probes.get(str(build.binary))
+    return {
+        "schema_version": SCHEMA_VERSION, "campaign": campaign, "cell": cell.to_dict(),
+        "repetition": rep, "started_utc": utc(now), "finished_utc": utc(now),
+        "outcome": "skipped", "error": reason, "integrity": "unchecked", "integrity_detail": {},
+        "timing_excluded": True,
+        "qemu": {"build": cell.build, "version": f"{p.version} ({p.package})" if p else None,
+                 "source_binary": str(build.binary)},
+        "hosts": {"source": source.facts(), "destination": destination.facts()},
+        "metrics": {}, "timeline": [], "events": {}, "console": {},
+    }
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
@@ -80,6 +117,7 @@ def run_matrix(
     old = signal.signal(signal.SIGTERM, _sigterm)
     written: list[Path] = []
     commit = harness_commit()
+    probes: dict[str, Probe] = {}
     try:
         for cell, rep in todo:
             if store.exists(out, cell.id, rep):
@@ -89,6 +127,18 @@ def run_matrix(
             src_build = hosts.build_for(pair.source, cell.build)
             dst_build = hosts.build_for(pair.destination, cell.build)
             assert src_build is not None and dst_build is not None  # checked by plan()
+            reason = skip_reason(cell, src_build, dst_build, pair.source.accel,
+                                 pair.destination.accel, probes)
+            if reason:
+                record = skipped_record(cell, rep, spec.name, reason, probes, src_build,
+                                        source, destination)
+                record["harness"] = {"commit": commit, "matrix_file": str(matrix_path),
+                                     "pair": pair_name}
+                written.append(store.write_run(out, record))
+                store.write_summary(out)
+                if progress.run_finished:
+                    progress.run_finished(cell, rep, record)
+                continue
             workdir = pair.source.workdir / spec.name / f"{cell.id}-{rep}-{int(time.time())}"
             ctx = RunContext(
                 cell=cell, repetition=rep, campaign=spec.name, source=source,

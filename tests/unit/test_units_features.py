@@ -149,6 +149,7 @@ def test_precopy_defaults() -> None:
         "feature": "precopy",
         "capabilities": {"events": True},
         "parameters": {"max-bandwidth": GiB},
+        "harness": {},
     }
 
 

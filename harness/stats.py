@@ -1,0 +1,271 @@
+"""Pure statistics for repeated measurements: summaries, confidence intervals, verdicts.
+
+Nothing here reads files or knows about QEMU. Samples are plain sequences of floats; ``None`` and
+NaN values are dropped by the caller (see :func:`clean`).
+
+The before/after verdict (:func:`compare`) follows what a performance talk needs:
+
+* the change is the ratio of medians, ``median(new) / median(base) - 1``;
+* its 95 % confidence interval comes from a percentile bootstrap of that ratio with a fixed seed,
+  so a report is reproducible byte for byte;
+* significance is a two-sided Mann-Whitney U test (or Welch's t test) at ``alpha``;
+* a difference is **better** or **worse** only when it is significant *and* at least
+  ``min_effect`` (5 % by default); it is **no change** when the test finds nothing and the
+  interval lies inside +-``min_effect`` (or when a significant change is smaller than that);
+  otherwise it is **inconclusive** (too few repetitions or too much noise to tell).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as _sp  # type: ignore[import-untyped]
+
+CV_WARN = 0.10  # coefficient of variation at or above which a sample is called noisy
+MIN_REPS = 3  # fewer repetitions than this get a warning
+ALPHA = 0.05
+MIN_EFFECT = 0.05
+BOOTSTRAP_SEED = 20240611
+BOOTSTRAP_ROUNDS = 2000
+
+
+def clean(values: Sequence[float | int | None]) -> list[float]:
+    """The finite numbers of ``values`` as floats."""
+    out = []
+    for v in values:
+        if v is None or isinstance(v, bool):
+            continue
+        f = float(v)
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and spread of one sample."""
+
+    n: int
+    median: float
+    mean: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+    cv: float | None  # sample stdev / mean; None when undefined (n < 2 or mean 0)
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    def warnings(self) -> list[str]:
+        return sample_warnings(self)
+
+
+def summarize(values: Sequence[float | int | None]) -> Summary | None:
+    """Summary of the finite values, or None when there are none."""
+    xs = clean(values)
+    if not xs:
+        return None
+    q1, q3 = (float(q) for q in np.percentile(xs, [25, 75]))
+    return Summary(
+        n=len(xs),
+        median=float(statistics.median(xs)),
+        mean=statistics.fmean(xs),
+        q1=q1,
+        q3=q3,
+        min=min(xs),
+        max=max(xs),
+        cv=cv(xs),
+    )
+
+
+def cv(values: Sequence[float]) -> float | None:
+    """Coefficient of variation (sample standard deviation over mean)."""
+    xs = clean(values)
+    if len(xs) < 2:
+        return None
+    mean = statistics.fmean(xs)
+    if mean == 0:
+        return None
+    return abs(statistics.stdev(xs) / mean)
+
+
+def sample_warnings(s: Summary | None) -> list[str]:
+    """Why a sample's figures should not be trusted yet ("" when they can be)."""
+    if s is None:
+        return []
+    out = []
+    if s.n < MIN_REPS:
+        out.append(f"only {s.n} repetition{'s' if s.n != 1 else ''} (fewer than {MIN_REPS})")
+    if s.cv is not None and s.cv >= CV_WARN:
+        out.append(f"coefficient of variation {s.cv:.0%} (>= {CV_WARN:.0%})")
+    return out
+
+
+def bootstrap_ratio_ci(
+    base: Sequence[float], new: Sequence[float], *, level: float = 0.95,
+    rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED,
+    stat: Callable[..., float] = np.median,
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap CI of ``stat(new) / stat(base) - 1`` (a relative change).
+
+    Returns None when a side is empty or the baseline statistic can be zero.
+    """
+    a, b = np.asarray(clean(base)), np.asarray(clean(new))
+    if a.size == 0 or b.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    sa = stat(a[rng.integers(0, a.size, (rounds, a.size))], axis=1)
+    sb = stat(b[rng.integers(0, b.size, (rounds, b.size))], axis=1)
+    if np.any(sa == 0):
+        return None
+    ratios = sb / sa - 1.0
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(ratios, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_diff_ci(
+    base: Sequence[float], new: Sequence[float], *, level: float = 0.95,
+    rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap CI of ``median(new) - median(base)`` (an absolute change)."""
+    a, b = np.asarray(clean(base)), np.asarray(clean(new))
+    if a.size == 0 or b.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    sa = np.median(a[rng.integers(0, a.size, (rounds, a.size))], axis=1)
+    sb = np.median(b[rng.integers(0, b.size, (rounds, b.size))], axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(sb - sa, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    p: float | None  # None when the test cannot be run (a side with fewer than 2 values)
+    effect: float | None  # Cliff's delta in [-1, 1]: P(new > base) - P(new < base)
+    method: str
+
+
+def cliffs_delta(base: Sequence[float], new: Sequence[float]) -> float | None:
+    a, b = clean(base), clean(new)
+    if not a or not b:
+        return None
+    gt = sum(1 for y in b for x in a if y > x)
+    lt = sum(1 for y in b for x in a if y < x)
+    return (gt - lt) / (len(a) * len(b))
+
+
+def mann_whitney(base: Sequence[float], new: Sequence[float]) -> TestResult:
+    """Two-sided Mann-Whitney U test (exact for small samples without ties)."""
+    a, b = clean(base), clean(new)
+    if len(a) < 2 or len(b) < 2:
+        return TestResult(None, cliffs_delta(a, b), "Mann-Whitney U")
+    if len(set(a) | set(b)) == 1:
+        return TestResult(1.0, 0.0, "Mann-Whitney U")
+    res = _sp.mannwhitneyu(b, a, alternative="two-sided")
+    return TestResult(float(res.pvalue), cliffs_delta(a, b), "Mann-Whitney U")
+
+
+def welch(base: Sequence[float], new: Sequence[float]) -> TestResult:
+    """Two-sided Welch's t test (unequal variances)."""
+    a, b = clean(base), clean(new)
+    if len(a) < 2 or len(b) < 2:
+        return TestResult(None, cliffs_delta(a, b), "Welch's t")
+    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
+        return TestResult(1.0 if a[0] == b[0] else 0.0, cliffs_delta(a, b), "Welch's t")
+    res = _sp.ttest_ind(b, a, equal_var=False)
+    p = float(res.pvalue)
+    return TestResult(p if math.isfinite(p) else None, cliffs_delta(a, b), "Welch's t")
+
+
+class Verdict(enum.Enum):
+    BETTER = "better"
+    WORSE = "worse"
+    NO_CHANGE = "no change"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def significant(self) -> bool:
+        return self in (Verdict.BETTER, Verdict.WORSE)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A before/after comparison of one metric."""
+
+    base: Summary | None
+    new: Summary | None
+    change: float | None  # relative change of medians (0.1 = +10 %); None if base median is 0
+    ci: tuple[float, float] | None  # CI of ``change``, or of the absolute difference if change is None
+    diff: float | None  # median(new) - median(base)
+    test: TestResult
+    verdict: Verdict
+    reason: str  # one line: why this verdict
+
+    @property
+    def ci_is_relative(self) -> bool:
+        return self.change is not None
+
+
+def compare(
+    base: Sequence[float | int | None], new: Sequence[float | int | None], *,
+    lower_is_better: bool = True, alpha: float = ALPHA, min_effect: float = MIN_EFFECT,
+    method: str = "mannwhitney",
+) -> Comparison:
+    """Compare two samples of one metric; see the module docstring for the rules."""
+    a, b = clean(base), clean(new)
+    sa, sb = summarize(a), summarize(b)
+    test = (welch if method == "welch" else mann_whitney)(a, b)
+    if sa is None or sb is None:
+        side = "baseline" if sa is None else "new"
+        return Comparison(sa, sb, None, None, None, test, Verdict.INCONCLUSIVE,
+                          f"no values on the {side} side")
+    diff = sb.median - sa.median
+    change: float | None = None
+    ci: tuple[float, float] | None
+    if sa.median != 0:
+        change = diff / abs(sa.median)
+        ci = bootstrap_ratio_ci(a, b)
+        if ci is None:  # a resample hit a zero median: fall back to the absolute difference
+            change = None
+            ci = bootstrap_diff_ci(a, b)
+    else:
+        ci = bootstrap_diff_ci(a, b)
+    if test.p is None:
+        return Comparison(sa, sb, change, ci, diff, test, Verdict.INCONCLUSIVE,
+                          "fewer than 2 repetitions on a side: no test possible")
+    # Relative size of the change; for a zero baseline, any non-zero change counts as large.
+    size = abs(change) if change is not None else (math.inf if diff != 0 else 0.0)
+    significant = test.p < alpha
+    if significant and size >= min_effect:
+        improved = (diff < 0) if lower_is_better else (diff > 0)
+        verdict = Verdict.BETTER if improved else Verdict.WORSE
+        reason = f"p = {test.p:.3g} < {alpha:g} and |change| >= {min_effect:.0%}"
+    elif significant:
+        verdict = Verdict.NO_CHANGE
+        reason = f"significant (p = {test.p:.3g}) but smaller than {min_effect:.0%}"
+    elif change is not None and ci is not None and -min_effect < ci[0] and ci[1] < min_effect:
+        verdict = Verdict.NO_CHANGE
+        reason = f"p = {test.p:.3g}; the interval lies within +-{min_effect:.0%}"
+    elif change is None and diff == 0 and sa.max == sa.min == sb.max == sb.min:
+        verdict = Verdict.NO_CHANGE
+        reason = "identical values"
+    else:
+        verdict = Verdict.INCONCLUSIVE
+        reason = f"p = {test.p:.3g} >= {alpha:g} and the interval is wider than +-{min_effect:.0%}"
+    return Comparison(sa, sb, change, ci, diff, test, verdict, reason)
+
+
+def minimum_p(n_base: int, n_new: int) -> float:
+    """Smallest two-sided p the exact Mann-Whitney test can give for these sample sizes."""
+    if n_base < 1 or n_new < 1:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(n_base + n_new, n_base))
