@@ -126,6 +126,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    path = store.export(Path(args.dir), args.format, Path(args.output) if args.output else None)
+    out.print(f"wrote {path}")
+    return 0
+
+
 def cmd_image_build(args: argparse.Namespace) -> int:
     from harness.image import ensure_image
 
@@ -160,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "block in the style of QEMU's `info migrate`.")
     s.add_argument("path", metavar="RESULT.json|CAMPAIGN_DIR")
     s.set_defaults(func=cmd_show)
+
+    e = sub.add_parser("export", help="export a campaign's runs as parquet or csv",
+                       description="Write one row per run (summary figures, every metric, "
+                                   "per-class CPU, matrix axes) as parquet or csv.")
+    e.add_argument("dir", metavar="CAMPAIGN_DIR")
+    e.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    e.add_argument("-o", "--output", metavar="FILE", help="default: CAMPAIGN_DIR/runs.FORMAT")
+    e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("image", help="guest image commands")
     isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")

@@ -1,26 +1,45 @@
-"""Hosts that run QEMU: facts about them and how to start processes there.
+"""Hosts that run QEMU: facts about them and how to run and start processes there.
 
-Only the ``local`` transport exists so far; it runs on this machine without SSH. The interface
-(``run``, ``start``, ``facts``) is what a Fabric-backed host implements too.
+One small interface, :class:`Host`, two implementations:
+
+* :class:`LocalHost` runs on this machine with :mod:`subprocess` (the ``local`` transport).
+* :class:`SshHost` runs on a machine reached over SSH with a Fabric ``Connection`` (``ssh``).
+  The connection is opened lazily, reopened when it drops, and closed by ``close()`` / ``with``.
+  Host keys are checked against the pinned ``known_hosts`` named in hosts.yaml (or the user's
+  own); an unknown or changed key is rejected, never added.
+
+Commands are argv lists. Locally they never meet a shell; over SSH they are joined with
+:func:`shlex.join` so every value is quoted. Errors name the host: :class:`HostError` for an
+unreachable host, wrong key or host key mismatch, :class:`CommandFailed` for a command that
+exited non-zero or timed out (with output tails).
 """
 
 from __future__ import annotations
 
+import abc
 import ctypes
+import logging
 import os
 import platform
 import shlex
 import signal
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from harness.errors import CommandFailed
+from harness.errors import CommandFailed, HostError
 from harness.models import HostSpec
 
 PVM_MODULE = Path("/sys/module/kvm_pvm")
+
+# paramiko logs refused tunnel channels (QEMU not listening yet, retried) through logging's
+# last-resort handler onto stderr; our errors carry what matters.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -47,14 +66,29 @@ def detect_accel(requested: str, dev_kvm: Path = Path("/dev/kvm"),
     return AccelChoice("kvm", f"{dev_kvm} is usable")
 
 
+# The same decision as detect_accel, made on the host itself (prints "accel reason").
+_ACCEL_SH = (
+    'if [ ! -e /dev/kvm ]; then echo "tcg /dev/kvm is absent"; '
+    'elif [ -e /sys/module/kvm_pvm ]; then '
+    'echo "tcg /dev/kvm is the PVM nested hypervisor (/sys/module/kvm_pvm)"; '
+    'elif [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then '
+    'echo "tcg /dev/kvm is not accessible to this user"; '
+    'else echo "kvm /dev/kvm is usable"; fi'
+)
+
+
+def _cpu_model_from(cpuinfo: str) -> str:
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return _cpu_model_from(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
 
 
 _libc: Any = None
@@ -68,46 +102,203 @@ def _die_with_parent() -> None:
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-class LocalHost:
-    """This machine. ``name`` labels it in errors and results ("source", "destination")."""
+class Process(Protocol):
+    """A background process on some host: the subset of :class:`subprocess.Popen` we use."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Host(abc.ABC):
+    """A machine that runs commands and QEMU. ``name`` labels it in errors and results."""
+
+    transport = "abstract"
 
     def __init__(self, name: str, spec: HostSpec) -> None:
         self.name = name
         self.spec = spec
 
     def __repr__(self) -> str:
-        return f"LocalHost({self.name!r})"
+        return f"{type(self).__name__}({self.name!r})"
 
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_local(self) -> bool:
+        return self.transport == "local"
+
+    @abc.abstractmethod
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
-        """Run a command and return its stdout.
+        """Run a command, wait for it, return its stdout.
 
         :raise CommandFailed: non-zero exit (with ``check``) or timeout, with output tails.
+        :raise HostError: the host cannot be reached.
         """
+
+    @abc.abstractmethod
+    def start(self, argv: Sequence[str], log: IO[bytes] | Path,
+              env: Mapping[str, str] | None = None) -> Process:
+        """Start a background process whose output goes to ``log`` (a path on the host).
+
+        The process dies with the harness (locally) or with the SSH connection (remotely).
+        """
+
+    @abc.abstractmethod
+    def put(self, local: Path, remote: Path) -> None:
+        """Copy a local file to ``remote`` on the host."""
+
+    @abc.abstractmethod
+    def get(self, remote: Path, local: Path) -> None:
+        """Copy ``remote`` on the host to a local file."""
+
+    @abc.abstractmethod
+    def read_file(self, path: Path, max_bytes: int | None = None) -> bytes:
+        """The contents of a file on the host (the last ``max_bytes`` if given).
+
+        :raise HostError: the file cannot be read.
+        """
+
+    def kill(self, pid: int, sig: int = signal.SIGKILL) -> bool:
+        """Send ``sig`` to ``pid`` on the host; False if there was no such process."""
+        try:
+            self.run(["kill", f"-{int(sig)}", str(int(pid))], timeout=15)
+        except CommandFailed:
+            return False
+        return True
+
+    def exists(self, path: Path) -> bool:
+        return self._exit_ok(["test", "-e", str(path)])
+
+    def _exit_ok(self, argv: Sequence[str]) -> bool:
+        try:
+            self.run(argv, timeout=15)
+        except CommandFailed:
+            return False
+        return True
+
+    def mkdir(self, path: Path) -> None:
+        self.run(["mkdir", "-p", str(path)], timeout=15)
+
+    def remove_tree(self, path: Path) -> None:
+        self.run(["rm", "-rf", "--", str(path)], timeout=60, check=False)
+
+    @abc.abstractmethod
+    def free_port(self, address: str) -> int:
+        """A TCP port that is free on ``address`` of this host right now."""
+
+    def accel(self) -> AccelChoice:
+        """The accelerator QEMU should use on this host (see :func:`detect_accel`)."""
+        if self.spec.accel in ("kvm", "tcg"):
+            return AccelChoice(self.spec.accel, "set in hosts.yaml")
+        accel, _, reason = self.run(["sh", "-c", _ACCEL_SH], timeout=15).strip().partition(" ")
+        return AccelChoice(accel, reason)
+
+    def facts(self) -> dict[str, Any]:
+        """Host facts recorded with every result (nothing secret: no keys, no user names)."""
+        script = "hostname; uname -r; nproc; grep -m1 '^model name' /proc/cpuinfo || true"
+        out = self.run(["sh", "-c", script], timeout=30).splitlines() + ["", "", "", ""]
+        accel = self.accel()
+        facts: dict[str, Any] = {
+            "name": self.name,
+            "transport": self.transport,
+            "hostname": out[0].strip(),
+            "kernel": out[1].strip(),
+            "cpu_model": _cpu_model_from(out[3]),
+            "cpus": int(out[2]) if out[2].strip().isdigit() else None,
+            "accel": accel.accel,
+            "accel_reason": accel.reason,
+        }
+        if self.spec.address:
+            facts["address"] = self.spec.address
+        return facts
+
+    def close(self) -> None:
+        """Release connections; idempotent."""
+
+
+class LocalHost(Host):
+    """This machine."""
+
+    transport = "local"
+
+    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
         try:
             proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise CommandFailed(self.name, shlex.join(argv), None,
-                                str(exc.stdout or ""), str(exc.stderr or "")) from exc
+                                _text(exc.stdout), _text(exc.stderr)) from exc
         except FileNotFoundError as exc:
             raise CommandFailed(self.name, shlex.join(argv), 127, "", str(exc)) from exc
         if check and proc.returncode != 0:
             raise CommandFailed(self.name, shlex.join(argv), proc.returncode, proc.stdout, proc.stderr)
         return proc.stdout
 
-    def start(self, argv: Sequence[str], log: IO[bytes], env: Mapping[str, str] | None = None,
-              ) -> subprocess.Popen[bytes]:
-        """Start a background process tied to the harness's life, output to ``log``."""
+    def start(self, argv: Sequence[str], log: IO[bytes] | Path,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
+        if isinstance(log, Path):
+            with open(log, "wb") as f:  # the child keeps its own descriptor
+                return self._popen(argv, f, full_env)
+        return self._popen(argv, log, full_env)
+
+    @staticmethod
+    def _popen(argv: Sequence[str], log: IO[bytes], env: dict[str, str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=full_env, preexec_fn=_die_with_parent, start_new_session=True,
+            env=env, preexec_fn=_die_with_parent, start_new_session=True,
         )
 
+    def put(self, local: Path, remote: Path) -> None:
+        if Path(local).resolve() != Path(remote).resolve():
+            import shutil
+            shutil.copyfile(local, remote)
+
+    def get(self, remote: Path, local: Path) -> None:
+        self.put(remote, local)
+
+    def read_file(self, path: Path, max_bytes: int | None = None) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                if max_bytes is not None:
+                    f.seek(max(0, os.path.getsize(path) - max_bytes))
+                return f.read()
+        except OSError as exc:
+            raise HostError(f"{self.name}: cannot read {path}: {exc.strerror}") from exc
+
+    def kill(self, pid: int, sig: int = signal.SIGKILL) -> bool:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def free_port(self, address: str) -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+            return int(s.getsockname()[1])
+
+    def accel(self) -> AccelChoice:
+        return detect_accel(self.spec.accel)
+
     def facts(self) -> dict[str, Any]:
-        """Host facts recorded with every result."""
-        accel = detect_accel(self.spec.accel)
+        accel = self.accel()
         return {
             "name": self.name,
             "transport": "local",
@@ -118,3 +309,330 @@ class LocalHost:
             "accel": accel.accel,
             "accel_reason": accel.reason,
         }
+
+
+def _text(data: object) -> str:
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# SSH
+
+
+# Runs the real command in the background with output to a log file, reports its pid, and kills
+# it when our stdin reaches EOF: the SSH channel closed, because the harness closed it, died, or
+# lost the connection. Exits with the command's own status. "$1" is the log, the rest the argv.
+_SUPERVISE = r'''
+log=$1; shift
+"$@" >"$log" 2>&1 </dev/null &
+pid=$!
+echo "pid $pid"
+exec 3<&0
+{ while read -r _ <&3; do :; done; kill -TERM "$pid" 2>/dev/null; sleep 3; kill -KILL "$pid" 2>/dev/null; } &
+wait "$pid"
+'''
+
+
+class RemoteProcess:
+    """A process started by :meth:`SshHost.start`; its SSH channel reports when it exits."""
+
+    def __init__(self, host: SshHost, channel: Any, pid: int) -> None:
+        self.host = host
+        self.channel = channel
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteProcess({self.host.name}, pid={self.pid})"
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.channel.exit_status_ready():
+            status = self.channel.recv_exit_status()
+            if status == -1:  # the connection dropped: the supervisor killed the process
+                self.returncode = -signal.SIGHUP
+            elif status > 128:  # sh reports death by signal N as 128+N; Popen says -N
+                self.returncode = -(status - 128)
+            else:
+                self.returncode = status
+            self.channel.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"{self.host.name}:{self.pid}", timeout or 0)
+            time.sleep(0.02)
+
+    def _signal(self, sig: int) -> None:
+        if self.poll() is not None:
+            return
+        try:
+            self.host.kill(self.pid, sig)
+        except HostError:
+            # Unreachable: closing our channel makes the supervisor kill it once it notices.
+            self.channel.close()
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        """Close the channel: the supervisor then kills the process if it still runs."""
+        self.channel.close()
+
+
+class SshHost(Host):
+    """A host reached over SSH through a Fabric ``Connection`` (opened lazily)."""
+
+    transport = "ssh"
+
+    def __init__(self, name: str, spec: HostSpec) -> None:
+        super().__init__(name, spec)
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.spec.user}@{self.spec.address}:{self.spec.port})"
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connection(self) -> Any:
+        """The open Fabric ``Connection``; (re)connects when needed.
+
+        :raise HostError: unreachable, authentication failed, unknown or changed host key.
+        """
+        with self._lock:
+            conn = self._conn
+            if conn is not None and conn.transport is not None and conn.transport.is_active():
+                return conn
+            if conn is not None:
+                _quiet_close(conn)
+                self._conn = None
+            self._conn = self._open()
+            return self._conn
+
+    def _open(self) -> Any:
+        import paramiko
+        from fabric import Config, Connection
+
+        spec = self.spec
+        kwargs: dict[str, Any] = {"allow_agent": False, "look_for_keys": False,
+                                  "banner_timeout": spec.connect_timeout_s,
+                                  "auth_timeout": spec.connect_timeout_s}
+        if spec.identity_file is not None:
+            kwargs["key_filename"] = [str(spec.identity_file)]
+        else:
+            kwargs["look_for_keys"] = True
+        config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
+        conn = Connection(host=str(spec.address), user=spec.user, port=spec.port, config=config,
+                          connect_timeout=spec.connect_timeout_s, connect_kwargs=kwargs)
+        # Fabric's default policy adds unknown keys silently: pin them instead.
+        client = paramiko.SSHClient()
+        known = spec.known_hosts or Path.home() / ".ssh" / "known_hosts"
+        try:
+            client.load_host_keys(str(known))
+        except OSError as exc:
+            raise HostError(f"{self.label}: cannot read known_hosts {known}: {exc.strerror}"
+                            ) from exc
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        conn.client = client
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostError(f"{self.label}: host key mismatch: the server's "
+                            f"{exc.key.get_name()} key is not the one pinned in {known} "
+                            "(possible man-in-the-middle; fix known_hosts if the host was "
+                            "reinstalled)") from None
+        except paramiko.AuthenticationException:
+            raise HostError(f"{self.label}: authentication failed with identity file "
+                            f"{spec.identity_file or '(default keys)'}") from None
+        except paramiko.SSHException as exc:
+            msg = str(exc)
+            if "not found in known_hosts" in msg:
+                raise HostError(f"{self.label}: unknown host key: not in {known} (add the "
+                                "host's key to known_hosts after checking it)") from None
+            raise HostError(f"{self.label}: SSH failed: {msg}") from None
+        except (OSError, EOFError) as exc:
+            raise HostError(f"{self.label}: unreachable: {_reason(exc)}") from None
+        # Small request/response messages (QMP, channel opens): no Nagle/delayed-ACK stalls.
+        try:
+            conn.transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+        conn.transport.set_keepalive(5)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            _quiet_close(conn)
+
+    def _transport(self) -> Any:
+        return self.connection().transport
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
+        command = shlex.join(argv)
+        code, raw_out, raw_err = self._exec(command, timeout)
+        out, err = _text(raw_out), _text(raw_err)
+        if code is None:
+            raise CommandFailed(self.name, command, None, out, err)
+        if check and code != 0:
+            raise CommandFailed(self.name, command, code, out, err)
+        return out
+
+    def _exec(self, command: str, timeout: float, stdin: bytes | None = None,
+              ) -> tuple[int | None, bytes, bytes]:
+        """Run ``command`` (already quoted) on a fresh session channel; (code, stdout, stderr).
+
+        The code is None on timeout. Plain paramiko: Fabric's runner polls its streams every
+        10 ms, which dominates a short command's cost here.
+        """
+        try:
+            chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - paramiko raises several kinds here
+            if isinstance(exc, HostError):
+                raise
+            raise HostError(f"{self.label}: cannot open a session: {_reason(exc)}") from None
+        out, err = bytearray(), bytearray()
+        try:
+            chan.settimeout(0.2)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            deadline = time.monotonic() + timeout
+            while True:
+                progressed = False
+                while chan.recv_ready():
+                    out += chan.recv(1 << 20)
+                    progressed = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 20)
+                    progressed = True
+                if chan.exit_status_ready() and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    code = chan.recv_exit_status()
+                    if code == -1 and not self._transport_alive():
+                        raise HostError(f"{self.label}: connection lost while running "
+                                        f"`{command[:200]}`")
+                    return code, bytes(out), bytes(err)
+                if time.monotonic() > deadline:
+                    return None, bytes(out), bytes(err)
+                if not progressed:
+                    chan.status_event.wait(0.005)
+        finally:
+            chan.close()
+
+    def _transport_alive(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.transport is not None and conn.transport.is_active()
+
+    def start(self, argv: Sequence[str], log: IO[bytes] | Path,
+              env: Mapping[str, str] | None = None) -> RemoteProcess:
+        if not isinstance(log, Path):
+            raise TypeError("SshHost.start needs the log as a path on the remote host")
+        prefix = ["env", *[f"{k}={v}" for k, v in (env or {}).items()]] if env else []
+        command = shlex.join(["sh", "-c", _SUPERVISE, "migbench", str(log), *prefix, *argv])
+        try:
+            chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
+            chan.exec_command(command)
+            f = chan.makefile("r")
+            chan.settimeout(20.0)
+            line = f.readline()
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise HostError(f"{self.label}: cannot start {argv[0]}: {_reason(exc)}") from None
+        chan.settimeout(None)
+        if not line.startswith("pid "):
+            chan.close()
+            raise HostError(f"{self.label}: cannot start {argv[0]}: supervisor said {line!r}")
+        return RemoteProcess(self, chan, int(line.split()[1]))
+
+    def put(self, local: Path, remote: Path) -> None:
+        try:
+            self.connection().put(str(local), remote=str(remote))
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise HostError(f"{self.label}: cannot upload {local} to {remote}: {_reason(exc)}"
+                            ) from None
+
+    def get(self, remote: Path, local: Path) -> None:
+        try:
+            self.connection().get(str(remote), local=str(local))
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise HostError(f"{self.label}: cannot download {remote}: {_reason(exc)}") from None
+
+    def read_file(self, path: Path, max_bytes: int | None = None) -> bytes:
+        argv = ["tail", "-c", str(max_bytes), str(path)] if max_bytes else ["cat", str(path)]
+        code, out, err = self._exec(shlex.join(argv), 60)
+        if code != 0:
+            raise HostError(f"{self.name}: cannot read {path}: {_text(err).strip() or code}")
+        return out
+
+    def facts(self) -> dict[str, Any]:
+        """As :meth:`Host.facts`; an unreachable host gives its error instead of raising, so the
+        run that records it still becomes a recorded outcome."""
+        try:
+            return super().facts()
+        except HostError as exc:
+            return {"name": self.name, "transport": self.transport,
+                    "address": self.spec.address, "error": str(exc)}
+
+    def free_port(self, address: str) -> int:
+        script = ("import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); "
+                  "print(s.getsockname()[1])")
+        return int(self.run(["python3", "-c", script, address], timeout=20).strip())
+
+    def free_ports(self, address: str, count: int) -> list[int]:
+        """``count`` distinct free TCP ports on ``address``, found in one round trip."""
+        script = ("import socket,sys\nss=[socket.socket() for _ in range(int(sys.argv[2]))]\n"
+                  "[s.bind((sys.argv[1], 0)) for s in ss]\n"
+                  "print(' '.join(str(s.getsockname()[1]) for s in ss))")
+        return [int(p) for p in self.run(["python3", "-c", script, address, str(count)],
+                                         timeout=20).split()]
+
+    def open_channel(self, host: str, port: int) -> Any:
+        """A direct-tcpip channel to ``host:port`` as seen from the remote host."""
+        try:
+            return self._transport().open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                                  timeout=self.spec.connect_timeout_s)
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise HostError(f"{self.label}: cannot open a tunnel to {host}:{port}: "
+                            f"{_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _quiet_close(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - cleanup must not raise
+        pass
+
+
+def make_host(name: str, spec: HostSpec) -> Host:
+    """The host object for ``spec``'s transport. ``name`` labels it ("source", "destination")."""
+    if spec.transport == "ssh":
+        return SshHost(name, spec)
+    return LocalHost(name, spec)

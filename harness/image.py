@@ -12,7 +12,12 @@ This module owns everything a guest boots from:
   listed in ``/etc/modules.list``;
 * the cache: ``<cache>/<digest16>/{vmlinux|vmlinuz, initrd.cpio.gz, manifest.json}`` where the
   digest covers every input (sources, busybox, kernel, modules, gcc version and
-  :data:`IMAGE_FORMAT_VERSION`). An unchanged image costs only hashing.
+  :data:`IMAGE_FORMAT_VERSION`). An unchanged image costs only hashing;
+* the optional fio part: a lean static fio (``scripts/build-fio.sh`` -> ``build/fio/fio-<ver>/fio``)
+  and ``workloads/fio/fiomon.c`` in a second cpio archive. Cpio archives concatenate, so
+  ``initrd-fio-<key16>.cpio.gz`` is the base initrd followed by that part; only cells that run fio
+  boot it (every extra MB in the initramfs is guest RAM that is migrated too).
+  :func:`initrd_for` picks the right file for a workload.
 
 Pure helpers (magic scanning, ELF note parsing, module ordering, cpio writing, digests) are
 module-level functions so that they can be tested without downloads.
@@ -20,6 +25,7 @@ module-level functions so that they can be tested without downloads.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import gzip
 import hashlib
@@ -39,12 +45,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ImageError
+from harness.models import WorkloadSpec
 
 IMAGE_FORMAT_VERSION = 1
 """Bump when the image layout or build recipe changes in a way the inputs do not show."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS_DIR = REPO_ROOT / "workloads"
+FIO_SOURCES_DIR = WORKLOADS_DIR / "fio"
+FIO_BUILD_DIR = REPO_ROOT / "build" / "fio"
+FIO_BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-fio.sh"
 BUSYBOX = Path("/bin/busybox")
 DEBIAN_KERNEL_META = "linux-image-cloud-amd64"
 
@@ -89,6 +99,7 @@ class GuestImage:
     digest: str
     kernel_release: str
     pvh: bool
+    fio_initrd: Path | None = None  # base initrd + fio part; None unless built with fio=True
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready description for storing with results."""
@@ -98,7 +109,23 @@ class GuestImage:
             "digest": self.digest,
             "kernel_release": self.kernel_release,
             "pvh": self.pvh,
+            "fio_initrd": str(self.fio_initrd) if self.fio_initrd else None,
         }
+
+
+def initrd_for(image: GuestImage, workload: WorkloadSpec) -> Path:
+    """The initrd a guest running ``workload`` boots: with the fio part only when fio runs.
+
+    :raise ImageError: the workload runs fio but the image was built without it.
+    """
+    if workload.fio is None:
+        return image.initrd
+    if image.fio_initrd is None:
+        raise ImageError(
+            "this workload runs fio but the guest image has no fio part; build it with "
+            "ensure_image(..., fio=True) (needs `make fio` or network access to a Debian mirror)"
+        )
+    return image.fio_initrd
 
 
 @dataclass(frozen=True)
@@ -626,6 +653,83 @@ def _build(
     out.chmod(0o755)  # mkdtemp made it 0700
 
 
+# --------------------------------------------------------------------------- fio part
+
+
+def create_shared_disk(path: Path, size_mib: int) -> Path:
+    """A sparse raw disk file of ``size_mib`` for the guest's virtio-blk (both QEMUs open it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size_mib * 1024 * 1024)
+    return path
+
+
+def find_fio(fio_dir: Path = FIO_BUILD_DIR) -> Path | None:
+    """The newest cached static fio binary under ``fio_dir`` (``fio-<version>/fio``), or None."""
+    found = sorted(p for p in Path(fio_dir).glob("fio-*/fio") if p.is_file())
+    return found[-1] if found else None
+
+
+def ensure_fio(fio_dir: Path = FIO_BUILD_DIR, log: Callable[[str], None] = _quiet) -> Path:
+    """A lean static fio, built once from Debian's source package by ``scripts/build-fio.sh``.
+
+    :raise ImageError: the source could not be fetched or the build failed.
+    """
+    fio = find_fio(fio_dir)
+    if fio is not None:
+        return fio
+    log(f"building a static fio into {fio_dir} (scripts/build-fio.sh)")
+    _run(
+        ["sh", str(FIO_BUILD_SCRIPT), str(fio_dir)],
+        what="building fio (scripts/build-fio.sh)",
+        fix="run `make fio` with network access to a Debian mirror, gcc and make installed",
+        timeout=1800,
+    )
+    fio = find_fio(fio_dir)
+    if fio is None:
+        raise ImageError(f"scripts/build-fio.sh left no fio-*/fio under {fio_dir}; run `make fio`")
+    return fio
+
+
+def fio_part_inputs(fio: Path, gcc: str) -> dict[str, str]:
+    """Inputs of the fio initramfs part (its cache key)."""
+    parts = {"format": str(IMAGE_FORMAT_VERSION), "gcc": gcc, "fio": sha256_file(fio)}
+    for c in sorted(FIO_SOURCES_DIR.glob("*.c")):
+        parts[f"fio-source:{c.name}"] = sha256_file(c)
+    return parts
+
+
+def _fio_part(fio: Path) -> bytes:
+    """The fio part: a gzip'd newc archive with /bin/fio and the compiled fio helpers."""
+    files: dict[str, tuple[int, bytes]] = {"bin/fio": (0o755, fio.read_bytes())}
+    with tempfile.TemporaryDirectory(prefix="migbench-cc-") as cc:
+        for c in sorted(FIO_SOURCES_DIR.glob("*.c")):
+            exe = Path(cc) / c.stem
+            _run(
+                ["gcc", "-O2", "-static", "-o", str(exe), str(c)],
+                what=f"compiling {c.name}",
+                fix=f"fix {c} or install gcc and static libc (libc6-dev)",
+                timeout=300,
+            )
+            files[f"bin/{c.stem}"] = (0o755, exe.read_bytes())
+    buf = io.BytesIO()
+    write_newc([CpioEntry(n, 0o100000 | m, d) for n, (m, d) in sorted(files.items())], buf)
+    return gzip.compress(buf.getvalue(), compresslevel=6, mtime=0)
+
+
+def _ensure_fio_initrd(img: GuestImage, fio: Path, log: Callable[[str], None]) -> Path:
+    key = compute_digest(fio_part_inputs(fio, _gcc_version()))[:16]
+    out = img.initrd.parent / f"initrd-fio-{key}.cpio.gz"
+    if out.is_file():
+        return out
+    log(f"adding the fio part ({fio}) to {img.initrd.parent.name}")
+    data = img.initrd.read_bytes() + _fio_part(fio)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    return out
+
+
 def _load(d: Path, manifest: Mapping[str, object]) -> GuestImage:
     return GuestImage(
         kernel=d / str(manifest["kernel"]),
@@ -650,13 +754,34 @@ def _cached(d: Path, digest: str) -> GuestImage | None:
 
 
 def ensure_image(
-    cache_dir: Path, *, force: bool = False, log: Callable[[str], None] = _quiet
+    cache_dir: Path,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = _quiet,
+    fio: bool = False,
+    fio_dir: Path = FIO_BUILD_DIR,
 ) -> GuestImage:
     """Return the guest image for the current inputs, building it into ``cache_dir`` if needed.
+
+    With ``fio=True`` the image also has :attr:`GuestImage.fio_initrd` (static fio from
+    ``fio_dir``, built there first if missing); without it, fio is neither built nor required.
 
     Raises :class:`~harness.errors.ImageError` when the kernel cannot be found or downloaded, a
     workload does not compile, or a tool is missing; the message names the fix.
     """
+    img = _ensure_base_image(cache_dir, force=force, log=log)
+    if not fio:
+        return img
+    fio_bin = ensure_fio(fio_dir, log)
+    with (Path(cache_dir) / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = _ensure_fio_initrd(img, fio_bin, log)
+    return dataclasses.replace(img, fio_initrd=path)
+
+
+def _ensure_base_image(
+    cache_dir: Path, *, force: bool = False, log: Callable[[str], None] = _quiet
+) -> GuestImage:
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / ".lock").open("w") as lock:

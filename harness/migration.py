@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.features import POSTCOPY_STATES
-from harness.host import LocalHost, detect_accel
+from harness.host import Host
 from harness.image import GuestImage
 from harness.integrity import differing_pages, file_digests
 from harness.matrix import Cell
@@ -37,8 +38,8 @@ class RunContext:
     cell: Cell
     repetition: int
     campaign: str
-    source: LocalHost
-    destination: LocalHost
+    source: Host
+    destination: Host
     source_build: QemuBuild
     destination_build: QemuBuild
     image: GuestImage
@@ -112,14 +113,14 @@ def utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def _vm_config(ctx: RunContext, role: str, host: LocalHost, build: QemuBuild) -> VmConfig:
+def _vm_config(ctx: RunContext, role: str, host: Host, build: QemuBuild) -> VmConfig:
     cell = ctx.cell
     incoming = role == "destination"
     return VmConfig(
         name=f"mb-{role[:3]}-{cell.id[:6]}",
         role=role,
         build=build,
-        accel=detect_accel(host.spec.accel).accel,
+        accel=host.accel().accel,
         vcpus=cell.guest.vcpus,
         memory_mib=cell.guest.memory_mib,
         kernel=ctx.image.kernel,
@@ -175,7 +176,7 @@ def _drive(run: _Run) -> None:
         }
     rec["migration"] = {"requested": mig.to_dict(), "applied": applied}
     address = ctx.destination.spec.migration_address
-    port = free_port(address)
+    port = ctx.destination.free_port(address)
     uri = f"tcp:{address}:{port}"
     dst.qmp.execute("migrate-incoming", {"uri": uri})
 
@@ -392,6 +393,32 @@ def _verify_stamps(dst_console: Console, src_console: Console) -> dict[str, Any]
     }
 
 
+# Per-page BLAKE2b-8 digests of a RAM dump, computed on the host that holds it (hex, one page
+# per line), then the dump is deleted: only digests travel over SSH, never guest RAM.
+_HASH_PAGES = (
+    "import hashlib,os,sys\n"
+    "p=sys.argv[1]\n"
+    "w=sys.stdout.write\n"
+    "with open(p,'rb') as f:\n"
+    "    while True:\n"
+    "        b=f.read(4096*4096)\n"
+    "        if not b: break\n"
+    "        w(''.join(hashlib.blake2b(b[i:i+4096],digest_size=8).hexdigest()+'\\n'"
+    " for i in range(0,len(b),4096)))\n"
+    "os.unlink(p)\n"
+)
+
+
+def _ram_digests(vm: Vm, path: Path) -> list[bytes]:
+    if vm.host.is_local:
+        try:
+            return file_digests(path)
+        finally:
+            path.unlink(missing_ok=True)
+    out = vm.host.run(["python3", "-c", _HASH_PAGES, str(path)], timeout=300)
+    return [bytes.fromhex(line) for line in out.split()]
+
+
 def _compare_ram(run: _Run) -> dict[str, Any]:
     src, dst = run.src, run.dst
     assert src is not None and dst is not None
@@ -399,12 +426,15 @@ def _compare_ram(run: _Run) -> dict[str, Any]:
     if size > 3 * 1024**3:
         return {"verdict": "unchecked", "reason": "RAM comparison supports guests up to 3 GiB"}
     started = time.time()
-    digests = []
-    for vm in (src, dst):
+
+    def dump_and_hash(vm: Vm) -> list[bytes]:
         path = vm.cfg.workdir / "ram.dump"
         vm.qmp.execute("pmemsave", {"val": 0, "size": size, "filename": str(path)}, timeout=120)
-        digests.append(file_digests(path))
-        path.unlink(missing_ok=True)
+        return _ram_digests(vm, path)
+
+    # Both hosts dump and hash at once (on remote hosts the work happens there).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        digests = list(pool.map(dump_and_hash, (src, dst)))
     diff = differing_pages(digests[0], digests[1])
     return {
         "verdict": "corrupted" if diff else "ok",

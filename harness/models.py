@@ -32,13 +32,26 @@ class QemuBuild(Frozen):
 
 
 class HostSpec(Frozen):
-    """One host of a pair."""
+    """One host of a pair: this machine (``local``) or a machine reached over SSH (``ssh``)."""
 
-    transport: Literal["local"] = "local"
+    transport: Literal["local", "ssh"] = "local"
+    address: str | None = None  # ssh: host name or IP the harness connects to
+    user: str = "root"
+    port: int = Field(22, gt=0, lt=65536)
+    identity_file: Path | None = None  # ssh: private key; default: the user's keys / agent
+    known_hosts: Path | None = None  # ssh: pinned host keys; default ~/.ssh/known_hosts
+    connect_timeout_s: float = Field(10.0, gt=0)
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     workdir: Path = Path("/tmp/migbench")
-    migration_address: str = "127.0.0.1"
+    migration_address: str = "127.0.0.1"  # where the destination listens for migration
+    vm_bridge: str | None = None  # bridge for guest NICs (the VM network)
     qemu: dict[str, QemuBuild] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_ssh(self) -> HostSpec:
+        if self.transport == "ssh" and not self.address:
+            raise ValueError("transport 'ssh' needs an 'address' (host name or IP)")
+        return self
 
 
 class HostPair(Frozen):
@@ -78,8 +91,64 @@ class WriterSpec(Frozen):
     threads: int | None = Field(None, gt=0)  # default: one per vCPU
 
 
+class PingSpec(Frozen):
+    """A prober beside the guest: a probe every ``interval_ms`` to the guest's IP on the VM bridge."""
+
+    mode: Literal["udp", "icmp"] = "udp"  # udp: echo responder in the guest; icmp: the kernel
+    interval_ms: float = Field(10.0, ge=1.0, le=1000.0)
+    port: int = Field(7777, ge=1, le=65535)  # UDP echo port in the guest
+    timeout_ms: float = Field(1000.0, gt=0, le=10000.0)  # a probe without reply by then is lost
+
+    @model_validator(mode="after")
+    def _check(self) -> PingSpec:
+        if self.timeout_ms < self.interval_ms:
+            raise ValueError(
+                f"ping.timeout_ms={self.timeout_ms:g} is shorter than ping.interval_ms="
+                f"{self.interval_ms:g}: make the timeout at least one interval"
+            )
+        return self
+
+
+FioRw = Literal["randread", "randwrite", "randrw", "read", "write", "rw"]
+
+
+class FioSpec(Frozen):
+    """fio in the guest on the shared virtio-blk disk (``/dev/vda``)."""
+
+    rw: FioRw = "randrw"
+    rwmixread: int = Field(70, ge=0, le=100)  # percent reads, for rw/randrw
+    bs: str = Field("4k", pattern=r"^[1-9][0-9]*[kKmM]?$")
+    iodepth: int = Field(4, ge=1, le=256)
+    rate_iops: int = Field(200, ge=0)  # total over reads and writes; 0: as fast as it can
+    ioengine: Literal["io_uring", "psync"] = "io_uring"
+    direct: bool = True
+    disk_mib: int = Field(256, ge=16, le=65536)  # size of the shared disk file
+
+    @model_validator(mode="after")
+    def _check(self) -> FioSpec:
+        if self.rw in ("randrw", "rw") and self.rwmixread in (0, 100):
+            only = "randwrite/write" if self.rwmixread == 0 else "randread/read"
+            raise ValueError(
+                f"fio rw={self.rw} with rwmixread={self.rwmixread} is not a mix: "
+                f"use rw={only}, or a rwmixread between 1 and 99"
+            )
+        if self.bs_bytes() % 512:
+            raise ValueError(f"fio bs={self.bs} is not a multiple of 512 bytes (the sector size)")
+        if self.bs_bytes() > self.disk_mib * 1024 * 1024:
+            raise ValueError(f"fio bs={self.bs} is larger than the disk (disk_mib={self.disk_mib})")
+        return self
+
+    def bs_bytes(self) -> int:
+        mult = {"k": 1024, "m": 1024 * 1024}.get(self.bs[-1].lower(), 1)
+        return int(self.bs.rstrip("kKmM")) * mult
+
+
 class WorkloadSpec(Frozen):
+    """Guest workloads that run together, e.g. writer + ping (IO-sensitive VM under memory load)."""
+
     writer: WriterSpec | None = None
+    ping: PingSpec | None = None
+    fio: FioSpec | None = None
 
 
 class GuestSpec(Frozen):

@@ -19,14 +19,12 @@ from typing import Any
 
 from harness import store
 from harness.config import plan
-from harness.errors import ConfigError
-from harness.host import LocalHost
+from harness.host import Host, detect_accel, make_host
 from harness.image import GuestImage, ensure_image
 from harness.matrix import Cell
-from harness.host import detect_accel
 from harness.migration import SCHEMA_VERSION, RunContext, run_migration, utc
-from harness.probe import Probe, probe, unsupported_reason
 from harness.models import HostsConfig, MatrixSpec, QemuBuild
+from harness.probe import Probe, probe, unsupported_reason
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,7 +70,7 @@ def skip_reason(cell: Cell, src_build: QemuBuild, dst_build: QemuBuild, src_acce
 
 
 def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probes: dict[str, Probe],
-                   build: QemuBuild, source: LocalHost, destination: LocalHost) -> dict[str, Any]:
+                   build: QemuBuild, source: Host, destination: Host) -> dict[str, Any]:
     """The record of a run that was not attempted, with the reason."""
     now = time.time()
     p = probes.get(str(build.binary))
@@ -103,13 +101,11 @@ def run_matrix(
     cells = plan(matrix_path, spec, hosts_path, hosts)
     progress = progress or Progress()
     pair_name, pair = next(iter(hosts.pairs.items()))
-    if pair.source.transport != "local" or pair.destination.transport != "local":
-        raise ConfigError(hosts_path, f"pairs.{pair_name}", "only the local transport exists yet")
     if image is None:
         image = ensure_image(REPO / "build" / "image")
     out.mkdir(parents=True, exist_ok=True)
-    source = LocalHost("source", pair.source)
-    destination = LocalHost("destination", pair.destination)
+    source = make_host("source", pair.source)
+    destination = make_host("destination", pair.destination)
     todo = [(c, r) for c in cells for r in range(1, spec.repetitions + 1)]
     done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
     if progress.start:
@@ -157,6 +153,8 @@ def run_matrix(
                 progress.run_finished(cell, rep, record)
     finally:
         signal.signal(signal.SIGTERM, old)
+        source.close()
+        destination.close()
         if (out / "summary.csv").exists() or written:
             store.write_summary(out)
     return written

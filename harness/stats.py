@@ -239,9 +239,9 @@ def compare(
             ci = bootstrap_diff_ci(a, b)
     else:
         ci = bootstrap_diff_ci(a, b)
-    if test.p is None:
+    if test.p is None or min(sa.n, sb.n) < MIN_REPS:
         return Comparison(sa, sb, change, ci, diff, test, Verdict.INCONCLUSIVE,
-                          "fewer than 2 repetitions on a side: no test possible")
+                          f"fewer than {MIN_REPS} repetitions on a side")
     # Relative size of the change; for a zero baseline, any non-zero change counts as large.
     size = abs(change) if change is not None else (math.inf if diff != 0 else 0.0)
     significant = test.p < alpha

@@ -130,3 +130,65 @@ def write_summary(root: Path) -> Path:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     os.replace(tmp, path)
     return path
+
+
+def _flatten_cpu(record: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cpu = record.get("cpu") or {}
+    for side in ("source", "destination"):
+        classes = ((cpu.get(side) or {}).get("classes")) or {}
+        for cls, pct in classes.items():
+            out[f"cpu_{side[:3]}_{cls}"] = pct
+    return out
+
+
+def rows(root: Path) -> list[dict[str, Any]]:
+    """One flat dict per run: the summary columns, every metric, per-class CPU and the axes."""
+    out = []
+    for _, rec in iter_runs(root):
+        row = summary_row(rec)
+        for k, v in (rec.get("metrics") or {}).items():
+            row.setdefault(k, v)
+        row.update(_flatten_cpu(rec))
+        for k, v in (rec["cell"].get("axes") or {}).items():
+            row[f"axis_{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+        out.append(row)
+    return out
+
+
+def load(root: Path) -> Any:
+    """All runs below ``root`` as a pandas DataFrame, one row a run, with typed columns.
+
+    Timing columns are floats (NaN where a run has no value); outcome, integrity, variant and
+    features are categoricals.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    if not root.is_dir():
+        raise HarnessError(f"{root}: no such campaign folder")
+    df = pd.DataFrame(rows(root))
+    if df.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    numeric = [c for c in df.columns if c.endswith(("_ms", "_bytes", "_mbps", "_count"))
+               or c.startswith("cpu_") or c in ("samples", "repetition")]
+    for col in numeric:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    df["repetition"] = df["repetition"].astype("int64")
+    df["timing_excluded"] = df["timing_excluded"].astype(bool)
+    for col in ("outcome", "integrity", "variant", "features", "workload", "campaign"):
+        df[col] = df[col].astype("category")
+    return df
+
+
+def export(root: Path, fmt: str, dest: Path | None = None) -> Path:
+    """Write the DataFrame of ``root`` as parquet or csv; returns the file written."""
+    df = load(root)
+    if fmt not in ("parquet", "csv"):
+        raise HarnessError(f"unknown export format {fmt!r}: use parquet or csv")
+    path = dest or (root / f"runs.{fmt}")
+    if fmt == "parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False)
+    return path

@@ -1,23 +1,29 @@
-"""QEMU processes: argv building (pure) and the lifecycle of one VM.
+"""QEMU processes: argv building (pure) and the lifecycle of one VM, on a local or SSH host.
 
 Follows QEMUMachine's shape: the constructor only records settings, :meth:`Vm.launch` acts, and
 :meth:`Vm.shutdown` is the one idempotent cleanup path (QMP ``quit``, then SIGTERM, then SIGKILL),
 which a ``with`` block always runs. A failed launch reports argv, exit code and the log's tail.
+
+On an SSH host QEMU serves QMP and the serial console on the remote's loopback only, and the
+harness reaches both through :class:`harness.remote.Tunnel` (local unix sockets), so the QMP and
+console code is the same for both kinds of host. QEMU runs under a small supervisor that kills it
+when the SSH channel closes: a lost connection or a dead harness leaves no QEMU behind.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shlex
-import signal
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from harness.errors import HarnessError, VmError
-from harness.host import LocalHost
+from harness.host import Host, Process, SshHost
 from harness.models import QemuBuild
 from harness.qmp import QmpSession
 from harness.sampling.console import Console
@@ -56,8 +62,17 @@ class VmConfig:
         return self.workdir / "qemu.log"
 
 
-def qemu_argv(cfg: VmConfig) -> list[str]:
-    """The full QEMU command line for ``cfg`` (pure)."""
+def qemu_argv(cfg: VmConfig, qmp_port: int | None = None,
+              serial_port: int | None = None) -> list[str]:
+    """The full QEMU command line for ``cfg`` (pure).
+
+    QMP and the serial console are unix sockets in the work folder, or, with ports given (remote
+    hosts, reached through SSH tunnels), TCP servers on the host's loopback.
+    """
+    qmp = (f"tcp:127.0.0.1:{qmp_port},server=on,wait=off" if qmp_port is not None
+           else f"unix:{cfg.qmp_path},server=on,wait=off")
+    serial = (f"socket,id=ser0,host=127.0.0.1,port={serial_port}" if serial_port is not None
+              else f"socket,id=ser0,path={cfg.serial_path}")
     argv = [str(cfg.build.binary)]
     for d in cfg.build.datadirs:
         argv += ["-L", str(d)]
@@ -72,9 +87,8 @@ def qemu_argv(cfg: VmConfig) -> list[str]:
         "-kernel", str(cfg.kernel),
         "-initrd", str(cfg.initrd),
         "-append", cfg.append,
-        "-qmp", f"unix:{cfg.qmp_path},server=on,wait=off",
-        "-chardev",
-        f"socket,id=ser0,path={cfg.serial_path},server=on,wait=off,logfile={cfg.console_log}",
+        "-qmp", qmp,
+        "-chardev", f"{serial},server=on,wait=off,logfile={cfg.console_log}",
         "-serial", "chardev:ser0",
     ]
     if cfg.start_paused:
@@ -95,17 +109,19 @@ def tail(path: Path, lines: int = 20) -> str:
 
 @dataclass
 class Vm:
-    """One QEMU process with its QMP session and serial console."""
+    """One QEMU process with its QMP session and serial console, on ``host``."""
 
-    host: LocalHost
+    host: Host
     cfg: VmConfig
     qmp: QmpSession = field(init=False)
     console: Console = field(init=False)
     argv: list[str] = field(init=False)
-    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    proc: Process | None = field(default=None, init=False)
     exit_code: int | None = field(default=None, init=False)
-    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
     launched_at: float = field(default=0.0, init=False)
+    _tunnels: list[Any] = field(default_factory=list, init=False, repr=False)
+    _tunnel_dir: Path | None = field(default=None, init=False, repr=False)
+    _log_tail: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.argv = qemu_argv(self.cfg)
@@ -119,6 +135,10 @@ class Vm:
         self.shutdown()
 
     @property
+    def remote(self) -> bool:
+        return isinstance(self.host, SshHost)
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
@@ -129,17 +149,20 @@ class Vm:
         """Start QEMU, connect QMP and the console.
 
         :raise VmError: QEMU exited or did not answer; the message has argv, exit code, log tail.
+        :raise HostError: the host cannot be reached.
         """
-        self.cfg.workdir.mkdir(parents=True, exist_ok=True)
-        for p in (self.cfg.qmp_path, self.cfg.serial_path):
-            p.unlink(missing_ok=True)
         env = {}
         if self.cfg.build.moduledir is not None:
             env["QEMU_MODULE_DIR"] = str(self.cfg.build.moduledir)
-        self._log = open(self.cfg.qemu_log, "wb")  # noqa: SIM115 - closed in shutdown()
+        if isinstance(self.host, SshHost):
+            self._prepare_remote()
+        else:
+            self.cfg.workdir.mkdir(parents=True, exist_ok=True)
+            for p in (self.cfg.qmp_path, self.cfg.serial_path):
+                p.unlink(missing_ok=True)
         self.launched_at = time.time()
         try:
-            self.proc = self.host.start(self.argv, self._log, env)
+            self.proc = self.host.start(self.argv, self.cfg.qemu_log, env)
         except OSError as exc:
             raise VmError(f"{self.cfg.role}: cannot start {self.argv[0]}: {exc.strerror}") from exc
         try:
@@ -149,11 +172,47 @@ class Vm:
             time.sleep(0.2)
             raise VmError(self._failure(f"did not come up ({exc})")) from exc
 
+    def _prepare_remote(self) -> None:
+        """Check the binary, make the work folder, pick loopback ports, open the tunnels."""
+        host = self.host
+        assert isinstance(host, SshHost)
+        from harness.remote import Tunnel
+
+        binary = str(self.cfg.build.binary)
+        script = 'test -x "$1" || { echo "missing"; exit 0; }; mkdir -p "$2" && rm -f "$2"/*.sock'
+        if host.run(["sh", "-c", script, "sh", binary, str(self.cfg.workdir)],
+                    timeout=30).strip() == "missing":
+            raise VmError(f"{host.label}: QEMU binary {binary} not found or not executable "
+                          "(run `migbench provision`, or fix qemu_builds in hosts.yaml)")
+        qmp_port, serial_port = host.free_ports("127.0.0.1", 2)
+        self.argv = qemu_argv(self.cfg, qmp_port, serial_port)
+        self._tunnel_dir = Path(tempfile.mkdtemp(prefix=f"mb-tun-{self.cfg.role[:3]}-"))
+        for port, name in ((qmp_port, "qmp.sock"), (serial_port, "serial.sock")):
+            tunnel = Tunnel(host, port, self._tunnel_dir / name)
+            tunnel.open()
+            self._tunnels.append(tunnel)
+        self.qmp = QmpSession(self.cfg.role, str(self._tunnel_dir / "qmp.sock"))
+        self.console = Console(self.cfg.role, str(self._tunnel_dir / "serial.sock"))
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The tail of QEMU's own log (stdout/stderr), wherever QEMU runs."""
+        if self._log_tail is not None:
+            return "\n".join(self._log_tail.splitlines()[-lines:])
+        if not self.remote:
+            return tail(self.cfg.qemu_log, lines)
+        try:
+            data = self.host.read_file(self.cfg.qemu_log, max_bytes=16384)
+        except HarnessError:
+            return ""
+        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
     def _failure(self, what: str) -> str:
         code = self.proc.poll() if self.proc is not None else None
         status = f"exit code {code}" if code is not None else "still running"
-        log = tail(self.cfg.qemu_log, 5).replace("\n", " | ")
-        return f"{self.cfg.role} QEMU {what}; {status}; argv: {shlex.join(self.argv)}; log: {log}"
+        log = self.log_tail(5).replace("\n", " | ")
+        where = f" on {self.host.label}" if isinstance(self.host, SshHost) else ""
+        return (f"{self.cfg.role} QEMU{where} {what}; {status}; argv: {shlex.join(self.argv)}; "
+                f"log: {log}")
 
     def status(self) -> str:
         return str(self.qmp.execute("query-status")["status"])
@@ -161,42 +220,68 @@ class Vm:
     def kill(self) -> None:
         """SIGKILL QEMU at once (used by fault-injection tests and as a last resort)."""
         if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait(5)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Soft ``quit``, then SIGTERM, then SIGKILL; always closes QMP and the console."""
+        """Soft ``quit``, then SIGTERM, then SIGKILL; always closes QMP, console and tunnels.
+
+        Never raises for an unreachable host: closing the SSH channel makes the remote
+        supervisor kill QEMU.
+        """
         proc = self.proc
-        if proc is not None and proc.poll() is None and self.qmp.connected:
-            try:
-                self.qmp.execute("quit", timeout=2.0)
-            except HarnessError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        self.qmp.close()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        if proc is not None:
-            self.exit_code = proc.returncode
-        self.console.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        try:
+            if proc is not None and proc.poll() is None and self.qmp.connected:
+                try:
+                    self.qmp.execute("quit", timeout=2.0)
+                except HarnessError:
+                    pass
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.qmp.close()
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout)
+        except (HarnessError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            self.qmp.close()
+            if proc is not None:
+                self.exit_code = proc.poll()
+                close = getattr(proc, "close", None)
+                if close is not None:
+                    close()
+            self.console.close()
+            self._close_remote()
+
+    def _close_remote(self) -> None:
+        for tunnel in self._tunnels:
+            tunnel.close()
+        self._tunnels = []
+        if self._tunnel_dir is not None:
+            shutil.rmtree(self._tunnel_dir, ignore_errors=True)
+            self._tunnel_dir = None
+        if isinstance(self.host, SshHost) and self._log_tail is None and self.proc is not None:
+            # Keep QEMU's log tail for the record, then remove this VM's remote work folder.
+            with contextlib.suppress(HarnessError):
+                self._log_tail = self.host.read_file(self.cfg.qemu_log, 16384).decode(
+                    "utf-8", "replace")
+            with contextlib.suppress(HarnessError):
+                self.host.remove_tree(self.cfg.workdir)
 
     def describe(self) -> dict[str, Any]:
         return {
             "role": self.cfg.role,
+            "host": self.host.name,
             "argv": self.argv,
             "pid": self.pid,
             "exit_code": self.exit_code if self.exit_code is not None else (
                 self.proc.poll() if self.proc is not None else None),
-            "qemu_log_tail": tail(self.cfg.qemu_log, 40),
+            "qemu_log_tail": self.log_tail(40),
         }

@@ -83,12 +83,74 @@ if spec=$(cmdline_opt writer); then
     start_workload writer /bin/writer $(writer_args "$spec")
 fi
 
-# Later workloads follow the same convention, e.g. mb.ping=port:7 or mb.fio=job:randwrite.
-for other in ping fio; do
-    if cmdline_opt "$other" > /dev/null; then
-        say "@mb error msg=workload-$other-not-in-this-image"
+# Network: mb.net=ip:10.251.0.2/24[,dev:eth0]. The NIC is virtio-net on a tap bridged on the host.
+if spec=$(cmdline_opt net); then
+    addr=""
+    dev=eth0
+    for kv in $(echo "$spec" | tr , ' '); do
+        case "${kv%%:*}" in
+            ip) addr=${kv#*:} ;;
+            dev) dev=${kv#*:} ;;
+            *) say "@mb error msg=net-unknown-key-${kv%%:*}" ;;
+        esac
+    done
+    i=0
+    while [ ! -e "/sys/class/net/$dev" ] && [ $i -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if [ -z "$addr" ]; then
+        say "@mb error msg=net-needs-ip"
+    elif ip addr add "$addr" dev "$dev" && ip link set "$dev" up; then
+        mac=$(cat "/sys/class/net/$dev/address" 2>/dev/null)
+        say "@mb net-ready dev=$dev ip=$addr mac=$mac"
+    else
+        say "@mb error msg=net-setup-failed-$dev"
     fi
-done
+fi
+
+# Ping: mb.ping=mode:udp,port:7777 starts the UDP echo responder; mode:icmp needs only the kernel.
+if spec=$(cmdline_opt ping); then
+    mode=udp
+    port=7777
+    for kv in $(echo "$spec" | tr , ' '); do
+        case "${kv%%:*}" in
+            mode) mode=${kv#*:} ;;
+            port) port=${kv#*:} ;;
+            *) say "@mb error msg=ping-unknown-key-${kv%%:*}" ;;
+        esac
+    done
+    case "$mode" in
+        udp) start_workload ping /bin/udpecho --port "$port" ;;
+        icmp) say "@mb ping-ready mode=icmp" ;;
+        *) say "@mb error msg=ping-mode-must-be-udp|icmp" ;;
+    esac
+fi
+
+# fio: mb.fio=key:value,... becomes fio --key=value (a "/" in a value becomes ","), on /dev/vda,
+# time based and endless; fiomon turns fio's JSON status into one "@mb fio" line per second.
+if spec=$(cmdline_opt fio); then
+    if [ ! -x /bin/fio ] || [ ! -x /bin/fiomon ]; then
+        say "@mb error msg=workload-fio-not-in-this-image"
+    else
+        i=0
+        while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if [ ! -b /dev/vda ]; then
+            say "@mb error msg=fio-no-disk-/dev/vda"
+        else
+            fio_args=""
+            for kv in $(echo "$spec" | tr , ' '); do
+                fio_args="$fio_args --${kv%%:*}=$(echo "${kv#*:}" | tr / ,)"
+            done
+            # shellcheck disable=SC2086
+            start_workload fio /bin/fiomon /bin/fio --name=mb --filename=/dev/vda --time_based \
+                --runtime=1000000 --group_reporting $fio_args
+        fi
+    fi
+fi
 
 # PID 1 must never exit.
 while :; do

@@ -176,3 +176,23 @@ def test_digest_changes_when_a_workload_source_changes(tmp_path: Path) -> None:
     after_src = digest()
     mod.write_bytes(b"module v2")
     assert digest() != after_src
+
+
+def test_initrd_for_picks_the_fio_part_only_when_fio_runs(tmp_path: Path) -> None:
+    from harness.errors import ImageError
+    from harness.image import GuestImage, create_shared_disk, initrd_for
+    from harness.models import WorkloadSpec
+
+    base = GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.cpio.gz", "d", "6.1", True)
+    with_fio = GuestImage(base.kernel, base.initrd, "d", "6.1", True,
+                          fio_initrd=tmp_path / "initrd-fio-x.cpio.gz")
+    plain = WorkloadSpec.model_validate({"writer": {}, "ping": {}})
+    fio = WorkloadSpec.model_validate({"fio": {}})
+    assert initrd_for(base, plain) == base.initrd
+    assert initrd_for(with_fio, plain) == base.initrd
+    assert initrd_for(with_fio, fio) == tmp_path / "initrd-fio-x.cpio.gz"
+    with pytest.raises(ImageError, match="fio=True"):
+        initrd_for(base, fio)
+    assert with_fio.to_dict()["fio_initrd"] == str(tmp_path / "initrd-fio-x.cpio.gz")
+    disk = create_shared_disk(tmp_path / "d" / "disk.raw", 16)
+    assert disk.stat().st_size == 16 * 1024 * 1024 and disk.stat().st_blocks == 0

@@ -1,0 +1,292 @@
+"""Pure before/after comparison of run records: cell matching, outcome changes, metric verdicts.
+
+Records are the dicts that :func:`harness.store.iter_runs` yields. Two sides are compared cell by
+cell, where a cell is identified by its matrix axes and workload, *not* by its variant (the
+variant is what differs between the sides: a QEMU build or a configuration).
+
+Rules shared with the report:
+
+* a run's **status** is ``corrupted`` when its integrity check found damage, whatever its timing;
+  otherwise its outcome (``completed``, ``not-converged``, ``failed``, ``skipped``);
+* only ``completed`` runs that are not corrupted and not ``timing_excluded`` feed the metric
+  statistics (a corrupted run is never shown as fast);
+* outcome and integrity changes are listed before metric changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import stats
+
+Record = dict[str, Any]
+
+CPU_CLASSES = ("main", "migration", "compress", "decompress", "multifd_send", "multifd_recv",
+               "vcpu", "other")
+
+# Ranking of statuses from worst to best, for "did it get better or worse".
+_STATUS_RANK = {"corrupted": 0, "failed": 1, "not-converged": 2, "skipped": 3, "completed": 4}
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    lower_is_better: bool
+    get: Callable[[Record], float | None]
+    scale: float = 1.0  # divide raw values by this for display
+
+    def value(self, rec: Record) -> float | None:
+        v = self.get(rec)
+        if v is None or isinstance(v, bool):
+            return None
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return None
+
+
+def _m(name: str) -> Callable[[Record], Any]:
+    return lambda rec: (rec.get("metrics") or {}).get(name)
+
+
+def _cpu(side: str, cls: str) -> Callable[[Record], Any]:
+    def get(rec: Record) -> Any:
+        return (((rec.get("cpu") or {}).get(side) or {}).get("classes") or {}).get(cls)
+    return get
+
+
+BASE_METRICS: tuple[Metric, ...] = (
+    Metric("total_time_ms", "total time", "s", True, _m("total_time_ms"), 1000.0),
+    Metric("downtime_ms", "downtime", "ms", True, _m("downtime_ms")),
+    Metric("transferred_bytes", "transferred", "MiB", True, _m("transferred_bytes"), 1024.0**2),
+    Metric("throughput_mbps", "throughput", "Mbit/s", False, _m("throughput_mbps")),
+    Metric("guest_max_stall_ms", "guest max stall", "ms", True, _m("guest_max_stall_ms")),
+    Metric("ping_lost", "ping loss", "packets", True, _m("ping_lost")),
+)
+
+CPU_METRICS: tuple[Metric, ...] = tuple(
+    Metric(f"cpu_{side[:3]}_{cls}", f"CPU {side[:3]} {cls.replace('_', ' ')}", "%", True,
+           _cpu(side, cls))
+    for side in ("source", "destination") for cls in CPU_CLASSES
+)
+
+ALL_METRICS = BASE_METRICS + CPU_METRICS
+
+
+def status(rec: Record) -> str:
+    """``corrupted`` if integrity failed, else the outcome."""
+    if rec.get("integrity") == "corrupted":
+        return "corrupted"
+    return str(rec.get("outcome", "failed"))
+
+
+def usable(rec: Record) -> bool:
+    """May this run's figures enter timing statistics?"""
+    return status(rec) == "completed" and not rec.get("timing_excluded", False)
+
+
+def values(records: Iterable[Record], metric: Metric) -> list[float]:
+    out = []
+    for rec in records:
+        if usable(rec):
+            v = metric.value(rec)
+            if v is not None:
+                out.append(v)
+    return out
+
+
+def present_metrics(records: Sequence[Record]) -> list[Metric]:
+    """The metrics at least one usable record has (CPU and ping only once they are sampled)."""
+    return [m for m in ALL_METRICS
+            if m.key in ("total_time_ms", "downtime_ms") or values(records, m)]
+
+
+def cell_key(rec: Record, with_variant: bool = False) -> str:
+    """A cell's identity for matching across variants: axes + workload (+ variant if asked)."""
+    cell = rec["cell"]
+    ident: dict[str, Any] = {"axes": cell.get("axes", {}), "workload": cell.get("workload"),
+                             "guest": cell.get("guest")}
+    if with_variant:
+        ident["variant"] = cell.get("variant")
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
+def axes_label(rec: Record) -> str:
+    axes = rec["cell"].get("axes") or {}
+    return ", ".join(f"{k}={v}" for k, v in axes.items()) or "base"
+
+
+def status_counts(records: Iterable[Record]) -> dict[str, int]:
+    return dict(Counter(status(r) for r in records))
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "no runs"
+    order = sorted(counts, key=lambda s: _STATUS_RANK.get(s, -1), reverse=True)
+    return ", ".join(f"{s} {counts[s]}/{total}" for s in order)
+
+
+@dataclass(frozen=True)
+class OutcomeChange:
+    before: str  # described counts, e.g. "not-converged 2/2"
+    after: str
+    direction: str  # "better" | "worse" | "mixed"
+    integrity: bool  # an integrity change (ok <-> corrupted) rather than an outcome change
+
+
+def outcome_change(base: Sequence[Record], new: Sequence[Record]) -> OutcomeChange | None:
+    """How the set of statuses changed between the sides, or None when it did not."""
+    cb, cn = status_counts(base), status_counts(new)
+    if not cb or not cn or set(cb) == set(cn):
+        return None
+
+    def score(c: dict[str, int]) -> float:
+        return sum(_STATUS_RANK.get(s, 0) * n for s, n in c.items()) / sum(c.values())
+
+    sb, sn = score(cb), score(cn)
+    direction = "better" if sn > sb else "worse" if sn < sb else "mixed"
+    integrity = ("corrupted" in cb) != ("corrupted" in cn)
+    return OutcomeChange(describe_counts(cb), describe_counts(cn), direction, integrity)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    metric: Metric
+    comparison: stats.Comparison
+    warnings: list[str]
+
+
+@dataclass
+class CellComparison:
+    key: str
+    label: str  # axes
+    workload: str
+    base_variant: str
+    new_variant: str
+    base_cells: list[str]
+    new_cells: list[str]
+    base_n: int
+    new_n: int
+    outcome: OutcomeChange | None
+    rows: list[MetricRow] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return sorted({w for r in self.rows for w in r.warnings})
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        # Outcome changes first (worse before better), then the rest in axes order.
+        rank = 2
+        if self.outcome is not None:
+            rank = 0 if self.outcome.direction == "worse" else 1
+        return (rank, self.workload, self.label)
+
+
+def workload_label(rec: Record) -> str:
+    w = ((rec.get("cell") or {}).get("workload") or {}).get("writer")
+    if not w:
+        return "idle"
+    rate = "max" if not w.get("rate_mib_s") else f"{w['rate_mib_s']:g} MiB/s"
+    return f"writer {w.get('working_set_mib')} MiB @ {rate} {w.get('pattern')}"
+
+
+def compare_sides(
+    base: Sequence[Record], new: Sequence[Record], *, with_variant: bool = False,
+    method: str = "mannwhitney", min_effect: float = stats.MIN_EFFECT,
+) -> tuple[list[CellComparison], list[str]]:
+    """Match cells of ``base`` and ``new`` and compare them.
+
+    Returns the comparisons (outcome changes first) and the labels of cells present on one side
+    only.
+    """
+    groups: dict[str, tuple[list[Record], list[Record]]] = {}
+    for rec in base:
+        groups.setdefault(cell_key(rec, with_variant), ([], []))[0].append(rec)
+    for rec in new:
+        groups.setdefault(cell_key(rec, with_variant), ([], []))[1].append(rec)
+    _pair_by_feature(groups, with_variant)
+    out: list[CellComparison] = []
+    unmatched: list[str] = []
+    for key, (b, n) in groups.items():
+        any_rec = (b or n)[0]
+        if not b or not n:
+            side = "baseline" if b else "new side"
+            unmatched.append(f"{workload_label(any_rec)}: {axes_label(any_rec)} "
+                             f"(only on the {side})")
+            continue
+        cc = CellComparison(
+            key=key, label=axes_label(any_rec), workload=workload_label(any_rec),
+            base_variant=_variants(b), new_variant=_variants(n),
+            base_cells=sorted({r["cell"]["id"] for r in b}),
+            new_cells=sorted({r["cell"]["id"] for r in n}),
+            base_n=len(b), new_n=len(n), outcome=outcome_change(b, n),
+        )
+        for metric in present_metrics(list(b) + list(n)):
+            va, vb = values(b, metric), values(n, metric)
+            if not va and not vb or (metric.key.startswith("cpu_") and not (va and vb)):
+                continue  # CPU sampled on one side only: nothing to say
+            cmp = stats.compare(va, vb, lower_is_better=metric.lower_is_better,
+                                method=method, min_effect=min_effect)
+            warns = []
+            for side, summary in (("baseline", cmp.base), ("new", cmp.new)):
+                for w in stats.sample_warnings(summary):
+                    # the repetition count is the same for every metric: say it once per side
+                    warns.append(f"{side}: {w}" if "repetition" in w
+                                 else f"{metric.label} {side}: {w}")
+            cc.rows.append(MetricRow(metric, cmp, warns))
+        out.append(cc)
+    out.sort(key=lambda c: c.sort_key)
+    return out, sorted(unmatched)
+
+
+def _feature_key(rec: Record, with_variant: bool) -> str:
+    cell = rec["cell"]
+    ident = {"feature": (cell.get("migration") or {}).get("feature"),
+             "workload": cell.get("workload"), "guest": cell.get("guest")}
+    if with_variant:
+        ident["variant"] = cell.get("variant")
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
+def _pair_by_feature(groups: dict[str, tuple[list[Record], list[Record]]],
+                     with_variant: bool) -> None:
+    """Pair cells left alone on each side when their axes differ but their feature does not.
+
+    Matrices evolve (an axis dropped because it does nothing for a feature): a cell that is the
+    only one of its feature + workload on each side is still the same experiment.
+    """
+    lone: dict[str, tuple[list[str], list[str]]] = {}
+    for key, (b, n) in groups.items():
+        if bool(b) != bool(n):
+            fk = _feature_key((b or n)[0], with_variant)
+            lone.setdefault(fk, ([], []))[0 if b else 1].append(key)
+    for bk, nk in lone.values():
+        if len(bk) == 1 and len(nk) == 1:
+            groups[nk[0]][0].extend(groups.pop(bk[0])[0])
+
+
+def _variants(records: Sequence[Record]) -> str:
+    return ", ".join(sorted({str(r["cell"].get("variant")) for r in records}))
+
+
+def split_variant(records: Sequence[Record], baseline: str) -> list[tuple[str, list[Record]]]:
+    """Group the non-baseline records by variant, for comparing each against ``baseline``."""
+    groups: dict[str, list[Record]] = {}
+    for rec in records:
+        v = str(rec["cell"].get("variant"))
+        if v != baseline:
+            groups.setdefault(v, []).append(rec)
+    return sorted(groups.items())
+
+
+def variants(records: Iterable[Record]) -> list[str]:
+    return sorted({str(r["cell"].get("variant")) for r in records})

@@ -1,0 +1,235 @@
+"""A private VM network on this machine: a bridge with no uplink and one tap per QEMU.
+
+:class:`LocalVmNetwork` gives a run a guest address and two taps (source and destination QEMU) on
+the bridge ``mbbr0``, whose host-side address (10.251.0.1/24 by default) is where the prober sends
+from. The bridge has no uplink and the subnet is private and tiny, so probe traffic never leaves
+this machine; the guest keeps its IP and MAC when it moves between the two taps.
+
+Concurrent runs (other test sessions) share the bridge: a guest address is held by an ``flock``'d
+file under ``/run/migbench/net`` for the life of the context, and bridge creation and removal are
+serialised by another lock; the bridge is removed on exit only when no tap is left on it.
+Cleanup is idempotent and always runs. Needs root (CAP_NET_ADMIN) and ``ip`` (iproute2).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Self
+
+from harness.errors import HostError
+from harness.workload import GUEST_MAC, NetAttachment
+
+DEFAULT_BRIDGE = "mbbr0"
+DEFAULT_HOST_CIDR = "10.251.0.1/24"
+LOCK_DIR = Path("/run/migbench/net")
+IFNAMSIZ = 15
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        cp = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20,
+                            check=False)
+    except FileNotFoundError:
+        raise HostError("`ip` not found: install iproute2") from None
+    if check and cp.returncode != 0:
+        raise HostError(
+            f"`ip {' '.join(args)}` failed (exit code {cp.returncode}): {cp.stderr.strip()}; "
+            "the VM network needs root (CAP_NET_ADMIN)"
+        )
+    return cp
+
+
+def link_exists(name: str) -> bool:
+    return _ip("link", "show", "dev", name, check=False).returncode == 0
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    cp = _ip("-j", "link", "show", "master", bridge, check=False)
+    if cp.returncode != 0 or not cp.stdout.strip():
+        return []
+    return [str(x["ifname"]) for x in json.loads(cp.stdout)]
+
+
+def check_subnet(host_cidr: str, bridge: str, routes_json: str) -> ipaddress.IPv4Interface:
+    """Validate ``host_cidr``: private, IPv4, at most a /24, and routed nowhere but ``bridge``.
+
+    ``routes_json`` is ``ip -j route show`` output (pure so that it can be tested).
+    :raise HostError: with the reason and the fix.
+    """
+    try:
+        iface = ipaddress.IPv4Interface(host_cidr)
+    except ValueError as exc:
+        raise HostError(f"VM network address {host_cidr!r} is not IPv4 CIDR: {exc}") from None
+    net = iface.network
+    if not net.is_private or net.prefixlen < 24:
+        raise HostError(
+            f"VM network {net} must be a private subnet of at most 256 addresses (e.g. "
+            f"{DEFAULT_HOST_CIDR}) so that probe traffic cannot leave this machine"
+        )
+    for r in json.loads(routes_json or "[]"):
+        dst = r.get("dst", "")
+        if dst in ("", "default") or r.get("dev") == bridge:
+            continue
+        try:
+            other = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+        except ValueError:
+            continue
+        if isinstance(other, ipaddress.IPv4Network) and other.overlaps(net):
+            raise HostError(
+                f"VM network {net} overlaps route {dst} on {r.get('dev')}; pick another private "
+                "subnet for the VM bridge"
+            )
+    return iface
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@dataclass
+class LocalVmNetwork:
+    """Bridge + a tap per QEMU for one run; ``with LocalVmNetwork(tag) as net: ...``.
+
+    ``tag`` (up to 5 letters/digits, e.g. part of a run id) names the taps ``mbtap-src-<tag>`` and
+    ``mbtap-dst-<tag>``; the guest gets the first free address in the bridge's subnet.
+    """
+
+    tag: str
+    bridge: str = DEFAULT_BRIDGE
+    host_cidr: str = DEFAULT_HOST_CIDR
+    lock_dir: Path = LOCK_DIR
+    roles: Sequence[str] = ("source", "destination")
+    guest_ip: str | None = field(default=None, init=False)
+    taps: dict[str, str] = field(default_factory=dict, init=False)
+    _ip_lock: IO[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for role in self.roles:
+            name = self.tap_name(role)
+            if len(name) > IFNAMSIZ or not name.replace("-", "").isalnum():
+                raise ValueError(f"tap name {name!r} is invalid: use a tag of at most 5 "
+                                 "letters/digits")
+
+    def tap_name(self, role: str) -> str:
+        short = {"source": "src", "destination": "dst"}.get(role, role[:3])
+        return f"mbtap-{short}-{self.tag}"
+
+    @property
+    def host_ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.host_cidr).ip)
+
+    @property
+    def prefix_len(self) -> int:
+        return ipaddress.IPv4Interface(self.host_cidr).network.prefixlen
+
+    def attachment(self, role: str) -> NetAttachment:
+        """What :func:`harness.workload.qemu_args` needs for ``role``'s QEMU."""
+        if self.guest_ip is None or role not in self.taps:
+            raise HostError("LocalVmNetwork is not set up: use it as a context manager")
+        return NetAttachment(tap=self.taps[role], guest_ip=self.guest_ip,
+                             prefix_len=self.prefix_len, host_ip=self.host_ip, mac=GUEST_MAC)
+
+    def __enter__(self) -> Self:
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setup(self) -> None:
+        iface = check_subnet(self.host_cidr, self.bridge, _ip("-j", "route", "show").stdout)
+        with _locked(self.lock_dir / f"{self.bridge}.lock"):
+            if not link_exists(self.bridge):
+                _ip("link", "add", self.bridge, "type", "bridge")
+            # No IPv6 on the bridge: no router solicitations or DAD noise in the measurements.
+            _sysctl(f"net/ipv6/conf/{self.bridge}/disable_ipv6", "1")
+            addrs = _ip("-j", "addr", "show", "dev", self.bridge).stdout
+            have = {f"{a['local']}/{a['prefixlen']}" for link in json.loads(addrs or "[]")
+                    for a in link.get("addr_info", []) if a.get("family") == "inet"}
+            if str(iface) not in have:
+                _ip("addr", "add", str(iface), "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            self.guest_ip = self._claim_address(iface)
+            for role in self.roles:
+                tap = self.tap_name(role)
+                if link_exists(tap):
+                    _ip("link", "del", tap, check=False)
+                _ip("tuntap", "add", "dev", tap, "mode", "tap")
+                self.taps[role] = tap
+                _ip("link", "set", tap, "master", self.bridge)
+                _ip("link", "set", tap, "up")
+
+    def _claim_address(self, iface: ipaddress.IPv4Interface) -> str:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        for host in iface.network.hosts():
+            if host == iface.ip:
+                continue
+            f = (self.lock_dir / f"{host}.lock").open("a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            self._ip_lock = f
+            return str(host)
+        raise HostError(f"no free guest address left in {iface.network}")
+
+    def close(self) -> None:
+        """Delete this run's taps, release the address, drop the bridge if unused (idempotent)."""
+        for tap in list(self.taps.values()):
+            _ip("link", "del", tap, check=False)
+        self.taps.clear()
+        if self._ip_lock is not None:
+            self._ip_lock.close()
+            self._ip_lock = None
+        self.guest_ip = None
+        try:
+            with _locked(self.lock_dir / f"{self.bridge}.lock"):
+                if link_exists(self.bridge) and not bridge_ports(self.bridge):
+                    _ip("link", "del", self.bridge, check=False)
+        except (OSError, HostError):
+            pass
+
+
+def _sysctl(key: str, value: str) -> None:
+    path = Path("/proc/sys") / key
+    try:
+        path.write_text(value)
+    except OSError:
+        pass  # no IPv6 in this kernel, or read-only /proc/sys: harmless
+
+
+def remove_leftovers(prefix: str = "mbtap-") -> list[str]:
+    """Delete taps named ``prefix*`` that no process holds open (after a crash); return names."""
+    removed = []
+    cp = _ip("-j", "link", "show", check=False)
+    for link in json.loads(cp.stdout or "[]"):
+        name = str(link.get("ifname", ""))
+        unused = name.startswith(prefix) and "NO-CARRIER" in link.get("flags", [])
+        if unused and _ip("link", "del", name, check=False).returncode == 0:
+            removed.append(name)
+    return removed
+
+
+__all__ = [
+    "DEFAULT_BRIDGE",
+    "DEFAULT_HOST_CIDR",
+    "LocalVmNetwork",
+    "check_subnet",
+    "remove_leftovers",
+]

@@ -1,0 +1,89 @@
+"""``migbench report``: a results folder -> a self-contained HTML report folder.
+
+The pure model lives in :mod:`harness.report.model`, rendering in :mod:`harness.report.render`.
+This module loads records (I/O) and adds the ``report`` subcommand via :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from harness import store
+from harness.errors import HarnessError
+
+__all__ = ["cmd_report", "load_records", "make_report", "register"]
+
+
+def load_records(root: Path) -> list[dict[str, Any]]:
+    """Every run record of a campaign folder.
+
+    :raise HarnessError: when the folder does not exist or holds no run files.
+    """
+    if not root.is_dir():
+        raise HarnessError(f"{root}: no such results folder (expected <campaign>/<cell-id>/"
+                           "<rep>.json, e.g. results/demo)")
+    records = [rec for _, rec in store.iter_runs(root)]
+    if not records:
+        raise HarnessError(f"{root}: no run results here (expected <cell-id>/<rep>.json); "
+                           "run `migbench run MATRIX.yaml --out DIR` first")
+    return records
+
+
+def make_report(results: Path, out: Path, baseline: str | None = None) -> list[Path]:
+    """Build and write the report of ``results`` into ``out``; return the pages written.
+
+    ``baseline`` is a variant name of ``results`` or another results folder.
+
+    :raise HarnessError: unreadable results, or a baseline that is neither.
+    """
+    from harness.compare import variants
+    from harness.report.model import build_report
+    from harness.report.render import render
+
+    records = load_records(results)
+    title = f"{', '.join(sorted({str(r.get('campaign')) for r in records}))} — {results.name}"
+    kwargs: dict[str, Any] = {}
+    if baseline is not None:
+        known = variants(records)
+        if baseline in known:
+            if len(known) < 2:
+                raise HarnessError(f"{results} has only the variant {baseline!r}: nothing to "
+                                   "compare it with; pass another results folder as --baseline")
+            kwargs["baseline_variant"] = baseline
+        elif Path(baseline).is_dir():
+            kwargs["baseline"] = load_records(Path(baseline))
+            kwargs["baseline_name"] = Path(baseline).name
+        else:
+            raise HarnessError(f"--baseline {baseline!r} is neither a variant of {results} "
+                               f"({', '.join(known)}) nor a results folder")
+    rep = build_report(records, title=title, source=results.name, **kwargs)
+    return render(rep, out)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    out = Path(args.output) if args.output else Path("reports") / results.resolve().name
+    pages = make_report(results, out, args.baseline)
+    print(f"report: {pages[0]}  ({len(pages)} pages; open it in a browser, it works offline)")
+    if args.baseline is not None and len(pages) > 1 and pages[-1].name == "compare.html":
+        print(f"before/after: {pages[-1]}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``report`` subcommand to ``migbench``'s subparsers."""
+    p = subparsers.add_parser(
+        "report", help="write an HTML report of a results folder",
+        description="Turn a campaign folder into a self-contained HTML report (opens offline "
+                    "from the file system): an overview with heatmaps, one page per cell, and a "
+                    "before/after comparison with --baseline. Every table is also written as CSV.",
+        epilog="Example: migbench report results/demo --baseline precopy -o reports/demo",
+    )
+    p.add_argument("results", metavar="RESULTS_DIR", help="campaign folder, e.g. results/demo")
+    p.add_argument("--baseline", metavar="VARIANT_OR_DIR",
+                   help="compare against this variant of RESULTS_DIR, or another results folder")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="report folder (default: reports/<name of RESULTS_DIR>)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,649 @@
+"""The report model: run records in, plain data for the pages out (pure: no files, no clock).
+
+:func:`build_report` turns the records of a campaign (as :func:`harness.store.iter_runs` yields
+them) and, optionally, a baseline into a :class:`Report`: an overview per workload and variant,
+one :class:`CellPage` per cell and a before/after comparison. Strings taken from records (QEMU
+errors, guest console lines) are kept raw here; escaping is the renderer's job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from harness import compare, stats
+from harness.compare import Metric, Record
+from harness.show import info_migrate
+
+# Heatmap metrics of the overview: (metric key, title).
+OVERVIEW_METRICS = ("total_time_ms", "downtime_ms", "guest_max_stall_ms", "ping_lost")
+STATUS_LABEL = {
+    "completed": "completed", "not-converged": "cannot complete", "failed": "failed",
+    "corrupted": "corrupted", "skipped": "skipped",
+}
+CONSOLE_TAIL = 30
+
+
+def fmt(value: float | None, metric: Metric | None = None, digits: int = 3) -> str:
+    """A number for a table: scaled to the metric's unit, about ``digits`` significant digits."""
+    if value is None:
+        return "-"
+    v = value / metric.scale if metric is not None else value
+    if v == 0:
+        return "0"
+    mag = abs(v)
+    if mag >= 10 ** digits:
+        return f"{v:,.0f}"
+    decimals = max(0, digits - 1 - int(f"{mag:e}".split("e")[1]))
+    return f"{v:,.{min(decimals, 4)}f}"
+
+
+def safe_id(cell_id: str) -> str:
+    """A cell id usable as a file name (ids are hex, but records are untrusted input)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", cell_id)[:64] or "_"
+
+
+def _natural(v: Any) -> tuple[int, float, str]:
+    m = re.match(r"\s*(-?\d+(?:\.\d+)?)", str(v))
+    return (0, float(m.group(1)), str(v)) if m else (1, 0.0, str(v))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-cell pages
+
+
+@dataclass
+class Series:
+    name: str
+    panel: str  # panels share one time axis, one panel per unit
+    x: list[float]
+    y: list[float | None]
+
+
+@dataclass
+class Marker:
+    t: float
+    kind: str  # "start" | "sync" | "switchover"
+    label: str
+
+
+@dataclass
+class Timeline:
+    repetition: int
+    status: str
+    panels: list[str]
+    series: list[Series]
+    markers: list[Marker]
+
+
+@dataclass
+class RepRow:
+    repetition: int
+    status: str
+    integrity: str
+    timing_excluded: bool
+    cells: list[str]  # display values, one per report metric ("corrupted" instead of timings)
+    error: str
+    file: str
+
+
+@dataclass
+class StatRow:
+    metric: Metric
+    summary: stats.Summary | None
+    warnings: list[str]
+
+    @property
+    def cells(self) -> list[str]:
+        s, m = self.summary, self.metric
+        if s is None:
+            return ["0", "-", "-", "-", "-"]
+        return [str(s.n), fmt(s.median, m), f"{fmt(s.q1, m)} – {fmt(s.q3, m)}",
+                f"{fmt(s.min, m)} – {fmt(s.max, m)}",
+                "-" if s.cv is None else f"{s.cv:.1%}"]
+
+
+@dataclass
+class CpuTable:
+    sampled: bool
+    rows: list[tuple[str, str, str]]  # class, source median %, destination median %
+    n: int
+
+
+@dataclass
+class CellPage:
+    id: str
+    file_id: str
+    variant: str
+    workload: str
+    axes: dict[str, Any]
+    label: str
+    qemu_versions: list[str]
+    status_line: str
+    metrics: list[Metric]
+    reps: list[RepRow]
+    stat_rows: list[StatRow]
+    warnings: list[str]
+    info_rep: int | None
+    info_note: str
+    info: list[tuple[str, str]]
+    other_info: list[tuple[int, list[tuple[str, str]]]]
+    timelines: list[Timeline]
+    cpu: CpuTable
+    problems: list[tuple[int, str, str]]  # (rep, kind, text): errors, warnings, integrity
+    consoles: list[tuple[int, str, list[str]]]  # (rep, role, last lines)
+    parameters: list[tuple[str, str]]
+    capabilities: list[str]
+
+
+def _t0(rec: Record) -> float | None:
+    """Epoch time of the migrate command."""
+    s = rec.get("migrate_start_utc")
+    if s:
+        try:
+            return datetime.fromisoformat(str(s)).timestamp()
+        except ValueError:
+            pass
+    for e in (rec.get("events") or {}).get("source", []):
+        if e.get("event") == "MIGRATION" and (e.get("data") or {}).get("status") == "setup":
+            return float(e["host_time"])
+    return None
+
+
+def _r(v: Any, nd: int = 4) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return float(f"{f:.{nd}g}")
+
+
+_TIMELINE_FIELDS: tuple[tuple[str, str, str, float], ...] = (
+    # (series name, panel, path in a query-migrate sample, multiplier)
+    ("remaining RAM", "remaining RAM (MiB)", "ram.remaining", 1 / 1024**2),
+    ("throughput", "throughput (Mbit/s)", "ram.mbps", 1.0),
+    ("dirty page rate", "dirty page rate (pages/s)", "ram.dirty-pages-rate", 1.0),
+    ("CPU throttle", "rates (%)", "cpu-throttle-percentage", 1.0),
+    ("xbzrle cache miss", "rates (%)", "xbzrle-cache.cache-miss-rate", 100.0),
+    ("compression busy", "rates (%)", "compression.busy-rate", 100.0),
+    ("xbzrle encoding", "encoding ratio (x)", "xbzrle-cache.encoding-rate", 1.0),
+    ("compression", "encoding ratio (x)", "compression.compression-rate", 1.0),
+)
+
+
+def _path(d: dict[str, Any], path: str) -> Any:
+    cur: Any = d
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def timeline(rec: Record) -> Timeline:
+    """The series and markers of one run, on seconds since the migrate command."""
+    samples = [s for s in rec.get("timeline") or [] if isinstance(s, dict) and "t" in s]
+    series: list[Series] = []
+    for name, panel, path, mult in _TIMELINE_FIELDS:
+        pts = [(s["t"], _path(s, path)) for s in samples]
+        if not any(v is not None for _, v in pts):
+            continue
+        series.append(Series(name, panel, [_r(t) or 0.0 for t, _ in pts],
+                             [None if v is None else _r(float(v) * mult) for _, v in pts]))
+    guest = rec.get("guest") or {}
+    for role in ("source", "destination"):
+        wpts = [p for p in guest.get("writer") or [] if p.get("host") == role]
+        if wpts:
+            series.append(Series(f"guest writer ({role})", "guest writer (MiB/s)",
+                                 [_r(p.get("t")) or 0.0 for p in wpts],
+                                 [_r(p.get("rate")) for p in wpts]))
+    # Later samplers (ping, fio ...): every numeric field of each sample, one panel per source.
+    for key, raw in guest.items():
+        if key == "writer" or not isinstance(raw, list):
+            continue
+        gpts = [p for p in raw if isinstance(p, dict) and isinstance(p.get("t"), (int, float))]
+        fields: list[str] = []
+        for p in gpts:
+            for k, v in p.items():
+                if (k not in ("t", "guest_t", "seq", "host") and k not in fields
+                        and isinstance(v, (int, float)) and not isinstance(v, bool)):
+                    fields.append(k)
+        for f in fields:
+            xs = [p for p in gpts if f in p]
+            series.append(Series(f"{key} {f}", f"{key}", [_r(p["t"]) or 0.0 for p in xs],
+                                 [_r(p[f]) for p in xs]))
+    markers = [Marker(0.0, "start", "migrate")]
+    t0 = _t0(rec)
+    if t0 is not None:
+        for e in (rec.get("events") or {}).get("source", []):
+            t = float(e.get("host_time", 0)) - t0
+            if t < -0.5:
+                continue
+            if e.get("event") == "MIGRATION_PASS":
+                n = (e.get("data") or {}).get("pass")
+                markers.append(Marker(round(t, 3), "sync", f"sync {n}"))
+            elif e.get("event") == "STOP":
+                markers.append(Marker(round(t, 3), "switchover", "switchover"))
+    panels: list[str] = []
+    for s in series:
+        if s.panel not in panels:
+            panels.append(s.panel)
+    return Timeline(int(rec.get("repetition", 0)), compare.status(rec), panels, series, markers)
+
+
+def _info_source(rec: Record) -> tuple[dict[str, Any], str]:
+    final = rec.get("final") or {}
+    if final.get("ram"):
+        return final, ""
+    for sample in reversed(rec.get("timeline") or []):
+        if isinstance(sample, dict) and sample.get("ram"):
+            merged = dict(sample)
+            merged["status"] = f"{final.get('status', '?')} (statistics of the last sample, " \
+                               f"t = {sample.get('t')} s)"
+            return merged, "last sample before the migration ended"
+    return final, ""
+
+
+def _rep_cells(rec: Record, metrics: Sequence[Metric]) -> list[str]:
+    st = compare.status(rec)
+    out = []
+    for m in metrics:
+        if st == "corrupted":
+            out.append("corrupted")
+        elif st != "completed" and m.key in ("total_time_ms", "downtime_ms", "throughput_mbps"):
+            out.append(STATUS_LABEL.get(st, st))
+        else:
+            out.append(fmt(m.value(rec), m))
+    return out
+
+
+def _cpu_table(records: Sequence[Record]) -> CpuTable:
+    sampled = [r for r in records if r.get("cpu") and compare.status(r) != "corrupted"]
+    if not sampled:
+        return CpuTable(False, [], 0)
+    classes = list(compare.CPU_CLASSES)
+    for r in sampled:
+        for side in ("source", "destination"):
+            for k in ((r["cpu"].get(side) or {}).get("classes") or {}):
+                if k not in classes:
+                    classes.append(k)
+    rows = []
+    for cls in classes:
+        cols = []
+        for side in ("source", "destination"):
+            vals = stats.clean([((r["cpu"].get(side) or {}).get("classes") or {}).get(cls)
+                                for r in sampled])
+            s = stats.summarize(vals)
+            cols.append("-" if s is None else f"{s.median:.1f}"
+                        + (f" ({s.min:.1f}–{s.max:.1f})" if s.max > s.min else ""))
+        rows.append((cls.replace("_", " "), cols[0], cols[1]))
+    return CpuTable(True, rows, len(sampled))
+
+
+def _params(rec: Record) -> tuple[dict[str, Any], list[str]]:
+    applied = ((rec.get("migration") or {}).get("applied") or {}).get("source") or {}
+    params = dict(applied.get("parameters") or {})
+    caps = sorted(k for k, v in (applied.get("capabilities") or {}).items() if v)
+    return params, caps
+
+
+def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
+    """The page of one cell from all its repetitions (same cell id)."""
+    recs = sorted(records, key=lambda r: int(r.get("repetition", 0)))
+    first = recs[0]
+    cell = first["cell"]
+    reps = [RepRow(int(r.get("repetition", 0)), compare.status(r), str(r.get("integrity", "")),
+                   bool(r.get("timing_excluded")), _rep_cells(r, metrics),
+                   str(r.get("error") or ""), f"{r.get('repetition')}.json") for r in recs]
+    stat_rows = []
+    warnings: list[str] = []
+    for m in metrics:
+        s = stats.summarize(compare.values(recs, m))
+        w = stats.sample_warnings(s)
+        stat_rows.append(StatRow(m, s, w))
+        warnings += [f"{m.label}: {x}" for x in w]
+    excluded = sum(1 for r in recs if r.get("timing_excluded"))
+    if excluded:
+        warnings.append(f"{excluded} run(s) kept out of timing statistics (timing_excluded: "
+                        "their RAM was compared after migration)")
+    corrupted = sum(1 for r in recs if compare.status(r) == "corrupted")
+    if corrupted:
+        warnings.insert(0, f"{corrupted} of {len(recs)} run(s) corrupted the guest: their "
+                           "timings are not shown and not counted")
+    # The info-migrate block of the median run (by total time), else of the last run.
+    usable = [r for r in recs if compare.usable(r)
+              and (r.get("metrics") or {}).get("total_time_ms") is not None]
+    if usable:
+        usable.sort(key=lambda r: float(r["metrics"]["total_time_ms"]))
+        info_rec = usable[(len(usable) - 1) // 2]
+        note = "the run with the median total time" if len(usable) > 1 else ""
+    else:
+        info_rec, note = recs[-1], "the last run (none completed)"
+    src, extra = _info_source(info_rec)
+    info_note = "; ".join(x for x in (note, extra) if x)
+    other_info = [(int(r.get("repetition", 0)), info_migrate(_info_source(r)[0]))
+                  for r in recs if r is not info_rec]
+    problems: list[tuple[int, str, str]] = []
+    consoles: list[tuple[int, str, list[str]]] = []
+    for r in recs:
+        rep = int(r.get("repetition", 0))
+        if r.get("error"):
+            problems.append((rep, "error", str(r["error"])))
+        for w in r.get("warnings") or []:
+            problems.append((rep, "warning", str(w)))
+        for check, detail in (r.get("integrity_detail") or {}).items():
+            if isinstance(detail, dict) and (detail.get("verdict") != "ok"):
+                text = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "lines")
+                problems.append((rep, f"integrity {check}", text))
+                for line in detail.get("lines") or []:
+                    problems.append((rep, f"integrity {check}", str(line)))
+        for role, vm in (r.get("vms") or {}).items():
+            if isinstance(vm, dict) and vm.get("qemu_log_tail"):
+                problems.append((rep, f"QEMU log ({role})", str(vm["qemu_log_tail"])))
+        for role, lines in (r.get("console") or {}).items():
+            texts = [str(ln.get("line", "")) if isinstance(ln, dict) else str(ln)
+                     for ln in lines or []]
+            texts = [t for t in texts if t.strip()]
+            if texts:
+                consoles.append((rep, str(role), texts[-CONSOLE_TAIL:]))
+    versions = sorted({str((r.get("qemu") or {}).get("version", "?")) for r in recs})
+    counts = compare.status_counts(recs)
+    params, caps = _params(first)
+    requested = set(((first.get("migration") or {}).get("requested") or {})
+                    .get("parameters") or {})
+    return CellPage(
+        id=str(cell["id"]), file_id=safe_id(str(cell["id"])), variant=str(cell.get("variant")),
+        workload=compare.workload_label(first), axes=dict(cell.get("axes") or {}),
+        label=compare.axes_label(first), qemu_versions=versions,
+        status_line=compare.describe_counts(counts), metrics=list(metrics), reps=reps,
+        stat_rows=stat_rows, warnings=warnings,
+        info_rep=int(info_rec.get("repetition", 0)), info_note=info_note,
+        info=info_migrate(src), other_info=other_info,
+        timelines=[timeline(r) for r in recs], cpu=_cpu_table(recs), problems=problems,
+        consoles=consoles,
+        parameters=[(k, str(params[k])) for k in sorted(params, key=lambda k: (k not in requested, k))],
+        capabilities=caps,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Overview
+
+
+@dataclass
+class Heatmap:
+    title: str
+    x_title: str
+    y_title: str
+    x: list[str]
+    y: list[str]
+    z: list[list[float | None]]
+    text: list[list[str]]
+    links: list[list[str]]  # cell page file ids ("" where there is no cell)
+    kind: str  # "status" or "metric"
+    unit: str = ""
+
+
+@dataclass
+class OverviewRow:
+    cell: CellPage
+    status: str  # worst status label
+    values: list[str]
+
+
+@dataclass
+class OverviewGroup:
+    workload: str
+    variant: str
+    qemu_versions: list[str]
+    heatmaps: list[Heatmap]
+    rows: list[OverviewRow]
+    axes: list[str]
+
+    @property
+    def metrics(self) -> list[Metric]:
+        return [m for m in self._metrics if not m.key.startswith("cpu_")]
+
+    _metrics: list[Metric] = field(default_factory=list)
+
+
+STATUS_CODE = {"corrupted": 0, "failed": 1, "not-converged": 2, "skipped": 3, "completed": 4}
+
+
+def _worst(recs: Sequence[Record]) -> str:
+    return min((compare.status(r) for r in recs), key=lambda s: STATUS_CODE.get(s, 1))
+
+
+def _cell_text(page: CellPage, recs: Sequence[Record], m: Metric) -> tuple[float | None, str]:
+    s = stats.summarize(compare.values(recs, m))
+    counts = compare.status_counts(recs)
+    if s is None:
+        worst = _worst(recs)
+        if worst == "skipped":
+            reason = next((str(r.get("error") or "") for r in recs if r.get("error")), "")
+            return None, "skipped" + (f": {reason}" if reason else "")
+        if worst == "completed":
+            return None, "-"
+        return None, STATUS_LABEL.get(worst, worst)
+    text = fmt(s.median, m)
+    bad = {k: v for k, v in counts.items() if k != "completed"}
+    if bad:
+        text += " (" + ", ".join(f"{v} {STATUS_LABEL.get(k, k)}" for k, v in bad.items()) + ")"
+    return s.median / m.scale, text
+
+
+def _grid(pages: Sequence[CellPage]) -> tuple[list[str], str, list[str], str,
+                                              dict[str, tuple[int, int]]]:
+    keys: list[str] = []
+    for p in pages:
+        for k in p.axes:
+            if k not in keys:
+                keys.append(k)
+    if not keys:
+        return ["base"], "", ["base"], "", {p.id: (0, 0) for p in pages}
+    xk, yks = keys[-1], keys[:-1]
+    xs = sorted({str(p.axes.get(xk, "-")) for p in pages}, key=_natural)
+
+    def ylab(p: CellPage) -> str:
+        return ", ".join(f"{k}={p.axes.get(k, '-')}" for k in yks) if yks else "all"
+
+    ys = sorted({ylab(p) for p in pages},
+                key=lambda s: [_natural(x.split("=", 1)[-1]) for x in s.split(", ")])
+    pos = {p.id: (ys.index(ylab(p)), xs.index(str(p.axes.get(xk, "-")))) for p in pages}
+    return xs, xk, ys, ", ".join(yks), pos
+
+
+def overview_group(workload: str, variant: str, pages: Sequence[CellPage],
+                   by_cell: dict[str, list[Record]], metrics: Sequence[Metric]) -> OverviewGroup:
+    xs, xk, ys, yk, pos = _grid(pages)
+    heatmaps: list[Heatmap] = []
+
+    def empty() -> tuple[list[list[float | None]], list[list[str]], list[list[str]]]:
+        return ([[None] * len(xs) for _ in ys], [[""] * len(xs) for _ in ys],
+                [[""] * len(xs) for _ in ys])
+
+    z, text, links = empty()
+    for p in pages:
+        i, j = pos[p.id]
+        worst = _worst(by_cell[p.id])
+        z[i][j] = float(STATUS_CODE.get(worst, 1))
+        text[i][j] = STATUS_LABEL.get(worst, worst)
+        if worst == "skipped":
+            reason = next((str(r.get("error")) for r in by_cell[p.id] if r.get("error")), "")
+            text[i][j] = "skipped" + (f": {reason}" if reason else "")
+        links[i][j] = p.file_id
+    heatmaps.append(Heatmap("outcome", xk, yk, xs, ys, z, text, links, "status"))
+    by_key = {m.key: m for m in metrics}
+    for key in OVERVIEW_METRICS:
+        m = by_key.get(key)
+        if m is None:
+            continue
+        z, text, links = empty()
+        for p in pages:
+            i, j = pos[p.id]
+            z[i][j], text[i][j] = _cell_text(p, by_cell[p.id], m)
+            links[i][j] = p.file_id
+        heatmaps.append(Heatmap(f"{m.label} ({m.unit})", xk, yk, xs, ys, z, text, links,
+                                "metric", m.unit))
+    rows = []
+    for p in sorted(pages, key=lambda p: pos[p.id]):
+        recs = by_cell[p.id]
+        rows.append(OverviewRow(p, STATUS_LABEL.get(_worst(recs), _worst(recs)),
+                                [_cell_text(p, recs, m)[1] for m in metrics
+                                 if not m.key.startswith("cpu_")]))
+    versions = sorted({v for p in pages for v in p.qemu_versions})
+    axes: list[str] = []
+    for p in pages:
+        axes += [k for k in p.axes if k not in axes]
+    return OverviewGroup(workload, variant, versions, heatmaps, rows, axes, list(metrics))
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison
+
+
+@dataclass
+class ComparisonSection:
+    title: str
+    base_name: str
+    new_name: str
+    cells: list[compare.CellComparison]
+    unmatched: list[str]
+
+    @property
+    def outcome_changes(self) -> list[compare.CellComparison]:
+        return [c for c in self.cells if c.outcome is not None]
+
+
+def verdict_text(c: stats.Comparison) -> str:
+    return c.verdict.value
+
+
+def change_text(row: compare.MetricRow) -> tuple[str, str]:
+    """(change, CI) as display strings: relative in %, else absolute in the metric's unit."""
+    c, m = row.comparison, row.metric
+    if c.change is not None:
+        ci = "-" if c.ci is None else f"[{c.ci[0]:+.1%}, {c.ci[1]:+.1%}]"
+        return f"{c.change:+.1%}", ci
+    if c.diff is None:
+        return "-", "-"
+    ci = "-" if c.ci is None else f"[{fmt(c.ci[0], m)}, {fmt(c.ci[1], m)}] {m.unit}"
+    return f"{'+' if c.diff >= 0 else ''}{fmt(c.diff, m)} {m.unit}", ci
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole report
+
+
+@dataclass
+class Report:
+    title: str
+    source: str
+    campaigns: list[str]
+    n_runs: int
+    n_cells: int
+    metrics: list[Metric]
+    hosts: list[dict[str, str]]
+    qemu: list[tuple[str, str, int]]  # variant, version, runs
+    commits: list[str]
+    common_params: list[tuple[str, str]]
+    varying_params: list[str]
+    param_rows: list[tuple[CellPage, list[str]]]
+    groups: list[OverviewGroup]
+    cells: list[CellPage]
+    comparisons: list[ComparisonSection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_comparison(self) -> bool:
+        return bool(self.comparisons)
+
+
+def _hosts(records: Sequence[Record]) -> list[dict[str, str]]:
+    seen: dict[tuple[str, ...], dict[str, str]] = {}
+    for r in records:
+        for role, facts in (r.get("hosts") or {}).items():
+            if not isinstance(facts, dict):
+                continue
+            row = {"role": str(role)}
+            for k in ("name", "hostname", "transport", "kernel", "cpu_model", "cpus", "accel",
+                      "accel_reason"):
+                row[k] = str(facts.get(k, "-"))
+            seen.setdefault(tuple(row.values()), row)
+    return list(seen.values())
+
+
+def build_report(
+    records: Sequence[Record], *, title: str, source: str = "",
+    baseline: Sequence[Record] | None = None, baseline_name: str = "",
+    baseline_variant: str | None = None, method: str = "mannwhitney",
+) -> Report:
+    """Build the report of ``records``.
+
+    With ``baseline_variant``, each other variant of ``records`` is compared with that variant;
+    with ``baseline`` (the records of another results folder), the folders are compared.
+    """
+    metrics = compare.present_metrics(records)
+    by_cell: dict[str, list[Record]] = {}
+    for r in records:
+        by_cell.setdefault(str(r["cell"]["id"]), []).append(r)
+    pages = {cid: cell_page(recs, metrics) for cid, recs in by_cell.items()}
+    groups_map: dict[tuple[str, str], list[CellPage]] = {}
+    for page in pages.values():
+        groups_map.setdefault((page.workload, page.variant), []).append(page)
+    groups = [overview_group(w, v, ps, by_cell, metrics)
+              for (w, v), ps in sorted(groups_map.items())]
+
+    qemu = Counter((str(r["cell"].get("variant")), str((r.get("qemu") or {}).get("version", "?")))
+                   for r in records)
+    params_by_cell = {cid: _params(recs[0])[0] for cid, recs in by_cell.items()}
+    all_keys = sorted({k for p in params_by_cell.values() for k in p})
+    common, varying = [], []
+    for k in all_keys:
+        vals = {repr(p.get(k)) for p in params_by_cell.values()}
+        if len(vals) == 1:
+            common.append((k, str(next(iter(params_by_cell.values())).get(k))))
+        else:
+            varying.append(k)
+    ordered = [p for g in groups for p in (row.cell for row in g.rows)]
+    param_rows = [(p, [str(params_by_cell[p.id].get(k, "-")) for k in varying]) for p in ordered]
+
+    comparisons = []
+    if baseline_variant is not None:
+        base = [r for r in records if str(r["cell"].get("variant")) == baseline_variant]
+        for variant, recs in compare.split_variant(records, baseline_variant):
+            cells, unmatched = compare.compare_sides(base, recs, method=method)
+            comparisons.append(ComparisonSection(f"{variant} vs {baseline_variant}",
+                                                 baseline_variant, variant, cells, unmatched))
+    elif baseline is not None:
+        same = set(compare.variants(baseline)) == set(compare.variants(records))
+        cells, unmatched = compare.compare_sides(baseline, records, with_variant=same,
+                                                 method=method)
+        comparisons.append(ComparisonSection(f"{source or 'results'} vs {baseline_name}",
+                                             baseline_name, source or "results", cells, unmatched))
+    warnings = []
+    few = [p for p in pages.values() if any("repetition" in w for w in p.warnings)]
+    noisy = [p for p in pages.values() if any("variation" in w for w in p.warnings)]
+    if few:
+        warnings.append(f"{len(few)} of {len(pages)} cells have fewer than {stats.MIN_REPS} "
+                        "usable repetitions: their medians are indicative only")
+    if noisy:
+        warnings.append(f"{len(noisy)} of {len(pages)} cells have a coefficient of variation of "
+                        f"{stats.CV_WARN:.0%} or more in some metric: see the warnings on their "
+                        "pages and add repetitions")
+    return Report(
+        title=title, source=source,
+        campaigns=sorted({str(r.get("campaign")) for r in records}),
+        n_runs=len(records), n_cells=len(pages), metrics=metrics, hosts=_hosts(records),
+        qemu=[(v, ver, n) for (v, ver), n in sorted(qemu.items())],
+        commits=sorted({str((r.get("harness") or {}).get("commit", "?"))[:12] for r in records}),
+        common_params=common, varying_params=varying, param_rows=param_rows,
+        groups=groups, cells=ordered, comparisons=comparisons,
+        warnings=warnings,
+    )

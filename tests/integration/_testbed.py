@@ -1,0 +1,59 @@
+"""The namespace test bed as a pytest fixture (shared by test_testbed.py and test_remote.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import testbed
+
+
+def remote_tunnel_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("tunnel")]
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh test bed (1gbit, no delay) for the module; torn down and checked afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("the test bed needs root")
+    # Not under pytest's basetemp: concurrent pytest sessions prune old basetemp folders.
+    base = Path(tempfile.mkdtemp(prefix="mb-testbed-"))
+    testbed.up(base, rate="1gbit")
+    try:
+        yield base
+    finally:
+        testbed.down(base)
+    assert testbed.leftovers() == []
+    assert not (base / "id_ed25519").exists()
+    assert remote_tunnel_threads() == []
+
+
+def bed_qemus() -> list[str]:
+    """QEMU processes inside the test bed's namespaces (other tests' QEMUs do not count)."""
+    found = []
+    for ns in ("mbsrc", "mbdst"):
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        for pid in out.split():
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith("qemu"):
+                found.append(f"{ns}: {pid} {comm}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_qemu() -> Iterator[None]:
+    """Overrides conftest's check: only QEMUs in the test bed are ours (others run in parallel)."""
+    assert bed_qemus() == [], "a QEMU from an earlier test bed test is still running"
+    yield
+    left = bed_qemus()
+    assert left == [], f"QEMU processes left behind in the test bed: {left}"

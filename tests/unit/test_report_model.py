@@ -1,0 +1,151 @@
+"""harness.report.model and harness.compare on fixed records (no QEMU, no browser)."""
+
+from __future__ import annotations
+
+from harness import compare
+from harness.report.model import build_report, cell_page, timeline
+from harness.stats import Verdict
+from tests.report_data import HOSTILE, cpu_block, make_run, real_record
+
+Q10 = [7600, 7650, 7580, 7620, 7610, 7590, 7640, 7605]
+
+
+def _side(variant: str, cell: str, totals: list[float], **kw: object) -> list[dict[str, object]]:
+    return [make_run(cell_id=cell, variant=variant, rep=i + 1, total_ms=t, **kw)  # type: ignore[arg-type]
+            for i, t in enumerate(totals)]
+
+
+def test_timeline_markers_from_events() -> None:
+    tl = timeline(real_record())
+    kinds = [m.kind for m in tl.markers]
+    assert kinds[0] == "start" and kinds.count("sync") == 5 and kinds.count("switchover") == 1
+    stop = next(m for m in tl.markers if m.kind == "switchover")
+    assert 7.5 < stop.t < 7.7  # total time 7619 ms
+    names = {s.name for s in tl.series}
+    assert {"remaining RAM", "throughput", "dirty page rate", "xbzrle cache miss",
+            "guest writer (source)", "guest writer (destination)"} <= names
+    assert tl.panels[0] == "remaining RAM (MiB)"
+
+
+def test_extra_guest_series_are_drawn() -> None:
+    rec = real_record()
+    rec["guest"]["ping"] = [{"t": 0.1 * i, "rtt_ms": 0.5, "lost": 0} for i in range(50)]
+    tl = timeline(rec)
+    assert "ping" in tl.panels and "ping rtt_ms" in {s.name for s in tl.series}
+
+
+def test_corrupted_is_never_shown_as_fast() -> None:
+    recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580])
+    recs.append(make_run(cell_id="aaaaaaaaaaaa", variant="q10", rep=4, total_ms=10,
+                         integrity="corrupted"))
+    page = cell_page(recs, compare.present_metrics(recs))
+    bad = page.reps[-1]
+    assert bad.status == "corrupted"
+    assert all(v == "corrupted" for v in bad.cells)
+    total = next(s for s in page.stat_rows if s.metric.key == "total_time_ms")
+    assert total.summary is not None and total.summary.n == 3 and total.summary.min >= 7580
+    assert any("corrupted" in w for w in page.warnings)
+
+
+def test_timing_excluded_runs_are_left_out() -> None:
+    recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580], timing_excluded=True)
+    page = cell_page(recs, compare.present_metrics(recs))
+    total = next(s for s in page.stat_rows if s.metric.key == "total_time_ms")
+    assert total.summary is None
+    assert any("timing_excluded" in w for w in page.warnings)
+
+
+def test_cv_and_repetition_warnings() -> None:
+    noisy = _side("q10", "aaaaaaaaaaaa", [5000, 7000, 9000, 6000])
+    page = cell_page(noisy, compare.present_metrics(noisy))
+    assert any("total time" in w and "variation" in w for w in page.warnings)
+    two = _side("q10", "bbbbbbbbbbbb", [7600, 7610])
+    assert any("fewer than 3" in w for w in cell_page(two, compare.present_metrics(two)).warnings)
+    rep = build_report(noisy + two, title="t")
+    assert len(rep.warnings) == 2
+
+
+def test_overview_marks_cannot_complete_and_skipped() -> None:
+    recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580], axes={"feature": "xbzrle"})
+    recs += [make_run(cell_id="bbbbbbbbbbbb", axes={"feature": "precopy"}, variant="q10",
+                      outcome="not-converged", error="did not converge within max_time_s=25")]
+    recs += [make_run(cell_id="cccccccccccc", axes={"feature": "dirty-limit"}, variant="q10",
+                      outcome="skipped", error="dirty-limit needs KVM's dirty ring")]
+    rep = build_report(recs, title="t")
+    (group,) = rep.groups
+    outcome, total = group.heatmaps[0], group.heatmaps[1]
+    assert outcome.x == ["dirty-limit", "precopy", "xbzrle"]
+    assert outcome.text[0] == ["skipped: dirty-limit needs KVM's dirty ring", "cannot complete",
+                               "completed"]
+    assert total.text[0][1] == "cannot complete" and total.z[0][1] is None
+    assert total.z[0][2] is not None and 7.5 < total.z[0][2] < 7.7
+    assert rep.hosts and rep.hosts[0]["accel"] == "tcg"
+    assert rep.qemu[0][1].startswith("10.0.2")
+    assert ("max-bandwidth", "25000000") in rep.common_params
+
+
+def test_cpu_table_present_or_not_sampled() -> None:
+    plain = _side("q10", "aaaaaaaaaaaa", [7600])
+    assert not cell_page(plain, compare.present_metrics(plain)).cpu.sampled
+    with_cpu = _side("q10", "aaaaaaaaaaaa", [7600, 7700], cpu=cpu_block())
+    page = cell_page(with_cpu, compare.present_metrics(with_cpu))
+    assert page.cpu.sampled
+    assert ("migration", "42.0", "21.0") in page.cpu.rows
+    assert any(m.key == "cpu_sou_migration" for m in page.metrics)
+
+
+def test_compare_significant_and_null() -> None:
+    base = _side("q72", "aaaaaaaaaaaa", [v * 1.3 for v in Q10])
+    new = _side("q10", "bbbbbbbbbbbb", Q10)
+    same = _side("q10", "cccccccccccc", [v * 1.3 + 3 for v in Q10])
+    (cell,), unmatched = compare.compare_sides(base, new)
+    assert not unmatched and cell.outcome is None
+    total = next(r for r in cell.rows if r.metric.key == "total_time_ms")
+    assert total.comparison.verdict is Verdict.BETTER
+    assert abs(total.comparison.change + 0.2308) < 0.01  # type: ignore[operator]
+    throughput = next(r for r in cell.rows if r.metric.key == "throughput_mbps")
+    assert throughput.comparison.verdict is Verdict.BETTER  # higher is better
+    (cell,), _ = compare.compare_sides(base, same)
+    total = next(r for r in cell.rows if r.metric.key == "total_time_ms")
+    assert total.comparison.verdict is Verdict.NO_CHANGE
+
+
+def test_outcome_changes_come_first() -> None:
+    plain = {"feature": "precopy"}
+    xb = {"feature": "xbzrle"}
+    base = _side("q72", "a00000000001", Q10, axes=xb)
+    base += [make_run(cell_id="a00000000002", variant="q72", axes=plain, rep=i,
+                      outcome="not-converged") for i in (1, 2, 3)]
+    new = _side("q10", "b00000000001", Q10, axes=xb, integrity="corrupted")
+    new += _side("q10", "b00000000002", Q10[:3], axes=plain)
+    cells, _ = compare.compare_sides(base, new)
+    assert [c.outcome is not None for c in cells] == [True, True]
+    first, second = cells
+    assert first.outcome is not None and first.outcome.direction == "worse"
+    assert first.outcome.integrity and "corrupted 8/8" in first.outcome.after
+    assert second.outcome is not None and second.outcome.direction == "better"
+    assert second.outcome.before == "not-converged 3/3"
+    # corrupted runs feed no timings
+    assert all(r.comparison.new is None for r in first.rows)
+
+
+def test_report_with_baseline_variant() -> None:
+    recs = _side("q72", "a00000000001", [v * 1.3 for v in Q10]) + _side("q10", "b00000000001", Q10)
+    rep = build_report(recs, title="t", baseline_variant="q72")
+    (sec,) = rep.comparisons
+    assert sec.title == "q10 vs q72" and len(sec.cells) == 1
+
+
+def test_model_keeps_hostile_text_raw() -> None:
+    rec = make_run(error=HOSTILE, outcome="failed")
+    rec["console"]["destination"].append({"t": 0, "line": HOSTILE})
+    page = cell_page([rec], compare.present_metrics([rec]))
+    assert any(HOSTILE in text for _, _, text in page.problems)
+    assert any(HOSTILE in lines for _, _, lines in page.consoles)
+
+
+def test_cells_with_changed_axes_pair_by_feature() -> None:
+    base = _side("q10", "a00000000001", Q10, axes={"feature": "xbzrle", "xbzrle-cache-size": "128MiB"})
+    new = _side("q10", "b00000000001", Q10, axes={"feature": "xbzrle"})
+    cells, unmatched = compare.compare_sides(base, new)
+    assert len(cells) == 1 and not unmatched
