@@ -20,6 +20,7 @@ from harness import store
 from harness.config import load_hosts, load_matrix, plan
 from harness.errors import HarnessError
 from harness.matrix import Cell
+from harness.report import register as register_report
 from harness.show import run_block
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     e.add_argument("-o", "--output", metavar="FILE", help="default: CAMPAIGN_DIR/runs.FORMAT")
     e.set_defaults(func=cmd_export)
+
+    register_report(sub)
 
     i = sub.add_parser("image", help="guest image commands")
     isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")

@@ -19,11 +19,31 @@ from harness.models import HostsConfig, MatrixSpec
 M = TypeVar("M", bound=BaseModel)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
+                       ) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(path, "", f"{what} file not found", f"check the path; see `migbench --help`")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - safe subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -47,6 +67,9 @@ def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         fix = ""
+        head, sep, rest = msg.partition(": ")
+        if not err["loc"] and sep and " " not in head:
+            key, msg = head, rest  # a whole-file check that names its own key
         if etype == "extra_forbidden":
             msg = "unknown key"
             fix = "remove it or fix its spelling; see the example files in the repository"

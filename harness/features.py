@@ -163,6 +163,11 @@ class MigrationConfig:
     capabilities: dict[str, bool]
     parameters: dict[str, Any]  # QEMU migration parameters only
     harness: dict[str, Any] = field(default_factory=dict)  # postcopy-after-*, pause-after-syncs
+    destination: dict[str, Any] | None = None  # destination parameters when they differ
+
+    @property
+    def destination_parameters(self) -> dict[str, Any]:
+        return dict(self.destination if self.destination is not None else self.parameters)
 
     @property
     def features(self) -> list[str]:
@@ -174,6 +179,7 @@ class MigrationConfig:
             "capabilities": dict(self.capabilities),
             "parameters": dict(self.parameters),
             "harness": dict(self.harness),
+            **({"destination": dict(self.destination)} if self.destination is not None else {}),
         }
 
 

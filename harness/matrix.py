@@ -16,7 +16,14 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from harness.features import HARNESS_KNOBS, KNOBS, MigrationConfig, knob_applies, migration_config
+from harness.features import (
+    HARNESS_KNOBS,
+    KNOBS,
+    MigrationConfig,
+    knob_applies,
+    knob_value,
+    migration_config,
+)
 from harness.models import GuestSpec, Limits, MatrixSpec, Variant, WorkloadSpec, WriterSpec
 
 
@@ -111,83 +118,113 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             f"({', '.join(sorted(KNOBS))})",
         )
     guest_ram = spec.guest.memory_mib * 1024**2
+    for key, values in axes.items():
+        if key in KNOBS or key in HARNESS_KNOBS:
+            for v in values:  # validate even values that some features will ignore
+                try:
+                    knob_value(key, v, guest_ram)
+                except ValueError as exc:
+                    raise ExpansionError(f"axes.{key}", str(exc)) from exc
     keys = list(axes)
     cells: list[Cell] = []
     seen_points: set[tuple[str, str]] = set()
+    points: list[tuple[str, dict[str, Any]]] = []
     for vname in variant_names:
-        variant = spec.variants[vname]
         for values in itertools.product(*(axes[k] for k in keys)):
             point = dict(zip(keys, values))
-            if _excluded({**point, "variant": vname}, spec.exclude):
-                continue
-            feature = str(point.get("feature", "precopy"))
-            # A knob axis that does nothing under this feature (xbzrle-cache-size for precopy)
-            # would only make copies of the same cell: keep one, without that coordinate.
-            point = {k: v for k, v in point.items()
-                     if (k not in KNOBS and k not in HARNESS_KNOBS) or knob_applies(k, feature)}
-            key_repr = (vname, repr(sorted(point.items(), key=lambda kv: kv[0])))
-            if key_repr in seen_points:
-                continue
-            seen_points.add(key_repr)
-            knobs: dict[str, Any] = dict(spec.migration)
-            knobs.update(variant.migration)
-            workload = spec.workload
-            for k, v in point.items():
-                if k in KNOBS or k in HARNESS_KNOBS:
-                    knobs[k] = v
-                elif k.startswith("writer."):
-                    base = workload.writer or WriterSpec()
-                    try:
-                        writer = WriterSpec.model_validate({**base.model_dump(), k[7:]: v})
-                    except ValueError as exc:
-                        raise ExpansionError(f"axes.{k}", _first_line(exc)) from exc
-                    workload = WorkloadSpec(writer=writer)
-            w = workload.writer
-            if w is not None and w.working_set_mib >= spec.guest.memory_mib - 64:
-                raise ExpansionError(
-                    "axes.writer.working_set_mib",
-                    f"{w.working_set_mib} MiB does not fit in a {spec.guest.memory_mib} MiB guest",
-                )
-            try:
-                mig = migration_config(feature, knobs, guest_ram)
-            except ValueError as exc:
-                raise ExpansionError(_knob_key(str(exc), point), str(exc)) from exc
-            build = variant.build or default_build
-            if any(c.variant == vname and c.migration == mig and c.workload == workload
-                   for c in cells):
-                twin = next(c for c in cells if c.variant == vname and c.migration == mig
-                            and c.workload == workload)
-                raise ExpansionError(
-                    "axes", f"cells {twin.label!r} and {vname}: "
-                    + ", ".join(f"{k}={v}" for k, v in point.items())
-                    + " give the same QEMU settings; list each value once",
-                )
-            ident = {
-                "variant": vname,
-                "build": build,
-                "qemu_args": list(variant.qemu_args),
-                "migration": mig.to_dict(),
-                "workload": workload.model_dump(mode="json"),
-                "guest": spec.guest.model_dump(mode="json"),
-                "integrity": spec.integrity,
-                "max_time_s": spec.limits.max_time_s,
-                "max_dirty_syncs": spec.limits.max_dirty_syncs,
-            }
-            cells.append(
-                Cell(
-                    id=cell_id(ident),
-                    matrix=spec.name,
-                    variant=vname,
-                    variant_spec=variant,
-                    build=build,
-                    axes=point,
-                    workload=workload,
-                    guest=spec.guest,
-                    limits=spec.limits,
-                    integrity=spec.integrity,
-                    migration=mig,
-                )
+            if not _excluded({**point, "variant": vname}, spec.exclude):
+                points.append((vname, point))
+    for rule in spec.include:
+        extra = {k: axes[k][0] for k in keys}
+        extra.update({k: v for k, v in rule.items() if k != "variant"})
+        for vname in ([str(rule["variant"])] if "variant" in rule else variant_names):
+            if vname not in spec.variants:
+                raise ExpansionError("include", f"names unknown variant {vname!r}")
+            if (vname, extra) not in points:
+                points.append((vname, dict(extra)))
+    for vname, point in points:
+        variant = spec.variants[vname]
+        feature = str(point.get("feature", "precopy"))
+        # A knob axis that does nothing under this feature (xbzrle-cache-size for precopy)
+        # would only make copies of the same cell: keep one, without that coordinate.
+        point = {k: v for k, v in point.items()
+                 if (k not in KNOBS and k not in HARNESS_KNOBS) or knob_applies(k, feature)}
+        key_repr = (vname, repr(sorted(point.items(), key=lambda kv: kv[0])))
+        if key_repr in seen_points:
+            continue
+        seen_points.add(key_repr)
+        knobs: dict[str, Any] = dict(spec.migration)
+        knobs.update(variant.migration)
+        workload = spec.workload
+        for k, v in point.items():
+            if k in KNOBS or k in HARNESS_KNOBS:
+                knobs[k] = v
+            elif k.startswith("writer."):
+                base = workload.writer or WriterSpec()
+                try:
+                    writer = WriterSpec.model_validate({**base.model_dump(), k[7:]: v})
+                except ValueError as exc:
+                    raise ExpansionError(f"axes.{k}", _first_line(exc)) from exc
+                workload = WorkloadSpec(writer=writer)
+        w = workload.writer
+        if w is not None and w.working_set_mib >= spec.guest.memory_mib - 64:
+            raise ExpansionError(
+                "axes.writer.working_set_mib",
+                f"{w.working_set_mib} MiB does not fit in a {spec.guest.memory_mib} MiB guest",
             )
+        try:
+            mig = migration_config(feature, knobs, guest_ram)
+            dst_only = {k: knob_value(k, v, guest_ram)
+                        for k, v in spec.destination_migration.items()}
+        except ValueError as exc:
+            raise ExpansionError(_knob_key(str(exc), point), str(exc)) from exc
+        if dst_only:
+            if "multifd" in mig.features and dst_only.get(
+                    "multifd-channels", mig.parameters["multifd-channels"]
+            ) != mig.parameters["multifd-channels"]:
+                raise ExpansionError(
+                    "destination_migration.multifd-channels",
+                    f"{dst_only['multifd-channels']} differs from the source's "
+                    f"{mig.parameters['multifd-channels']}: multifd needs the same channel "
+                    "count on both sides")
+            mig = MigrationConfig(mig.feature, mig.capabilities, mig.parameters, mig.harness,
+                                  destination={**mig.parameters, **dst_only})
+        build = variant.build or default_build
+        if any(c.variant == vname and c.migration == mig and c.workload == workload
+               for c in cells):
+            twin = next(c for c in cells if c.variant == vname and c.migration == mig
+                        and c.workload == workload)
+            raise ExpansionError(
+                "axes", f"cells {twin.label!r} and {vname}: "
+                + ", ".join(f"{k}={v}" for k, v in point.items())
+                + " give the same QEMU settings; list each value once",
+            )
+        ident = {
+            "variant": vname,
+            "build": build,
+            "qemu_args": list(variant.qemu_args),
+            "migration": mig.to_dict(),
+            "workload": workload.model_dump(mode="json"),
+            "guest": spec.guest.model_dump(mode="json"),
+            "integrity": spec.integrity,
+            "max_time_s": spec.limits.max_time_s,
+            "max_dirty_syncs": spec.limits.max_dirty_syncs,
+        }
+        cells.append(
+            Cell(
+                id=cell_id(ident),
+                matrix=spec.name,
+                variant=vname,
+                variant_spec=variant,
+                build=build,
+                axes=point,
+                workload=workload,
+                guest=spec.guest,
+                limits=spec.limits,
+                integrity=spec.integrity,
+                migration=mig,
+            )
+        )
     if spec.shuffle_seed is not None:
         random.Random(spec.shuffle_seed).shuffle(cells)
     return cells

@@ -168,7 +168,8 @@ def _drive(run: _Run) -> None:
     applied: dict[str, Any] = {}
     for vm in (src, dst):
         vm.qmp.execute("migrate-set-capabilities", {"capabilities": caps})
-        vm.qmp.execute("migrate-set-parameters", dict(mig.parameters))
+        params = mig.parameters if vm is src else mig.destination_parameters
+        vm.qmp.execute("migrate-set-parameters", dict(params))
         applied[vm.cfg.role] = {
             "capabilities": {c["capability"]: c["state"]
                              for c in vm.qmp.execute("query-migrate-capabilities")},

@@ -185,6 +185,8 @@ class MatrixSpec(Frozen):
     variants: dict[str, Variant] = Field(default_factory=lambda: {"default": Variant()})
     axes: dict[str, list[Any]] = Field(default_factory=lambda: {"feature": ["precopy"]})
     exclude: list[dict[str, Any]] = Field(default_factory=list)
+    include: list[dict[str, Any]] = Field(default_factory=list)  # extra points beyond the product
+    destination_migration: dict[str, Any] = Field(default_factory=dict)  # destination-only params
     shuffle_seed: int | None = None
 
     @field_validator("axes")
@@ -209,13 +211,18 @@ class MatrixSpec(Frozen):
         w = self.workload.writer
         if w is not None and w.working_set_mib >= self.guest.memory_mib - 64:
             raise ValueError(
-                f"workload.writer.working_set_mib={w.working_set_mib} does not fit in "
+                f"workload.writer.working_set_mib: {w.working_set_mib} MiB does not fit in "
                 f"guest.memory_mib={self.guest.memory_mib} (leave 64 MiB for the guest kernel)"
             )
-        for i, rule in enumerate(self.exclude):
-            for key in rule:
-                if key not in self.axes and key != "variant":
-                    raise ValueError(f"exclude[{i}] names {key!r}, which is not an axis")
+        for name, rules in (("exclude", self.exclude), ("include", self.include)):
+            for i, rule in enumerate(rules):
+                if not rule:
+                    raise ValueError(f"{name}[{i}]: is empty: name at least one axis")
+                for key in rule:
+                    if key not in self.axes and key != "variant":
+                        raise ValueError(
+                            f"{name}[{i}]: names {key!r}, which is not an axis "
+                            f"(axes: {', '.join(self.axes)})")
         return self
 
 

@@ -441,6 +441,8 @@ class CpuSampler:
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._ready = threading.Event()  # first sample (or end of stream) arrived
+        self._stderr = ""
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._trace: CpuTrace | None = None
@@ -450,17 +452,22 @@ class CpuSampler:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.stop_quietly()
 
     def _emit(self, line: str) -> None:
         with self._lock:
             self._lines.append(line)
+        if line.startswith(('{"t"', '{"end"')):
+            self._ready.set()
 
-    def start(self) -> None:
-        """Begin sampling.
+    def start(self, timeout: float = 20.0) -> None:
+        """Begin sampling; returns once the first sample is in, so a window that starts
+        after ``start()`` is covered.
 
         :raise ProcessLookupError: (local) there is no process ``pid``.
         :raise OSError: (subprocess/remote) the command prefix could not be started.
+        :raise CpuStreamError: the probe gave no sample within ``timeout`` s or exited first;
+            the message carries its stderr (ssh's or python's complaint).
         """
         if self._thread is not None:
             return
@@ -479,6 +486,14 @@ class CpuSampler:
             self._thread = threading.Thread(target=self._read_proc, args=(self._proc.stdout,),
                                             name=f"cpu-{self.pid}", daemon=True)
         self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop_quietly()
+            raise CpuStreamError(f"cpu probe for pid {self.pid} gave no sample in {timeout:g} s"
+                                 + self._stderr_tail())
+        if self.snapshot() is None:  # the probe exited without a header
+            self.stop_quietly()
+            raise CpuStreamError(f"cpu probe for pid {self.pid} produced no output"
+                                 + self._stderr_tail())
 
     def _run_local(self) -> None:
         sample_loop(self.pid, self.hz, self._emit, proc_root=self.proc_root,
@@ -488,6 +503,11 @@ class CpuSampler:
         assert stream is not None
         for line in stream:
             self._emit(line)
+        self._ready.set()  # EOF: the probe is gone, whatever it said
+
+    def _stderr_tail(self) -> str:
+        err = self._stderr.strip()
+        return f"; stderr: {err}" if err else ""
 
     def snapshot(self) -> CpuTrace | None:
         """The samples so far (None before the header arrived)."""
@@ -498,6 +518,29 @@ class CpuSampler:
         except CpuStreamError:
             return None
 
+    def _halt(self, timeout: float) -> None:
+        self._stop.set()
+        proc = self._proc
+        if proc is not None:
+            try:
+                if proc.stdin is not None and not proc.stdin.closed:
+                    proc.stdin.close()  # --until-eof: the probe writes its trailer and exits
+                proc.wait(timeout)
+            except (subprocess.TimeoutExpired, OSError):
+                proc.kill()
+                proc.wait(timeout)
+            if proc.stderr is not None and not proc.stderr.closed:
+                self._stderr = proc.stderr.read()[-2000:]
+                proc.stderr.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+
+    def stop_quietly(self, timeout: float = 5.0) -> None:
+        """Stop without building a trace (cleanup paths); idempotent."""
+        self._halt(timeout)
+
     def stop(self, timeout: float = 5.0) -> CpuTrace:
         """Stop sampling and return the trace; idempotent.
 
@@ -505,31 +548,13 @@ class CpuSampler:
         """
         if self._trace is not None:
             return self._trace
-        self._stop.set()
-        proc = self._proc
-        stderr = ""
-        if proc is not None:
-            try:
-                if proc.stdin is not None:
-                    proc.stdin.close()  # --until-eof: the probe writes its trailer and exits
-                proc.wait(timeout)
-            except (subprocess.TimeoutExpired, OSError):
-                proc.kill()
-                proc.wait(timeout)
-            if proc.stderr is not None:
-                stderr = proc.stderr.read()[-2000:]
-                proc.stderr.close()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if proc is not None and proc.stdout is not None:
-            proc.stdout.close()
+        self._halt(timeout)
         with self._lock:
             lines = list(self._lines)
         try:
             self._trace = parse_stream(lines)
         except CpuStreamError as exc:
-            where = f"; stderr: {stderr.strip()}" if stderr.strip() else ""
-            raise CpuStreamError(f"{exc}{where}") from None
+            raise CpuStreamError(f"{exc}{self._stderr_tail()}") from None
         return self._trace
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -260,7 +260,6 @@ def test_sampler_thread_mode_on_fake_proc(tmp_path: Path) -> None:
     fp.set(PID, "qemu-system-x86", 1)
     with CpuSampler(PID, hz=100, proc_root=str(tmp_path)) as s:
         fp.set(PID + 1, "CPU 0/TCG", 7)
-        import time
         time.sleep(0.1)
         snap = s.snapshot()
         assert snap is not None and snap.pid == PID
@@ -286,7 +285,6 @@ def test_sampler_subprocess_and_command_prefix(tmp_path: Path, remote: list[str]
     fp.set(PID + 1, "weird ) (name", 2)
     s = CpuSampler(PID, hz=50, proc_root=str(tmp_path), remote=remote, python=sys.executable)
     s.start()
-    import time
     deadline = time.monotonic() + 10
     while (snap := s.snapshot()) is None or len(snap.samples) < 3:
         assert time.monotonic() < deadline, "probe subprocess produced no samples"
@@ -299,9 +297,9 @@ def test_sampler_subprocess_and_command_prefix(tmp_path: Path, remote: list[str]
 
 def test_sampler_bad_remote_reports_stderr(tmp_path: Path) -> None:
     s = CpuSampler(PID, remote=["sh", "-c"], python="/nonexistent/python3")
-    s.start()
-    with pytest.raises(CpuStreamError, match="no output.*stderr: .*nonexistent"):
-        s.stop()
+    with pytest.raises(CpuStreamError, match="no output; stderr: .*nonexistent"):
+        s.start()
+    s.stop_quietly()  # still safe after a failed start
 
 
 # -- stream parsing --------------------------------------------------------------------------
@@ -334,7 +332,6 @@ def test_to_lines_round_trips() -> None:
     tr.sampler_cpu_s = 0.01
     back = parse_stream(tr.to_lines())
     assert back == tr
-    assert shlex.split(shlex.join(tr.to_lines()))  # storable as plain text
 
 
 # -- summaries -------------------------------------------------------------------------------

@@ -282,7 +282,7 @@ def test_negative_rate(tmp_path: Path) -> None:
 def test_working_set_larger_than_ram(tmp_path: Path) -> None:
     msg = matrix_error(tmp_path, {"name": "t", "guest": {"memory_mib": 256},
                                   "workload": {"writer": {"working_set_mib": 300}}})
-    assert "workload.writer.working_set_mib=300" in msg and "guest.memory_mib=256" in msg
+    assert ": workload.writer.working_set_mib: 300 MiB" in msg and "guest.memory_mib=256" in msg
 
 
 def test_empty_axis(tmp_path: Path) -> None:
@@ -298,7 +298,7 @@ def test_duplicate_axis_value(tmp_path: Path) -> None:
 def test_exclude_names_non_axis(tmp_path: Path) -> None:
     msg = matrix_error(tmp_path, {"name": "t", "axes": {"feature": ["precopy"]},
                                   "exclude": [{"featur": "precopy"}]})
-    assert "exclude[0] names 'featur'" in msg and "not an axis" in msg
+    assert ": exclude[0]: names 'featur'" in msg and "not an axis" in msg
 
 
 def test_plan_unknown_axis(tmp_path: Path, hosts_file: Path, hosts: HostsConfig) -> None:
