@@ -11,7 +11,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static gcc libc6-dev cpio lz4
 DEMO_OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup deps qemu venv image lint bench clean
+.PHONY: demo test setup deps qemu venv fio image lint bench clean
 
 demo: setup
 	$(BIN)/migbench run matrices/demo.yaml --out $(DEMO_OUT)
@@ -20,7 +20,7 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: deps qemu venv image
+setup: deps qemu venv fio image
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -44,8 +44,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-image: venv
-	$(BIN)/migbench image build
+fio:
+	sh scripts/build-fio.sh build/fio
+
+image: venv fio
+	$(BIN)/migbench image build --fio
 
 lint: venv
 	$(BIN)/ruff check harness tests benchmarks

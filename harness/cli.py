@@ -136,7 +136,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_image_build(args: argparse.Namespace) -> int:
     from harness.image import ensure_image
 
-    img = ensure_image(Path(args.cache), force=args.force, log=lambda s: out.print(s))
+    img = ensure_image(Path(args.cache), force=args.force, fio=args.fio,
+                       log=lambda s: out.print(s))
     out.print(f"guest image {img.digest[:16]}: kernel {img.kernel} ({img.kernel_release}, "
               f"{'PVH' if img.pvh else 'bzImage'}), initrd {img.initrd}")
     return 0
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "initramfs and the workloads. Cached by a hash of its inputs.")
     ib.add_argument("--cache", default=str(REPO / "build" / "image"), help="cache folder")
     ib.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ib.add_argument("--fio", action="store_true",
+                    help="also build the fio part (a lean static fio; needs the Debian mirror)")
     ib.set_defaults(func=cmd_image_build)
     return p
 

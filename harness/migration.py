@@ -8,6 +8,7 @@ QEMU's own error text; only KeyboardInterrupt propagates (after cleanup).
 
 from __future__ import annotations
 
+import secrets
 import socket
 import statistics
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,11 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.features import POSTCOPY_STATES
 from harness.host import Host
-from harness.image import GuestImage
+from harness import workload as wl
+from harness.image import GuestImage, create_shared_disk, initrd_for
+from harness.netsetup import LocalVmNetwork
+from harness.sampling import fio as fio_sampling
+from harness.sampling import ping as ping_sampling
 from harness.integrity import differing_pages, file_digests
 from harness.matrix import Cell
 from harness.models import QemuBuild
@@ -54,6 +59,11 @@ class _Run:
     src: Vm | None = None
     dst: Vm | None = None
     t0: float = 0.0  # epoch time of the `migrate` command
+    net: LocalVmNetwork | None = None
+    disk: Path | None = None
+    prober: ping_sampling.Prober | None = None
+    probes: list[ping_sampling.Probe] = field(default_factory=list)
+    workloads_finished: bool = False
 
     def state(self, name: str) -> None:
         self.record.setdefault("states", []).append({"state": name, "t": time.time()})
@@ -61,15 +71,10 @@ class _Run:
             self.ctx.on_state(name)
 
 
-def kernel_append(cell: Cell) -> str:
+def kernel_append(cell: Cell, net: wl.NetAttachment | None = None) -> str:
     """Kernel command line: console, and the workload configuration the guest's init reads."""
     parts = ["console=ttyS0", "quiet", "panic=0", "loglevel=4"]
-    w = cell.workload.writer
-    if w is not None:
-        spec = f"ws:{w.working_set_mib},rate:{w.rate_mib_s:g},pattern:{w.pattern}"
-        threads = w.threads if w.threads is not None else cell.guest.vcpus
-        spec += f",threads:{threads}"
-        parts.append(f"mb.writer={spec}")
+    parts += wl.kernel_args(cell.workload, net, cell.guest.vcpus)
     return " ".join(parts)
 
 
@@ -113,9 +118,12 @@ def utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def _vm_config(ctx: RunContext, role: str, host: Host, build: QemuBuild) -> VmConfig:
+def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
+    ctx = run.ctx
     cell = ctx.cell
     incoming = role == "destination"
+    net = run.net.attachment(role) if run.net is not None else None
+    extra = (*cell.variant_spec.qemu_args, *wl.qemu_args(cell.workload, net, run.disk))
     return VmConfig(
         name=f"mb-{role[:3]}-{cell.id[:6]}",
         role=role,
@@ -124,14 +132,14 @@ def _vm_config(ctx: RunContext, role: str, host: Host, build: QemuBuild) -> VmCo
         vcpus=cell.guest.vcpus,
         memory_mib=cell.guest.memory_mib,
         kernel=ctx.image.kernel,
-        initrd=ctx.image.initrd,
-        append=kernel_append(cell),
+        initrd=initrd_for(ctx.image, cell.workload),
+        append=kernel_append(cell, net),
         workdir=ctx.workdir / role,
         incoming=incoming,
         # The source starts paused so that no console output is lost before we connect;
         # in RAM-integrity mode the destination stays paused after migration for hashing.
         start_paused=(not incoming) or cell.integrity == "ram",
-        extra_args=cell.variant_spec.qemu_args,
+        extra_args=tuple(extra),
     )
 
 
@@ -139,9 +147,16 @@ def _drive(run: _Run) -> None:
     ctx, rec, cell = run.ctx, run.record, run.ctx.cell
     lim = cell.limits
     run.state("boot")
-    run.dst = Vm(ctx.destination, _vm_config(ctx, "destination", ctx.destination,
+    spec = cell.workload
+    if wl.needs_network(spec):
+        run.net = LocalVmNetwork(secrets.token_hex(2))
+        run.net.__enter__()
+    if wl.needs_disk(spec):
+        assert spec.fio is not None
+        run.disk = create_shared_disk(ctx.workdir / "disk.raw", spec.fio.disk_mib)
+    run.dst = Vm(ctx.destination, _vm_config(run, "destination", ctx.destination,
                                              ctx.destination_build))
-    run.src = Vm(ctx.source, _vm_config(ctx, "source", ctx.source, ctx.source_build))
+    run.src = Vm(ctx.source, _vm_config(run, "source", ctx.source, ctx.source_build))
     src, dst = run.src, run.dst
     dst.launch()
     src.launch()
@@ -159,7 +174,15 @@ def _drive(run: _Run) -> None:
     if boot is None:
         raise HarnessError(_no_boot_message(src, lim.boot_timeout_s))
     rec["boot_s"] = round(boot.host_time - src.launched_at, 3)
+    _wait_ready(run, src)
     _wait_steady(run, src)
+    if spec.ping is not None and run.net is not None:
+        att = run.net.attachment("source")
+        run.prober = ping_sampling.Prober(att.guest_ip, interval_s=spec.ping.interval_ms / 1000,
+                                          mode=spec.ping.mode, port=spec.ping.port,
+                                          source=att.host_ip)
+        run.prober.start()
+        time.sleep(1.0)  # a baseline of replies before the migration starts
 
     # Capabilities and parameters on both sides; read back what QEMU actually uses.
     run.state("setup")
@@ -191,6 +214,7 @@ def _drive(run: _Run) -> None:
     if status == "completed":
         rec["outcome"] = "completed"
         _after_completion(run)
+        _finish_workloads(run)
     elif rec.get("outcome") == "not-converged":
         rec["source_status"] = src.status()  # the guest must keep running on the source
     else:
@@ -212,6 +236,61 @@ def _no_boot_message(vm: Vm, timeout: float) -> str:
     lines = [ln.text for ln in vm.console.snapshot()][-3:]
     return (f"guest did not boot within {timeout:.0f} s on the {vm.cfg.role}"
             f" (last console lines: {' | '.join(lines) or 'none'})")
+
+
+def _workload_deaths(vm: Vm) -> list[str]:
+    out = []
+    for r in vm.console.records("exit") + vm.console.records("error"):
+        out.append(f"{vm.cfg.role}: " + " ".join(f"{k}={v}" for k, v in r.fields.items()))
+    return out
+
+
+def _wait_ready(run: _Run, vm: Vm) -> None:
+    """Wait until every workload of the cell has said it is up (writer, net, ping, fio)."""
+    lim = run.ctx.cell.limits
+    deadline = time.monotonic() + lim.steady_timeout_s
+    for kind in wl.ready_kinds(run.ctx.cell.workload):
+        if kind == "writer-ready":
+            continue  # _wait_steady checks the writer, with its own messages
+        left = max(0.0, deadline - time.monotonic())
+        if vm.console.wait_for(kind, left) is None:
+            died = _workload_deaths(vm)
+            raise HarnessError(
+                f"guest workload not ready: no `{kind}` within {lim.steady_timeout_s:.0f} s"
+                + (f" ({'; '.join(died)})" if died else "")
+            )
+
+
+def _finish_workloads(run: _Run) -> None:
+    """Stop the prober and summarise what the guest's workloads saw (once, on every path)."""
+    if run.workloads_finished:
+        return
+    run.workloads_finished = True
+    rec, spec = run.record, run.ctx.cell.workload
+    end = time.time()
+    if run.prober is not None:
+        run.probes = run.prober.stop()
+        run.prober = None
+    if spec.ping is None and spec.fio is None:
+        return
+    switchover = None
+    if run.dst is not None and rec.get("outcome") == "completed":
+        resumes = [e for e in run.dst.qmp.events("RESUME") if e.host_time >= run.t0]
+        switchover = resumes[0].host_time if resumes else None
+    consoles = [(vm.cfg.role, vm.console.records("fio")) for vm in (run.src, run.dst)
+                if vm is not None]
+    fio_tl = fio_sampling.timeline(consoles) if spec.fio is not None else []
+    t0 = run.t0 or end
+    impact = wl.summarise(spec, migrate_start=t0, switchover=switchover, end=end,
+                          probes=run.probes, fio_samples=fio_tl)
+    rec["guest_impact"] = impact
+    rec["guest_series"] = {
+        "ping": ping_sampling.timeline(run.probes, t0) if spec.ping is not None else [],
+        "fio": [{**p, "t": round(p["t"] - t0, 4)} if "t" in p else p for p in fio_tl],
+    }
+    deaths = [d for vm in (run.src, run.dst) if vm is not None for d in _workload_deaths(vm)]
+    if deaths:
+        rec["workload_errors"] = deaths
 
 
 def _wait_steady(run: _Run, vm: Vm) -> None:
@@ -449,6 +528,10 @@ def _compare_ram(run: _Run) -> dict[str, Any]:
 def _teardown(run: _Run) -> None:
     rec = run.record
     run.state("teardown")
+    try:
+        _finish_workloads(run)
+    except Exception as exc:  # noqa: BLE001 - a summary problem must not leak QEMUs
+        rec.setdefault("warnings", []).append(f"workload summary failed: {exc!r}")
     vms: dict[str, Any] = {}
     events: dict[str, Any] = {}
     lines: dict[str, Any] = {}
@@ -461,6 +544,10 @@ def _teardown(run: _Run) -> None:
             vms[vm.cfg.role] = vm.describe()
             events[vm.cfg.role] = [e.to_dict() for e in vm.qmp.events()]
             lines[vm.cfg.role] = vm.console.to_list()
+    if run.prober is not None:
+        run.prober.stop()
+    if run.net is not None:
+        run.net.close()
     rec["vms"] = vms
     rec["events"] = events
     rec["console"] = lines
@@ -528,12 +615,18 @@ def _metrics(run: _Run) -> dict[str, Any]:
     if rec["outcome"] == "completed" and stops and resumes:
         m["host_pause_ms"] = round((resumes[0]["qemu_time"] - stops[0]["qemu_time"]) * 1000, 1)
     series = _writer_series(run)
-    rec["guest"] = {"writer": series}
+    rec["guest"] = {"writer": series, **rec.pop("guest_series", {})}
+    m.update(wl.summary_columns(rec.get("guest_impact") or {}))
+    during_gap = (((rec.get("guest_impact") or {}).get("ping") or {}).get("during") or {}).get(
+        "max_gap_ms")
     if series and run.t0 > 0:
         end = max(p["t"] for p in series)
         m["guest_max_stall_ms"] = _round(host_stall_ms(series, 0.0, end))
         in_window = [p["stall_ms"] for p in series if p["t"] >= 0]
         m["guest_max_stall_guest_clock_ms"] = max(in_window) if in_window else None
+    # What a client of the guest saw: the longest stall any guest workload saw on the host clock.
+    seen = [v for v in (m["guest_max_stall_ms"], during_gap) if v is not None]
+    m["guest_visible_downtime_ms"] = max(seen) if seen else None
     return m
 
 

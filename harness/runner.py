@@ -102,7 +102,8 @@ def run_matrix(
     progress = progress or Progress()
     pair_name, pair = next(iter(hosts.pairs.items()))
     if image is None:
-        image = ensure_image(REPO / "build" / "image")
+        image = ensure_image(REPO / "build" / "image",
+                             fio=any(c.workload.fio is not None for c in cells))
     out.mkdir(parents=True, exist_ok=True)
     source = make_host("source", pair.source)
     destination = make_host("destination", pair.destination)

@@ -88,5 +88,24 @@ def run_block(record: dict[str, Any]) -> str:
         ("average throughput", _v(m.get("throughput_mbps"), "mbps")),
         ("query-migrate samples", _v(m.get("samples"))),
     ]
+    impact = record.get("guest_impact") or {}
+    ping = impact.get("ping")
+    if ping:
+        for phase in ("before", "during", "after"):
+            ph = ping.get(phase) or {}
+            rows.append((f"ping {phase}", f"sent {_v(ph.get('sent'))}, lost {_v(ph.get('lost'))}, "
+                         f"max gap {_v(ph.get('max_gap_ms'), 'ms')}, rtt p50/p99/max "
+                         f"{_v(ph.get('rtt_p50_ms'))}/{_v(ph.get('rtt_p99_ms'))}/"
+                         f"{_v(ph.get('rtt_max_ms'))} ms"))
+    fio = impact.get("fio")
+    if fio:
+        for phase in ("before", "during", "after"):
+            ph = fio.get(phase) or {}
+            rows.append((f"fio {phase}", f"iops {_v(ph.get('iops_mean'))}, "
+                         f"lat p99 max {_v(ph.get('lat_p99_us_max'), 'us')}"))
+    if m.get("guest_visible_downtime_ms") is not None:
+        rows.append(("guest-visible downtime", _v(m.get("guest_visible_downtime_ms"), "ms")))
+    for err in record.get("workload_errors", []):
+        rows.append(("workload died", str(err)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(head + [f"  {k + ':':<{width + 1}} {v}" for k, v in rows])

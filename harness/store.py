@@ -21,7 +21,9 @@ SUMMARY_COLUMNS = [
     "campaign", "cell_id", "variant", "qemu_version", "features", "workload", "repetition",
     "outcome", "integrity", "timing_excluded", "total_time_ms", "downtime_ms", "host_pause_ms",
     "setup_time_ms", "transferred_bytes", "throughput_mbps", "dirty_sync_count",
-    "guest_max_stall_ms", "guest_max_stall_guest_clock_ms", "error",
+    "guest_max_stall_ms", "guest_max_stall_guest_clock_ms", "guest_visible_downtime_ms",
+    "ping_lost", "ping_max_gap_ms", "ping_rtt_p99_ms", "fio_iops_before", "fio_iops_during",
+    "fio_lat_p99_us_before", "fio_lat_p99_us_during", "error",
 ]
 
 
@@ -170,7 +172,8 @@ def load(root: Path) -> Any:
     df = pd.DataFrame(rows(root))
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    numeric = [c for c in df.columns if c.endswith(("_ms", "_bytes", "_mbps", "_count"))
+    numeric = [c for c in df.columns if c.endswith(("_ms", "_bytes", "_mbps", "_count", "_us",
+                                                    "_before", "_during", "_lost"))
                or c.startswith("cpu_") or c in ("samples", "repetition")]
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")

@@ -215,7 +215,7 @@ def process_comm(pid: int, proc_root: str = "/proc") -> str | None:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, separators=(",", ":"))  # ASCII: safe under any remote locale
 
 
 def sample_loop(pid: int, hz: float, emit: Callable[[str], None], *,
@@ -422,9 +422,12 @@ class CpuSampler:
     ``CpuSampler(pid)`` runs the probe loop in a thread of this process (local QEMU).
     ``CpuSampler(pid, remote=["ssh", "-o", "BatchMode=yes", "host"])`` runs the same loop as
     ``python3 -c`` behind that command prefix and stops it by closing its stdin. ``remote=[]``
-    runs the probe as a local subprocess. Like a QEMUMachine: the constructor records, ``start``
-    acts, ``stop`` is idempotent and always safe; also a context manager.
-    ``max_duration`` is the probe's own deadline so that a lost harness never leaves it running.
+    runs the probe as a local subprocess. With a prefix, the probe command is passed as one
+    shell-quoted string, as ``ssh`` expects. Like a QEMUMachine: the constructor records,
+    ``start`` acts, ``stop`` is idempotent and always safe; as a context manager, ``with`` stops
+    it and ``stop()`` afterwards returns the trace. ``max_duration`` is the probe's own deadline,
+    so a lost harness never leaves it running. Sample times are the *sampled* host's clock: for
+    a remote host, windows given to :func:`summarise` are only as good as the hosts' NTP sync.
     """
 
     def __init__(self, pid: int, hz: float = DEFAULT_HZ, *, proc_root: str = "/proc",

@@ -155,8 +155,8 @@ def test_sshd_killed_mid_run_is_a_recorded_failure_and_next_cell_runs(
             def kill() -> None:
                 time.sleep(0.5)
                 killed.extend(testbed.kill_sshd("destination"))
-                time.sleep(1.0)
-                testbed.start_sshd(bed, "destination")
+                time.sleep(0.2)
+                testbed.start_sshd(bed, "destination")  # back for the next cell
             threading.Thread(target=kill, daemon=True).start()
 
     recs = _run(

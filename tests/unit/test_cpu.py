@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -185,11 +186,14 @@ def test_sample_loop_streams_header_samples_trailer_with_threads_coming_and_goin
     fp = FakeProc(tmp_path)
     fp.set(PID, "qemu-system-x86", 100)
     fp.set(PID + 1, "CPU 0/TCG", 500)
-    steps = [
-        lambda: fp.set(PID + 2, "mig/src/main", 3),  # appears before sample 2
-        lambda: (fp.set(PID + 2, "mig/src/main", 9), fp.remove(PID + 1)),  # vCPU gone
-        lambda: None,
-    ]
+    def born() -> None:  # before sample 2
+        fp.set(PID + 2, "mig/src/main", 3)
+
+    def vcpu_gone() -> None:  # before sample 3
+        fp.set(PID + 2, "mig/src/main", 9)
+        fp.remove(PID + 1)
+
+    steps: list[Callable[[], None]] = [born, vcpu_gone, lambda: None]
     lines: list[str] = []
 
     def stop(timeout: float) -> bool:

@@ -1,0 +1,151 @@
+"""Host interface, SSH host specs, remote process bookkeeping and test bed checks (no network)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import testbed
+from harness.config import load_hosts
+from harness.errors import CommandFailed, HostError
+from harness.host import LocalHost, RemoteProcess, SshHost, make_host
+from harness.models import HostSpec, QemuBuild
+from harness.vm import VmConfig, qemu_argv
+
+HOSTILE = ["a b", "it's", '"q"', "$(touch /tmp/mb-pwned)", "; touch /tmp/mb-pwned", "`id`", "*"]
+
+
+def test_hostspec_ssh_needs_an_address() -> None:
+    with pytest.raises(ValueError, match="needs an 'address'"):
+        HostSpec(transport="ssh")
+    spec = HostSpec(transport="ssh", address="10.0.0.5", identity_file=Path("/k"))
+    assert spec.port == 22 and spec.user == "root"
+
+
+def test_make_host_picks_the_transport() -> None:
+    assert isinstance(make_host("source", HostSpec()), LocalHost)
+    remote = make_host("destination", HostSpec(transport="ssh", address="h", port=2222))
+    assert isinstance(remote, SshHost)
+    assert remote.label == "destination (root@h:2222)"
+    remote.close()  # never opened: closing is a no-op
+
+
+def test_local_run_passes_hostile_strings_verbatim(tmp_path: Path) -> None:
+    host = LocalHost("source", HostSpec())
+    assert host.run(["printf", "%s\\n", *HOSTILE]).splitlines() == HOSTILE
+    assert not Path("/tmp/mb-pwned").exists()
+    with pytest.raises(CommandFailed, match=r"^source: `false` exited 1"):
+        host.run(["false"])
+    with pytest.raises(CommandFailed, match="timed out"):
+        host.run(["sleep", "5"], timeout=0.2)
+    f = tmp_path / "x y"
+    f.write_bytes(b"0123456789")
+    assert host.read_file(f) == b"0123456789"
+    assert host.read_file(f, max_bytes=3) == b"789"
+    assert host.exists(f) and not host.exists(tmp_path / "nope")
+    with pytest.raises(HostError, match="source: cannot read"):
+        host.read_file(tmp_path / "nope")
+
+
+def test_local_start_with_a_log_path(tmp_path: Path) -> None:
+    host = LocalHost("source", HostSpec())
+    log = tmp_path / "log"
+    proc = host.start(["sh", "-c", "echo hello; echo oops >&2"], log)
+    assert proc.wait(5) == 0
+    assert log.read_text().split() == ["hello", "oops"]
+
+
+def test_unreachable_ssh_host_is_one_line_naming_the_host(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    spec = HostSpec(transport="ssh", address="127.0.0.1", port=1, known_hosts=known,
+                    identity_file=tmp_path / "id", connect_timeout_s=2)
+    with pytest.raises(HostError, match=r"^source \(root@127.0.0.1:1\): unreachable") as exc:
+        SshHost("source", spec).run(["true"])
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_known_hosts_is_reported(tmp_path: Path) -> None:
+    spec = HostSpec(transport="ssh", address="127.0.0.1", known_hosts=tmp_path / "absent")
+    with pytest.raises(HostError, match="cannot read known_hosts"):
+        SshHost("source", spec).run(["true"])
+
+
+class FakeChannel:
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+        self.closed = False
+
+    def exit_status_ready(self) -> bool:
+        return self.status is not None
+
+    def recv_exit_status(self) -> int:
+        assert self.status is not None
+        return self.status
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (None, None), (0, 0), (1, 1), (128 + 9, -signal.SIGKILL), (-1, -signal.SIGHUP),
+])
+def test_remote_process_exit_codes_look_like_popen(status: int | None, code: int | None) -> None:
+    host: Any = SshHost("source", HostSpec(transport="ssh", address="h"))
+    proc = RemoteProcess(host, FakeChannel(status), 1234)
+    assert proc.poll() == code
+    assert proc.pid == 1234
+
+
+def test_qemu_argv_remote_endpoints_are_loopback_tcp() -> None:
+    cfg = VmConfig(name="mb-src-x", role="source", build=QemuBuild(binary=Path("/q")),
+                   accel="tcg", vcpus=1, memory_mib=256, kernel=Path("/k"), initrd=Path("/i"),
+                   append="console=ttyS0", workdir=Path("/w"))
+    local = qemu_argv(cfg)
+    assert "unix:/w/qmp.sock,server=on,wait=off" in local
+    remote = qemu_argv(cfg, qmp_port=4000, serial_port=4001)
+    assert "tcp:127.0.0.1:4000,server=on,wait=off" in remote
+    chardev = remote[remote.index("-chardev") + 1]
+    assert chardev.startswith("socket,id=ser0,host=127.0.0.1,port=4001,server=on,wait=off")
+    assert "logfile=/w/console.log" in chardev
+
+
+@pytest.mark.parametrize("rate", ["fast", "1 gbit", "1gbit; reboot", "10GB"])
+def test_testbed_rejects_bad_rates(rate: str) -> None:
+    with pytest.raises(testbed.TestbedError, match="--rate"):
+        testbed._check_args(rate, None)
+
+
+def test_testbed_delay_without_netem_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(testbed, "netem_available", lambda: False)
+    with pytest.raises(testbed.TestbedError, match="needs the sch_netem qdisc") as exc:
+        testbed._check_args("1gbit", "1ms")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(testbed.TestbedError, match="--delay"):
+        testbed._check_args("1gbit", "1 ms; rm")
+    testbed._check_args("200mbit", None)
+
+
+def test_testbed_hosts_file_is_a_valid_ssh_pair(tmp_path: Path) -> None:
+    repo_hosts = Path(__file__).resolve().parents[2] / "hosts.yaml"
+    path = testbed.write_hosts_file(tmp_path, repo_hosts)
+    cfg = load_hosts(path)
+    pair = cfg.pairs["testbed"]
+    assert pair.source.transport == pair.destination.transport == "ssh"
+    assert pair.destination.migration_address == "10.250.3.2"
+    assert pair.source.known_hosts == tmp_path / "known_hosts"
+    assert pair.source.vm_bridge == "br-vm"
+    assert cfg.qemu_builds[cfg.default_build].binary.is_absolute()
+    assert yaml.safe_load(path.read_text())["pairs"]["testbed"]["source"]["address"] == "10.250.1.2"
+
+
+def test_testbed_addresses_are_private_and_distinct() -> None:
+    addrs = [a for n in testbed.NODES for a in (n.root_ip, n.mgmt_ip, n.mig_ip)]
+    addrs.append(testbed.VM_ROOT_IP)
+    assert len(set(addrs)) == len(addrs)
+    assert all(a.startswith("10.250.") for a in addrs)
+    assert all(len(n.root_link) <= 15 for n in testbed.NODES)
