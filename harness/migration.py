@@ -23,6 +23,7 @@ from harness.host import Host
 from harness import workload as wl
 from harness.image import GuestImage, create_shared_disk, initrd_for
 from harness.netsetup import LocalVmNetwork
+from harness.sampling import cpu as cpu_sampling
 from harness.sampling import fio as fio_sampling
 from harness.sampling import ping as ping_sampling
 from harness.integrity import differing_pages, file_digests
@@ -64,6 +65,7 @@ class _Run:
     prober: ping_sampling.Prober | None = None
     probes: list[ping_sampling.Probe] = field(default_factory=list)
     workloads_finished: bool = False
+    cpu: dict[str, cpu_sampling.CpuSampler] = field(default_factory=dict)
 
     def state(self, name: str) -> None:
         self.record.setdefault("states", []).append({"state": name, "t": time.time()})
@@ -204,6 +206,7 @@ def _drive(run: _Run) -> None:
     uri = f"tcp:{address}:{port}"
     dst.qmp.execute("migrate-incoming", {"uri": uri})
 
+    _start_cpu_sampling(run)
     run.state("migrate")
     run.t0 = time.time()
     rec["migrate_start_utc"] = utc(run.t0)
@@ -525,9 +528,61 @@ def _compare_ram(run: _Run) -> dict[str, Any]:
     }
 
 
+def _start_cpu_sampling(run: _Run) -> None:
+    """Per-thread CPU of both QEMUs at 10 Hz; a sampler that cannot start is a warning."""
+    for vm in (run.src, run.dst):
+        if vm is None or vm.pid is None:
+            continue
+        try:
+            prefix = vm.host.cpu_sampler_prefix() if hasattr(vm.host, "cpu_sampler_prefix") \
+                else None
+            sampler = cpu_sampling.CpuSampler(vm.pid, cpu_sampling.DEFAULT_HZ, remote=prefix)
+            sampler.start()
+            run.cpu[vm.cfg.role] = sampler
+        except Exception as exc:  # noqa: BLE001 - sampling must not fail the migration
+            run.record.setdefault("warnings", []).append(
+                f"CPU sampler on the {vm.cfg.role} did not start: {exc}")
+
+
+def _finish_cpu_sampling(run: _Run) -> None:
+    if not run.cpu:
+        return
+    rec = run.record
+    samplers, run.cpu = run.cpu, {}
+    t0 = run.t0
+    final = rec.get("final") or {}
+    if final.get("status") == "completed" and final.get("total-time"):
+        end = t0 + final["total-time"] / 1000
+    else:
+        tl = rec.get("timeline") or []
+        end = t0 + (tl[-1]["t"] if tl else 0.0)
+    out: dict[str, Any] = {"hz": cpu_sampling.DEFAULT_HZ, "window": [t0, end]}
+    for role, sampler in samplers.items():
+        try:
+            trace = sampler.stop()
+        except Exception as exc:  # noqa: BLE001
+            rec.setdefault("warnings", []).append(f"CPU sampler on the {role}: {exc}")
+            continue
+        if t0 <= 0 or end <= t0:
+            continue
+        summary = cpu_sampling.summarise(trace, t0, end)
+        summary["timeline"] = [
+            {**p, "t": round(p["t"] - t0, 3)}
+            for p in cpu_sampling.timeline(trace, t0 - 1.0, end + 1.0)
+        ]
+        out[role] = summary
+    rec["cpu"] = out
+
+
 def _teardown(run: _Run) -> None:
     rec = run.record
     run.state("teardown")
+    for sampler in run.cpu.values():
+        sampler.stop_quietly()
+    try:
+        _finish_cpu_sampling(run)
+    except Exception as exc:  # noqa: BLE001 - a summary problem must not leak QEMUs
+        rec.setdefault("warnings", []).append(f"CPU summary failed: {exc!r}")
     try:
         _finish_workloads(run)
     except Exception as exc:  # noqa: BLE001 - a summary problem must not leak QEMUs

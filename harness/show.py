@@ -107,5 +107,18 @@ def run_block(record: dict[str, Any]) -> str:
         rows.append(("guest-visible downtime", _v(m.get("guest_visible_downtime_ms"), "ms")))
     for err in record.get("workload_errors", []):
         rows.append(("workload died", str(err)))
+    cpu = record.get("cpu") or {}
+    if cpu.get("source") or cpu.get("destination"):
+        classes: list[str] = []
+        for side in ("source", "destination"):
+            for cls, pct in ((cpu.get(side) or {}).get("classes") or {}).items():
+                if cls not in classes and pct is not None:
+                    classes.append(cls)
+        for cls in classes:
+            vals = []
+            for side in ("source", "destination"):
+                pct = ((cpu.get(side) or {}).get("classes") or {}).get(cls)
+                vals.append("-" if pct is None else f"{pct:.1f}%")
+            rows.append((f"cpu {cls} (src / dst)", " / ".join(vals)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(head + [f"  {k + ':':<{width + 1}} {v}" for k, v in rows])
