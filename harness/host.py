@@ -501,7 +501,7 @@ class SshHost(Host):
         """
         try:
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - paramiko raises several kinds here
+        except Exception as exc:
             if isinstance(exc, HostError):
                 raise
             raise HostError(f"{self.label}: cannot open a session: {_reason(exc)}") from None

@@ -66,7 +66,7 @@ class Tunnel:
         while not self._closed.is_set():
             try:
                 local, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

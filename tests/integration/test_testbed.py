@@ -17,7 +17,7 @@ from harness.host import SshHost
 from harness.image import GuestImage
 from harness.runner import Progress, run_matrix
 
-from ._testbed import bed, no_leftover_qemu, remote_tunnel_threads, bed_qemus
+from ._testbed import bed, bed_qemus, no_leftover_qemu, remote_tunnel_threads
 from .conftest import matrix
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,81 @@
+"""Issue 3 through the runner: ping, fio and writer patterns seen from the guest during a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import store
+from harness.image import GuestImage
+from harness.models import HostsConfig
+from harness.runner import run_matrix
+
+from .conftest import REPO, matrix
+
+pytestmark = pytest.mark.integration
+
+
+def _run(tmp: Path, hosts: HostsConfig, image: GuestImage, **fields: Any) -> list[dict[str, Any]]:
+    spec = matrix(**fields)
+    out = tmp / spec.name
+    run_matrix(Path("m.yaml"), spec, REPO / "hosts.yaml", hosts, out, None, image)
+    return [r for _, r in store.iter_runs(out)]
+
+
+def test_ping_and_fio_across_a_migration(tmp_path: Path, hosts: HostsConfig,
+                                          image: GuestImage) -> None:
+    [r] = _run(
+        tmp_path, hosts, image, name="impact",
+        limits={"max_time_s": 40, "observe_after_s": 4},
+        workload={"writer": {"working_set_mib": 64, "rate_mib_s": 16, "pattern": "text"},
+                  "ping": {"interval_ms": 10},
+                  "fio": {"rw": "randrw", "rwmixread": 70, "bs": "4k", "iodepth": 4,
+                          "rate_iops": 100}},
+        migration={"max-bandwidth": "400mbit", "downtime-limit": 300},
+    )
+    assert r["outcome"] == "completed", r["error"]
+    assert r["integrity"] == "ok"
+    ping = r["guest_impact"]["ping"]
+    m = r["metrics"]
+    # Nothing lost before the migration; a gap at the switchover; replies on the destination.
+    assert ping["before"]["sent"] > 50 and ping["before"]["lost"] == 0
+    assert ping["during"]["lost"] > 0 or ping["during"]["max_gap_ms"] > 3 * ping["interval_ms"]
+    assert ping["replies_after_switchover"] > 100
+    assert ping["after"]["lost"] == 0
+    # What clients see is at least QEMU's downtime (QEMU understates it; measured, not assumed).
+    downtime = m["downtime_ms"]
+    gap = ping["during"]["max_gap_ms"]
+    print(f"downtime {downtime} ms, host pause {m['host_pause_ms']} ms, ping gap {gap} ms "
+          f"(x{gap / max(downtime, 1):.1f}), writer stall {m['guest_max_stall_ms']} ms")
+    assert gap >= 0.8 * downtime
+    assert m["guest_visible_downtime_ms"] >= gap
+    assert m["ping_max_gap_ms"] is not None and m["ping_lost"] is not None
+    # fio keeps running on the destination.
+    fio_series = r["guest"]["fio"]
+    assert any(p.get("host") == "destination" and p.get("iops", 0) > 0 for p in fio_series)
+    assert m["fio_iops_before"] and m["fio_iops_before"] > 50
+    summary = (tmp_path / "impact" / "summary.csv").read_text().splitlines()
+    assert "ping_lost" in summary[0] and "fio_iops_during" in summary[0]
+
+
+def test_xbzrle_encoding_rate_follows_the_data_pattern(tmp_path: Path, hosts: HostsConfig,
+                                                      image: GuestImage) -> None:
+    runs = _run(
+        tmp_path, hosts, image, name="patterns",
+        limits={"max_time_s": 20, "observe_after_s": 0},
+        workload={"writer": {"working_set_mib": 32, "rate_mib_s": 16, "pattern": "sparse"}},
+        migration={"max-bandwidth": "200mbit", "xbzrle-cache-size": "64MiB"},
+        axes={"feature": ["xbzrle"], "writer.pattern": ["sparse", "random"]},
+    )
+    rate = {}
+    for r in runs:
+        xs = [s["xbzrle-cache"] for s in r["timeline"] if s.get("xbzrle-cache", {}).get("pages")]
+        assert xs, r["cell"]["axes"]
+        rate[r["cell"]["axes"]["writer.pattern"]] = (xs[-1]["encoding-rate"], xs[-1]["pages"],
+                                                     xs[-1]["overflow"])
+    print("xbzrle (encoding-rate, pages, overflow):", rate)
+    # Small in-place changes encode to a fraction of a page; random rewrites overflow instead.
+    assert rate["sparse"][0] > 5 * max(rate["random"][0], 1.0)
+    assert rate["random"][2] > rate["sparse"][2]
