@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 QEMU10 := build/qemu-10.0
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static gcc libc6-dev cpio lz4 zstd xz-utils \
-	kmod iproute2 python3-venv python3-pip git ca-certificates chromium chromium-driver
+	kmod iproute2 python3-venv python3-pip git ca-certificates chromium chromium-driver \
+	openssh-server openssh-client
 DEMO_OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 

@@ -21,6 +21,7 @@ from harness.config import load_hosts, load_matrix, plan
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.report import register as register_report
+from harness.testbed import register as register_testbed
 from harness.show import run_block
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     register_report(sub)
+    register_testbed(sub)
 
     i = sub.add_parser("image", help="guest image commands")
     isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")

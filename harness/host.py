@@ -234,6 +234,10 @@ class Host(abc.ABC):
 class LocalHost(Host):
     """This machine."""
 
+    def cpu_sampler_prefix(self) -> list[str] | None:
+        """None: the CPU sampler runs in a thread of this process."""
+        return None
+
     transport = "local"
 
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
@@ -393,6 +397,16 @@ class SshHost(Host):
     """A host reached over SSH through a Fabric ``Connection`` (opened lazily)."""
 
     transport = "ssh"
+
+    def cpu_sampler_prefix(self) -> list[str]:
+        """An OpenSSH command prefix for the CPU sampler's stream (same pinned keys)."""
+        kh = self.spec.known_hosts or Path.home() / ".ssh" / "known_hosts"
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", f"UserKnownHostsFile={kh}", "-p", str(self.spec.port)]
+        if self.spec.identity_file is not None:
+            argv += ["-i", str(self.spec.identity_file), "-o", "IdentitiesOnly=yes"]
+        argv.append(f"{self.spec.user}@{self.spec.address}")
+        return argv
 
     def __init__(self, name: str, spec: HostSpec) -> None:
         super().__init__(name, spec)

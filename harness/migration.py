@@ -35,6 +35,7 @@ from harness.vm import Vm, VmConfig
 SCHEMA_VERSION = 1
 TERMINAL = {"completed", "failed", "cancelled"}
 WRITER_INTERVAL_S = 0.1
+LEGACY_WINDOW = (0xA0000 // 4096, 0x100000 // 4096)  # pages excluded from the RAM comparison
 
 
 @dataclass
@@ -518,12 +519,17 @@ def _compare_ram(run: _Run) -> dict[str, Any]:
     # Both hosts dump and hash at once (on remote hosts the work happens there).
     with ThreadPoolExecutor(max_workers=2) as pool:
         digests = list(pool.map(dump_and_hash, (src, dst)))
-    diff = differing_pages(digests[0], digests[1])
+    every = differing_pages(digests[0], digests[1])
+    # 0xA0000-0xFFFFF is the legacy VGA/option-ROM window, not guest RAM: what pmemsave reads
+    # there depends on PAM and ROM mappings, and under load it was seen to differ between the
+    # two QEMUs with intact guests. It is reported but not judged.
+    diff = [p for p in every if not LEGACY_WINDOW[0] <= p < LEGACY_WINDOW[1]]
     return {
         "verdict": "corrupted" if diff else "ok",
         "pages": len(digests[0]),
         "differing_pages": len(diff),
         "first_differing": diff[:20],
+        "legacy_window_differing": len(every) - len(diff),
         "seconds": round(time.time() - started, 2),
     }
 

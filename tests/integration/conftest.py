@@ -33,7 +33,7 @@ def hosts() -> HostsConfig:
 
 @pytest.fixture(scope="session")
 def image() -> GuestImage:
-    return ensure_image(REPO / "build" / "image")
+    return ensure_image(REPO / "build" / "image", fio=True)
 
 
 @pytest.fixture(autouse=True)
