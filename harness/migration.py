@@ -416,6 +416,14 @@ def _after_completion(run: _Run) -> None:
     checks: dict[str, Any] = {}
     src_status = src.status()
     rec["source_status"] = src_status
+    # The source reports `completed` once it has sent everything; the destination may still be
+    # loading the last bytes (seen over a shaped link). Wait until it has them.
+    deadline = time.monotonic() + 60
+    while dst.status() == "inmigrate":
+        if time.monotonic() > deadline:
+            raise HarnessError("destination still loading 60 s after the source completed")
+        time.sleep(0.02)
+    rec["destination_loaded_t"] = round(time.time() - run.t0, 4)
     if cell.integrity == "ram":
         # Destination was started with -S: both sides are stopped now; compare their RAM.
         rec["destination_status_before_cont"] = dst.status()

@@ -259,17 +259,30 @@ static void handle_status(const char *p, const char *end)
 static void pump(FILE *in)
 {
     static char buf[MAX_OBJ];
-    size_t len = 0;
+    static char msg[1024];
+    size_t len = 0, msg_len = 0;
     int depth = 0, in_str = 0, esc = 0;
     int c;
     while ((c = getc(in)) != EOF) {
         if (depth == 0 && c != '{') {
-            /* fio's own messages between objects (errors, warnings): pass them through */
-            if (c != '\n' && c != ' ')
-                putchar(c);
-            else if (c == '\n')
-                fflush(stdout);
+            /* fio's own messages between objects (errors, warnings): pass whole lines through,
+               dropping the blank separators between JSON objects */
+            if (c == '\n') {
+                if (msg_len > 0) {
+                    fwrite(msg, 1, msg_len, stdout);
+                    putchar('\n');
+                    fflush(stdout);
+                }
+                msg_len = 0;
+            } else if (msg_len < sizeof msg && (msg_len > 0 || c != ' ')) {
+                msg[msg_len++] = (char)c;
+            }
             continue;
+        }
+        if (depth == 0 && msg_len > 0) {
+            fwrite(msg, 1, msg_len, stdout);
+            putchar('\n');
+            msg_len = 0;
         }
         if (len < sizeof buf)
             buf[len++] = (char)c;
