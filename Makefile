@@ -18,7 +18,7 @@ demo: setup
 	$(BIN)/migbench run matrices/demo.yaml --out $(DEMO_OUT)
 	$(BIN)/migbench show $(DEMO_OUT)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: deps qemu venv fio image

@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from harness import store
@@ -21,8 +27,8 @@ from harness.config import load_hosts, load_matrix, plan
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.report import register as register_report
-from harness.testbed import register as register_testbed
 from harness.show import run_block
+from harness.testbed import register as register_testbed
 
 REPO = Path(__file__).resolve().parent.parent
 out = Console(width=None if sys.stdout.isatty() else 160)

@@ -27,7 +27,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
                        ) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -41,9 +41,9 @@ _UniqueKeyLoader.add_constructor(
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.exists():
-        raise ConfigError(path, "", f"{what} file not found", f"check the path; see `migbench --help`")
+        raise ConfigError(path, "", f"{what} file not found", "check the path; see `migbench --help`")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - safe subclass
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -64,8 +64,7 @@ def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         etype = err["type"]
         msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+        msg = msg.removeprefix("Value error, ")
         fix = ""
         head, sep, rest = msg.partition(": ")
         if not err["loc"] and sep and " " not in head:
@@ -76,9 +75,7 @@ def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
         elif etype == "missing":
             msg = "required key is missing"
             fix = "add it"
-        elif etype.endswith("_type") or etype.endswith("_parsing"):
-            fix = f"got {err.get('input')!r}"
-        elif etype == "literal_error":
+        elif etype.endswith("_type") or etype.endswith("_parsing") or etype == "literal_error":
             fix = f"got {err.get('input')!r}"
         raise ConfigError(path, key, msg, fix) from None
 

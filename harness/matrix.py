@@ -130,8 +130,8 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
     seen_points: set[tuple[str, str]] = set()
     points: list[tuple[str, dict[str, Any]]] = []
     for vname in variant_names:
-        for values in itertools.product(*(axes[k] for k in keys)):
-            point = dict(zip(keys, values))
+        for combo in itertools.product(*(axes[k] for k in keys)):
+            point: dict[str, Any] = dict(zip(keys, combo))
             if not _excluded({**point, "variant": vname}, spec.exclude):
                 points.append((vname, point))
     for rule in spec.include:

@@ -11,25 +11,25 @@ from __future__ import annotations
 import secrets
 import socket
 import statistics
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import workload as wl
 from harness.errors import HarnessError
 from harness.features import POSTCOPY_STATES
 from harness.host import Host
-from harness import workload as wl
 from harness.image import GuestImage, create_shared_disk, initrd_for
+from harness.integrity import differing_pages, file_digests
+from harness.matrix import Cell
+from harness.models import QemuBuild
 from harness.netsetup import LocalVmNetwork
 from harness.sampling import cpu as cpu_sampling
 from harness.sampling import fio as fio_sampling
 from harness.sampling import ping as ping_sampling
-from harness.integrity import differing_pages, file_digests
-from harness.matrix import Cell
-from harness.models import QemuBuild
-from harness.sampling.console import Console, GuestRecord
+from harness.sampling.console import Console
 from harness.vm import Vm, VmConfig
 
 SCHEMA_VERSION = 1
@@ -623,7 +623,7 @@ def _teardown(run: _Run) -> None:
 
 
 def _writer_series(run: _Run) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for role, vm in (("source", run.src), ("destination", run.dst)):
         if vm is None:
             continue
@@ -642,7 +642,7 @@ def host_stall_ms(series: list[dict[str, Any]], start: float, end: float,
     Only reports from ``start`` to ``end`` (seconds relative to the migrate command) count, and
     the gap before the first and after the last report of the window is ignored.
     """
-    times = sorted(p["t"] for p in series if start <= p["t"] <= end)
+    times: list[float] = sorted(float(p["t"]) for p in series if start <= p["t"] <= end)
     if len(times) < 2:
         return None
     gap = max(b - a for a, b in zip(times, times[1:]))

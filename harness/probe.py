@@ -75,7 +75,9 @@ def probe(build: QemuBuild, cache_dir: Path, timeout: float = 20.0) -> Probe:
     if cached.exists():
         try:
             data = json.loads(cached.read_text())
-            return Probe(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in data.items()}
+            return Probe(**fields)
         except (ValueError, TypeError):
             cached.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="mb-probe-") as tmp:

@@ -10,6 +10,7 @@ QEMU's own timestamp, so that STOP/RESUME times do not depend on how often we po
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Coroutine
@@ -21,6 +22,9 @@ from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPEr
 from harness.errors import QmpError, VmError
 
 T = TypeVar("T")
+
+# qemu.qmp logs every refused connection attempt at ERROR; we retry and report failures ourselves.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
@@ -107,11 +111,12 @@ class QmpSession:
 
     async def _collect(self, listener: EventListener) -> None:
         async for msg in listener:
-            ts = msg.get("timestamp", {})
+            raw: dict[str, Any] = dict(msg)
+            ts = raw.get("timestamp") or {}
             qemu_time = float(ts.get("seconds", 0)) + float(ts.get("microseconds", 0)) / 1e6
             ev = QmpEvent(
-                name=str(msg["event"]),
-                data=dict(msg.get("data", {})),
+                name=str(raw["event"]),
+                data=dict(raw.get("data") or {}),
                 qemu_time=qemu_time,
                 host_time=time.time(),
             )
