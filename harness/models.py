@@ -188,6 +188,9 @@ class MatrixSpec(Frozen):
     include: list[dict[str, Any]] = Field(default_factory=list)  # extra points beyond the product
     destination_migration: dict[str, Any] = Field(default_factory=dict)  # destination-only params
     shuffle_seed: int | None = None
+    # run order: all repetitions of a cell before the next ("cells"), or repetition by
+    # repetition across cells and variants (A B A B ...) so that machine drift cancels.
+    order: Literal["cells", "interleaved"] = "cells"
 
     @field_validator("axes")
     @classmethod

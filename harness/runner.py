@@ -86,6 +86,23 @@ def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probes: dic
     }
 
 
+def run_order(cells: list[Cell], repetitions: int, order: str) -> list[tuple[Cell, int]]:
+    """(cell, repetition) pairs in run order (pure).
+
+    ``interleaved`` runs repetition 1 of every cell, then repetition 2 ..., with the variants of
+    the same point next to each other (A B A B), so slow drift of the machine hits both alike.
+    """
+    reps = range(1, repetitions + 1)
+    if order != "interleaved":
+        return [(c, r) for c in cells for r in reps]
+    points: dict[str, list[Cell]] = {}
+    for c in cells:
+        key = repr(sorted(c.axes.items())) + c.workload.model_dump_json()
+        points.setdefault(key, []).append(c)
+    grouped = [c for group in points.values() for c in group]
+    return [(c, r) for r in reps for c in grouped]
+
+
 def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -107,7 +124,7 @@ def run_matrix(
     out.mkdir(parents=True, exist_ok=True)
     source = make_host("source", pair.source)
     destination = make_host("destination", pair.destination)
-    todo = [(c, r) for c in cells for r in range(1, spec.repetitions + 1)]
+    todo = run_order(cells, spec.repetitions, spec.order)
     done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
     if progress.start:
         progress.start(len(todo), done_before)
