@@ -12,7 +12,9 @@ APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static gcc libc6-dev cpio lz4
 DEMO_OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup deps qemu venv fio image lint bench clean
+SEED_OUT ?= results/seed-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: demo test setup deps qemu venv fio image lint bench seed clean
 
 demo: setup
 	$(BIN)/migbench run matrices/demo.yaml --out $(DEMO_OUT)
@@ -50,6 +52,14 @@ fio:
 
 image: venv fio
 	$(BIN)/migbench image build --fio
+
+# The talk's findings at small scale (docs/reproducing-the-talk.md): about 35 minutes.
+seed: setup
+	$(BIN)/migbench run matrices/seed-compression.yaml --out $(SEED_OUT)
+	$(BIN)/migbench run matrices/seed-xbzrle.yaml --out $(SEED_OUT)
+	$(BIN)/migbench run matrices/seed-autoconverge.yaml --out $(SEED_OUT)
+	$(BIN)/migbench report $(SEED_OUT) -o reports/$(notdir $(SEED_OUT))
+	@echo "report: reports/$(notdir $(SEED_OUT))/index.html"
 
 lint: venv
 	$(BIN)/ruff check harness tests benchmarks

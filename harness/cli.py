@@ -26,6 +26,7 @@ from harness import store
 from harness.config import load_hosts, load_matrix, plan
 from harness.errors import HarnessError
 from harness.matrix import Cell
+from harness.models import MatrixSpec
 from harness.report import register as register_report
 from harness.show import run_block
 from harness.testbed import register as register_testbed
@@ -48,6 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     hosts_path = Path(args.hosts) if args.hosts else _default_hosts()
     hosts = load_hosts(hosts_path)
     spec = load_matrix(matrix_path)
+    if args.smoke:
+        spec = smoke(spec)
     cells = plan(matrix_path, spec, hosts_path, hosts)
     dest = Path(args.out) if args.out else Path("results") / spec.name
     if args.dry_run:
@@ -92,6 +95,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     _summary_table(dest)
     out.print(f"results: {dest}  (details: migbench show {dest})")
     return 0
+
+
+def smoke(spec: MatrixSpec) -> MatrixSpec:
+    """The shortest version of a matrix: one repetition, short limits (a CI smoke run)."""
+    limits = spec.limits.model_copy(update={
+        "max_time_s": min(spec.limits.max_time_s, 8.0), "observe_after_s": 0.5})
+    return spec.model_copy(update={"repetitions": 1, "limits": limits,
+                                   "name": f"{spec.name}-smoke"})
 
 
 def _summary_table(dest: Path) -> None:
@@ -168,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hosts file (default: ./hosts.yaml, else the repository's)")
     r.add_argument("--out", metavar="DIR", help="campaign folder (default: results/<matrix name>)")
     r.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    r.add_argument("--smoke", action="store_true",
+                   help="one repetition with the shortest limits (max_time_s <= 8): a quick check")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("show", help="print results like `info migrate`",

@@ -1,8 +1,9 @@
 """Pure expansion of a matrix file into ordered Cells with stable ids.
 
 Axes are expanded as a Cartesian product in the order the file lists them, times the variants.
-An axis key is ``feature``, ``variant`` (a subset of the named variants), a QEMU migration parameter
-(``max-bandwidth``, ``xbzrle-cache-size`` ...), or ``writer.<field>`` to vary the memory writer.
+An axis key is ``feature``, ``variant`` (a subset of the named variants), ``workload`` (names under
+``workloads``), a QEMU migration parameter (``max-bandwidth``, ``xbzrle-cache-size`` ...), a harness
+knob (``postcopy-after-syncs`` ...), or ``writer.<field>`` to vary the memory writer.
 A cell's id is a hash of its canonical parameters, so the same cell in a rerun, or in another
 matrix file, has the same id and its results join up.
 """
@@ -108,13 +109,13 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
                 )
         variant_names = [str(v) for v in axes.pop("variant")]
     for key in axes:
-        if key == "feature" or key in KNOBS or key in HARNESS_KNOBS:
+        if key in ("feature", "workload") or key in KNOBS or key in HARNESS_KNOBS:
             continue
         if key.startswith("writer.") and key[7:] in WriterSpec.model_fields:
             continue
         raise ExpansionError(
             f"axes.{key}",
-            "is not an axis: use feature, variant, writer.<field> or a migration parameter "
+            "is not an axis: use feature, variant, workload, writer.<field> or a migration parameter "
             f"({', '.join(sorted(KNOBS))})",
         )
     guest_ram = spec.guest.memory_mib * 1024**2
@@ -155,7 +156,7 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
         seen_points.add(key_repr)
         knobs: dict[str, Any] = dict(spec.migration)
         knobs.update(variant.migration)
-        workload = spec.workload
+        workload = spec.workloads[str(point["workload"])] if "workload" in point else spec.workload
         for k, v in point.items():
             if k in KNOBS or k in HARNESS_KNOBS:
                 knobs[k] = v

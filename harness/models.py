@@ -181,6 +181,7 @@ class MatrixSpec(Frozen):
     limits: Limits = Limits()
     integrity: Literal["stamps", "ram"] = "stamps"
     workload: WorkloadSpec = WorkloadSpec(writer=WriterSpec())
+    workloads: dict[str, WorkloadSpec] = Field(default_factory=dict)  # named, for a `workload` axis
     migration: dict[str, Any] = Field(default_factory=dict)  # applied to every cell
     variants: dict[str, Variant] = Field(default_factory=lambda: {"default": Variant()})
     axes: dict[str, list[Any]] = Field(default_factory=lambda: {"feature": ["precopy"]})
@@ -217,6 +218,17 @@ class MatrixSpec(Frozen):
                 f"workload.writer.working_set_mib: {w.working_set_mib} MiB does not fit in "
                 f"guest.memory_mib={self.guest.memory_mib} (leave 64 MiB for the guest kernel)"
             )
+        for v in self.axes.get("workload", []):
+            if v not in self.workloads:
+                raise ValueError(
+                    f"axes.workload: names {v!r}, which is not under `workloads` "
+                    f"(defined: {', '.join(self.workloads) or 'none'})")
+        for wname, wspec in self.workloads.items():
+            ww = wspec.writer
+            if ww is not None and ww.working_set_mib >= self.guest.memory_mib - 64:
+                raise ValueError(
+                    f"workloads.{wname}.writer.working_set_mib: {ww.working_set_mib} MiB does not "
+                    f"fit in guest.memory_mib={self.guest.memory_mib}")
         for name, rules in (("exclude", self.exclude), ("include", self.include)):
             for i, rule in enumerate(rules):
                 if not rule:
