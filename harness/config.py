@@ -81,11 +81,14 @@ def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
 
 
 def _resolve_paths(node: Any, base: Path) -> Any:
-    """Resolve relative ``binary``/``datadirs``/``moduledir`` against the hosts file's folder."""
+    """Resolve relative ``binary``/``datadirs``/``moduledir`` and ``identity_file``/
+    ``known_hosts`` against the hosts file's folder (``~`` is the user's home)."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for k, v in node.items():
-            if k in ("binary", "moduledir") and isinstance(v, str) and not v.startswith("/"):
+            if k in ("identity_file", "known_hosts") and isinstance(v, str):
+                out[k] = str((base / Path(v).expanduser()).resolve())
+            elif k in ("binary", "moduledir") and isinstance(v, str) and not v.startswith("/"):
                 out[k] = str((base / v).resolve())
             elif k == "datadirs" and isinstance(v, list):
                 out[k] = [str((base / d).resolve()) if isinstance(d, str) and not d.startswith("/")

@@ -142,6 +142,20 @@ class Host(abc.ABC):
     def is_local(self) -> bool:
         return self.transport == "local"
 
+    @property
+    def label(self) -> str:
+        """How errors name this host: ``source (local)``, ``destination (root@h:22)``."""
+        return f"{self.name} (local)"
+
+    @property
+    def identity(self) -> str:
+        """Which machine this is, for caches keyed by host (no secrets)."""
+        return "local"
+
+    def cpu_sampler_prefix(self) -> list[str] | None:
+        """A command prefix that runs the CPU sampler's stream on the host; None: in-process."""
+        return None
+
     @abc.abstractmethod
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
         """Run a command, wait for it, return its stdout.
@@ -227,16 +241,23 @@ class Host(abc.ABC):
             facts["address"] = self.spec.address
         return facts
 
+    def clock_samples(self, count: int = 10) -> list[tuple[float, float, float]]:
+        """``count`` readings of the host's clock: (local send time, host time, local receive
+        time), epoch seconds. This machine's own clock here; see :meth:`SshHost.clock_samples`.
+        """
+        out = []
+        for _ in range(count):
+            t0 = time.time()
+            t = float(self.run(["date", "+%s.%N"], timeout=20).strip())
+            out.append((t0, t, time.time()))
+        return out
+
     def close(self) -> None:
         """Release connections; idempotent."""
 
 
 class LocalHost(Host):
-    """This machine."""
-
-    def cpu_sampler_prefix(self) -> list[str] | None:
-        """None: the CPU sampler runs in a thread of this process."""
-        return None
+    """This machine. The CPU sampler runs in a thread of this process."""
 
     transport = "local"
 
@@ -292,6 +313,14 @@ class LocalHost(Host):
         except ProcessLookupError:
             return False
         return True
+
+    def clock_samples(self, count: int = 10) -> list[tuple[float, float, float]]:
+        out = []
+        for _ in range(count):
+            t0 = time.time()
+            t = time.time()
+            out.append((t0, t, time.time()))
+        return out
 
     def free_port(self, address: str) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -416,6 +445,10 @@ class SshHost(Host):
     @property
     def label(self) -> str:
         return f"{self.name} ({self.spec.user}@{self.spec.address}:{self.spec.port})"
+
+    @property
+    def identity(self) -> str:
+        return f"ssh:{self.spec.user}@{self.spec.address}:{self.spec.port}"
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -607,6 +640,29 @@ class SshHost(Host):
         except HostError as exc:
             return {"name": self.name, "transport": self.transport,
                     "address": self.spec.address, "error": str(exc)}
+
+    def clock_samples(self, count: int = 10) -> list[tuple[float, float, float]]:
+        """As :meth:`Host.clock_samples`, over one open channel to a tiny echo loop on the host,
+        so each reading costs one network round trip, not an SSH session."""
+        script = "import sys,time\nfor _ in sys.stdin: print(repr(time.time()), flush=True)"
+        try:
+            chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
+            chan.settimeout(20.0)
+            chan.exec_command(shlex.join(["python3", "-u", "-c", script]))
+            f = chan.makefile("r")
+            out = []
+            for _ in range(count):
+                t0 = time.time()
+                chan.sendall(b"\n")
+                line = f.readline()
+                t1 = time.time()
+                out.append((t0, float(line), t1))
+            chan.close()
+            return out
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise HostError(f"{self.label}: cannot read the clock: {_reason(exc)}") from None
 
     def free_port(self, address: str) -> int:
         script = ("import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); "

@@ -25,7 +25,7 @@ from harness.image import GuestImage, create_shared_disk, initrd_for
 from harness.integrity import differing_pages, file_digests
 from harness.matrix import Cell
 from harness.models import QemuBuild
-from harness.netsetup import LocalVmNetwork
+from harness.netsetup import HostVmNetwork, LocalVmNetwork
 from harness.sampling import cpu as cpu_sampling
 from harness.sampling import fio as fio_sampling
 from harness.sampling import ping as ping_sampling
@@ -52,6 +52,9 @@ class RunContext:
     image: GuestImage
     workdir: Path  # per-run scratch directory on the (local) hosts
     on_state: Any = None  # callable(str) for progress display
+    # The image as each host has it ("source"/"destination" -> the host's copy, see
+    # harness.provision.place_image); a role not listed boots ``image`` itself (local hosts).
+    host_images: dict[str, GuestImage] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,7 +64,7 @@ class _Run:
     src: Vm | None = None
     dst: Vm | None = None
     t0: float = 0.0  # epoch time of the `migrate` command
-    net: LocalVmNetwork | None = None
+    net: LocalVmNetwork | HostVmNetwork | None = None
     disk: Path | None = None
     prober: ping_sampling.Prober | None = None
     probes: list[ping_sampling.Probe] = field(default_factory=list)
@@ -127,6 +130,7 @@ def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
     incoming = role == "destination"
     net = run.net.attachment(role) if run.net is not None else None
     extra = (*cell.variant_spec.qemu_args, *wl.qemu_args(cell.workload, net, run.disk))
+    image = ctx.host_images.get(role, ctx.image)
     return VmConfig(
         name=f"mb-{role[:3]}-{cell.id[:6]}",
         role=role,
@@ -134,8 +138,8 @@ def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
         accel=host.accel().accel,
         vcpus=cell.guest.vcpus,
         memory_mib=cell.guest.memory_mib,
-        kernel=ctx.image.kernel,
-        initrd=initrd_for(ctx.image, cell.workload),
+        kernel=image.kernel,
+        initrd=initrd_for(image, cell.workload),
         append=kernel_append(cell, net),
         workdir=ctx.workdir / role,
         incoming=incoming,
@@ -146,13 +150,28 @@ def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
     )
 
 
+def _vm_network(ctx: RunContext) -> LocalVmNetwork | HostVmNetwork:
+    """Guest NICs: the private bridge on this machine for a local pair without ``vm_bridge``,
+    otherwise a tap on each host's own ``vm_bridge`` with the prober on this machine."""
+    src, dst = ctx.source, ctx.destination
+    tag = secrets.token_hex(2)
+    if src.is_local and dst.is_local and not (src.spec.vm_bridge or dst.spec.vm_bridge):
+        return LocalVmNetwork(tag)
+    cidr = src.spec.vm_network or dst.spec.vm_network
+    if cidr is None:
+        raise HarnessError(f"{src.label}: a ping workload on this pair needs vm_network in "
+                           "hosts.yaml (the VM network's subnet and this machine's address on "
+                           "it, e.g. 10.250.4.1/24)")
+    return HostVmNetwork(tag, {"source": src, "destination": dst}, cidr)
+
+
 def _drive(run: _Run) -> None:
     ctx, rec, cell = run.ctx, run.record, run.ctx.cell
     lim = cell.limits
     run.state("boot")
     spec = cell.workload
     if wl.needs_network(spec):
-        run.net = LocalVmNetwork(secrets.token_hex(2))
+        run.net = _vm_network(ctx)
         run.net.__enter__()
     if wl.needs_disk(spec):
         assert spec.fio is not None

@@ -5,6 +5,7 @@ Everything past :mod:`harness.config` is one of these models: no raw dicts from 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from harness.units import parse_bytes
 
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 KEBAB = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
@@ -45,12 +47,30 @@ class HostSpec(Frozen):
     workdir: Path = Path("/tmp/migbench")
     migration_address: str = "127.0.0.1"  # where the destination listens for migration
     vm_bridge: str | None = None  # bridge for guest NICs (the VM network)
+    # The VM network's subnet as "<prober address>/<prefix>": guests get addresses in it and the
+    # ping prober sends from <prober address>, which must be on this machine and reach
+    # ``vm_bridge`` (the source host's value is used). Needed for ping workloads over SSH.
+    vm_network: str | None = None
     qemu: dict[str, QemuBuild] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_ssh(self) -> HostSpec:
         if self.transport == "ssh" and not self.address:
             raise ValueError("transport 'ssh' needs an 'address' (host name or IP)")
+        if self.vm_bridge is not None and not _IFNAME.match(self.vm_bridge):
+            raise ValueError(f"vm_bridge {self.vm_bridge!r} is not an interface name "
+                             "(1-15 letters, digits, '-', '_', '.')")
+        if self.vm_network is not None:
+            import ipaddress
+
+            try:
+                iface = ipaddress.IPv4Interface(self.vm_network)
+            except ValueError:
+                raise ValueError(f"vm_network {self.vm_network!r} is not like 10.250.4.1/24 "
+                                 "(the prober's address and the prefix)") from None
+            if iface.network.prefixlen < 16 or not iface.network.is_private:
+                raise ValueError(f"vm_network {self.vm_network}: use a private subnet of at "
+                                 "most a /16")
         return self
 
 

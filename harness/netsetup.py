@@ -1,4 +1,4 @@
-"""A private VM network on this machine: a bridge with no uplink and one tap per QEMU.
+"""VM networks for guest NICs: a private bridge on this machine, or the hosts' own bridges.
 
 :class:`LocalVmNetwork` gives a run a guest address and two taps (source and destination QEMU) on
 the bridge ``mbbr0``, whose host-side address (10.251.0.1/24 by default) is where the prober sends
@@ -9,6 +9,9 @@ Concurrent runs (other test sessions) share the bridge: a guest address is held 
 file under ``/run/migbench/net`` for the life of the context, and bridge creation and removal are
 serialised by another lock; the bridge is removed on exit only when no tap is left on it.
 Cleanup is idempotent and always runs. Needs root (CAP_NET_ADMIN) and ``ip`` (iproute2).
+
+:class:`HostVmNetwork` is the same for host pairs with a ``vm_bridge`` (SSH hosts): a tap per
+QEMU on each host's bridge, made over the Host interface, and the prober on this machine.
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ import fcntl
 import ipaddress
 import json
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, TYPE_CHECKING, Self
 
-from harness.errors import HostError
+from harness.errors import CommandFailed, HostError
 from harness.workload import GUEST_MAC, NetAttachment
+
+if TYPE_CHECKING:
+    from harness.host import Host
 
 DEFAULT_BRIDGE = "mbbr0"
 DEFAULT_HOST_CIDR = "10.251.0.1/24"
@@ -175,19 +181,8 @@ class LocalVmNetwork:
                 _ip("link", "set", tap, "up")
 
     def _claim_address(self, iface: ipaddress.IPv4Interface) -> str:
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
-        for host in iface.network.hosts():
-            if host == iface.ip:
-                continue
-            f = (self.lock_dir / f"{host}.lock").open("a")
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.close()
-                continue
-            self._ip_lock = f
-            return str(host)
-        raise HostError(f"no free guest address left in {iface.network}")
+        self._ip_lock, address = claim_address(iface, self.lock_dir)
+        return address
 
     def close(self) -> None:
         """Delete this run's taps, release the address, drop the bridge if unused (idempotent)."""
@@ -204,6 +199,131 @@ class LocalVmNetwork:
                     _ip("link", "del", self.bridge, check=False)
         except (OSError, HostError):
             pass
+
+
+def claim_address(iface: ipaddress.IPv4Interface, lock_dir: Path) -> tuple[IO[str], str]:
+    """The first address of ``iface``'s subnet (not ``iface`` itself) that no other run holds,
+    with its held lock file (close it to release the address)."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for host in iface.network.hosts():
+        if host == iface.ip:
+            continue
+        f = (lock_dir / f"{host}.lock").open("a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        return f, str(host)
+    raise HostError(f"no free guest address left in {iface.network}")
+
+
+# Runs on a host: check the bridge, (re)create the tap, plug it in. $1 bridge, $2 tap.
+_TAP_SH = (
+    'ip link show dev "$1" >/dev/null 2>&1 || { echo "no bridge $1" >&2; exit 3; }; '
+    'ip link del dev "$2" >/dev/null 2>&1; '
+    'ip tuntap add dev "$2" mode tap && ip link set dev "$2" master "$1" '
+    '&& ip link set dev "$2" up'
+)
+
+
+def local_addresses() -> set[str]:
+    """IPv4 addresses configured on this machine (in this network namespace)."""
+    cp = _ip("-j", "-4", "addr", "show", check=False)
+    return {str(a.get("local")) for link in json.loads(cp.stdout or "[]")
+            for a in link.get("addr_info", []) if a.get("local")}
+
+
+@dataclass
+class HostVmNetwork:
+    """Guest NICs on hosts' own VM bridges, over the Host interface (SSH or local).
+
+    For each role a tap ``mbtap-<src|dst>-<tag>`` is created on that host's ``vm_bridge``; the
+    guest gets a free address of ``cidr`` (held by a lock on this machine for the context's
+    life), and the prober runs on this machine from ``cidr``'s own address, which must be
+    configured here and reach the bridges (the test bed's ``mbv-root``). The taps are deleted on
+    exit, also when a host became unreachable (then best effort).
+    """
+
+    tag: str
+    hosts: Mapping[str, Host]  # role -> host whose spec.vm_bridge the role's tap joins
+    cidr: str
+    lock_dir: Path = LOCK_DIR
+    guest_ip: str | None = field(default=None, init=False)
+    taps: dict[str, str] = field(default_factory=dict, init=False)
+    _ip_lock: IO[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for role, host in self.hosts.items():
+            if not host.spec.vm_bridge:
+                raise HostError(f"{host.label}: no vm_bridge in hosts.yaml: guest NICs need a "
+                                "bridge on the VM network")
+            name = self.tap_name(role)
+            if len(name) > IFNAMSIZ or not name.replace("-", "").isalnum():
+                raise ValueError(f"tap name {name!r} is invalid: use a tag of at most 5 "
+                                 "letters/digits")
+
+    def tap_name(self, role: str) -> str:
+        short = {"source": "src", "destination": "dst"}.get(role, role[:3])
+        return f"mbtap-{short}-{self.tag}"
+
+    @property
+    def host_ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.cidr).ip)
+
+    @property
+    def prefix_len(self) -> int:
+        return ipaddress.IPv4Interface(self.cidr).network.prefixlen
+
+    def attachment(self, role: str) -> NetAttachment:
+        if self.guest_ip is None or role not in self.taps:
+            raise HostError("HostVmNetwork is not set up: use it as a context manager")
+        return NetAttachment(tap=self.taps[role], guest_ip=self.guest_ip,
+                             prefix_len=self.prefix_len, host_ip=self.host_ip, mac=GUEST_MAC)
+
+    def __enter__(self) -> Self:
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setup(self) -> None:
+        iface = ipaddress.IPv4Interface(self.cidr)
+        if self.host_ip not in local_addresses():
+            raise HostError(
+                f"vm_network {self.cidr}: this machine has no address {self.host_ip}, so the "
+                "prober cannot reach guests on the VM network (give this machine that address "
+                "on a link to the VM bridge, or fix vm_network in hosts.yaml)")
+        self._ip_lock, self.guest_ip = claim_address(iface, self.lock_dir)
+        for role, host in self.hosts.items():
+            tap = self.tap_name(role)
+            bridge = str(host.spec.vm_bridge)
+            try:
+                host.run(["sh", "-c", _TAP_SH, "sh", bridge, tap], timeout=30)
+            except CommandFailed as exc:
+                if exc.exit_code == 3:
+                    raise HostError(f"{host.label}: VM bridge {bridge} does not exist (run "
+                                    "`migbench provision --bridge`)") from None
+                raise
+            self.taps[role] = tap
+
+    def close(self) -> None:
+        """Delete the taps on their hosts and release the address (idempotent, never raises)."""
+        for role, tap in list(self.taps.items()):
+            try:
+                self.hosts[role].run(["ip", "link", "del", "dev", tap], timeout=15, check=False)
+            except HostError:
+                pass  # unreachable: the tap dies with the host's next test bed down / reboot
+        self.taps.clear()
+        if self._ip_lock is not None:
+            self._ip_lock.close()
+            self._ip_lock = None
+        self.guest_ip = None
 
 
 def _sysctl(key: str, value: str) -> None:
@@ -229,6 +349,7 @@ def remove_leftovers(prefix: str = "mbtap-") -> list[str]:
 __all__ = [
     "DEFAULT_BRIDGE",
     "DEFAULT_HOST_CIDR",
+    "HostVmNetwork",
     "LocalVmNetwork",
     "check_subnet",
     "remove_leftovers",

@@ -1,9 +1,12 @@
-"""What a QEMU binary can do: probed once over QMP, cached by binary identity and version.
+"""What a QEMU binary can do: probed once over QMP on its own host, cached by host and binary.
 
-A probe starts the binary with ``-machine none -S`` (no guest), asks ``query-version``,
-``query-migrate-capabilities``, ``query-migrate-parameters`` and ``query-qmp-schema``, and keeps the
-answers that decide whether a cell can run. :func:`unsupported_reason` (pure) turns a probe and a
-cell into a skip reason, so that missing features become ``skipped`` runs, never failures.
+A probe starts the binary with ``-machine none -S`` (no guest) on the host that will run it (a
+small Python script run through :class:`~harness.host.Host`, so the same code probes a local
+binary and one on an SSH host), asks ``query-version``, ``query-migrate-capabilities``,
+``query-migrate-parameters`` and ``query-qmp-schema``, and keeps the answers that decide whether a
+cell can run. The cache key is the host's identity plus the binary's resolved path, size and
+mtime as that host sees them. :func:`unsupported_reason` (pure) turns a probe and a cell into a
+skip reason, so that missing features become ``skipped`` runs, never failures.
 """
 
 from __future__ import annotations
@@ -11,17 +14,86 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.errors import HarnessError, VmError
+from harness.errors import CommandFailed, VmError
 from harness.features import MigrationConfig, kvm_requirement
 from harness.models import QemuBuild
-from harness.qmp import QmpSession
 
-PROBE_FORMAT = 1
+if TYPE_CHECKING:
+    from harness.host import Host
+
+PROBE_FORMAT = 2
+
+# Runs on the host: start QEMU with no guest, ask QMP, print one JSON object, clean up.
+# argv: binary, timeout, datadirs...; QEMU_MODULE_DIR comes through the environment.
+_PROBE_PY = r"""
+import json, os, shutil, socket, subprocess, sys, tempfile, time
+binary, timeout, datadirs = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+d = tempfile.mkdtemp(prefix="mb-probe-")
+sock = os.path.join(d, "qmp.sock")
+argv = [binary] + [x for p in datadirs for x in ("-L", p)] + [
+    "-machine", "none", "-S", "-nodefaults", "-display", "none",
+    "-qmp", "unix:%s,server=on,wait=off" % sock]
+log = open(os.path.join(d, "qemu.log"), "wb")
+proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+def fail(what):
+    try:
+        tail = open(os.path.join(d, "qemu.log"), "rb").read()[-400:].decode("utf-8", "replace")
+    except OSError:
+        tail = ""
+    print(json.dumps({"error": what, "log": tail.strip()}))
+try:
+    end = time.time() + timeout
+    c = socket.socket(socket.AF_UNIX)
+    while True:
+        try:
+            c.connect(sock)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                fail("QEMU exited with code %s" % proc.returncode)
+                sys.exit(0)
+            if time.time() > end:
+                fail("no QMP socket within %g s" % timeout)
+                sys.exit(0)
+            time.sleep(0.02)
+    c.settimeout(max(1.0, end - time.time()))
+    f = c.makefile("rwb")
+    def answer():
+        while True:
+            line = f.readline()
+            if not line:
+                raise EOFError("QMP closed")
+            m = json.loads(line)
+            if "event" not in m:
+                return m
+    answer()
+    out = {}
+    for cmd in ("qmp_capabilities", "query-version", "query-migrate-capabilities",
+                "query-migrate-parameters", "query-qmp-schema"):
+        f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+        f.flush()
+        m = answer()
+        if "error" in m:
+            fail("%s: %s" % (cmd, m["error"].get("desc")))
+            sys.exit(0)
+        out[cmd] = m["return"]
+    print(json.dumps(out))
+except Exception as exc:
+    fail("%s: %s" % (type(exc).__name__, exc))
+finally:
+    proc.kill()
+    proc.wait()
+    shutil.rmtree(d, ignore_errors=True)
+"""
+
+# Prints "<size> <mtime> <resolved path>" of the binary, or "missing".
+_STAT_SH = ('p=$(readlink -f -- "$1") && [ -f "$p" ] && [ -x "$p" ] '
+            '&& stat -L -c "%s %Y %n" -- "$p" || echo missing')
 
 
 @dataclass(frozen=True)
@@ -33,15 +105,10 @@ class Probe:
     parameters: tuple[str, ...]
     commands: tuple[str, ...]  # migration-related QMP commands present
     multifd_compression: tuple[str, ...]  # enum values of MultiFDCompression
+    host: str = "local"  # Host.identity of the host it was probed on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _identity(build: QemuBuild) -> str:
-    st = build.binary.stat()
-    raw = f"{PROBE_FORMAT}:{build.binary.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def _from_schema(schema: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -60,60 +127,100 @@ def _from_schema(schema: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[s
     return tuple(commands), tuple(mfd)
 
 
-def probe(build: QemuBuild, cache_dir: Path, timeout: float = 20.0) -> Probe:
-    """Probe ``build`` (cached on disk by binary path, size and mtime).
+def binary_identity(host: Host, binary: Path) -> tuple[str, int, int] | None:
+    """(resolved path, size, mtime) of ``binary`` as ``host`` sees it; None when it is missing
+    or not executable there.
 
-    :raise VmError: the binary does not start or does not answer QMP.
+    :raise HostError: the host cannot be reached.
     """
-    from harness.host import LocalHost
-    from harness.models import HostSpec
+    out = host.run(["sh", "-c", _STAT_SH, "sh", str(binary)], timeout=30).strip()
+    if out == "missing" or not out:
+        return None
+    size, mtime, path = out.split(" ", 2)
+    return path, int(size), int(mtime)
 
-    if not build.binary.exists():
-        raise VmError(f"QEMU binary {build.binary} does not exist")
+
+def _cache_key(host: Host, ident: tuple[str, int, int]) -> str:
+    raw = f"{PROBE_FORMAT}:{host.identity}:{ident[0]}:{ident[1]}:{ident[2]}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+_memo: dict[str, Probe] = {}
+_memo_lock = threading.Lock()
+
+
+def probe(build: QemuBuild, cache_dir: Path, timeout: float = 20.0,
+          host: Host | None = None) -> Probe:
+    """Probe ``build`` on ``host`` (default: this machine), cached on disk and in memory by the
+    host's identity and the binary's resolved path, size and mtime on that host.
+
+    :raise VmError: the binary is missing there, does not start, or does not answer QMP.
+    :raise HostError: the host cannot be reached.
+    """
+    if host is None:
+        from harness.host import LocalHost
+        from harness.models import HostSpec
+
+        host = LocalHost("local", HostSpec())
+    ident = binary_identity(host, build.binary)
+    if ident is None:
+        raise VmError(f"{host.label}: QEMU binary {build.binary} does not exist or is not "
+                      "executable (run `migbench provision`, or fix qemu_builds in hosts.yaml)")
+    key = _cache_key(host, ident)
+    with _memo_lock:
+        if key in _memo:
+            return _memo[key]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cached = cache_dir / f"{_identity(build)}.json"
+    cached = cache_dir / f"{key}.json"
     if cached.exists():
         try:
             data = json.loads(cached.read_text())
             fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                       for k, v in data.items()}
-            return Probe(**fields)
+            result = Probe(**fields)
+            with _memo_lock:
+                _memo[key] = result
+            return result
         except (ValueError, TypeError):
             cached.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mb-probe-") as tmp:
-        sock = Path(tmp) / "qmp.sock"
-        argv = [str(build.binary)]
-        for d in build.datadirs:
-            argv += ["-L", str(d)]
-        argv += ["-machine", "none", "-S", "-nodefaults", "-display", "none",
-                 "-qmp", f"unix:{sock},server=on,wait=off"]
-        env = {"QEMU_MODULE_DIR": str(build.moduledir)} if build.moduledir else None
-        host = LocalHost("probe", HostSpec())
-        with open(Path(tmp) / "qemu.log", "wb") as log:
-            proc = host.start(argv, log, env)
-            qmp = QmpSession("probe", str(sock))
-            try:
-                qmp.connect(timeout)
-                ver = qmp.execute("query-version")
-                caps = [c["capability"] for c in qmp.execute("query-migrate-capabilities")]
-                params = sorted(qmp.execute("query-migrate-parameters"))
-                commands, mfd = _from_schema(qmp.execute("query-qmp-schema", timeout=timeout))
-            except HarnessError as exc:
-                raise VmError(f"probing {build.binary} failed: {exc}") from exc
-            finally:
-                qmp.close()
-                proc.kill()
-                proc.wait(5)
-    q = ver["qemu"]
-    result = Probe(
-        binary=str(build.binary), version=f"{q['major']}.{q['minor']}.{q['micro']}",
-        package=str(ver.get("package", "")).strip(), capabilities=tuple(caps),
-        parameters=tuple(params), commands=commands, multifd_compression=mfd,
-    )
-    tmpf = cached.with_suffix(f".{os.getpid()}.tmp")
+    result = _probe_on(host, build, timeout)
+    tmpf = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     tmpf.write_text(json.dumps(result.to_dict()))
     os.replace(tmpf, cached)
+    with _memo_lock:
+        _memo[key] = result
     return result
+
+
+def _probe_on(host: Host, build: QemuBuild, timeout: float) -> Probe:
+    argv = ["python3", "-c", _PROBE_PY, str(build.binary), str(timeout),
+            *[str(d) for d in build.datadirs]]
+    if build.moduledir is not None:
+        argv = ["env", f"QEMU_MODULE_DIR={build.moduledir}", *argv]
+    try:
+        raw = host.run(argv, timeout=timeout + 30)
+    except CommandFailed as exc:
+        status = "timed out" if exc.exit_code is None else f"exited {exc.exit_code}"
+        tail = " | ".join((exc.stderr or exc.stdout).strip().splitlines()[-2:])
+        raise VmError(f"{host.label}: probing {build.binary} failed: the probe {status}"
+                      + (f": {tail}" if tail else "")) from None
+    try:
+        data = json.loads(raw.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise VmError(f"{host.label}: probing {build.binary} gave no answer") from None
+    if "error" in data:
+        log = f" (log: {data['log'][-200:]})" if data.get("log") else ""
+        raise VmError(f"{host.label}: probing {build.binary} failed: {data['error']}{log}")
+    ver = data["query-version"]
+    q = ver["qemu"]
+    commands, mfd = _from_schema(data["query-qmp-schema"])
+    return Probe(
+        binary=str(build.binary), version=f"{q['major']}.{q['minor']}.{q['micro']}",
+        package=str(ver.get("package", "")).strip(),
+        capabilities=tuple(c["capability"] for c in data["query-migrate-capabilities"]),
+        parameters=tuple(sorted(data["query-migrate-parameters"])), commands=commands,
+        multifd_compression=mfd, host=host.identity,
+    )
 
 
 def unsupported_reason(p: Probe, config: MigrationConfig, accel: str) -> str:

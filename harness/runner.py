@@ -1,4 +1,7 @@
-"""Runs a matrix: every cell x repetition on a host pair, fresh VMs each time, resumable.
+"""Runs a matrix: every cell x repetition on the host pairs, fresh VMs each time, resumable.
+
+Runs are spread over the pairs of the hosts file, one worker thread per pair (each pair runs one
+migration at a time); a pair that fails its preflight is reported and skipped.
 
 A failed run is a recorded outcome and the matrix goes on. Finished runs are on disk as soon as
 they finish; rerunning the same matrix into the same folder skips them. SIGTERM is turned into
@@ -7,10 +10,14 @@ KeyboardInterrupt so that Ctrl-C and a polite kill both clean up the same way.
 
 from __future__ import annotations
 
+import logging
+import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +25,19 @@ from types import FrameType
 from typing import Any
 
 from harness import store
+from harness import workload as wl
 from harness.config import plan
-from harness.host import Host, detect_accel, make_host
+from harness.errors import ConfigError, HarnessError, HostError
+from harness.host import Host, make_host
 from harness.image import GuestImage, ensure_image
 from harness.matrix import Cell
 from harness.migration import SCHEMA_VERSION, RunContext, run_migration, utc
-from harness.models import HostsConfig, MatrixSpec, QemuBuild
+from harness.models import HostPair, HostsConfig, MatrixSpec, QemuBuild
 from harness.probe import Probe, probe, unsupported_reason
+from harness.provision import PROBE_CACHE, place_image
 
 REPO = Path(__file__).resolve().parent.parent
+log = logging.getLogger("migbench")
 
 
 def harness_commit() -> str:
@@ -49,31 +60,36 @@ class Progress:
     run_started: Callable[[Cell, int], None] | None = None
     state: Callable[[str], None] | None = None
     run_finished: Callable[[Cell, int, dict[str, Any]], None] | None = None
+    note: Callable[[str], None] | None = None  # a pair skipped, an image uploaded ...
 
 
-def _probe(build: QemuBuild, probes: dict[str, Probe]) -> Probe:
-    key = str(build.binary)
-    if key not in probes:
-        probes[key] = probe(build, REPO / "build" / "probe-cache")
-    return probes[key]
-
-
-def skip_reason(cell: Cell, src_build: QemuBuild, dst_build: QemuBuild, src_accel: str,
-                dst_accel: str, probes: dict[str, Probe]) -> str:
-    """Why this cell cannot run on this pair (missing capability, no KVM ...), or ""."""
-    for build, accel in ((src_build, src_accel), (dst_build, dst_accel)):
-        reason = unsupported_reason(_probe(build, probes), cell.migration,
-                                    detect_accel(accel).accel)
+def skip_reason(cell: Cell, src_probe: Probe, dst_probe: Probe, src_accel: str,
+                dst_accel: str, pair: HostPair | None = None) -> str:
+    """Why this cell cannot run on this pair (missing capability, no KVM, no VM network ...),
+    or "" (pure). The probes and accelerators are the pair's own hosts'."""
+    for p, accel in ((src_probe, src_accel), (dst_probe, dst_accel)):
+        reason = unsupported_reason(p, cell.migration, accel)
         if reason:
             return reason
+    if pair is not None and wl.needs_network(cell.workload):
+        src, dst = pair.source, pair.destination
+        private = src.transport == dst.transport == "local" and not (src.vm_bridge
+                                                                     or dst.vm_bridge)
+        if not private:
+            if not (src.vm_bridge and dst.vm_bridge):
+                return ("the ping workload needs vm_bridge on both hosts of this pair "
+                        "(hosts.yaml)")
+            if not (src.vm_network or dst.vm_network):
+                return ("the ping workload needs vm_network in hosts.yaml (the VM network's "
+                        "subnet and this machine's address on it)")
     return ""
 
 
-def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probes: dict[str, Probe],
+def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probe_: Probe | None,
                    build: QemuBuild, source: Host, destination: Host) -> dict[str, Any]:
     """The record of a run that was not attempted, with the reason."""
     now = time.time()
-    p = probes.get(str(build.binary))
+    p = probe_
     return {
         "schema_version": SCHEMA_VERSION, "campaign": campaign, "cell": cell.to_dict(),
         "repetition": rep, "started_utc": utc(now), "finished_utc": utc(now),
@@ -107,72 +123,233 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class _Campaign:
+    """What the pair workers share: the queue of runs, the output folder and its lock."""
+
+    def __init__(self, matrix_path: Path, spec: MatrixSpec, hosts: HostsConfig, out: Path,
+                 progress: Progress, image: GuestImage, todo: list[tuple[Cell, int]]) -> None:
+        self.matrix_path = matrix_path
+        self.spec = spec
+        self.hosts = hosts
+        self.out = out
+        self.progress = progress
+        self.image = image
+        self.queue: deque[tuple[Cell, int]] = deque(
+            (c, r) for c, r in todo if not store.exists(out, c.id, r))
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.written: list[Path] = []
+        self.commit = harness_commit()
+
+    def next(self) -> tuple[Cell, int] | None:
+        with self.lock:
+            if self.stop.is_set() or not self.queue:
+                return None
+            return self.queue.popleft()
+
+    def put_back(self, item: tuple[Cell, int]) -> None:
+        with self.lock:
+            self.queue.appendleft(item)
+
+    def save(self, pair_name: str, cell: Cell, rep: int, record: dict[str, Any]) -> None:
+        record["harness"] = {"commit": self.commit, "matrix_file": str(self.matrix_path),
+                             "pair": pair_name}
+        with self.lock:
+            self.written.append(store.write_run(self.out, record))
+            store.write_summary(self.out)
+        if self.progress.run_finished:
+            self.progress.run_finished(cell, rep, record)
+
+    def note(self, message: str) -> None:
+        if self.progress.note:
+            self.progress.note(message)
+        else:
+            log.warning("%s", message)
+
+
+class _PairWorker:
+    """Runs cells from the shared queue on one host pair, one migration at a time."""
+
+    def __init__(self, name: str, pair: HostPair, camp: _Campaign) -> None:
+        self.name = name
+        self.pair = pair
+        self.camp = camp
+        self.source = make_host("source", pair.source)
+        self.destination = make_host("destination", pair.destination)
+        self.images: dict[str, GuestImage] = {}
+        self.accel: dict[str, str] = {}
+        self.error: str | None = None
+
+    def setup(self) -> None:
+        """Put the guest image on remote hosts and learn each host's accelerator.
+
+        :raise HarnessError: the pair cannot be used.
+        """
+        for role, host in (("source", self.source), ("destination", self.destination)):
+            placed, uploaded = place_image(host, self.camp.image)
+            if uploaded:
+                self.camp.note(f"pair {self.name}: uploaded {', '.join(uploaded)} to "
+                               f"{host.label}:{placed.kernel.parent}")
+            if not host.is_local:
+                self.images[role] = placed
+            self.accel[role] = host.accel().accel
+
+    def skip_reason(self, cell: Cell, src_build: QemuBuild, dst_build: QemuBuild
+                    ) -> tuple[str, Probe | None]:
+        probes = []
+        for host, build in ((self.source, src_build), (self.destination, dst_build)):
+            try:
+                probes.append(probe(build, PROBE_CACHE, host=host))
+            except HarnessError as exc:
+                return str(exc), None
+        return skip_reason(cell, probes[0], probes[1], self.accel["source"],
+                           self.accel["destination"], self.pair), probes[0]
+
+    def run(self) -> None:
+        camp = self.camp
+        spec, hosts, progress = camp.spec, camp.hosts, camp.progress
+        try:
+            self.setup()
+        except HarnessError as exc:
+            self.error = f"pair {self.name} skipped: {exc}"
+            camp.note(self.error)
+            self.close()
+            return
+        try:
+            while (item := camp.next()) is not None:
+                cell, rep = item
+                if progress.run_started:
+                    progress.run_started(cell, rep)
+                src_build = hosts.build_for(self.pair.source, cell.build)
+                dst_build = hosts.build_for(self.pair.destination, cell.build)
+                assert src_build is not None and dst_build is not None  # checked by plan()
+                reason, src_probe = self.skip_reason(cell, src_build, dst_build)
+                if reason:
+                    camp.save(self.name, cell, rep, skipped_record(
+                        cell, rep, spec.name, reason, src_probe, src_build, self.source,
+                        self.destination))
+                    continue
+                workdir = self.pair.source.workdir / spec.name / (
+                    f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")
+                ctx = RunContext(
+                    cell=cell, repetition=rep, campaign=spec.name, source=self.source,
+                    destination=self.destination, source_build=src_build,
+                    destination_build=dst_build, image=camp.image, workdir=workdir,
+                    on_state=progress.state, host_images=dict(self.images),
+                )
+                try:
+                    record = run_migration(ctx)
+                finally:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                camp.save(self.name, cell, rep, record)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.source.close()
+        self.destination.close()
+
+
+def _preflight(hosts: HostsConfig, names: list[str], builds: list[str],
+               camp: _Campaign) -> list[tuple[str, HostPair]]:
+    """The pairs that pass the quick checks (reachable, QEMU present); the others are noted."""
+    from harness.provision import preflight
+
+    usable = []
+    problems = []
+    for name in names:
+        report = preflight(name, hosts.pairs[name], hosts, builds)
+        if report.usable:
+            usable.append((name, hosts.pairs[name]))
+        else:
+            lines = report.problems()
+            problems += lines
+            camp.note(f"pair {name} skipped: " + "; ".join(lines))
+    if not usable:
+        raise HostError("no usable host pair: " + "; ".join(problems))
+    return usable
+
+
 def run_matrix(
     matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsConfig, out: Path,
     progress: Progress | None = None, image: GuestImage | None = None,
+    pairs: list[str] | None = None,
 ) -> list[Path]:
     """Run every unfinished run of the matrix into ``out`` (the campaign folder).
 
+    The runs are spread over the host pairs (``pairs``, default every pair in the hosts file):
+    one worker per pair, each running one migration at a time, all pairs at once. A pair that
+    fails its preflight (unreachable host, QEMU missing) or cannot take the guest image is
+    reported through ``progress.note`` and skipped; the other pairs do its share.
+
     :raise ConfigError: before anything boots, for a matrix or hosts problem.
+    :raise HostError: no pair is usable.
     """
     cells = plan(matrix_path, spec, hosts_path, hosts)
     progress = progress or Progress()
-    pair_name, pair = next(iter(hosts.pairs.items()))
+    names = list(pairs) if pairs else list(hosts.pairs)
+    for n in names:
+        if n not in hosts.pairs:
+            raise ConfigError(hosts_path, "pairs", f"no pair {n!r}",
+                              f"use one of {', '.join(hosts.pairs)}")
     if image is None:
         image = ensure_image(REPO / "build" / "image",
                              fio=any(c.workload.fio is not None for c in cells))
     out.mkdir(parents=True, exist_ok=True)
-    source = make_host("source", pair.source)
-    destination = make_host("destination", pair.destination)
     todo = run_order(cells, spec.repetitions, spec.order)
     done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
     if progress.start:
         progress.start(len(todo), done_before)
+    camp = _Campaign(matrix_path, spec, hosts, out, progress, image, todo)
     old = signal.signal(signal.SIGTERM, _sigterm)
-    written: list[Path] = []
-    commit = harness_commit()
-    probes: dict[str, Probe] = {}
+    workers: list[_PairWorker] = []
     try:
-        for cell, rep in todo:
-            if store.exists(out, cell.id, rep):
-                continue
-            if progress.run_started:
-                progress.run_started(cell, rep)
-            src_build = hosts.build_for(pair.source, cell.build)
-            dst_build = hosts.build_for(pair.destination, cell.build)
-            assert src_build is not None and dst_build is not None  # checked by plan()
-            reason = skip_reason(cell, src_build, dst_build, pair.source.accel,
-                                 pair.destination.accel, probes)
-            if reason:
-                record = skipped_record(cell, rep, spec.name, reason, probes, src_build,
-                                        source, destination)
-                record["harness"] = {"commit": commit, "matrix_file": str(matrix_path),
-                                     "pair": pair_name}
-                written.append(store.write_run(out, record))
-                store.write_summary(out)
-                if progress.run_finished:
-                    progress.run_finished(cell, rep, record)
-                continue
-            workdir = pair.source.workdir / spec.name / f"{cell.id}-{rep}-{int(time.time())}"
-            ctx = RunContext(
-                cell=cell, repetition=rep, campaign=spec.name, source=source,
-                destination=destination, source_build=src_build, destination_build=dst_build,
-                image=image, workdir=workdir, on_state=progress.state,
-            )
-            try:
-                record = run_migration(ctx)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-            record["harness"] = {"commit": commit, "matrix_file": str(matrix_path),
-                                 "pair": pair_name}
-            written.append(store.write_run(out, record))
-            store.write_summary(out)
-            if progress.run_finished:
-                progress.run_finished(cell, rep, record)
+        if camp.queue:
+            usable = _preflight(hosts, names, sorted({c.build for c in cells}), camp)
+            workers = [_PairWorker(n, p, camp) for n, p in usable]
+            if len(workers) == 1:
+                workers[0].run()
+            else:
+                _run_concurrently(workers, camp)
+            if camp.queue and not camp.stop.is_set():
+                raise HostError("runs left undone, every pair failed: "
+                                + "; ".join(w.error or w.name for w in workers))
     finally:
         signal.signal(signal.SIGTERM, old)
-        source.close()
-        destination.close()
-        if (out / "summary.csv").exists() or written:
-            store.write_summary(out)
-    return written
+        for w in workers:
+            w.close()
+        if (out / "summary.csv").exists() or camp.written:
+            with camp.lock:
+                store.write_summary(out)
+    return camp.written
+
+
+def _run_concurrently(workers: list[_PairWorker], camp: _Campaign) -> None:
+    """One thread per pair; Ctrl-C / SIGTERM stops handing out runs and drops connections."""
+    errors: list[BaseException] = []
+
+    def guard(w: _PairWorker) -> None:
+        try:
+            w.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+            camp.stop.set()
+
+    threads = [threading.Thread(target=guard, args=(w,), name=f"pair-{w.name}", daemon=True)
+               for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+    except KeyboardInterrupt:
+        camp.stop.set()
+        for w in workers:  # remote QEMUs die with their SSH channels
+            if not (w.source.is_local and w.destination.is_local):
+                w.close()
+        for t in threads:
+            t.join(15)
+        raise
+    if errors:
+        raise errors[0]

@@ -380,6 +380,8 @@ def write_hosts_file(base: Path, qemu_hosts: Path) -> Path:
             "workdir": str(base / "work"),
             "migration_address": n.mig_ip,
             "vm_bridge": BRIDGE,
+            # guests get addresses here; the prober sends from mbv-root in the root namespace
+            "vm_network": f"{VM_ROOT_IP}/24",
         }
     data = {"qemu_builds": builds, "default_build": cfg.default_build,
             "pairs": {"testbed": pair}}

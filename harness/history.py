@@ -1,0 +1,264 @@
+"""The nightly history on disk, keyed by machine identity, and how cells match across nights.
+
+Layout::
+
+    HISTORY/
+      <identity-key>/                 one folder per machine identity (see :func:`identity_of`)
+        identity.json                 the identity the key hashes
+        <YYYYmmddTHHMMSSZ>/           one night: a campaign folder (<cell-id>/<rep>.json,
+          night.json                  summary.csv) plus what the nightly command wrote about it
+          verdict.json
+        report/                       HTML report of the latest night + trend.html
+      .incoming/<stamp>/              a night being run (its identity is known only afterwards)
+
+**Identity** is what makes two nights comparable: CPU model, kernel and accelerator of both hosts,
+each QEMU build's version and binary path (the package string is part of the version), and the
+guest image digest. The host name is left out on purpose, so a CI runner that gets a new name
+keeps its history. Nights of another identity are never compared; :func:`differences` says what
+differs.
+
+**Cell coordinates** match a cell across nights: matrix name, variant, axes, workload and guest,
+*not* the cell id. The id hashes every migration parameter, so editing the matrix's fixed
+``migration:`` block (e.g. a lower ``max-bandwidth``) keeps the coordinates and the cell is still
+compared with its past; :func:`parameter_changes` lists such edits so the verdict can say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import store
+from harness.errors import HarnessError
+
+Record = dict[str, Any]
+INCOMING = ".incoming"
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+HOST_FACTS = ("cpu_model", "kernel", "accel")
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity (pure)
+
+
+def identity_of(records: Iterable[Record]) -> dict[str, Any]:
+    """The machine identity of a night's records (union over the runs).
+
+    Skipped runs contribute host facts and QEMU builds; the image digest comes from any run that
+    booted a guest.
+    """
+    hosts: dict[str, dict[str, Any]] = {}
+    builds: dict[str, dict[str, Any]] = {}
+    images: set[str] = set()
+    for rec in records:
+        for role, facts in (rec.get("hosts") or {}).items():
+            if isinstance(facts, dict):
+                hosts.setdefault(str(role), {k: facts.get(k) for k in HOST_FACTS})
+        q = rec.get("qemu") or {}
+        name = str(q.get("build") or rec.get("cell", {}).get("build") or "?")
+        entry = builds.setdefault(name, {"version": None, "binaries": []})
+        if q.get("version") and not entry["version"]:
+            entry["version"] = q.get("version")
+        for key in ("source_binary", "destination_binary"):
+            if q.get(key) and q[key] not in entry["binaries"]:
+                entry["binaries"].append(q[key])
+        digest = (rec.get("image") or {}).get("digest")
+        if digest:
+            images.add(str(digest))
+    for entry in builds.values():
+        entry["binaries"] = sorted(entry["binaries"])
+    return {"hosts": dict(sorted(hosts.items())), "qemu": dict(sorted(builds.items())),
+            "image": sorted(images)[0] if len(images) == 1 else sorted(images)}
+
+
+def identity_key(ident: dict[str, Any]) -> str:
+    """A short, stable folder name for an identity: first CPU word + a hash."""
+    canonical = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    accel = next((str(h.get("accel")) for h in ident.get("hosts", {}).values() if h), "x")
+    return f"{accel}-{digest}"
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}`` (lists become one comma-separated value)."""
+    if isinstance(obj, dict):
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list):
+        return {prefix: ", ".join(str(x) for x in obj)}
+    return {prefix: str(obj)}
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two identities, one line per field: ``key: old -> new``."""
+    a, b = flatten(old), flatten(new)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            out.append(f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Cell coordinates (pure)
+
+
+def coordinates(rec: Record) -> dict[str, Any]:
+    cell = rec["cell"]
+    return {"matrix": cell.get("matrix") or rec.get("campaign"), "variant": cell.get("variant"),
+            "axes": cell.get("axes") or {}, "workload": cell.get("workload"),
+            "guest": cell.get("guest")}
+
+
+def coordinate_key(rec: Record) -> str:
+    return json.dumps(coordinates(rec), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def coordinate_label(rec: Record) -> str:
+    cell = rec["cell"]
+    axes = ", ".join(f"{k}={v}" for k, v in (cell.get("axes") or {}).items()) or "base"
+    return f"{cell.get('variant')}: {axes}"
+
+
+def group_by_cell(records: Iterable[Record]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {}
+    for rec in records:
+        out.setdefault(coordinate_key(rec), []).append(rec)
+    return out
+
+
+def _params(rec: Record) -> dict[str, str]:
+    mig = rec["cell"].get("migration") or {}
+    flat = flatten({"capabilities": mig.get("capabilities") or {},
+                    "parameters": mig.get("parameters") or {}})
+    flat["build"] = str(rec["cell"].get("build"))
+    flat["qemu_args"] = str((rec["cell"].get("variant_spec") or {}).get("qemu_args"))
+    return flat
+
+
+def parameter_changes(old: Sequence[Record], new: Sequence[Record]) -> list[str]:
+    """Settings of the same cell coordinates that differ between two nights."""
+    if not old or not new:
+        return []
+    a, b = _params(old[0]), _params(new[0])
+    return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The history on disk
+
+
+@dataclass(frozen=True)
+class NightDir:
+    key: str
+    stamp: str
+    path: Path
+
+    def records(self) -> list[Record]:
+        return [rec for _, rec in store.iter_runs(self.path)]
+
+    def verdict(self) -> dict[str, Any] | None:
+        p = self.path / "verdict.json"
+        if not p.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(p.read_text())
+            return data
+        except (OSError, json.JSONDecodeError):
+            return None
+
+
+def utc_stamp(now: float | None = None) -> str:
+    return time.strftime(STAMP_FORMAT, time.gmtime(time.time() if now is None else now))
+
+
+def incoming_dir(history: Path, stamp: str) -> Path:
+    """A fresh folder for a night being run."""
+    path = history / INCOMING / stamp
+    n = 1
+    while path.exists():
+        n += 1
+        path = history / INCOMING / f"{stamp}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def file_night(history: Path, staging: Path, records: Sequence[Record]) -> NightDir:
+    """Move a finished night from ``.incoming`` under its identity; return where it went.
+
+    :raise HarnessError: when the night has no run records (nothing identifies it).
+    """
+    if not records:
+        raise HarnessError(f"{staging}: the night produced no run records")
+    ident = identity_of(records)
+    key = identity_key(ident)
+    folder = history / key
+    folder.mkdir(parents=True, exist_ok=True)
+    id_file = folder / "identity.json"
+    if not id_file.exists():
+        id_file.write_text(json.dumps(ident, indent=1, sort_keys=True) + "\n")
+    stamp = staging.name
+    dest = folder / stamp
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = folder / f"{stamp}-{n}"
+    shutil.move(str(staging), str(dest))  # a rename when both are on one file system
+    return NightDir(key, dest.name, dest)
+
+
+def nights(history: Path, key: str) -> list[NightDir]:
+    """The nights of one identity, oldest first (stamps sort chronologically)."""
+    folder = history / key
+    if not folder.is_dir():
+        return []
+    return [NightDir(key, p.name, p) for p in sorted(folder.iterdir())
+            if p.is_dir() and p.name[:1].isdigit()]
+
+
+def identities(history: Path) -> dict[str, dict[str, Any]]:
+    """Every identity in the history: key -> identity."""
+    out: dict[str, dict[str, Any]] = {}
+    if not history.is_dir():
+        return out
+    for p in sorted(history.iterdir()):
+        f = p / "identity.json"
+        if p.is_dir() and not p.name.startswith(".") and f.exists():
+            try:
+                out[p.name] = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise HarnessError(f"{f}: unreadable identity file: {exc}") from exc
+    return out
+
+
+def closest_other(history: Path, key: str, matrix: str) -> tuple[str, dict[str, Any], str] | None:
+    """The most recent night of *another* identity that ran ``matrix``: (key, identity, stamp).
+
+    Used to say what differs when there is no baseline with the same identity.
+    """
+    best: tuple[str, dict[str, Any], str] | None = None
+    for other, ident in identities(history).items():
+        if other == key:
+            continue
+        for night in reversed(nights(history, other)):
+            meta = night.path / "night.json"
+            ran = None
+            if meta.exists():
+                try:
+                    ran = json.loads(meta.read_text()).get("matrix")
+                except (OSError, json.JSONDecodeError):
+                    ran = None
+            if ran in (None, matrix):
+                if best is None or night.stamp > best[2]:
+                    best = (other, ident, night.stamp)
+                break
+    return best
