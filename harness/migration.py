@@ -246,6 +246,11 @@ def _drive(run: _Run) -> None:
         if not dst.alive():
             desc += f" (destination QEMU exited with code {dst.proc.poll() if dst.proc else '?'})"
         rec["error"] = desc
+        if src.alive():
+            try:
+                rec["source_status"] = src.status()  # the guest keeps running on the source
+            except HarnessError:
+                pass
 
 
 def _version(vm: Vm) -> str:

@@ -64,6 +64,8 @@ class HostSpec(Frozen):
             import ipaddress
 
             try:
+                if "/" not in self.vm_network:
+                    raise ValueError("no prefix")
                 iface = ipaddress.IPv4Interface(self.vm_network)
             except ValueError:
                 raise ValueError(f"vm_network {self.vm_network!r} is not like 10.250.4.1/24 "

@@ -155,6 +155,7 @@ def test_destination_killed_mid_migration_fails_and_next_cell_runs(
     assert failed["outcome"] == "failed"
     assert failed["error"] and "destination QEMU exited" in failed["error"]
     assert failed["vms"]["destination"]["exit_code"] == -signal.SIGKILL
+    assert failed["source_status"] == "running"  # the source guest kept running
     assert by_bw["1gbit"]["outcome"] == "completed"
     assert qemu_processes() == []
 

@@ -18,7 +18,7 @@ from harness.image import GuestImage
 from harness.runner import Progress, run_matrix
 
 from ._testbed import bed, bed_qemus, no_leftover_qemu, remote_tunnel_threads
-from .conftest import matrix
+from .conftest import matrix, qemu_processes
 
 pytestmark = pytest.mark.integration
 __all__ = ["bed", "no_leftover_qemu"]
@@ -170,3 +170,148 @@ def test_sshd_killed_mid_run_is_a_recorded_failure_and_next_cell_runs(
     failed = next(r for r in recs if r["outcome"] == "failed")
     assert failed["error"]
     assert bed_qemus() == []
+
+
+# -- doctor, provision, guest NICs on the hosts' bridges, several pairs ------------------------
+
+
+def _cli(*argv: str) -> int:
+    import argparse
+
+    from harness import provision
+
+    parser = argparse.ArgumentParser(prog="migbench")
+    provision.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))
+
+
+def _multi_hosts(base: Path, path: Path, broken: bool = True) -> Path:
+    """The test bed pair, the local pair, and (optionally) a pair whose source is unreachable."""
+    import yaml
+
+    data = yaml.safe_load((base / "hosts.yaml").read_text())
+    local = {"transport": "local", "workdir": "/tmp/migbench", "migration_address": "127.0.0.1"}
+    data["pairs"]["local"] = {"source": local, "destination": local}
+    if broken:
+        data["pairs"]["broken"] = {
+            "source": {"transport": "ssh", "address": "10.250.1.9", "connect_timeout_s": 2,
+                       "identity_file": str(base / "id_ed25519"),
+                       "known_hosts": str(base / "known_hosts")},
+            "destination": local}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_doctor_passes_on_the_bed_and_names_the_broken_host(
+        bed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.provision import doctor_pair
+
+    cfg = _hosts(bed)
+    report = doctor_pair("testbed", cfg.pairs["testbed"], cfg, memory_mib=512)
+    assert report.usable, report.problems()
+    rows = {(c.host.split()[0], c.check): c for c in report.checks}
+    for role in ("source", "destination"):
+        assert rows[(role, "reachable")].status == "ok"
+        assert rows[(role, "QEMU 10.0")].detail.startswith("10.0.")
+        assert "PVM" in rows[(role, "accel")].detail or "kvm" in rows[(role, "accel")].detail
+        assert rows[(role, "VM bridge")].status == "ok"
+        assert rows[(role, "memory")].status == "ok"
+    assert report.probes[("destination", "10.0")].host == "ssh:root@10.250.2.2:22"
+    offset = rows[("pair", "clock offset")]
+    assert offset.status == "ok" and "ms" in offset.detail
+    assert rows[("destination", "migration address")].detail == "listens on 10.250.3.2"
+
+    hosts = _multi_hosts(bed, tmp_path / "hosts.yaml")
+    assert _cli("doctor", "--hosts", str(hosts), "--pair", "testbed") == 0
+    capsys.readouterr()
+    assert _cli("doctor", "--hosts", str(hosts), "--memory-mib", "256") == 1
+    text = capsys.readouterr().out
+    problems = [ln for ln in text.splitlines() if ln.startswith("problem:")]
+    assert problems == ["problem: pair broken: source (root@10.250.1.9:22): reachable: "
+                        "unreachable: timed out"], text
+    assert "usable: local, testbed" in text and "unusable: broken" in text
+
+
+def test_provision_uploads_the_image_once_into_a_fresh_workdir(
+        bed: Path, tmp_path: Path, image: GuestImage) -> None:
+    import yaml
+
+    from harness.provision import provision, sha256_of
+
+    data = yaml.safe_load((bed / "hosts.yaml").read_text())
+    fresh = tmp_path / "fresh work"
+    for role in ("source", "destination"):
+        data["pairs"]["testbed"][role]["workdir"] = str(fresh)
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_hosts(path)
+    first = provision(cfg, image)
+    assert [r.problems for r in first] == [[], []]
+    # The namespaces share this machine's files: the source uploads, the destination sees it.
+    assert "uploaded vmlinux" in first[0].image and "initrd-fio" in first[0].image
+    assert first[1].image.startswith(f"{image.digest[:16]} present")
+    assert all(r.installed == [] and r.package_manager == "apt" for r in first)
+    assert all(r.qemu["10.0"].startswith("10.0.") for r in first)
+    assert all(r.bridge == "br-vm present" for r in first)
+    d = fresh / "images" / image.digest[:16]
+    for f in (image.kernel, image.initrd, image.fio_initrd):
+        assert f is not None and sha256_of(d / f.name) == sha256_of(f)
+    assert not list(d.glob(".*part"))
+    # A damaged copy is replaced; an intact one is left alone.
+    (d / image.initrd.name).write_bytes(b"damaged")
+    again = provision(cfg, image)
+    assert again[0].image.startswith(f"{image.digest[:16]} uploaded initrd.cpio.gz (")
+    assert sha256_of(d / image.initrd.name) == sha256_of(image.initrd)
+    assert provision(cfg, image)[0].image.startswith(f"{image.digest[:16]} present")
+    assert _cli("provision", "--hosts", str(path), "--check") == 0
+
+
+def test_ping_cell_over_ssh_sees_the_switchover(bed: Path, tmp_path: Path,
+                                                image: GuestImage) -> None:
+    [rec] = _run(
+        bed, tmp_path, image, name="tbping",
+        limits={"max_time_s": 60, "observe_after_s": 2},
+        workload={"writer": None, "ping": {"interval_ms": 10}},
+        migration={"max-bandwidth": "1gbit"},
+    )
+    assert rec["outcome"] == "completed", rec["error"]
+    ping = rec["guest_impact"]["ping"]
+    assert ping["before"]["lost"] == 0 and ping["before"]["sent"] >= 50
+    # A gap at switchover, well above the 10 ms interval; replies again afterwards.
+    assert ping["during"]["max_gap_ms"] > 30, ping["during"]
+    assert ping["after"]["sent"] >= 50 and ping["after"]["lost"] <= 2, ping["after"]
+    # Both QEMUs used a tap on their own host's br-vm, and the guest's address is on the bed's
+    # VM network (the prober ran here, from mbv-root).
+    for role, short in (("source", "src"), ("destination", "dst")):
+        assert any(a.startswith(f"tap,id=mbnet0,ifname=mbtap-{short}-")
+                   for a in rec["vms"][role]["argv"])
+    assert any("mb.net=ip:10.250.4." in a for a in rec["vms"]["source"]["argv"])
+    for ns in ("mbsrc", "mbdst"):
+        links = subprocess.run(["ip", "-n", ns, "-br", "link"], capture_output=True,
+                               text=True).stdout
+        assert "mbtap" not in links
+
+
+def test_two_pairs_share_a_matrix_and_a_broken_pair_is_skipped(
+        bed: Path, tmp_path: Path, image: GuestImage) -> None:
+    hosts_path = _multi_hosts(bed, tmp_path / "hosts.yaml")
+    spec = matrix(name="pairs", repetitions=2, guest={"memory_mib": 256},
+                  limits={"max_time_s": 60, "observe_after_s": 0.5},
+                  workload={"writer": {"working_set_mib": 16, "rate_mib_s": 8}},
+                  axes={"max-bandwidth": ["400mbit", "1gbit"]})
+    out = tmp_path / "pairs"
+    notes: list[str] = []
+    started = time.monotonic()
+    run_matrix(tmp_path / "m.yaml", spec, hosts_path, load_hosts(hosts_path), out,
+               Progress(note=notes.append), image)
+    took = time.monotonic() - started
+    recs = [rec for _, rec in store.iter_runs(out)]
+    keys = sorted((r["cell"]["id"], r["repetition"]) for r in recs)
+    assert len(keys) == 4 and len(set(keys)) == 4  # every run exactly once
+    assert all(r["outcome"] == "completed" for r in recs), [r["error"] for r in recs]
+    assert {r["harness"]["pair"] for r in recs} == {"local", "testbed"}
+    assert any(n.startswith("pair broken skipped: ") and "10.250.1.9" in n for n in notes), notes
+    assert len((out / "summary.csv").read_text().splitlines()) == 5
+    assert [q for q in qemu_processes() if "/migbench/pairs/" in q] == []  # the local pair's
+    print(f"4 runs over two pairs in {took:.1f} s")

@@ -1,0 +1,167 @@
+"""doctor/provision helpers, image placement, per-host probes, skip reasons (no network)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import probe as probe_mod
+from harness.config import load_hosts
+from harness.errors import VmError
+from harness.host import LocalHost
+from harness.image import GuestImage
+from harness.matrix import expand
+from harness.models import HostPair, HostsConfig, HostSpec, MatrixSpec, QemuBuild
+from harness.provision import (
+    check_host,
+    clock_offset,
+    doctor_pair,
+    place_image,
+    sha256_of,
+)
+from harness.runner import skip_reason
+
+
+class FakeRemote(LocalHost):
+    """A 'remote' host that is really this machine: exercises the upload path without SSH."""
+
+    transport = "fake"
+
+    @property
+    def identity(self) -> str:
+        return "fake:elsewhere"
+
+    def __init__(self, name: str, spec: HostSpec) -> None:
+        super().__init__(name, spec)
+        self.puts: list[Path] = []
+
+    def put(self, local: Path, remote: Path) -> None:
+        self.puts.append(remote)
+        super().put(local, remote)
+
+
+def _image(tmp_path: Path) -> GuestImage:
+    d = tmp_path / "img"
+    d.mkdir()
+    (d / "vmlinux").write_bytes(b"kernel" * 1000)
+    (d / "initrd.cpio.gz").write_bytes(b"initrd")
+    return GuestImage(kernel=d / "vmlinux", initrd=d / "initrd.cpio.gz", digest="ab" * 32,
+                      kernel_release="6.1", pvh=True)
+
+
+def test_place_image_uploads_missing_or_damaged_files_only(tmp_path: Path) -> None:
+    img = _image(tmp_path)
+    local = LocalHost("source", HostSpec())
+    assert place_image(local, img) == (img, [])  # a local host boots the build itself
+    work = tmp_path / "work dir $(x)"
+    host = FakeRemote("source", HostSpec(workdir=work))
+    placed, uploaded = place_image(host, img)
+    d = work / "images" / ("ab" * 8)
+    assert placed.kernel == d / "vmlinux" and placed.initrd == d / "initrd.cpio.gz"
+    assert uploaded == ["vmlinux", "initrd.cpio.gz"]
+    assert sha256_of(d / "vmlinux") == sha256_of(img.kernel)
+    assert all(p.name.startswith(".") and p.name.endswith(".part") for p in host.puts)
+    assert sorted(p.name for p in d.iterdir()) == ["initrd.cpio.gz", "vmlinux"]
+    assert place_image(host, img)[1] == []
+    (d / "initrd.cpio.gz").write_bytes(b"bad")
+    time.sleep(0.01)
+    assert place_image(host, img)[1] == ["initrd.cpio.gz"]
+    assert (d / "initrd.cpio.gz").read_bytes() == b"initrd"
+
+
+def test_probe_runs_on_the_host_and_is_cached_per_host(tmp_path: Path) -> None:
+    cfg = load_hosts(Path(__file__).resolve().parents[2] / "hosts.yaml")
+    build = cfg.qemu_builds[cfg.default_build]
+    if not build.binary.exists():
+        pytest.skip("QEMU build missing (make qemu)")
+    cache = tmp_path / "cache"
+    here = probe_mod.probe(build, cache, host=LocalHost("source", HostSpec()))
+    there = probe_mod.probe(build, cache, host=FakeRemote("source", HostSpec()))
+    assert here.version == there.version and "postcopy-ram" in here.capabilities
+    assert (here.host, there.host) == ("local", "fake:elsewhere")
+    assert len(list(cache.glob("*.json"))) == 2
+    cached = json.loads(next(cache.glob("*.json")).read_text())
+    assert cached["version"] == here.version
+    with pytest.raises(VmError, match=r"^source \(local\): QEMU binary /nonexistent/q does not "
+                                      "exist"):
+        probe_mod.probe(QemuBuild(binary=Path("/nonexistent/q")), cache,
+                        host=LocalHost("source", HostSpec()))
+    with pytest.raises(VmError, match="probing /bin/false failed"):
+        probe_mod.probe(QemuBuild(binary=Path("/bin/false")), cache,
+                        host=LocalHost("source", HostSpec()))
+
+
+def test_doctor_names_the_host_of_a_missing_qemu(tmp_path: Path) -> None:
+    missing = QemuBuild(binary=tmp_path / "no qemu")
+    cfg = HostsConfig(qemu_builds={"x": missing}, default_build="x",
+                      pairs={"p": HostPair(source=HostSpec(workdir=tmp_path),
+                                           destination=HostSpec(workdir=tmp_path))})
+    report = doctor_pair("p", cfg.pairs["p"], cfg, memory_mib=1 << 30)
+    assert not report.usable
+    problems = report.problems()
+    assert any(p.startswith("pair p: source (local): QEMU x: QEMU binary") for p in problems)
+    assert any("memory" in p and "needed (2 x" in p for p in problems)  # both QEMUs here
+    rows = check_host("p", "source", LocalHost("source", HostSpec(workdir=tmp_path)), cfg,
+                      quick=True)
+    assert [r.check for r in rows] == ["reachable", "QEMU x", "workdir"]
+
+
+def test_clock_offset_of_this_machine_with_itself_is_tiny() -> None:
+    a, b = LocalHost("source", HostSpec()), LocalHost("destination", HostSpec())
+    offset, err = clock_offset(a, b)
+    assert abs(offset) < 0.01 and err < 0.01
+
+
+def test_relative_key_paths_resolve_against_the_hosts_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "hosts.yaml"
+    path.write_text(
+        "qemu_builds: {'10.0': {binary: /q}}\npairs:\n  p:\n"
+        "    source: {transport: ssh, address: h, identity_file: keys/id,"
+        " known_hosts: ../kh}\n    destination: {transport: local}\n")
+    spec = load_hosts(path).pairs["p"].source
+    assert spec.identity_file == tmp_path / "sub" / "keys" / "id"
+    assert spec.known_hosts == tmp_path / "kh"
+
+
+@pytest.mark.parametrize("value", ["10.250.4.1", "bad", "8.8.8.1/24", "10.0.0.1/8"])
+def test_vm_network_is_validated(value: str) -> None:
+    with pytest.raises(ValueError, match="vm_network"):
+        HostSpec(vm_network=value)
+    HostSpec(vm_network="10.250.4.1/24", vm_bridge="br-vm")
+    with pytest.raises(ValueError, match="vm_bridge"):
+        HostSpec(vm_bridge="br vm; rm")
+
+
+def _probe(**kw: Any) -> probe_mod.Probe:
+    base: dict[str, Any] = dict(binary="/q", version="10.0.2", package="", capabilities=("xbzrle",),
+                                parameters=("max-bandwidth",), commands=(),
+                                multifd_compression=())
+    base.update(kw)
+    return probe_mod.Probe(**base)
+
+
+def test_skip_reasons_come_from_each_hosts_own_probe_and_network() -> None:
+    spec = MatrixSpec.model_validate({"name": "m", "axes": {"feature": ["xbzrle"]},
+                                      "workload": {"writer": None, "ping": {}}})
+    [cell] = expand(spec, "10.0")
+    good = _probe(capabilities=tuple(cell.migration.capabilities),
+                  parameters=tuple(cell.migration.parameters))
+    old = _probe(version="7.2.0", capabilities=("events",), parameters=good.parameters)
+    assert skip_reason(cell, good, old, "tcg", "tcg") == \
+        "QEMU 7.2.0 has no migration capability 'xbzrle'"
+    ssh = HostSpec(transport="ssh", address="h")
+    assert "vm_bridge" in skip_reason(cell, good, good, "tcg", "tcg",
+                                      HostPair(source=ssh, destination=ssh))
+    bridged = ssh.model_copy(update={"vm_bridge": "br-vm"})
+    assert "vm_network" in skip_reason(cell, good, good, "tcg", "tcg",
+                                       HostPair(source=bridged, destination=bridged))
+    ready = bridged.model_copy(update={"vm_network": "10.250.4.1/24"})
+    assert skip_reason(cell, good, good, "tcg", "tcg",
+                       HostPair(source=ready, destination=ready)) == ""
+    assert skip_reason(cell, good, good, "tcg", "tcg",
+                       HostPair(source=HostSpec(), destination=HostSpec())) == ""
