@@ -39,6 +39,7 @@ class TrendCell:
     statuses: list[str]  # status counts per night ("" where the cell did not run)
     series: list[TrendSeries]
     current: list[dict[str, Any]]  # the latest night's findings (verdict.json rows)
+    notes: list[str] = field(default_factory=list)  # the latest night's notes on the cell
 
     @property
     def flagged(self) -> bool:
@@ -75,6 +76,7 @@ def build_trend(cell_nights: Mapping[str, Sequence[tuple[str, Sequence[Record]]]
                     else "" for n in all_nights]
         flagged: dict[tuple[str, int], tuple[str, str]] = {}
         current_rows: list[dict[str, Any]] = []
+        cell_notes: list[str] = []
         for night, verdict in verdicts.items():
             if night not in index:
                 continue
@@ -87,6 +89,7 @@ def build_trend(cell_nights: Mapping[str, Sequence[tuple[str, Sequence[Record]]]
                             str(row["verdict"]), str(row.get("reason", "")))
                 if night == latest:
                     current_rows = list(cell.get("results", []))
+                    cell_notes = [str(n) for n in cell.get("notes", [])]
         out_series = []
         for metric in regress.METRICS:
             values = [compare.values(by_night.get(n, []), metric) for n in all_nights]
@@ -106,7 +109,7 @@ def build_trend(cell_nights: Mapping[str, Sequence[tuple[str, Sequence[Record]]]
         link = (f"cells/{safe_id(str(first['cell']['id']))}.html"
                 if series[-1][0] == latest else None)
         cells.append(TrendCell(key, history_label(first), compare.workload_label(first), link,
-                               statuses, out_series, current_rows))
+                               statuses, out_series, current_rows, cell_notes))
     cells.sort(key=lambda c: (not c.flagged, c.workload, c.label))
     return Trend(title, identity_key, identity, all_nights, cells, list(notes))
 

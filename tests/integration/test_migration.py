@@ -136,7 +136,7 @@ def test_destination_killed_mid_migration_fails_and_next_cell_runs(
         if name == "migrate" and not killed:
             def kill() -> None:
                 time.sleep(1.0)
-                out = subprocess.run(["pgrep", "-f", "qemu-system.*-name mb-des-"],
+                out = subprocess.run(["pgrep", "-f", "qemu-system.*-name mb-des-.*migbench/kill/"],
                                      capture_output=True, text=True).stdout.split()
                 for pid in out:
                     os.kill(int(pid), signal.SIGKILL)
