@@ -29,6 +29,7 @@ from harness.matrix import Cell
 from harness.models import MatrixSpec
 from harness.report import register as register_report
 from harness.show import run_block
+from harness.nightly import register as register_nightly
 from harness.testbed import register as register_testbed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_report(sub)
     register_testbed(sub)
+    register_nightly(sub)
 
     i = sub.add_parser("image", help="guest image commands")
     isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")

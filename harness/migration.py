@@ -493,7 +493,12 @@ def _verify_stamps(dst_console: Console, src_console: Console) -> dict[str, Any]
     """Ask the writer on the destination to check every page's stamp."""
     asked = time.time()
     dst_console.send("verify\n")
-    answer = dst_console.wait_for("verify", 30.0, after=asked - 0.001)
+    answer = None
+    deadline = time.monotonic() + 30.0
+    while answer is None and time.monotonic() < deadline:
+        answer = dst_console.wait_for("verify", 0.5, after=asked - 0.001)
+        if answer is None and dst_console.panic_lines():
+            break  # a crashed guest will not answer; the crash itself is the verdict
     running_bad = max((r.num("bad") for r in dst_console.records("writer")), default=0.0)
     before_bad = max((r.num("bad") for r in src_console.records("writer")), default=0.0)
     if answer is None:

@@ -302,7 +302,8 @@ def render(rep: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     write_assets(out)
     pages: list[Path] = []
-    common = {"report": rep, "has_compare": rep.has_comparison}
+    common = {"report": rep, "has_compare": rep.has_comparison,
+              "has_trend": (out / "trend.html").exists()}
 
     index = env.get_template("index.html").render(
         root="", figures={f"hm-{gi}-{hi}": heatmap_figure(h) for gi, g in enumerate(rep.groups)

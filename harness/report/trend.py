@@ -186,7 +186,7 @@ def render_trend(trend: Trend, out: Path) -> Path:
     write_assets(out)
     figures = {f"trend-{i}": trend_figure(c, trend.nights) for i, c in enumerate(trend.cells)}
     page = env.get_template("trend.html").render(
-        root="", trend=trend, figures=figures, report=trend, has_compare=False,
+        root="", trend=trend, figures=figures, report=trend, has_compare=False, has_trend=True,
         fmt_value=_fmt_value)
     path = out / "trend.html"
     _write(path, page)
