@@ -27,9 +27,9 @@ from harness.config import load_hosts, load_matrix, plan
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.models import MatrixSpec
+from harness.nightly import register as register_nightly
 from harness.report import register as register_report
 from harness.show import run_block
-from harness.nightly import register as register_nightly
 from harness.testbed import register as register_testbed
 
 REPO = Path(__file__).resolve().parent.parent
