@@ -28,6 +28,7 @@ from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.models import MatrixSpec
 from harness.nightly import register as register_nightly
+from harness.provision import register as register_provision
 from harness.report import register as register_report
 from harness.show import run_block
 from harness.testbed import register as register_testbed
@@ -91,8 +92,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             bar.console.print(f"  {cell.label} rep {rep}: {desc}")
             bar.advance(task)
 
+        def note(message: str) -> None:
+            bar.console.print(message, markup=False, highlight=False)
+
         run_matrix(matrix_path, spec, hosts_path, hosts, dest,
-                   RunProgress(start, run_started, state, run_finished))
+                   RunProgress(start, run_started, state, run_finished, note=note),
+                   pairs=args.pair or None)
     _summary_table(dest)
     out.print(f"results: {dest}  (details: migbench show {dest})")
     return 0
@@ -180,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hosts file (default: ./hosts.yaml, else the repository's)")
     r.add_argument("--out", metavar="DIR", help="campaign folder (default: results/<matrix name>)")
     r.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    r.add_argument("--pair", action="append", metavar="NAME",
+                   help="run only on this host pair (repeatable; default: every pair, concurrently)")
     r.add_argument("--smoke", action="store_true",
                    help="one repetition with the shortest limits (max_time_s <= 8): a quick check")
     r.set_defaults(func=cmd_run)
@@ -201,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_report(sub)
     register_testbed(sub)
     register_nightly(sub)
+    register_provision(sub)
 
     i = sub.add_parser("image", help="guest image commands")
     isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")

@@ -187,3 +187,16 @@ def test_sigterm_cleans_up_and_rerun_resumes(tmp_path: Path, hosts: HostsConfig,
     assert "resuming: 1 of 2" in done.stdout
     files = sorted(p.name for p in out.glob("*/*.json"))
     assert files == ["1.json", "2.json"]
+
+
+def test_parameter_refused_by_qemu_is_a_failed_run_with_qemu_text(
+        tmp_path: Path, hosts: HostsConfig, image: GuestImage) -> None:
+    """migbench accepts any size; QEMU caps max-bandwidth at 2 TiB/s and says so."""
+    [rec] = _run(
+        tmp_path, hosts, image, name="refused",
+        limits={"max_time_s": 20, "observe_after_s": 0},
+        workload={"writer": {"working_set_mib": 16, "rate_mib_s": 4, "pattern": "text"}},
+        migration={"max-bandwidth": "4TiB"}, axes={"feature": ["precopy"]},
+    )
+    assert rec["outcome"] == "failed"
+    assert "migrate-set-parameters" in rec["error"] and "max_bandwidth" in rec["error"]
