@@ -28,6 +28,38 @@ STATUS_LABEL = {
 CONSOLE_TAIL = 30
 
 
+
+def corruption_note(records: Sequence[dict[str, Any]]) -> str:
+    """What the integrity checks found in corrupted runs, and what it means (pure)."""
+    bad = [r for r in records if r.get("integrity") == "corrupted"]
+    if not bad:
+        return ""
+    ram = [int(((r.get("integrity_detail") or {}).get("ram") or {}).get("differing_pages") or 0)
+           for r in bad]
+    stamps = sum(1 for r in bad if ((r.get("integrity_detail") or {}).get("stamps") or {})
+                 .get("verdict") == "corrupted")
+    crashes = sum(1 for r in bad if "guest_crash" in (r.get("integrity_detail") or {}))
+    found = []
+    if any(ram):
+        found.append(f"guest RAM differed between source and destination in {sum(1 for n in ram if n)} "
+                     f"run(s) ({min(n for n in ram if n)}-{max(ram)} pages)")
+    if stamps:
+        found.append(f"the memory writer found stale pages on the destination in {stamps} run(s)")
+    if crashes:
+        found.append(f"the guest kernel crashed on the destination in {crashes} run(s)")
+    text = ("The migration lost guest memory: " + "; ".join(found) + ". "
+            if found else "The integrity checks failed. ")
+    versions = sorted({str((r.get("qemu") or {}).get("version", "?")).split(" ")[0] for r in bad})
+    accels = {str(((r.get("hosts") or {}).get("source") or {}).get("accel", "")) for r in bad}
+    old = [v for v in versions if v[:1].isdigit() and int(v.split(".")[0]) < 9]
+    if old and "tcg" in accels:
+        text += (f"QEMU {', '.join(old)} under TCG loses dirty pages while the guest writes (fixed "
+                 "upstream in 9.0 by \"physmem: Fix migration dirty bitmap coherency with TCG "
+                 "memory access\"); such a run's speed says nothing about the feature.")
+    else:
+        text += f"QEMU {', '.join(versions)}: a fast migration of a corrupted guest is no result."
+    return text
+
 def fmt(value: float | None, metric: Metric | None = None, digits: int = 3) -> str:
     """A number for a table: scaled to the metric's unit, about ``digits`` significant digits."""
     if value is None:
@@ -315,7 +347,7 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
     corrupted = sum(1 for r in recs if compare.status(r) == "corrupted")
     if corrupted:
         warnings.insert(0, f"{corrupted} of {len(recs)} run(s) corrupted the guest: their "
-                           "timings are not shown and not counted")
+                           "timings are not shown and not counted. " + corruption_note(recs))
     # The info-migrate block of the median run (by total time), else of the last run.
     usable = [r for r in recs if compare.usable(r)
               and (r.get("metrics") or {}).get("total_time_ms") is not None]
@@ -628,6 +660,10 @@ def build_report(
         comparisons.append(ComparisonSection(f"{source or 'results'} vs {baseline_name}",
                                              baseline_name, source or "results", cells, unmatched))
     warnings = []
+    n_corrupted = sum(1 for r in records if r.get("integrity") == "corrupted")
+    if n_corrupted:
+        warnings.append(f"{n_corrupted} of {len(records)} runs corrupted the guest. "
+                        + corruption_note(records))
     few = [p for p in pages.values() if any("repetition" in w for w in p.warnings)]
     noisy = [p for p in pages.values() if any("variation" in w for w in p.warnings)]
     if few:

@@ -149,3 +149,17 @@ def test_cells_with_changed_axes_pair_by_feature() -> None:
     new = _side("q10", "b00000000001", Q10, axes={"feature": "xbzrle"})
     cells, unmatched = compare.compare_sides(base, new)
     assert len(cells) == 1 and not unmatched
+
+
+def test_corruption_note_explains_the_72_tcg_bug() -> None:
+    from harness.report.model import corruption_note
+
+    bad = {"integrity": "corrupted", "qemu": {"version": "7.2.22 (Debian)"},
+           "hosts": {"source": {"accel": "tcg"}},
+           "integrity_detail": {"ram": {"verdict": "corrupted", "differing_pages": 36},
+                                "guest_crash": {"lines": ["Kernel panic"]}}}
+    note = corruption_note([bad, {"integrity": "ok"}])
+    assert "36-36 pages" in note and "crashed" in note and "fixed upstream in 9.0" in note
+    assert corruption_note([{"integrity": "ok"}]) == ""
+    bad10 = {**bad, "qemu": {"version": "10.0.2"}}
+    assert "9.0" not in corruption_note([bad10]) and "no result" in corruption_note([bad10])
