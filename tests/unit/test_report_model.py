@@ -41,7 +41,9 @@ def test_corrupted_is_never_shown_as_fast() -> None:
     page = cell_page(recs, compare.present_metrics(recs))
     bad = page.reps[-1]
     assert bad.status == "corrupted"
-    assert all(v == "corrupted" for v in bad.cells)
+    # Every figure is marked corrupted (shown beside the verdict, never as a plain number).
+    assert all(v.startswith("corrupted") for v in bad.cells)
+    assert "corrupted:0.0100" in bad.cells  # total time 10 ms, in seconds
     total = next(s for s in page.stat_rows if s.metric.key == "total_time_ms")
     assert total.summary is not None and total.summary.n == 3 and total.summary.min >= 7580
     assert any("corrupted" in w for w in page.warnings)
