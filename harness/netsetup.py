@@ -103,8 +103,62 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+class _TapNetwork:
+    """What both VM networks share: tap names, the bridge address, attachments, the context."""
+
+    tag: str
+    guest_ip: str | None
+    taps: dict[str, str]
+
+    @property
+    def _cidr(self) -> str:
+        raise NotImplementedError
+
+    def _check_tap_name(self, role: str) -> None:
+        name = self.tap_name(role)
+        if len(name) > IFNAMSIZ or not name.replace("-", "").isalnum():
+            raise ValueError(f"tap name {name!r} is invalid: use a tag of at most 5 "
+                             "letters/digits")
+
+    def tap_name(self, role: str) -> str:
+        short = {"source": "src", "destination": "dst"}.get(role, role[:3])
+        return f"mbtap-{short}-{self.tag}"
+
+    @property
+    def host_ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self._cidr).ip)
+
+    @property
+    def prefix_len(self) -> int:
+        return ipaddress.IPv4Interface(self._cidr).network.prefixlen
+
+    def attachment(self, role: str) -> NetAttachment:
+        """What :func:`harness.workload.qemu_args` needs for ``role``'s QEMU."""
+        if self.guest_ip is None or role not in self.taps:
+            raise HostError(f"{type(self).__name__} is not set up: use it as a context manager")
+        return NetAttachment(tap=self.taps[role], guest_ip=self.guest_ip,
+                             prefix_len=self.prefix_len, host_ip=self.host_ip, mac=GUEST_MAC)
+
+    def __enter__(self) -> Self:
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class LocalVmNetwork:
+class LocalVmNetwork(_TapNetwork):
     """Bridge + a tap per QEMU for one run; ``with LocalVmNetwork(tag) as net: ...``.
 
     ``tag`` (up to 5 letters/digits, e.g. part of a run id) names the taps ``mbtap-src-<tag>`` and
@@ -122,40 +176,11 @@ class LocalVmNetwork:
 
     def __post_init__(self) -> None:
         for role in self.roles:
-            name = self.tap_name(role)
-            if len(name) > IFNAMSIZ or not name.replace("-", "").isalnum():
-                raise ValueError(f"tap name {name!r} is invalid: use a tag of at most 5 "
-                                 "letters/digits")
-
-    def tap_name(self, role: str) -> str:
-        short = {"source": "src", "destination": "dst"}.get(role, role[:3])
-        return f"mbtap-{short}-{self.tag}"
+            self._check_tap_name(role)
 
     @property
-    def host_ip(self) -> str:
-        return str(ipaddress.IPv4Interface(self.host_cidr).ip)
-
-    @property
-    def prefix_len(self) -> int:
-        return ipaddress.IPv4Interface(self.host_cidr).network.prefixlen
-
-    def attachment(self, role: str) -> NetAttachment:
-        """What :func:`harness.workload.qemu_args` needs for ``role``'s QEMU."""
-        if self.guest_ip is None or role not in self.taps:
-            raise HostError("LocalVmNetwork is not set up: use it as a context manager")
-        return NetAttachment(tap=self.taps[role], guest_ip=self.guest_ip,
-                             prefix_len=self.prefix_len, host_ip=self.host_ip, mac=GUEST_MAC)
-
-    def __enter__(self) -> Self:
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _cidr(self) -> str:
+        return self.host_cidr
 
     def _setup(self) -> None:
         iface = check_subnet(self.host_cidr, self.bridge, _ip("-j", "route", "show").stdout)
@@ -235,7 +260,7 @@ def local_addresses() -> set[str]:
 
 
 @dataclass
-class HostVmNetwork:
+class HostVmNetwork(_TapNetwork):
     """Guest NICs on hosts' own VM bridges, over the Host interface (SSH or local).
 
     For each role a tap ``mbtap-<src|dst>-<tag>`` is created on that host's ``vm_bridge``; the
@@ -258,39 +283,11 @@ class HostVmNetwork:
             if not host.spec.vm_bridge:
                 raise HostError(f"{host.label}: no vm_bridge in hosts.yaml: guest NICs need a "
                                 "bridge on the VM network")
-            name = self.tap_name(role)
-            if len(name) > IFNAMSIZ or not name.replace("-", "").isalnum():
-                raise ValueError(f"tap name {name!r} is invalid: use a tag of at most 5 "
-                                 "letters/digits")
-
-    def tap_name(self, role: str) -> str:
-        short = {"source": "src", "destination": "dst"}.get(role, role[:3])
-        return f"mbtap-{short}-{self.tag}"
+            self._check_tap_name(role)
 
     @property
-    def host_ip(self) -> str:
-        return str(ipaddress.IPv4Interface(self.cidr).ip)
-
-    @property
-    def prefix_len(self) -> int:
-        return ipaddress.IPv4Interface(self.cidr).network.prefixlen
-
-    def attachment(self, role: str) -> NetAttachment:
-        if self.guest_ip is None or role not in self.taps:
-            raise HostError("HostVmNetwork is not set up: use it as a context manager")
-        return NetAttachment(tap=self.taps[role], guest_ip=self.guest_ip,
-                             prefix_len=self.prefix_len, host_ip=self.host_ip, mac=GUEST_MAC)
-
-    def __enter__(self) -> Self:
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _cidr(self) -> str:
+        return self.cidr
 
     def _setup(self) -> None:
         iface = ipaddress.IPv4Interface(self.cidr)
