@@ -254,7 +254,16 @@ def build_for_pair(src: SourceSpec, hosts: HostsConfig, *, cache: Path | None = 
             results["destination"] = build_on_host(dest, src, cache=cache,
                                                    configure_args=configure_args, log=log)
     name = f"src-{results['source'].key[:10]}"
+
+    def with_firmware(spec: HostSpec, build: QemuBuild) -> QemuBuild:
+        # A tree built with --disable-install-blobs (or a distribution tarball stripped of
+        # firmware) has no BIOS of its own: fall back to the default build's data directories.
+        default = hosts.build_for(spec, hosts.default_build)
+        extra = tuple(d for d in (default.datadirs if default else ()) if d not in build.datadirs)
+        return build.model_copy(update={"datadirs": (*build.datadirs, *extra)})
+
     new_pair = pair.model_copy(update={
-        role: spec.model_copy(update={"qemu": {**spec.qemu, name: results[role].build}})
+        role: spec.model_copy(update={"qemu": {
+            **spec.qemu, name: with_firmware(spec, results[role].build)}})
         for role, spec in (("source", pair.source), ("destination", pair.destination))})
     return name, hosts.model_copy(update={"pairs": {**hosts.pairs, pair_name: new_pair}})
