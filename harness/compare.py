@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import stats
+from harness import stats, workload
 
 Record = dict[str, Any]
 
@@ -192,11 +192,7 @@ class CellComparison:
 
 
 def workload_label(rec: Record) -> str:
-    w = ((rec.get("cell") or {}).get("workload") or {}).get("writer")
-    if not w:
-        return "idle"
-    rate = "max" if not w.get("rate_mib_s") else f"{w['rate_mib_s']:g} MiB/s"
-    return f"writer {w.get('working_set_mib')} MiB @ {rate} {w.get('pattern')}"
+    return workload.label((rec.get("cell") or {}).get("workload"))
 
 
 def compare_sides(

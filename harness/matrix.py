@@ -26,6 +26,7 @@ from harness.features import (
     migration_config,
 )
 from harness.models import GuestSpec, Limits, MatrixSpec, Variant, WorkloadSpec, WriterSpec
+from harness.workload import label as workload_label
 
 
 class ExpansionError(ValueError):
@@ -60,11 +61,7 @@ class Cell:
         return f"{self.variant}: " + (", ".join(parts) if parts else "base")
 
     def workload_label(self) -> str:
-        w = self.workload.writer
-        if w is None:
-            return "idle"
-        rate = "max" if w.rate_mib_s == 0 else f"{w.rate_mib_s:g}MiB/s"
-        return f"writer {w.working_set_mib}MiB@{rate} {w.pattern}"
+        return workload_label(self.workload.model_dump(mode="json"))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.workload import label as workload_label
 
 SUMMARY_COLUMNS = [
     "campaign", "cell_id", "variant", "qemu_version", "features", "workload", "repetition",
@@ -113,11 +114,7 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _workload_label(cell: dict[str, Any]) -> str:
-    w = (cell.get("workload") or {}).get("writer")
-    if not w:
-        return "idle"
-    rate = "max" if not w["rate_mib_s"] else f"{w['rate_mib_s']:g}MiB/s"
-    return f"writer {w['working_set_mib']}MiB@{rate} {w['pattern']}"
+    return workload_label(cell.get("workload"))
 
 
 def write_summary(root: Path) -> Path:

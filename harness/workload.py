@@ -178,3 +178,19 @@ def summary_columns(impact: dict[str, Any]) -> dict[str, float | int | None]:
         "fio_lat_p99_us_before": before.get("lat_p99_us_max"),
         "fio_lat_p99_us_during": during.get("lat_p99_us_max"),
     }
+
+
+def label(workload: dict[str, Any] | None) -> str:
+    """A short name for a workload as stored in a run record (``cell["workload"]``), e.g.
+    ``writer 64 MiB @ 32 MiB/s random + ping + fio randrw`` (pure)."""
+    w = workload or {}
+    parts = []
+    writer = w.get("writer")
+    if writer:
+        rate = "max" if not writer.get("rate_mib_s") else f"{writer['rate_mib_s']:g} MiB/s"
+        parts.append(f"writer {writer.get('working_set_mib')} MiB @ {rate} {writer.get('pattern')}")
+    if w.get("ping"):
+        parts.append("ping")
+    if w.get("fio"):
+        parts.append(f"fio {w['fio'].get('rw', '')}".strip())
+    return " + ".join(parts) if parts else "idle"

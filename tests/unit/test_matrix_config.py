@@ -50,7 +50,7 @@ def test_default_matrix_is_one_precopy_cell() -> None:
     assert len(cells) == 1
     c = cells[0]
     assert (c.variant, c.feature, c.build) == ("default", "precopy", "10.0")
-    assert c.workload_label() == "writer 64MiB@32MiB/s sparse"
+    assert c.workload_label() == "writer 64 MiB @ 32 MiB/s sparse"
 
 
 def test_migration_precedence_matrix_variant_axis() -> None:
@@ -135,7 +135,7 @@ def test_writer_rate_axis() -> None:
     cells = expand(s, "10.0")
     assert [c.workload.writer.rate_mib_s for c in cells if c.workload.writer] == [0, 16, 64]
     assert [c.workload_label() for c in cells] == [
-        "writer 64MiB@max sparse",
+        "writer 64 MiB @ max sparse",
         "writer 64MiB@16MiB/s sparse",
         "writer 64MiB@64MiB/s sparse",
     ]

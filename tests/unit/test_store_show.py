@@ -165,7 +165,7 @@ def test_write_summary_columns_and_values(tmp_path: Path) -> None:
     assert r1["variant"] == "default"
     assert r1["qemu_version"] == "10.0.2 (Debian 1:10.0.2+ds-1)"
     assert r1["features"] == "xbzrle"
-    assert r1["workload"] == "writer 64MiB@32MiB/s sparse"
+    assert r1["workload"] == "writer 64 MiB @ 32 MiB/s sparse"
     assert r1["repetition"] == "1"
     assert r1["outcome"] == "completed"
     assert r1["integrity"] == "ok"
@@ -208,7 +208,7 @@ def test_summary_row_idle_workload() -> None:
 def test_summary_row_max_rate() -> None:
     rec = make_record()
     rec["cell"]["workload"]["writer"]["rate_mib_s"] = 0
-    assert store.summary_row(rec)["workload"] == "writer 64MiB@max sparse"
+    assert store.summary_row(rec)["workload"] == "writer 64 MiB @ max sparse"
 
 
 def test_iter_runs_order_and_skips_hidden(tmp_path: Path) -> None:
