@@ -136,8 +136,8 @@ def test_writer_rate_axis() -> None:
     assert [c.workload.writer.rate_mib_s for c in cells if c.workload.writer] == [0, 16, 64]
     assert [c.workload_label() for c in cells] == [
         "writer 64 MiB @ max sparse",
-        "writer 64MiB@16MiB/s sparse",
-        "writer 64MiB@64MiB/s sparse",
+        "writer 64 MiB @ 16 MiB/s sparse",
+        "writer 64 MiB @ 64 MiB/s sparse",
     ]
     assert len({c.id for c in cells}) == 3
     # the matrix-level workload is not mutated
