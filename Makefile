@@ -53,7 +53,7 @@ fio:
 image: venv fio
 	$(BIN)/migbench image build --fio
 
-# The talk's findings at small scale (docs/reproducing-the-talk.md): about 35 minutes.
+# The talk's findings at small scale (docs/reproducing-the-talk.md): about 30 minutes.
 seed: setup
 	$(BIN)/migbench run matrices/seed-compression.yaml --out $(SEED_OUT)
 	$(BIN)/migbench run matrices/seed-xbzrle.yaml --out $(SEED_OUT)
