@@ -70,8 +70,10 @@ BASE_METRICS: tuple[Metric, ...] = (
     Metric("ping_lost", "ping loss", "packets", True, _m("ping_lost")),
 )
 
+SIDE_SHORT = {"source": "src", "destination": "dst"}
+
 CPU_METRICS: tuple[Metric, ...] = tuple(
-    Metric(f"cpu_{side[:3]}_{cls}", f"CPU {side[:3]} {cls.replace('_', ' ')}", "%", True,
+    Metric(f"cpu_{side[:3]}_{cls}", f"CPU {SIDE_SHORT[side]} {cls.replace('_', ' ')}", "%", True,
            _cpu(side, cls))
     for side in ("source", "destination") for cls in CPU_CLASSES
 )
