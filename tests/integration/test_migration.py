@@ -160,8 +160,9 @@ def test_destination_killed_mid_migration_fails_and_next_cell_runs(
     assert qemu_processes() == []
 
 
-def test_sigterm_cleans_up_and_rerun_resumes(tmp_path: Path, hosts: HostsConfig,
-                                             image: GuestImage) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_cleans_up_and_rerun_resumes(sig: int, tmp_path: Path, hosts: HostsConfig,
+                                            image: GuestImage) -> None:
     mfile = tmp_path / "sig.yaml"
     mfile.write_text(
         "name: sig\nrepetitions: 2\nlimits: {max_time_s: 60, observe_after_s: 0}\n"
@@ -177,7 +178,7 @@ def test_sigterm_cleans_up_and_rerun_resumes(tmp_path: Path, hosts: HostsConfig,
         time.sleep(0.2)
     assert list(out.glob("*/1.json")), "first run did not finish"
     time.sleep(3)  # the second run is booting or migrating now
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
     assert qemu_processes() == []
