@@ -10,6 +10,7 @@ _SIZE_UNITS = {
     "k": 1024, "kb": 1000, "kib": 1024,
     "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
     "g": 1024**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1024**4, "tb": 1000**4, "tib": 1024**4,
 }
 _BIT_UNITS = {"bit": 1, "kbit": 1000, "mbit": 1000**2, "gbit": 1000**3}
 _RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*(?:/s)?\s*$")
@@ -44,7 +45,7 @@ def parse_bytes(value: object) -> int:
     if unit in _BIT_UNITS:
         return int(number * _BIT_UNITS[unit] / 8)
     if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown unit {m.group(2)!r} in {value!r}: use B, KiB, MiB, GiB or mbit, gbit")
+        raise ValueError(f"unknown unit {m.group(2)!r} in {value!r}: use B, KiB, MiB, GiB, TiB or mbit, gbit")
     return int(number * _SIZE_UNITS[unit])
 
 

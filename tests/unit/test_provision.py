@@ -79,6 +79,7 @@ def test_probe_runs_on_the_host_and_is_cached_per_host(tmp_path: Path) -> None:
     if not build.binary.exists():
         pytest.skip("QEMU build missing (make qemu)")
     cache = tmp_path / "cache"
+    probe_mod._memo.clear()  # earlier tests in this process may have probed the same binary
     here = probe_mod.probe(build, cache, host=LocalHost("source", HostSpec()))
     there = probe_mod.probe(build, cache, host=FakeRemote("source", HostSpec()))
     assert here.version == there.version and "postcopy-ram" in here.capabilities
