@@ -70,8 +70,10 @@ def parse_source(token: str) -> SourceSpec:
 def _files(tree: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(tree):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        for f in sorted(filenames):
+        # A symlink to a directory is kept as a link (os.walk does not descend into it).
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and d not in links)
+        for f in sorted([*filenames, *links]):
             out.append(Path(dirpath) / f)
     return out
 

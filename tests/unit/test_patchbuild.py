@@ -111,3 +111,21 @@ def test_build_for_pair_adds_the_build_to_both_hosts(tree: Path, tmp_path: Path)
     assert src_build is not None and src_build == dst_build
     assert src_build.binary.exists()
     assert hosts2.qemu_builds == hosts.qemu_builds  # the rest is unchanged
+
+
+def test_directory_symlinks_are_packed_as_links(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from harness.patchbuild import _files, pack
+
+    tree = tmp_path / "src"
+    (tree / "include" / "std").mkdir(parents=True)
+    (tree / "include" / "std" / "h.h").write_text("x")
+    (tree / "sub").mkdir()
+    (tree / "sub" / "std").symlink_to("../include/std")
+    rels = [p.relative_to(tree).as_posix() for p in _files(tree)]
+    assert "sub/std" in rels and "sub/std/h.h" not in rels
+    with tarfile.open(fileobj=io.BytesIO(pack(tree)), mode="r:gz") as tar:
+        member = tar.getmember("sub/std")
+        assert member.issym() and member.linkname == "../include/std"
