@@ -76,8 +76,11 @@ def run_block(record: dict[str, Any]) -> str:
         f"QEMU {(record.get('qemu') or {}).get('version', '?')}, "
         f"accel {record.get('hosts', {}).get('source', {}).get('accel', '?')}, "
         f"outcome {record['outcome']}, integrity {record['integrity']}"
-        + (" (RAM compared; timing excluded)" if record.get("timing_excluded") else ""),
+        + (" (RAM compared; timing excluded)"
+           if record.get("timing_excluded") and cell.get("integrity") == "ram" else ""),
     ]
+    if record["outcome"] == "skipped":
+        return "\n".join(head + [f"  skipped: {record.get('error') or 'no reason recorded'}"])
     if record.get("error"):
         head.append(f"error: {record['error']}")
     rows = info_migrate(record.get("final") or {})
