@@ -354,11 +354,20 @@ def test_run_block() -> None:
 def test_run_block_without_xbzrle_and_with_error() -> None:
     rec = make_record(outcome="failed", integrity="unchecked", error="QEMU said no",
                       final=copy.deepcopy(FINAL), timing_excluded=True)
+    rec["cell"]["integrity"] = "ram"
     text = show.run_block(rec)
     assert "outcome failed, integrity unchecked (RAM compared; timing excluded)" in text
     assert "\nerror: QEMU said no\n" in text
     assert "xbzrle" not in text.split("\n", 3)[3]  # not in the info migrate rows
     assert "cache size" not in text
+
+
+def test_run_block_skipped_prints_the_reason_only() -> None:
+    rec = make_record(outcome="skipped", integrity="unchecked", timing_excluded=True,
+                      error="QEMU 10.0.2 has no migration capability 'compress'")
+    text = show.run_block(rec)
+    assert "skipped: QEMU 10.0.2 has no migration capability 'compress'" in text
+    assert "Migration status" not in text and "RAM compared" not in text
 
 
 def test_run_block_minimal_record() -> None:
