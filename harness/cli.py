@@ -86,7 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             total = m.get("total_time_ms")
             desc = f"{rec['outcome']}, integrity {rec['integrity']}"
             if total is not None:
-                desc += f", {total / 1000:.1f} s, downtime {m.get('downtime_ms')} ms"
+                timing = f"{total / 1000:.1f} s, downtime {m.get('downtime_ms')} ms"
+                desc += (f" ({timing}: not a result, the guest was corrupted)"
+                         if rec["integrity"] == "corrupted" else f", {timing}")
             if rec.get("error"):
                 desc += f" ({rec['error'][:120]})"
             bar.console.print(f"  {cell.label} rep {rep}: {desc}")
@@ -119,16 +121,21 @@ def _summary_table(dest: Path) -> None:
     for _, rec in store.iter_runs(dest):
         m = rec.get("metrics", {})
         tt = m.get("total_time_ms")
+        bad = rec["integrity"] == "corrupted"  # figures shown, struck through: not a result
         table.add_row(
             rec["cell"]["variant"],
             ", ".join(f"{k}={v}" for k, v in rec["cell"]["axes"].items()),
             str(rec["repetition"]), rec["outcome"], rec["integrity"],
-            f"{tt / 1000:.1f}" if tt is not None else "-",
-            _s(m.get("downtime_ms")), _s(m.get("host_pause_ms")),
+            _strike(f"{tt / 1000:.1f}", bad) if tt is not None else "-",
+            _strike(_s(m.get("downtime_ms")), bad), _s(m.get("host_pause_ms")),
             _s(m.get("guest_max_stall_ms")), _s(m.get("throughput_mbps")),
             _s(m.get("dirty_sync_count")),
         )
     out.print(table)
+
+
+def _strike(text: str, on: bool) -> str:
+    return f"[strike]{text}[/strike]" if on else text
 
 
 def _s(v: Any) -> str:
