@@ -114,7 +114,7 @@ def smoke(spec: MatrixSpec) -> MatrixSpec:
 
 
 def _summary_table(dest: Path) -> None:
-    table = Table(title=f"{dest}")
+    table = Table(title=f"{dest}", caption="✗: the guest was corrupted; that figure is not a result")
     for col in ("variant", "axes", "rep", "outcome", "integrity", "total s", "downtime ms",
                 "pause ms", "stall ms", "Mbit/s", "syncs"):
         table.add_column(col)
@@ -135,7 +135,7 @@ def _summary_table(dest: Path) -> None:
 
 
 def _strike(text: str, on: bool) -> str:
-    return f"[strike]{text}[/strike]" if on else text
+    return f"[strike]{text}[/strike] ✗" if on else text
 
 
 def _s(v: Any) -> str:
