@@ -40,23 +40,8 @@ INCONCLUSIVE = "inconclusive"
 NO_DATA = "no data"
 
 
-def _m(name: str) -> Any:
-    return lambda rec: (rec.get("metrics") or {}).get(name)
-
-
-# The metrics a nightly judges, in report order.
-METRICS: tuple[Metric, ...] = (
-    Metric("total_time_ms", "total time", "s", True, _m("total_time_ms"), 1000.0),
-    Metric("downtime_ms", "downtime", "ms", True, _m("downtime_ms")),
-    Metric("transferred_bytes", "transferred", "MiB", True, _m("transferred_bytes"), 1024.0**2),
-    Metric("throughput_mbps", "throughput", "Mbit/s", False, _m("throughput_mbps")),
-    Metric("guest_max_stall_ms", "guest max stall", "ms", True, _m("guest_max_stall_ms")),
-    Metric("host_pause_ms", "host pause", "ms", True, _m("host_pause_ms")),
-    Metric("guest_visible_downtime_ms", "guest-visible downtime", "ms", True,
-           _m("guest_visible_downtime_ms")),
-    Metric("ping_lost", "ping loss", "packets", True, _m("ping_lost")),
-    Metric("ping_max_gap_ms", "ping max gap", "ms", True, _m("ping_max_gap_ms")),
-)
+# The metrics a nightly judges, in report order: every summary metric.
+METRICS: tuple[Metric, ...] = tuple(compare.SUMMARY_METRICS.values())
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
 
