@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from harness import store
-from harness.config import load_hosts, load_matrix, plan
+from harness.config import hosts_path, load_hosts, load_matrix, plan
 from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.models import MatrixSpec
@@ -38,22 +38,17 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-def _default_hosts() -> Path:
-    local = Path("hosts.yaml")
-    return local if local.exists() else REPO / "hosts.yaml"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import Progress as RunProgress
     from harness.runner import run_matrix
 
     matrix_path = Path(args.matrix)
-    hosts_path = Path(args.hosts) if args.hosts else _default_hosts()
-    hosts = load_hosts(hosts_path)
+    hosts_file = hosts_path(args.hosts)
+    hosts = load_hosts(hosts_file)
     spec = load_matrix(matrix_path)
     if args.smoke:
         spec = smoke(spec)
-    cells = plan(matrix_path, spec, hosts_path, hosts)
+    cells = plan(matrix_path, spec, hosts_file, hosts)
     dest = Path(args.out) if args.out else Path("results") / spec.name
     if args.dry_run:
         for c in cells:
@@ -97,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         def note(message: str) -> None:
             bar.console.print(message, markup=False, highlight=False)
 
-        run_matrix(matrix_path, spec, hosts_path, hosts, dest,
+        run_matrix(matrix_path, spec, hosts_file, hosts, dest,
                    RunProgress(start, run_started, state, run_finished, note=note),
                    pairs=args.pair or None)
     _summary_table(dest)

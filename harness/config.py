@@ -101,6 +101,17 @@ def _resolve_paths(node: Any, base: Path) -> Any:
     return node
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def hosts_path(arg: str | Path | None = None) -> Path:
+    """The hosts file to use: ``arg`` when given, else ./hosts.yaml, else the repository's."""
+    if arg:
+        return Path(arg)
+    local = Path("hosts.yaml")
+    return local if local.exists() else REPO / "hosts.yaml"
+
+
 def load_hosts(path: Path) -> HostsConfig:
     """Load hosts.yaml.
 

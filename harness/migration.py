@@ -9,7 +9,6 @@ QEMU's own error text; only KeyboardInterrupt propagates (after cleanup).
 from __future__ import annotations
 
 import secrets
-import socket
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,12 +81,6 @@ def kernel_append(cell: Cell, net: wl.NetAttachment | None = None) -> str:
     parts = ["console=ttyS0", "quiet", "panic=0", "loglevel=4"]
     parts += wl.kernel_args(cell.workload, net, cell.guest.vcpus)
     return " ".join(parts)
-
-
-def free_port(address: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 def run_migration(ctx: RunContext) -> dict[str, Any]:

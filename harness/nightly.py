@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import compare, history, regress, store
+from harness import compare, config, history, regress, store
 from harness.errors import HarnessError
 
 EXIT_OK = 0
@@ -249,13 +249,6 @@ def thresholds_from(args: argparse.Namespace) -> regress.Thresholds:
                               alpha=args.alpha, persist=args.persist)
 
 
-def _hosts_path(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    local = Path("hosts.yaml")
-    return local if local.exists() else REPO / "hosts.yaml"
-
-
 def _printing_progress() -> Any:
     from harness.runner import Progress
 
@@ -301,7 +294,7 @@ def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None
     from harness.config import load_hosts, load_matrix
     from harness.runner import run_matrix
 
-    hosts_path = hosts_path or _hosts_path(None)
+    hosts_path = config.hosts_path(hosts_path)
     hosts = load_hosts(hosts_path)
     spec = load_matrix(matrix_path)
     stamp = history.utc_stamp()
@@ -456,7 +449,7 @@ def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path 
     from harness.report import make_report
     from harness.runner import run_matrix
 
-    hosts_path = hosts_path or _hosts_path(None)
+    hosts_path = config.hosts_path(hosts_path)
     hosts = load_hosts(hosts_path)
     spec = load_matrix(matrix_path)
     name_b, var_b, hosts = resolve_side(before, spec, hosts, build_cache=build_cache,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.config import hosts_path
 from harness.errors import CommandFailed, HarnessError, HostError
 from harness.host import _ACCEL_SH, Host, make_host
 from harness.image import GuestImage
@@ -479,11 +480,6 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-def _default_hosts() -> Path:
-    local = Path("hosts.yaml")
-    return local if local.exists() else REPO / "hosts.yaml"
-
-
 def _select(cfg: HostsConfig, names: list[str] | None, path: Path) -> list[str]:
     if not names:
         return list(cfg.pairs)
@@ -499,7 +495,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from harness.config import load_hosts, load_matrix
 
     out = _console()
-    path = Path(args.hosts) if args.hosts else _default_hosts()
+    path = hosts_path(args.hosts)
     cfg = load_hosts(path)
     builds: list[str] | None = None
     memory = args.memory_mib
@@ -540,7 +536,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from harness.image import ensure_image
 
     out = _console()
-    path = Path(args.hosts) if args.hosts else _default_hosts()
+    path = hosts_path(args.hosts)
     cfg = load_hosts(path)
     pairs = _select(cfg, args.pair, path)
     image = None if args.no_image else ensure_image(
