@@ -31,7 +31,6 @@ EXIT_OK = 0
 EXIT_REGRESSION = 2
 VERDICT_SCHEMA = 1
 NO_BASELINE = "no baseline with the same identity"
-REPO = Path(__file__).resolve().parent.parent
 
 Record = dict[str, Any]
 
