@@ -113,7 +113,8 @@ def _summary_table(dest: Path) -> None:
     for col in ("variant", "axes", "rep", "outcome", "integrity", "total s", "downtime ms",
                 "pause ms", "stall ms", "Mbit/s", "syncs"):
         table.add_column(col)
-    for _, rec in store.iter_runs(dest):
+    records = [rec for _, rec in store.iter_runs(dest)]
+    for rec in records:
         m = rec.get("metrics", {})
         tt = m.get("total_time_ms")
         bad = rec["integrity"] == "corrupted"  # figures shown, struck through: not a result
@@ -126,7 +127,7 @@ def _summary_table(dest: Path) -> None:
             _s(m.get("guest_max_stall_ms")), _s(m.get("throughput_mbps")),
             _s(m.get("dirty_sync_count")),
         )
-    if any(rec["integrity"] == "corrupted" for _, rec in store.iter_runs(dest)):
+    if any(rec["integrity"] == "corrupted" for rec in records):
         table.caption = "✗: the guest was corrupted; that figure is not a result"
     out.print(table)
 

@@ -140,6 +140,7 @@ class _Campaign:
         self.stop = threading.Event()
         self.written: list[Path] = []
         self.commit = harness_commit()
+        self._summary: dict[tuple[str, int], dict[str, Any]] | None = None  # read once, then kept
 
     def next(self) -> tuple[Cell, int] | None:
         with self.lock:
@@ -156,9 +157,21 @@ class _Campaign:
                              "pair": pair_name}
         with self.lock:
             self.written.append(store.write_run(self.out, record))
-            store.write_summary(self.out)
+            self.write_summary(record)
         if self.progress.run_finished:
             self.progress.run_finished(cell, rep, record)
+
+    def write_summary(self, record: dict[str, Any] | None = None) -> None:
+        """Rewrite summary.csv with ``record`` added; the run files are read only the first time.
+
+        Call with the lock held.
+        """
+        if self._summary is None:
+            self._summary = store.summary_rows(self.out)
+        elif record is not None:
+            self._summary[(record["cell"]["id"], int(record["repetition"]))] = (
+                store.summary_row(record))
+        store.write_summary(self.out, self._summary)
 
     def note(self, message: str) -> None:
         if self.progress.note:
@@ -320,7 +333,7 @@ def run_matrix(
             w.close()
         if (out / "summary.csv").exists() or camp.written:
             with camp.lock:
-                store.write_summary(out)
+                camp.write_summary()
     return camp.written
 
 

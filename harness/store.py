@@ -117,16 +117,26 @@ def _workload_label(cell: dict[str, Any]) -> str:
     return workload_label(cell.get("workload"))
 
 
-def write_summary(root: Path) -> Path:
-    """Rebuild ``summary.csv`` from the run files (atomic replace)."""
-    rows = [summary_row(rec) for _, rec in iter_runs(root)]
+def summary_rows(root: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Summary rows of every run file below ``root``, keyed by (cell id, repetition)."""
+    return {(rec["cell"]["id"], int(rec["repetition"])): summary_row(rec)
+            for _, rec in iter_runs(root)}
+
+
+def write_summary(root: Path, rows: dict[tuple[str, int], dict[str, Any]] | None = None) -> Path:
+    """Write ``summary.csv`` (atomic replace) from ``rows``, or rebuilt from the run files.
+
+    A runner passes the rows it keeps so that saving one run does not re-read every run file;
+    the order is that of the run files either way (cell id, then repetition).
+    """
+    table = summary_rows(root) if rows is None else rows
     path = root / "summary.csv"
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".summary-", suffix=".csv")
     with os.fdopen(fd, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        for key in sorted(table):
+            writer.writerow({k: ("" if v is None else v) for k, v in table[key].items()})
     os.replace(tmp, path)
     return path
 

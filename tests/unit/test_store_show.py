@@ -376,3 +376,19 @@ def test_run_block_minimal_record() -> None:
     text = show.run_block(rec)
     assert text.splitlines()[0] == "== c / x rep 3: v (base)"
     assert "QEMU ?, accel ?" in text
+
+
+def test_write_summary_from_kept_rows_matches_a_rebuild(tmp_path: Path) -> None:
+    recs = [make_record(cell_id=c, repetition=r) for c, r in
+            (("bbbbbbbbbbbb", 2), ("aaaaaaaaaaaa", 1), ("bbbbbbbbbbbb", 10), ("bbbbbbbbbbbb", 1))]
+    kept = {}
+    for rec in recs:
+        store.write_run(tmp_path, rec)
+        kept[(rec["cell"]["id"], rec["repetition"])] = store.summary_row(rec)
+    store.write_summary(tmp_path, kept)
+    from_rows = (tmp_path / "summary.csv").read_text()
+    store.write_summary(tmp_path)
+    assert from_rows == (tmp_path / "summary.csv").read_text()
+    order = [line.split(",")[1:7:5] for line in from_rows.splitlines()[1:]]
+    assert order == [["aaaaaaaaaaaa", "1"], ["bbbbbbbbbbbb", "1"], ["bbbbbbbbbbbb", "2"],
+                     ["bbbbbbbbbbbb", "10"]]
