@@ -14,15 +14,9 @@ mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/lists/partial" "$WORK/cache/archives/partial" "$WORK/src"
-URIS=$( (grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | sed 's/^URIs:[[:space:]]*//' | tr ' ' '\n';
-         grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}') \
-       | grep -v -- '-security' | grep -i debian | sort -u)
-[ -n "$URIS" ] || { echo "build-fio: no Debian mirror found in /etc/apt/sources*" >&2; exit 1; }
-for u in $URIS; do echo "deb-src $u $SUITE main"; done > "$WORK/sources.list"
-APTOPTS="-o Dir::Etc::SourceList=$WORK/sources.list -o Dir::Etc::SourceParts=/dev/null \
- -o Dir::State::Lists=$WORK/lists -o Dir::Cache=$WORK/cache -o APT::Sandbox::User=root"
-apt-get $APTOPTS update -qq
+mkdir -p "$WORK/src"
+. "$(dirname "$0")/private-apt.sh"
+private_apt build-fio "$WORK" deb-src "$SUITE"
 (cd "$WORK/src" && apt-get $APTOPTS source --download-only fio >/dev/null)
 TARBALL=$(ls "$WORK"/src/fio_*.orig.tar.* | head -1)
 VERSION=$(basename "$TARBALL" | sed 's/^fio_\(.*\)\.orig\.tar\..*/\1/')

@@ -11,16 +11,9 @@ if [ -x "$PREFIX/usr/bin/qemu-system-x86_64" ] && \
 fi
 APTDIR=$(mktemp -d)
 trap 'rm -rf "$APTDIR"' EXIT
-mkdir -p "$APTDIR/lists/partial" "$APTDIR/cache/archives/partial" "$APTDIR/debs"
-# Mirror URIs of the machine's Debian suites (deb822 .sources and one-line .list formats).
-URIS=$( (grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | sed 's/^URIs:[[:space:]]*//' | tr ' ' '\n';
-         grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}') \
-       | grep -v -- '-security' | grep -i debian | sort -u)
-[ -n "$URIS" ] || { echo "install-qemu10: no Debian mirror found in /etc/apt/sources*" >&2; exit 1; }
-for u in $URIS; do echo "deb $u bookworm-backports main"; done > "$APTDIR/sources.list"
-APTOPTS="-o Dir::Etc::SourceList=$APTDIR/sources.list -o Dir::Etc::SourceParts=/dev/null \
- -o Dir::State::Lists=$APTDIR/lists -o Dir::Cache=$APTDIR/cache -o APT::Sandbox::User=root"
-apt-get $APTOPTS update -qq
+mkdir -p "$APTDIR/debs"
+. "$(dirname "$0")/private-apt.sh"
+private_apt install-qemu10 "$APTDIR" deb bookworm-backports
 (cd "$APTDIR/debs" && apt-get $APTOPTS download $PKGS)
 rm -rf "$PREFIX.tmp"; mkdir -p "$PREFIX.tmp"
 for deb in "$APTDIR"/debs/*.deb; do dpkg-deb -x "$deb" "$PREFIX.tmp"; done
