@@ -255,6 +255,17 @@ static void handle_status(const char *p, const char *end)
     prev_ms = ms;
 }
 
+/* Print a pending line of fio's own text (if any) and forget it. */
+static void flush_msg(const char *msg, size_t *msg_len)
+{
+    if (*msg_len > 0) {
+        fwrite(msg, 1, *msg_len, stdout);
+        putchar('\n');
+        fflush(stdout);
+    }
+    *msg_len = 0;
+}
+
 /* Read the stream, cut it into top-level JSON objects, handle each. */
 static void pump(FILE *in)
 {
@@ -268,22 +279,14 @@ static void pump(FILE *in)
             /* fio's own messages between objects (errors, warnings): pass whole lines through,
                dropping the blank separators between JSON objects */
             if (c == '\n') {
-                if (msg_len > 0) {
-                    fwrite(msg, 1, msg_len, stdout);
-                    putchar('\n');
-                    fflush(stdout);
-                }
-                msg_len = 0;
+                flush_msg(msg, &msg_len);
             } else if (msg_len < sizeof msg && (msg_len > 0 || c != ' ')) {
                 msg[msg_len++] = (char)c;
             }
             continue;
         }
-        if (depth == 0 && msg_len > 0) {
-            fwrite(msg, 1, msg_len, stdout);
-            putchar('\n');
-            msg_len = 0;
-        }
+        if (depth == 0)
+            flush_msg(msg, &msg_len);
         if (len < sizeof buf)
             buf[len++] = (char)c;
         if (in_str) {
