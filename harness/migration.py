@@ -570,9 +570,8 @@ def _start_cpu_sampling(run: _Run) -> None:
         if vm is None or vm.pid is None:
             continue
         try:
-            prefix = vm.host.cpu_sampler_prefix() if hasattr(vm.host, "cpu_sampler_prefix") \
-                else None
-            sampler = cpu_sampling.CpuSampler(vm.pid, cpu_sampling.DEFAULT_HZ, remote=prefix)
+            sampler = cpu_sampling.CpuSampler(vm.pid, cpu_sampling.DEFAULT_HZ,
+                                              remote=vm.host.cpu_sampler_prefix())
             sampler.start()
             run.cpu[vm.cfg.role] = sampler
         except Exception as exc:  # noqa: BLE001 - sampling must not fail the migration
