@@ -18,7 +18,7 @@ from typing import Any
 
 from harness import workload as wl
 from harness.errors import HarnessError
-from harness.features import POSTCOPY_STATES
+from harness.features import POSTCOPY_STATES, kvm_requirement
 from harness.host import Host
 from harness.image import GuestImage, create_shared_disk, initrd_for
 from harness.integrity import differing_pages, file_digests
@@ -34,6 +34,7 @@ from harness.vm import Vm, VmConfig
 SCHEMA_VERSION = 1
 TERMINAL = {"completed", "failed", "cancelled"}
 WRITER_INTERVAL_S = 0.1
+DIRTY_RING_SIZE = 4096  # entries per vCPU, as QEMU's own dirty-limit tests use
 LEGACY_WINDOW = (0xA0000 // 4096, 0x100000 // 4096)  # pages excluded from the RAM comparison
 
 
@@ -124,11 +125,12 @@ def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
     net = run.net.attachment(role) if run.net is not None else None
     extra = (*cell.variant_spec.qemu_args, *wl.qemu_args(cell.workload, net, run.disk))
     image = ctx.host_images.get(role, ctx.image)
+    accel = host.accel().accel
     return VmConfig(
         name=f"mb-{role[:3]}-{cell.id[:6]}",
         role=role,
         build=build,
-        accel=host.accel().accel,
+        accel=accel,
         vcpus=cell.guest.vcpus,
         memory_mib=cell.guest.memory_mib,
         kernel=image.kernel,
@@ -140,6 +142,8 @@ def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
         # in RAM-integrity mode the destination stays paused after migration for hashing.
         start_paused=(not incoming) or cell.integrity == "ram",
         extra_args=tuple(extra),
+        # dirty-limit works only on KVM's dirty ring (on TCG the probe skips such cells)
+        dirty_ring_size=DIRTY_RING_SIZE if accel == "kvm" and kvm_requirement(cell.migration) else 0,
     )
 
 
@@ -217,6 +221,7 @@ def _drive(run: _Run) -> None:
     address = ctx.destination.spec.migration_address
     port = ctx.destination.free_port(address)
     uri = f"tcp:{address}:{port}"
+    rec["migration"]["uri"] = uri  # the migration network the stream really took
     dst.qmp.execute("migrate-incoming", {"uri": uri})
 
     _start_cpu_sampling(run)
@@ -292,6 +297,10 @@ def _finish_workloads(run: _Run) -> None:
     if run.prober is not None:
         run.probes = run.prober.stop()
         run.prober = None
+    # A workload that died in the guest is part of the result, whatever else the cell ran.
+    deaths = [d for vm in (run.src, run.dst) if vm is not None for d in _workload_deaths(vm)]
+    if deaths:
+        rec["workload_errors"] = deaths
     if spec.ping is None and spec.fio is None:
         return
     switchover = None
@@ -305,13 +314,14 @@ def _finish_workloads(run: _Run) -> None:
     impact = wl.summarise(spec, migrate_start=t0, switchover=switchover, end=end,
                           probes=run.probes, fio_samples=fio_tl)
     rec["guest_impact"] = impact
+    if switchover is not None and (impact.get("ping") or {}).get("replies_after_switchover") == 0:
+        # The guest moved but stopped answering: its network did not follow it.
+        rec.setdefault("workload_errors", []).append(
+            "ping: the guest answered no probe on the destination after the switchover")
     rec["guest_series"] = {
         "ping": ping_sampling.timeline(run.probes, t0) if spec.ping is not None else [],
         "fio": [{**p, "t": round(p["t"] - t0, 4)} if "t" in p else p for p in fio_tl],
     }
-    deaths = [d for vm in (run.src, run.dst) if vm is not None for d in _workload_deaths(vm)]
-    if deaths:
-        rec["workload_errors"] = deaths
 
 
 def _wait_steady(run: _Run, vm: Vm) -> None:

@@ -44,6 +44,7 @@ class VmConfig:
     incoming: bool = False  # -incoming defer
     start_paused: bool = False  # -S
     extra_args: tuple[str, ...] = ()
+    dirty_ring_size: int = 0  # KVM dirty ring entries per vCPU (dirty-limit needs it); 0: off
 
     @property
     def qmp_path(self) -> Path:
@@ -79,7 +80,8 @@ def qemu_argv(cfg: VmConfig, qmp_port: int | None = None,
     argv += [
         "-name", f"{cfg.name},debug-threads=on",
         "-machine", "pc",
-        "-accel", cfg.accel,
+        "-accel", (f"kvm,dirty-ring-size={cfg.dirty_ring_size}"
+                   if cfg.accel == "kvm" and cfg.dirty_ring_size else cfg.accel),
         "-cpu", "host" if cfg.accel == "kvm" else "qemu64",
         "-smp", str(cfg.vcpus),
         "-m", f"{cfg.memory_mib}M",

@@ -173,7 +173,7 @@ def summary_columns(impact: dict[str, Any]) -> dict[str, float | int | None]:
         "ping_lost": whole.get("lost"),
         "ping_max_gap_ms": whole.get("max_gap_ms"),
         "ping_rtt_p99_ms": whole.get("rtt_p99_ms"),
-        "fio_iops_before": before.get("iops_mean"),
+        "fio_iops_before": before.get("iops_host_mean"),
         "fio_iops_during": during.get("iops_host_mean"),
         "fio_lat_p99_us_before": before.get("lat_p99_us_max"),
         "fio_lat_p99_us_during": during.get("lat_p99_us_max"),

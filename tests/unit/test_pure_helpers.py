@@ -228,6 +228,14 @@ def test_qemu_argv_kvm_and_no_datadirs(tmp_path: Path) -> None:
     assert pairs(argv, "-cpu") == ["host"]
 
 
+def test_qemu_argv_dirty_ring_only_on_kvm(tmp_path: Path) -> None:
+    # dirty-limit needs KVM's dirty ring; TCG has none, so the option must not reach it
+    assert pairs(qemu_argv(vm_config(tmp_path, accel="kvm", dirty_ring_size=4096)),
+                 "-accel") == ["kvm,dirty-ring-size=4096"]
+    assert pairs(qemu_argv(vm_config(tmp_path, accel="tcg", dirty_ring_size=4096)),
+                 "-accel") == ["tcg"]
+
+
 # --- kernel_append ---------------------------------------------------------------------------
 
 
