@@ -67,13 +67,16 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def iter_runs(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """All run records below ``root`` (a campaign folder), in a stable order."""
+    """All run records below ``root`` (a campaign folder), in a stable order.
+
+    :raise HarnessError: a run file cannot be read, is not valid JSON or has an unknown schema
+        (one line naming the file and the fix).
+    """
     paths = sorted(root.glob("*/*.json"), key=lambda p: (p.parent.name, _rep_number(p)))
     for path in paths:
         if path.name.startswith("."):
             continue
-        with open(path) as f:
-            yield path, upgrade(json.load(f))
+        yield path, load_run(path)
 
 
 def _rep_number(path: Path) -> int:
@@ -84,11 +87,27 @@ def _rep_number(path: Path) -> int:
 
 
 def load_run(path: Path) -> dict[str, Any]:
+    """One run record, upgraded to the current schema.
+
+    :raise HarnessError: the file cannot be read, is not a JSON object, or has an unknown schema.
+    """
     try:
         with open(path) as f:
-            return upgrade(json.load(f))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: cannot read result: {exc}") from exc
+            record = json.load(f)
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read result: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # write_run never leaves a partial file, so this one was damaged after the run.
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise HarnessError(f"{path}: cannot read result: not valid JSON{where}: "
+                           "delete it to rerun that repetition") from exc
+    if not isinstance(record, dict):
+        raise HarnessError(f"{path}: cannot read result: not a run record (a JSON "
+                           f"{type(record).__name__}): delete it to rerun that repetition")
+    try:
+        return upgrade(record)
+    except HarnessError as exc:
+        raise HarnessError(f"{path}: {exc}") from exc
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:

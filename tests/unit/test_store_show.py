@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness import show, store
+from harness import cli, show, store
 from harness.errors import HarnessError
 
 FINAL: dict[str, Any] = {
@@ -255,6 +255,52 @@ def test_load_run_bad_json(tmp_path: Path) -> None:
         store.load_run(p)
     with pytest.raises(HarnessError, match="cannot read result"):
         store.load_run(tmp_path / "missing.json")
+
+
+def _truncated_campaign(root: Path) -> Path:
+    """A campaign with one good run and one run file cut short after its third line."""
+    store.write_run(root, make_record(repetition=1))
+    bad = store.write_run(root, make_record(repetition=2))
+    bad.write_text("\n".join(bad.read_text().splitlines()[:3]))
+    return bad
+
+
+def test_iter_runs_truncated_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    bad = _truncated_campaign(tmp_path)
+    with pytest.raises(HarnessError) as info:
+        list(store.iter_runs(tmp_path))
+    msg = str(info.value)
+    assert msg == (f"{bad}: cannot read result: not valid JSON (line 3): "
+                   "delete it to rerun that repetition")
+    with pytest.raises(HarnessError, match=re.escape(str(bad))):
+        store.load(tmp_path)  # a frame silently missing a run is worse than no frame
+
+
+def test_iter_runs_future_schema_names_the_file(tmp_path: Path) -> None:
+    path = store.write_run(tmp_path, make_record(schema_version=99))
+    with pytest.raises(HarnessError, match=re.escape(f"{path}: unsupported result schema_version 99")):
+        list(store.iter_runs(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2]", "\xff\xfe"])
+def test_load_run_empty_or_not_a_record(tmp_path: Path, text: str) -> None:
+    p = tmp_path / "1.json"
+    p.write_bytes(text.encode("latin-1"))
+    with pytest.raises(HarnessError, match=r"1\.json: cannot read result: .*delete it"):
+        store.load_run(p)
+
+
+def test_cli_show_corrupt_run_file_is_one_line(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _truncated_campaign(tmp_path)
+    assert cli.main(["show", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"migbench: error: {bad}: cannot read result: not valid JSON (line 3): "
+        "delete it to rerun that repetition"]
+    assert "Traceback" not in captured.err
+    assert cli.main(["show", str(bad)]) == 1
+    assert len(capsys.readouterr().err.splitlines()) == 1
 
 
 # --- show ------------------------------------------------------------------------------------
