@@ -160,13 +160,22 @@ def write_summary(root: Path, rows: dict[tuple[str, int], dict[str, Any]] | None
     return path
 
 
+CPU_SIDES = {"source": "src", "destination": "dst"}
+
+
+def cpu_column(side: str, cls: str) -> str:
+    """The frame column of one side's CPU use by one thread class, e.g. ``cpu_src_migration_pct``
+    (percent of one CPU over the migration window)."""
+    return f"cpu_{CPU_SIDES[side]}_{cls}_pct"
+
+
 def _flatten_cpu(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cpu = record.get("cpu") or {}
-    for side in ("source", "destination"):
+    for side in CPU_SIDES:
         classes = ((cpu.get(side) or {}).get("classes")) or {}
         for cls, pct in classes.items():
-            out[f"cpu_{side[:3]}_{cls}"] = pct
+            out[cpu_column(side, cls)] = pct
     return out
 
 

@@ -303,6 +303,16 @@ def test_cli_show_corrupt_run_file_is_one_line(tmp_path: Path,
     assert len(capsys.readouterr().err.splitlines()) == 1
 
 
+def test_rows_cpu_columns_are_named_by_side_and_class(tmp_path: Path) -> None:
+    cpu = {"source": {"classes": {"main": 7.3, "migration": 41.5}},
+           "destination": {"classes": {"main": 8.05, "vcpu": 0.27}}}
+    store.write_run(tmp_path, make_record(cpu=cpu))
+    (row,) = store.rows(tmp_path)
+    cpu_cols = {k: v for k, v in row.items() if k.startswith("cpu_")}
+    assert cpu_cols == {"cpu_src_main_pct": 7.3, "cpu_src_migration_pct": 41.5,
+                        "cpu_dst_main_pct": 8.05, "cpu_dst_vcpu_pct": 0.27}
+
+
 # --- show ------------------------------------------------------------------------------------
 
 
