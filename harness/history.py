@@ -62,17 +62,20 @@ def identity_of(records: Iterable[Record]) -> dict[str, Any]:
                 hosts.setdefault(str(role), {k: facts.get(k) for k in HOST_FACTS})
         q = rec.get("qemu") or {}
         name = str(q.get("build") or rec.get("cell", {}).get("build") or "?")
-        entry = builds.setdefault(name, {"version": None, "binaries": []})
+        entry = builds.setdefault(name, {"version": None, "binaries": [], "build_ids": []})
         if q.get("version") and not entry["version"]:
             entry["version"] = q.get("version")
-        for key in ("source_binary", "destination_binary"):
-            if q.get(key) and q[key] not in entry["binaries"]:
-                entry["binaries"].append(q[key])
+        for key, field in (("source_binary", "binaries"), ("destination_binary", "binaries"),
+                           ("source_build_id", "build_ids"),
+                           ("destination_build_id", "build_ids")):
+            if q.get(key) and q[key] not in entry[field]:
+                entry[field].append(q[key])
         digest = (rec.get("image") or {}).get("digest")
         if digest:
             images.add(str(digest))
     for entry in builds.values():
         entry["binaries"] = sorted(entry["binaries"])
+        entry["build_ids"] = sorted(entry["build_ids"])
     return {"hosts": dict(sorted(hosts.items())), "qemu": dict(sorted(builds.items())),
             "image": sorted(images)[0] if len(images) == 1 else sorted(images)}
 

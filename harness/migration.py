@@ -185,6 +185,7 @@ def _drive(run: _Run) -> None:
         "version": _version(src),
         "source_binary": str(ctx.source_build.binary),
         "destination_binary": str(ctx.destination_build.binary),
+        **_build_ids(ctx),
     }
 
     # Wait for the workload to be steady: its own reports, not a fixed sleep.
@@ -249,6 +250,22 @@ def _drive(run: _Run) -> None:
                 rec["source_status"] = src.status()  # the guest keeps running on the source
             except HarnessError:
                 pass
+
+
+def _build_ids(ctx: RunContext) -> dict[str, str]:
+    """Each side's build id (SHA-256 of its binary, from the per-binary probe cache): a rebuilt
+    QEMU with the same version string is another build to the nightly history."""
+    from harness.probe import probe
+    from harness.provision import PROBE_CACHE
+
+    out = {}
+    for role, host, build in (("source", ctx.source, ctx.source_build),
+                              ("destination", ctx.destination, ctx.destination_build)):
+        try:
+            out[f"{role}_build_id"] = probe(build, PROBE_CACHE, host=host).build_id
+        except HarnessError:
+            pass  # the run itself reports an unusable binary
+    return out
 
 
 def _version(vm: Vm) -> str:

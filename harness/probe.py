@@ -26,12 +26,12 @@ from harness.models import QemuBuild
 if TYPE_CHECKING:
     from harness.host import Host
 
-PROBE_FORMAT = 2
+PROBE_FORMAT = 3
 
 # Runs on the host: start QEMU with no guest, ask QMP, print one JSON object, clean up.
 # argv: binary, timeout, datadirs...; QEMU_MODULE_DIR comes through the environment.
 _PROBE_PY = r"""
-import json, os, shutil, socket, subprocess, sys, tempfile, time
+import hashlib, json, os, shutil, socket, subprocess, sys, tempfile, time
 binary, timeout, datadirs = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 d = tempfile.mkdtemp(prefix="mb-probe-")
 sock = os.path.join(d, "qmp.sock")
@@ -82,6 +82,11 @@ try:
             fail("%s: %s" % (cmd, m["error"].get("desc")))
             sys.exit(0)
         out[cmd] = m["return"]
+    h = hashlib.sha256()
+    with open(binary, "rb") as b:
+        for chunk in iter(lambda: b.read(1 << 20), b""):
+            h.update(chunk)
+    out["sha256"] = h.hexdigest()
     print(json.dumps(out))
 except Exception as exc:
     fail("%s: %s" % (type(exc).__name__, exc))
@@ -106,6 +111,8 @@ class Probe:
     commands: tuple[str, ...]  # migration-related QMP commands present
     multifd_compression: tuple[str, ...]  # enum values of MultiFDCompression
     host: str = "local"  # Host.identity of the host it was probed on
+    # The build's identity: SHA-256 of the binary (a rebuild with the same version differs)
+    build_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +227,7 @@ def _probe_on(host: Host, build: QemuBuild, timeout: float) -> Probe:
         capabilities=tuple(c["capability"] for c in data["query-migrate-capabilities"]),
         parameters=tuple(sorted(data["query-migrate-parameters"])), commands=commands,
         multifd_compression=mfd, host=host.identity,
+        build_id="sha256:" + str(data.get("sha256", ""))[:16],
     )
 
 

@@ -37,6 +37,16 @@ def test_identity_key_is_stable_and_ignores_the_host_name() -> None:
     assert "10.0.2" in a["qemu"]["10.0"]["version"]
 
 
+def test_a_rebuilt_binary_with_the_same_version_and_path_is_another_identity() -> None:
+    a, b = record(8000), record(8000)
+    a["qemu"]["source_build_id"] = a["qemu"]["destination_build_id"] = "sha256:1111"
+    b["qemu"]["source_build_id"] = b["qemu"]["destination_build_id"] = "sha256:2222"
+    ia, ib = history.identity_of([a]), history.identity_of([b])
+    assert ia["qemu"]["10.0"]["build_ids"] == ["sha256:1111"]
+    assert history.identity_key(ia) != history.identity_key(ib)
+    assert history.differences(ia, ib) == ["qemu.10.0.build_ids: sha256:1111 -> sha256:2222"]
+
+
 def test_coordinates_match_across_a_parameter_change() -> None:
     old, new = record(8000), record(8000, max_bandwidth=12_500_000)
     assert old["cell"]["id"] != new["cell"]["id"]
