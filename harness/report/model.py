@@ -219,6 +219,43 @@ def _path(d: dict[str, Any], path: str) -> Any:
     return cur
 
 
+_FIO_FIELDS: tuple[tuple[str, str, str, float], ...] = (
+    # (series name, panel, sample field, multiplier)
+    ("fio IOPS (host clock)", "fio IOPS", "iops_host", 1.0),
+    ("fio IOPS (guest clock)", "fio IOPS", "iops", 1.0),
+    ("fio p99 completion latency", "fio completion latency (ms)", "lat_p99_us", 1 / 1000),
+    ("fio p50 completion latency", "fio completion latency (ms)", "lat_p50_us", 1 / 1000),
+)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fio_series(raw: Any, t0: float | None) -> list[Series]:
+    """fio's per-second samples on the common axis: host arrival time minus the migrate time.
+
+    Samples carry ``t_host`` (epoch arrival) and ``t_guest`` (the guest's clock, which stops
+    with the VM), not ``t``; a sample with a relative ``t`` is taken as it is.
+    """
+    pts: list[tuple[float, dict[str, Any]]] = []
+    for p in raw if isinstance(raw, list) else []:
+        if not isinstance(p, dict):
+            continue
+        if _num(p.get("t")):
+            pts.append((float(p["t"]), p))
+        elif t0 is not None and _num(p.get("t_host")):
+            pts.append((float(p["t_host"]) - t0, p))
+    pts.sort(key=lambda tp: tp[0])
+    out = []
+    for name, panel, key, mult in _FIO_FIELDS:
+        xs = [(t, p[key]) for t, p in pts if _num(p.get(key))]
+        if xs:
+            out.append(Series(name, panel, [_r(t) or 0.0 for t, _ in xs],
+                              [_r(float(v) * mult) for _, v in xs]))
+    return out
+
+
 def timeline(rec: Record) -> Timeline:
     """The series and markers of one run, on seconds since the migrate command."""
     samples = [s for s in rec.get("timeline") or [] if isinstance(s, dict) and "t" in s]
@@ -236,9 +273,11 @@ def timeline(rec: Record) -> Timeline:
             series.append(Series(f"guest writer ({role})", "guest writer (MiB/s)",
                                  [_r(p.get("t")) or 0.0 for p in wpts],
                                  [_r(p.get("rate")) for p in wpts]))
-    # Later samplers (ping, fio ...): every numeric field of each sample, one panel per source.
+    t0 = _t0(rec)
+    series += _fio_series(guest.get("fio"), t0)
+    # Later samplers (ping ...): every numeric field of each sample, one panel per source.
     for key, raw in guest.items():
-        if key == "writer" or not isinstance(raw, list):
+        if key in ("writer", "fio") or not isinstance(raw, list):
             continue
         gpts = [p for p in raw if isinstance(p, dict) and isinstance(p.get("t"), (int, float))]
         fields: list[str] = []
@@ -252,7 +291,6 @@ def timeline(rec: Record) -> Timeline:
             series.append(Series(f"{key} {f}", f"{key}", [_r(p["t"]) or 0.0 for p in xs],
                                  [_r(p[f]) for p in xs]))
     markers = [Marker(0.0, "start", "migrate")]
-    t0 = _t0(rec)
     if t0 is not None:
         for e in (rec.get("events") or {}).get("source", []):
             t = float(e.get("host_time", 0)) - t0

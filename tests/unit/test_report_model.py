@@ -34,6 +34,41 @@ def test_extra_guest_series_are_drawn() -> None:
     assert "ping" in tl.panels and "ping rtt_ms" in {s.name for s in tl.series}
 
 
+def _epoch(rec: dict[str, object]) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(rec["migrate_start_utc"])).timestamp()
+
+
+def fio_samples(t0: float, n: int = 12) -> list[dict[str, object]]:
+    """Samples as harness.sampling.fio.timeline writes them: host epoch + guest clock, no ``t``."""
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        t_host = t0 - 3.0 + i
+        out.append({"t_host": t_host, "host": "source" if i < 8 else "destination", "seq": i,
+                    "t_guest": 4.6 + i, "dt": 1.0, "iops": 200.0, "r_iops": 140.0,
+                    "w_iops": 60.0, "lat_p50_us": 300.0, "lat_p99_us": 4000.0 + 1000 * i,
+                    "lat_p999_us": 9000.0, "lat_max_us": 9000.0, "err": 0,
+                    "iops_host": 150.0 if i == 6 else 200.0, "t_start_host": t_host - 1.0})
+    return out
+
+
+def test_fio_series_are_drawn_on_the_host_time_axis() -> None:
+    rec = real_record()
+    rec["guest"]["fio"] = fio_samples(_epoch(rec))
+    tl = timeline(rec)
+    by_name = {s.name: s for s in tl.series}
+    assert {"fio IOPS", "fio completion latency (ms)"} <= set(tl.panels)
+    iops = by_name["fio IOPS (host clock)"]
+    assert iops.panel == "fio IOPS" and len(iops.x) == 12
+    # aligned like the other series: seconds since the migrate command, from the host clock
+    assert abs(iops.x[0] + 3.0) < 0.01 and abs(iops.x[6] - 3.0) < 0.01 and iops.y[6] == 150.0
+    p99 = by_name["fio p99 completion latency"]
+    assert p99.panel == "fio completion latency (ms)" and p99.y[:2] == [4.0, 5.0]
+    assert by_name["fio IOPS (guest clock)"].y[0] == 200.0
+    assert not any(s.name.startswith("fio t_") for s in tl.series)
+
+
 def test_corrupted_is_never_shown_as_fast() -> None:
     recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580])
     recs.append(make_run(cell_id="aaaaaaaaaaaa", variant="q10", rep=4, total_ms=10,
