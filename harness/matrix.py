@@ -163,7 +163,7 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
                     writer = WriterSpec.model_validate({**base.model_dump(), k[7:]: v})
                 except ValueError as exc:
                     raise ExpansionError(f"axes.{k}", _first_line(exc)) from exc
-                workload = WorkloadSpec(writer=writer)
+                workload = workload.model_copy(update={"writer": writer})  # keeps ping, fio
         w = workload.writer
         if w is not None and w.working_set_mib >= spec.guest.memory_mib - 64:
             raise ExpansionError(

@@ -144,6 +144,23 @@ def test_writer_rate_axis() -> None:
     assert s.workload.writer is not None and s.workload.writer.rate_mib_s == 32
 
 
+def test_writer_axis_keeps_ping_and_fio_of_the_workload() -> None:
+    base = {"writer": {"rate_mib_s": 16, "pattern": "text"}, "ping": {"interval_ms": 20},
+            "fio": {"rw": "randread"}}
+    s = spec(workload=base, axes={"writer.rate_mib_s": [8, 32]})
+    cells = expand(s, "10.0")
+    assert [c.workload.writer.rate_mib_s for c in cells if c.workload.writer] == [8, 32]
+    for c in cells:
+        assert c.workload.writer is not None and c.workload.writer.pattern == "text"
+        assert c.workload.ping is not None and c.workload.ping.interval_ms == 20
+        assert c.workload.fio is not None and c.workload.fio.rw == "randread"
+    # the same holds for a named workload on a `workload` axis
+    named = spec(workloads={"io": base}, axes={"workload": ["io"], "writer.working_set_mib": [32]})
+    (c,) = expand(named, "10.0")
+    assert c.workload.ping is not None and c.workload.fio is not None
+    assert c.workload.writer is not None and c.workload.writer.working_set_mib == 32
+
+
 def test_writer_axis_too_big_for_guest() -> None:
     s = spec(axes={"writer.working_set_mib": [64, 480]})
     with pytest.raises(ExpansionError) as info:
