@@ -8,6 +8,7 @@ human units resolved (``200mbit``, ``64MiB``, ``25%`` of guest RAM).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,22 +215,33 @@ def knob_value(name: str, value: object, guest_ram: int) -> Any:
 def xbzrle_cache_size(value: object, guest_ram: int) -> int:
     """``xbzrle-cache-size`` in bytes: "64MiB", or "25%" of guest RAM rounded down to a power of two.
 
-    A value given in plain bytes must already be a power of two (QEMU requires it); sizes given
-    with a unit or as a percentage are rounded down, since the user asked for "about" that much.
+    A value given in plain bytes (a number, or a string of digits with no unit or ``B``) must
+    already be a power of two (QEMU requires it); sizes given with a larger unit or as a
+    percentage are rounded down, since the user asked for "about" that much.
     """
     if isinstance(value, str) and value.strip().endswith("%"):
-        pct = float(value.strip()[:-1])
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError:
+            raise ValueError(f"xbzrle-cache-size {value!r} is not a percentage like 25%") from None
         if not 0 < pct <= 100:
             raise ValueError(f"xbzrle-cache-size percentage must be in (0, 100], got {value!r}")
         return round_down_pow2(max(4096, int(guest_ram * pct / 100)))
     size = parse_bytes(value)
     if size < 4096:
         raise ValueError(f"xbzrle-cache-size must be at least 4KiB, got {value!r}")
-    if isinstance(value, int) and not is_power_of_two(size):
+    if _plain_bytes(value) and not is_power_of_two(size):
         raise ValueError(
-            f"xbzrle-cache-size {value} is not a power of two; use e.g. {round_down_pow2(size)}"
+            f"xbzrle-cache-size {size} is not a power of two; use e.g. {round_down_pow2(size)}"
         )
     return round_down_pow2(size)
+
+
+def _plain_bytes(value: object) -> bool:
+    """Whether ``value`` is a size in bytes (``100000000``, ``"100000000"``, ``"4096B"``)."""
+    if isinstance(value, str):
+        return re.fullmatch(r"\s*[0-9]+(?:\.[0-9]+)?\s*[bB]?\s*", value) is not None
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def migration_config(feature: str, knobs: Mapping[str, Any], guest_ram: int) -> MigrationConfig:

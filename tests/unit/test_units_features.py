@@ -130,6 +130,27 @@ def test_xbzrle_cache_size_plain_int_must_be_power_of_two() -> None:
     assert str(64 * MiB) in msg  # suggests the lower power of two: 67108864
 
 
+@pytest.mark.parametrize("given", ["100000000", " 100000000 ", "100000000B", 100_000_000,
+                                   100_000_000.0])
+def test_xbzrle_cache_size_bytes_as_string_must_be_power_of_two(given: object) -> None:
+    """Bytes are bytes whether YAML gives an int or a quoted string: never silently rounded."""
+    with pytest.raises(ValueError) as info:
+        xbzrle_cache_size(given, GUEST_RAM)
+    assert str(info.value) == (
+        "xbzrle-cache-size 100000000 is not a power of two; use e.g. 67108864")
+
+
+def test_xbzrle_cache_size_bytes_as_string_power_of_two_accepted() -> None:
+    assert xbzrle_cache_size("67108864", GUEST_RAM) == 64 * MiB
+    assert xbzrle_cache_size("4096B", GUEST_RAM) == 4096
+    assert knob_value("xbzrle-cache-size", "134217728", GUEST_RAM) == 128 * MiB
+
+
+def test_xbzrle_cache_size_bad_percentage_says_so() -> None:
+    with pytest.raises(ValueError, match="'abc%' is not a percentage like 25%"):
+        xbzrle_cache_size("abc%", GUEST_RAM)
+
+
 def test_xbzrle_cache_size_minimum() -> None:
     with pytest.raises(ValueError, match="at least 4KiB"):
         xbzrle_cache_size(2048, GUEST_RAM)
