@@ -8,12 +8,13 @@ errors, guest console lines) are kept raw here; escaping is the renderer's job.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from harness import compare, stats
 from harness.compare import Metric, Record
@@ -94,6 +95,7 @@ class Series:
     panel: str  # panels share one time axis, one panel per unit
     x: list[float]
     y: list[float | None]
+    kind: str = "line"  # "line" | "bar" (counts per time bin)
 
 
 @dataclass
@@ -228,7 +230,7 @@ _FIO_FIELDS: tuple[tuple[str, str, str, float], ...] = (
 )
 
 
-def _num(v: Any) -> bool:
+def _num(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -254,6 +256,37 @@ def _fio_series(raw: Any, t0: float | None) -> list[Series]:
             out.append(Series(name, panel, [_r(t) or 0.0 for t, _ in xs],
                               [_r(float(v) * mult) for _, v in xs]))
     return out
+
+
+PING_LOSS_BIN_S = 0.1
+
+
+def _bin(t: float) -> int:
+    return math.floor(t / PING_LOSS_BIN_S + 1e-9)  # 0.3 / 0.1 is 2.9999999999999996
+
+
+def _ping_loss_series(raw: Any, timeout_ms: float) -> list[Series]:
+    """Lost probes per 100 ms bin (by send time), every bin from the first probe to the last.
+
+    A probe is lost as the ping summary counts it: no reply, or a reply later than the timeout.
+    Unanswered probes sent within the timeout before the last probe are undetermined (the
+    prober stopped before their reply was due) and not counted.
+    """
+    pts = [p for p in raw if isinstance(p, dict) and _num(p.get("t"))] \
+        if isinstance(raw, list) else []
+    if not pts:
+        return []
+    times = [float(p["t"]) for p in pts]
+    last = max(times)
+    lo = _bin(min(times))
+    counts = [0] * (_bin(last) - lo + 1)
+    for p, t in zip(pts, times, strict=True):
+        rtt = p.get("rtt_ms")
+        if (rtt is None and t < last - timeout_ms / 1000) or (_num(rtt) and rtt > timeout_ms):
+            counts[_bin(t) - lo] += 1
+    xs = [_r((lo + i + 0.5) * PING_LOSS_BIN_S) or 0.0 for i in range(len(counts))]
+    return [Series("ping lost probes", "ping lost (probes per 100 ms)", xs,
+                   [float(c) for c in counts], "bar")]
 
 
 def timeline(rec: Record) -> Timeline:
@@ -290,6 +323,9 @@ def timeline(rec: Record) -> Timeline:
             xs = [p for p in gpts if f in p]
             series.append(Series(f"{key} {f}", f"{key}", [_r(p["t"]) or 0.0 for p in xs],
                                  [_r(p[f]) for p in xs]))
+        if key == "ping":
+            timeout = ((rec.get("guest_impact") or {}).get("ping") or {}).get("timeout_ms")
+            series += _ping_loss_series(raw, float(timeout) if _num(timeout) else 1000.0)
     markers = [Marker(0.0, "start", "migrate")]
     if t0 is not None:
         for e in (rec.get("events") or {}).get("source", []):

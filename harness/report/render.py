@@ -87,6 +87,12 @@ def timeline_figure(tl: Timeline) -> dict[str, Any]:
             layout[name]["anchor"] = "x"
     axis_of = {p: ("y" if i == 0 else f"y{i + 1}") for i, p in enumerate(tl.panels)}
     for k, s in enumerate(tl.series):
+        if s.kind == "bar":
+            width = (s.x[1] - s.x[0]) if len(s.x) > 1 else 0.1
+            data.append({"type": "bar", "name": _esc(s.name), "x": s.x, "y": s.y, "xaxis": "x",
+                         "yaxis": axis_of[s.panel], "width": width,
+                         "marker": {"color": COLOURS[k % 8], "line": {"width": 0}}})
+            continue
         data.append({"type": "scattergl" if len(s.x) > 2000 else "scatter", "mode": "lines",
                      "name": _esc(s.name), "x": s.x, "y": s.y, "xaxis": "x",
                      "yaxis": axis_of[s.panel], "line": {"width": 2, "color": COLOURS[k % 8]}})

@@ -69,6 +69,31 @@ def test_fio_series_are_drawn_on_the_host_time_axis() -> None:
     assert not any(s.name.startswith("fio t_") for s in tl.series)
 
 
+def test_ping_loss_is_drawn_per_100ms() -> None:
+    rec = real_record()
+    probes: list[dict[str, object]] = [
+        {"seq": i, "t": round(-1.0 + 0.01 * i, 4), "rtt_ms": 0.6} for i in range(400)]
+    for i in (150, 151, 152):  # t = 0.50 .. 0.52: no reply
+        probes[i]["rtt_ms"] = None
+    probes[260]["rtt_ms"] = 1500.0  # t = 1.60: a reply after the 1 s timeout is a loss
+    probes[399]["rtt_ms"] = None  # the last probe: its reply was not due yet, undetermined
+    rec["guest"]["ping"] = probes
+    rec["guest_impact"] = {"ping": {"timeout_ms": 1000.0}}
+    tl = timeline(rec)
+    loss = next(s for s in tl.series if s.name == "ping lost probes")
+    assert loss.kind == "bar" and loss.panel in tl.panels
+    assert "ping rtt_ms" in {s.name for s in tl.series}  # RTT still drawn, same time axis
+    counts = dict(zip(loss.x, loss.y, strict=True))
+    assert counts[0.55] == 3 and counts[1.65] == 1
+    assert sum(v or 0 for v in loss.y) == 4
+    assert min(loss.x) == -0.95 and max(loss.x) == 3.0 - 0.05
+    assert len(loss.x) == 40  # every bin, zeros included: no loss is shown, not a gap
+    from harness.report.render import timeline_figure
+
+    bars = [d for d in timeline_figure(tl)["data"] if d["type"] == "bar"]
+    assert len(bars) == 1 and abs(bars[0]["width"] - 0.1) < 1e-9
+
+
 def test_corrupted_is_never_shown_as_fast() -> None:
     recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580])
     recs.append(make_run(cell_id="aaaaaaaaaaaa", variant="q10", rep=4, total_ms=10,
