@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.workload import label as workload_label
 
 SUMMARY_COLUMNS = [
@@ -193,40 +195,94 @@ def rows(root: Path) -> list[dict[str, Any]]:
     return out
 
 
+#: Metrics a run carries besides the summary columns (see harness.migration._metrics).
+EXTRA_METRIC_COLUMNS = ["qemu_mbps", "samples", "guest_stall_clock"]
+
+#: Columns every frame of :func:`load` has, even an empty one, before any other metric and the
+#: ``axis_*`` columns of the campaign's matrix.
+FRAME_COLUMNS = SUMMARY_COLUMNS + EXTRA_METRIC_COLUMNS + [
+    cpu_column(side, cls) for side in CPU_SIDES for cls in CPU_CLASSES]
+
+_CATEGORY_COLUMNS = ("campaign", "variant", "features", "workload", "outcome", "integrity")
+_STRING_COLUMNS = ("cell_id", "qemu_version", "error", "guest_stall_clock")
+_FLOAT_COLUMNS = tuple(c for c in FRAME_COLUMNS if c not in _CATEGORY_COLUMNS + _STRING_COLUMNS
+                       + ("repetition", "timing_excluded"))
+
+
 def load(root: Path) -> Any:
     """All runs below ``root`` as a pandas DataFrame, one row a run, with typed columns.
 
-    Timing columns are floats (NaN where a run has no value); outcome, integrity, variant and
-    features are categoricals.
+    Columns: :data:`FRAME_COLUMNS` (also when the campaign has no runs), then any other metric,
+    then ``axis_<name>`` per matrix axis. Figures (times, bytes, rates, counts, per-class CPU
+    percentages) are float64, NaN where a run has no value; ``repetition`` is int64 and
+    ``timing_excluded`` bool; outcome, integrity, variant, features, workload and campaign are
+    categoricals; ids, versions and errors are strings. Any other column, axes included, is
+    numeric when every value is a number, boolean when every value is a bool, else a string
+    (an axis ``max-bandwidth: [100mbit, 25000000]`` is a string column).
+
+    :raise HarnessError: ``root`` is not a folder, or a run file is unreadable (see
+        :func:`load_run`).
     """
     import pandas as pd
 
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(f"{root}: no such campaign folder")
-    df = pd.DataFrame(rows(root))
-    if df.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    numeric = [c for c in df.columns if c.endswith(("_ms", "_bytes", "_mbps", "_count", "_us",
-                                                    "_before", "_during", "_lost"))
-               or c.startswith("cpu_") or c in ("samples", "repetition")]
-    for col in numeric:
+    records = rows(root)
+    df = pd.DataFrame(records)
+    extra = [c for c in df.columns if c not in FRAME_COLUMNS]
+    df = df.reindex(columns=FRAME_COLUMNS + extra)
+    for col in _FLOAT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["repetition"] = df["repetition"].astype("int64")
     df["timing_excluded"] = df["timing_excluded"].astype(bool)
-    for col in ("outcome", "integrity", "variant", "features", "workload", "campaign"):
-        df[col] = df[col].astype("category")
+    for col in _CATEGORY_COLUMNS:
+        df[col] = df[col].astype(object).astype("category")
+    for col in _STRING_COLUMNS:
+        df[col] = df[col].astype("string")
+    for col in extra:
+        df[col] = _typed(df[col])
     return df
 
 
+def _typed(column: Any) -> Any:
+    """``column`` as numbers, booleans or strings: whichever holds every value it has."""
+    import pandas as pd
+
+    values = [v for v in column if not _missing(v)]
+    if values and all(isinstance(v, bool) for v in values):
+        return column.astype("boolean")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return pd.to_numeric(column)
+    return column.map(_text).astype("string")
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _text(v: Any) -> str | None:
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+
+
 def export(root: Path, fmt: str, dest: Path | None = None) -> Path:
-    """Write the DataFrame of ``root`` as parquet or csv; returns the file written."""
-    df = load(root)
+    """Write the DataFrame of ``root`` as parquet or csv; returns the file written.
+
+    :raise HarnessError: unknown format, unreadable run file, or the file cannot be written.
+    """
     if fmt not in ("parquet", "csv"):
         raise HarnessError(f"unknown export format {fmt!r}: use parquet or csv")
+    df = load(root)
     path = dest or (root / f"runs.{fmt}")
-    if fmt == "parquet":
-        df.to_parquet(path, index=False)
-    else:
-        df.to_csv(path, index=False)
+    try:
+        if fmt == "parquet":
+            df.to_parquet(path, index=False)
+        else:
+            df.to_csv(path, index=False)
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot write the export: {exc.strerror or exc}") from exc
     return path

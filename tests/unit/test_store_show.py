@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from harness import cli, show, store
@@ -311,6 +314,167 @@ def test_rows_cpu_columns_are_named_by_side_and_class(tmp_path: Path) -> None:
     cpu_cols = {k: v for k, v in row.items() if k.startswith("cpu_")}
     assert cpu_cols == {"cpu_src_main_pct": 7.3, "cpu_src_migration_pct": 41.5,
                         "cpu_dst_main_pct": 8.05, "cpu_dst_vcpu_pct": 0.27}
+
+
+# --- load / export ---------------------------------------------------------------------------
+
+SEED = Path(__file__).parent.parent / "data" / "campaign-seed"
+"""Three real runs, trimmed (timelines, consoles, argv): a postcopy run with fio (50d2149269e0/1),
+one with ping (38edd36b762e/1), both QEMU 10.0, and a QEMU 7.2 run that failed (7f6dfef9435a/2)."""
+
+
+def skipped_record() -> dict[str, Any]:
+    """Shaped like harness.runner.skipped_record: no final answer, no metrics, no CPU."""
+    rec = make_record(cell_id="cccccccccccc", outcome="skipped", integrity="unchecked",
+                      timing_excluded=True, error="QEMU 10.0.2 has no migration capability "
+                      "'compress'", metrics={}, timeline=[], events={}, console={})
+    del rec["final"]
+    rec["cell"]["axes"] = {"feature": "compress"}
+    rec["cell"]["migration"]["feature"] = "compress"
+    return rec
+
+
+def seed_campaign(root: Path) -> Path:
+    shutil.copytree(SEED, root)
+    store.write_run(root, skipped_record())
+    return root
+
+
+def by_id(df: Any, cell_id: str) -> Any:
+    (row,) = [r for _, r in df.iterrows() if r["cell_id"] == cell_id]
+    return row
+
+
+def test_load_one_typed_row_per_run(tmp_path: Path) -> None:
+    df = store.load(seed_campaign(tmp_path / "seed"))
+    assert list(zip(df["cell_id"], df["repetition"])) == [
+        ("38edd36b762e", 1), ("50d2149269e0", 1), ("7f6dfef9435a", 2), ("cccccccccccc", 1)]
+    assert list(df.columns[:len(store.FRAME_COLUMNS)]) == store.FRAME_COLUMNS
+    assert list(df.columns[len(store.FRAME_COLUMNS):]) == ["axis_workload", "axis_feature"]
+    for col in ("total_time_ms", "downtime_ms", "host_pause_ms", "transferred_bytes",
+                "throughput_mbps", "fio_iops_during", "ping_lost", "qemu_mbps", "samples",
+                "cpu_src_vcpu_pct", "cpu_dst_main_pct", "cpu_src_postcopy_pct"):
+        assert df[col].dtype == "float64", col
+    assert df["repetition"].dtype == "int64"
+    assert df["timing_excluded"].dtype == "bool"
+    for col in ("outcome", "integrity", "variant", "workload", "features", "campaign"):
+        assert isinstance(df[col].dtype, pd.CategoricalDtype), col
+    for col in ("cell_id", "qemu_version", "error", "guest_stall_clock", "axis_workload",
+                "axis_feature"):
+        assert pd.api.types.is_string_dtype(df[col].dtype), col
+
+    fio = by_id(df, "50d2149269e0")
+    assert (fio["outcome"], fio["integrity"], fio["variant"]) == ("completed", "ok", "default")
+    assert fio["total_time_ms"] == 5190.0 and fio["downtime_ms"] == 3.0
+    assert fio["fio_iops_during"] == 198.3 and fio["fio_lat_p99_us_during"] == 10944.5
+    assert fio["cpu_src_vcpu_pct"] == 37.76 and fio["cpu_src_migration_pct"] == 1.16
+    assert fio["cpu_dst_main_pct"] == 7.71
+    assert math.isnan(fio["cpu_src_compress_pct"])  # a class no thread of this run had
+    assert (fio["axis_workload"], fio["axis_feature"]) == ("writer+fio", "postcopy")
+    assert by_id(df, "38edd36b762e")["ping_max_gap_ms"] == 126.3
+
+    failed = by_id(df, "7f6dfef9435a")
+    assert (failed["outcome"], failed["variant"]) == ("failed", "qemu-7.2")
+    assert math.isnan(failed["total_time_ms"])
+    assert failed["transferred_bytes"] == 285_374_830
+    assert failed["error"].startswith("Unable to write to socket: Broken pipe")
+    assert failed["cpu_src_vcpu_pct"] == 12.37
+    assert pd.isna(failed["axis_workload"]) and failed["axis_feature"] == "precopy"
+
+    skipped = by_id(df, "cccccccccccc")
+    assert skipped["outcome"] == "skipped" and bool(skipped["timing_excluded"])
+    assert skipped["error"] == "QEMU 10.0.2 has no migration capability 'compress'"
+    assert all(math.isnan(skipped[c]) for c in store.FRAME_COLUMNS if c.startswith("cpu_"))
+    assert math.isnan(skipped["total_time_ms"]) and math.isnan(skipped["samples"])
+
+
+def _csv_cell(v: Any) -> str | None:
+    return None if pd.isna(v) or v == "" else str(v)  # csv cannot tell "" from missing
+
+
+def test_export_parquet_and_csv_read_back(tmp_path: Path) -> None:
+    root = seed_campaign(tmp_path / "seed")
+    df = store.load(root)
+    path = store.export(root, "parquet")
+    assert path == root / "runs.parquet"
+    pd.testing.assert_frame_equal(pd.read_parquet(path), df)
+
+    path = store.export(root, "csv", tmp_path / "out.csv")
+    assert path == tmp_path / "out.csv"
+    back = pd.read_csv(path, dtype={"cell_id": str})  # a hex id like 12e4... parses as a float
+    assert list(back.columns) == list(df.columns)
+    assert len(back) == len(df)
+    for col in df.columns:
+        if df[col].dtype == "float64":
+            pd.testing.assert_series_equal(back[col].astype("float64"), df[col], obj=col)
+        else:
+            assert [_csv_cell(v) for v in back[col]] == [_csv_cell(v) for v in df[col]], col
+
+
+def test_load_and_export_mixed_type_axis(tmp_path: Path) -> None:
+    for cell_id, bw, n in (("aaaaaaaaaaaa", "100mbit", 1), ("bbbbbbbbbbbb", 25_000_000, 2)):
+        rec = make_record(cell_id=cell_id)
+        rec["cell"]["axes"] = {"max-bandwidth": bw, "multifd-channels": n, "zero-page": True}
+        store.write_run(tmp_path, rec)
+    rec = make_record(cell_id="dddddddddddd")
+    rec["cell"]["axes"] = {"max-bandwidth": 1.5e6, "zero-page": False}
+    store.write_run(tmp_path, rec)
+    df = store.load(tmp_path)
+    assert pd.api.types.is_string_dtype(df["axis_max-bandwidth"].dtype)
+    assert list(df["axis_max-bandwidth"]) == ["100mbit", "25000000", "1500000.0"]
+    assert df["axis_multifd-channels"].dtype == "float64"  # numeric, NaN where absent
+    assert list(df["axis_multifd-channels"][:2]) == [1.0, 2.0]
+    assert df["axis_zero-page"].dtype == "boolean"
+    path = store.export(tmp_path, "parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(path), df)
+
+
+def test_load_numeric_axis_stays_int(tmp_path: Path) -> None:
+    for cell_id, n in (("aaaaaaaaaaaa", 2), ("bbbbbbbbbbbb", 4)):
+        rec = make_record(cell_id=cell_id)
+        rec["cell"]["axes"] = {"multifd-channels": n}
+        store.write_run(tmp_path, rec)
+    df = store.load(tmp_path)
+    assert df["axis_multifd-channels"].dtype == "int64"
+    assert list(df["axis_multifd-channels"]) == [2, 4]
+
+
+def test_load_empty_campaign_has_the_typed_columns(tmp_path: Path) -> None:
+    empty = store.load(tmp_path)
+    full = store.load(seed_campaign(tmp_path / "seed"))
+    assert len(empty) == 0
+    assert list(empty.columns) == store.FRAME_COLUMNS
+    assert "cpu_src_migration_pct" in empty.columns and "cpu_dst_multifd_recv_pct" in empty.columns
+    for col in store.FRAME_COLUMNS:
+        if isinstance(full[col].dtype, pd.CategoricalDtype):  # the categories differ, not the kind
+            assert isinstance(empty[col].dtype, pd.CategoricalDtype), col
+        else:
+            assert empty[col].dtype == full[col].dtype, col
+    for fmt in ("parquet", "csv"):
+        path = store.export(tmp_path, fmt)
+        back = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+        assert list(back.columns) == store.FRAME_COLUMNS and len(back) == 0
+
+
+def test_load_and_export_errors(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="no such campaign folder"):
+        store.load(tmp_path / "nope")
+    with pytest.raises(HarnessError, match="unknown export format 'xlsx'"):
+        store.export(tmp_path, "xlsx")
+    with pytest.raises(HarnessError, match="cannot write the export"):
+        store.export(tmp_path, "csv", tmp_path / "no-such-dir" / "x.csv")
+
+
+def test_cli_export_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = seed_campaign(tmp_path / "seed")
+    assert cli.main(["export", str(root), "--format", "parquet"]) == 0
+    path = root / "runs.parquet"
+    assert f"wrote {path}" in capsys.readouterr().out
+    back = pd.read_parquet(path)
+    assert len(back) == 4 and back["cpu_src_vcpu_pct"].notna().sum() == 3
+    out = tmp_path / "runs.csv"
+    assert cli.main(["export", str(root), "--format", "csv", "-o", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 4
 
 
 # --- show ------------------------------------------------------------------------------------
