@@ -21,6 +21,7 @@ import ctypes
 import logging
 import os
 import platform
+import re
 import shlex
 import signal
 import socket
@@ -428,17 +429,28 @@ class SshHost(Host):
     transport = "ssh"
 
     def cpu_sampler_prefix(self) -> list[str]:
-        """An OpenSSH command prefix for the CPU sampler's stream (same pinned keys)."""
-        kh = self.spec.known_hosts or Path.home() / ".ssh" / "known_hosts"
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={kh}", "-p", str(self.spec.port)]
-        if self.spec.identity_file is not None:
-            argv += ["-i", str(self.spec.identity_file), "-o", "IdentitiesOnly=yes"]
-        argv.append(f"{self.spec.user}@{self.spec.address}")
+        """An OpenSSH command prefix for the CPU sampler's stream, as strict as our own client.
+
+        No ssh_config is read (``-F none``) and no system-wide known_hosts: only the pinned file,
+        never updated; no agent, only the given key. Paths go through ssh's own config-value
+        parsing, so they are quoted and ``%`` is escaped (checked in ``__init__``); ``--`` ends
+        the options before ``user@address`` (both checked in ``__init__`` too).
+        """
+        spec = self.spec
+        kh = spec.known_hosts or Path.home() / ".ssh" / "known_hosts"
+        argv = ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", f"UserKnownHostsFile={_ssh_config_path(kh)}",
+                "-o", "UpdateHostKeys=no", "-o", "IdentitiesOnly=yes"]
+        if spec.identity_file is not None:
+            argv += ["-o", f"IdentityFile={_ssh_config_path(spec.identity_file)}"]
+        argv += ["-p", str(spec.port), "--", f"{spec.user}@{spec.address}"]
         return argv
 
     def __init__(self, name: str, spec: HostSpec) -> None:
+        """:raise HostError: the user, address or a key file cannot be passed to ssh safely."""
         super().__init__(name, spec)
+        _check_ssh_spec(name, spec)
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -687,6 +699,41 @@ class SshHost(Host):
         except Exception as exc:  # noqa: BLE001
             raise HostError(f"{self.label}: cannot open a tunnel to {host}:{port}: "
                             f"{_reason(exc)}") from None
+
+
+_SSH_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+# A host name, IPv4 or IPv6 address (with a %zone); never a leading '-' (an ssh option).
+_SSH_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*$")
+
+
+def _check_ssh_spec(name: str, spec: HostSpec) -> None:
+    """Refuse values that would change the meaning of an ssh command line (see
+    :meth:`SshHost.cpu_sampler_prefix`), naming the host.
+
+    :raise HostError: a user or address that ssh would read as an option or as something else,
+        or a key file path that ssh would expand (``${VAR}``) or cannot hold (a line break).
+    """
+    where = f"{name} (ssh host {spec.address!r}, port {spec.port})"
+    if not _SSH_USER.match(spec.user):
+        raise HostError(f"{where}: user {spec.user!r} is not a user name (letters, digits, "
+                        "'_', '.', '-', not starting with '-' or '.'): fix 'user' in hosts.yaml")
+    if not spec.address or not _SSH_ADDRESS.match(spec.address):
+        raise HostError(f"{where}: address {spec.address!r} is not a host name or IP address "
+                        "(letters, digits, '.', ':', '-', not starting with '-'): fix 'address' "
+                        "in hosts.yaml")
+    for key, path in (("identity_file", spec.identity_file), ("known_hosts", spec.known_hosts)):
+        text = str(path) if path is not None else ""
+        if "${" in text or "\n" in text or "\r" in text:
+            raise HostError(f"{where}: {key} {text!r}: ssh cannot take a path containing '${{' "
+                            "or a line break: move the file")
+
+
+def _ssh_config_path(path: Path) -> str:
+    """``path`` as an ssh config value: absolute, ``%`` escaped (ssh expands %-tokens in key and
+    known_hosts paths), in double quotes with ``\\`` and ``"`` escaped (ssh splits values on
+    blanks, quotes and ``#``)."""
+    text = str(Path(path).absolute()).replace("%", "%%")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _reason(exc: BaseException) -> str:
