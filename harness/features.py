@@ -184,31 +184,51 @@ class MigrationConfig:
         }
 
 
+class KnobError(ValueError):
+    """A bad knob name or value.
+
+    ``str()`` names the knob; ``problem`` does not, for callers that name the exact key
+    themselves (``variants.old.migration.max-bandwidth: cannot parse size ...``).
+    """
+
+    def __init__(self, knob: str, problem: str, message: str | None = None) -> None:
+        self.knob = knob
+        self.problem = problem
+        super().__init__(message if message is not None else f"{knob} {problem}")
+
+
 def knob_value(name: str, value: object, guest_ram: int) -> Any:
-    """Validate and normalise one knob value; raise ValueError with the fix in the message."""
+    """Validate and normalise one knob value.
+
+    :raise KnobError: unknown knob or bad value, with the fix in the message.
+    """
     knob = KNOBS.get(name) or HARNESS_KNOBS.get(name)
     if knob is None:
         known = ", ".join(sorted([*KNOBS, *HARNESS_KNOBS]))
-        raise ValueError(f"unknown migration parameter {name!r}; known: {known}")
+        raise KnobError(name, f"is not a migration parameter; known: {known}",
+                        f"unknown migration parameter {name!r}; known: {known}")
     if knob.kind == "size":
         try:
             if name == "xbzrle-cache-size":
                 return xbzrle_cache_size(value, guest_ram)
             return parse_bytes(value)
         except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
+            msg = str(exc)
+            if msg.startswith(f"{name} "):  # xbzrle_cache_size names itself
+                raise KnobError(name, msg.removeprefix(f"{name} "), msg) from None
+            raise KnobError(name, msg, f"{name}: {msg}") from None
     if knob.kind == "bool":
         if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
+            raise KnobError(name, f"must be true or false, got {value!r}")
         return value
     if knob.kind == "enum":
         if value not in knob.choices:
-            raise ValueError(f"{name} must be one of {', '.join(knob.choices)}, got {value!r}")
+            raise KnobError(name, f"must be one of {', '.join(knob.choices)}, got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise KnobError(name, f"must be an integer, got {value!r}")
     if (knob.lo is not None and value < knob.lo) or (knob.hi is not None and value > knob.hi):
-        raise ValueError(f"{name} must be between {knob.lo} and {knob.hi}, got {value}")
+        raise KnobError(name, f"must be between {knob.lo} and {knob.hi}, got {value}")
     return value
 
 
@@ -247,7 +267,8 @@ def _plain_bytes(value: object) -> bool:
 def migration_config(feature: str, knobs: Mapping[str, Any], guest_ram: int) -> MigrationConfig:
     """Combine feature presets (``a+b`` combines) with knobs into QEMU arguments.
 
-    :raise ValueError: unknown feature or knob, a bad value, or features QEMU will not combine.
+    :raise KnobError: an unknown knob or a bad knob value.
+    :raise ValueError: an unknown feature, or features QEMU will not combine.
     """
     names = split_feature(feature)
     if not names:

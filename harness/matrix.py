@@ -20,6 +20,7 @@ from typing import Any
 from harness.features import (
     HARNESS_KNOBS,
     KNOBS,
+    KnobError,
     MigrationConfig,
     knob_applies,
     knob_value,
@@ -117,30 +118,38 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
         )
     guest_ram = spec.guest.memory_mib * 1024**2
     for key, values in axes.items():
-        if key in KNOBS or key in HARNESS_KNOBS:
-            for v in values:  # validate even values that some features will ignore
-                try:
-                    knob_value(key, v, guest_ram)
-                except ValueError as exc:
-                    raise ExpansionError(f"axes.{key}", str(exc)) from exc
+        for v in values:  # validate even values that some features will ignore
+            _check_value(f"axes.{key}", key, v, guest_ram)
+    for i, rule in enumerate(spec.include):
+        for key, v in rule.items():
+            if key != "variant":
+                _check_value(f"include[{i}].{key}", key, v, guest_ram)
+    _check_knobs("migration", spec.migration, guest_ram)
+    for vname, variant in spec.variants.items():
+        _check_knobs(f"variants.{vname}.migration", variant.migration, guest_ram)
+    _check_knobs("destination_migration", spec.destination_migration, guest_ram)
+    dst_only = {k: knob_value(k, v, guest_ram) for k, v in spec.destination_migration.items()}
     keys = list(axes)
     cells: list[Cell] = []
     seen_points: set[tuple[str, str]] = set()
-    points: list[tuple[str, dict[str, Any]]] = []
+    # each point with where its coordinates come from (axes.<k> or include[i].<k>), for errors
+    points: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+    axis_origin = {k: f"axes.{k}" for k in keys}
     for vname in variant_names:
         for combo in itertools.product(*(axes[k] for k in keys)):
             point: dict[str, Any] = dict(zip(keys, combo))
             if not _excluded({**point, "variant": vname}, spec.exclude):
-                points.append((vname, point))
-    for rule in spec.include:
+                points.append((vname, point, axis_origin))
+    for i, rule in enumerate(spec.include):
         extra = {k: axes[k][0] for k in keys}
         extra.update({k: v for k, v in rule.items() if k != "variant"})
+        origin = {**axis_origin, **{k: f"include[{i}].{k}" for k in rule}}
         for vname in ([str(rule["variant"])] if "variant" in rule else variant_names):
             if vname not in spec.variants:
                 raise ExpansionError("include", f"names unknown variant {vname!r}")
-            if (vname, extra) not in points:
-                points.append((vname, dict(extra)))
-    for vname, point in points:
+            if all((vname, extra) != (pv, pp) for pv, pp, _ in points):
+                points.append((vname, dict(extra), origin))
+    for vname, point, origin in points:
         variant = spec.variants[vname]
         feature = str(point.get("feature", "precopy"))
         # A knob axis that does nothing under this feature (xbzrle-cache-size for precopy)
@@ -152,30 +161,33 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             continue
         seen_points.add(key_repr)
         knobs: dict[str, Any] = dict(spec.migration)
+        knob_origin = {k: f"migration.{k}" for k in spec.migration}
         knobs.update(variant.migration)
+        knob_origin.update({k: f"variants.{vname}.migration.{k}" for k in variant.migration})
         workload = spec.workloads[str(point["workload"])] if "workload" in point else spec.workload
         for k, v in point.items():
             if k in KNOBS or k in HARNESS_KNOBS:
                 knobs[k] = v
+                knob_origin[k] = origin[k]
             elif k.startswith("writer."):
                 base = workload.writer or WriterSpec()
                 try:
                     writer = WriterSpec.model_validate({**base.model_dump(), k[7:]: v})
                 except ValueError as exc:
-                    raise ExpansionError(f"axes.{k}", _first_line(exc)) from exc
+                    raise ExpansionError(origin[k], _first_line(exc)) from exc
                 workload = workload.model_copy(update={"writer": writer})  # keeps ping, fio
         w = workload.writer
         if w is not None and w.working_set_mib >= spec.guest.memory_mib - 64:
             raise ExpansionError(
-                "axes.writer.working_set_mib",
+                origin.get("writer.working_set_mib", "axes.writer.working_set_mib"),
                 f"{w.working_set_mib} MiB does not fit in a {spec.guest.memory_mib} MiB guest",
             )
         try:
             mig = migration_config(feature, knobs, guest_ram)
-            dst_only = {k: knob_value(k, v, guest_ram)
-                        for k, v in spec.destination_migration.items()}
+        except KnobError as exc:  # values are checked above: kept as a safety net
+            raise ExpansionError(knob_origin.get(exc.knob, "migration"), exc.problem) from exc
         except ValueError as exc:
-            raise ExpansionError(_knob_key(str(exc), point), str(exc)) from exc
+            raise ExpansionError(origin.get("feature", "axes.feature"), str(exc)) from exc
         if dst_only:
             if "multifd" in mig.features and dst_only.get(
                     "multifd-channels", mig.parameters["multifd-channels"]
@@ -236,8 +248,29 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
 
 
-def _knob_key(message: str, point: dict[str, Any]) -> str:
-    for k in point:
-        if k in message:
-            return f"axes.{k}"
-    return "migration"
+def _check_knobs(where: str, knobs: dict[str, Any], guest_ram: int) -> None:
+    """Refuse a bad knob under ``where`` (``migration``, ``variants.<v>.migration`` ...)."""
+    for k, v in knobs.items():
+        try:
+            knob_value(k, v, guest_ram)
+        except KnobError as exc:
+            raise ExpansionError(f"{where}.{k}", exc.problem) from exc
+
+
+def _check_value(where: str, axis: str, value: Any, guest_ram: int) -> None:
+    """Refuse a value that axis ``axis`` cannot take; ``where`` is the key to blame."""
+    if axis == "feature":
+        try:
+            migration_config(str(value), {}, guest_ram)
+        except ValueError as exc:
+            raise ExpansionError(where, str(exc)) from exc
+    elif axis in KNOBS or axis in HARNESS_KNOBS:
+        try:
+            knob_value(axis, value, guest_ram)
+        except KnobError as exc:
+            raise ExpansionError(where, exc.problem) from exc
+    elif axis.startswith("writer."):
+        try:
+            WriterSpec.model_validate({axis[7:]: value})
+        except ValueError as exc:
+            raise ExpansionError(where, _first_line(exc)) from exc

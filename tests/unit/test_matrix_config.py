@@ -358,6 +358,47 @@ def test_plan_bad_writer_axis_value_says_why(tmp_path: Path, hosts_file: Path,
     assert "sparse" in str(err)
 
 
+@pytest.mark.parametrize(("data", "key", "problem"), [
+    ({"variants": {"old": {"migration": {"max-bandwidth": "fast"}}}},
+     "variants.old.migration.max-bandwidth", "cannot parse size 'fast'"),
+    ({"variants": {"old": {"migration": {"compress-level": 12}}}},
+     "variants.old.migration.compress-level", "must be between 0 and 9, got 12"),
+    ({"destination_migration": {"max-bandwidth": "fast"}},
+     "destination_migration.max-bandwidth", "cannot parse size 'fast'"),
+    ({"migration": {"max-bandwidth": "fast"}}, "migration.max-bandwidth", "cannot parse size"),
+    ({"migration": {"max-bandwith": "1gbit"}}, "migration.max-bandwith",
+     "is not a migration parameter; known: "),
+    ({"migration": {"xbzrle-cache-size": 100_000_000}, "axes": {"feature": ["xbzrle"]}},
+     "migration.xbzrle-cache-size", "100000000 is not a power of two; use e.g. 67108864"),
+    ({"axes": {"feature": ["xbzrle"], "xbzrle-cache-size": ["100000000"]}},
+     "axes.xbzrle-cache-size", "100000000 is not a power of two; use e.g. 67108864"),
+    ({"axes": {"multifd-channels": [2]}, "include": [{"multifd-channels": 0}]},
+     "include[0].multifd-channels", "must be between 1 and 255, got 0"),
+    ({"axes": {"feature": ["multifd"], "multifd-channels": [2]},
+      "include": [{"feature": "multifd"}, {"multifd-channels": "four"}]},
+     "include[1].multifd-channels", "must be an integer, got 'four'"),
+    ({"axes": {"feature": ["precopy"]}, "include": [{"feature": "xbzlre"}]},
+     "include[0].feature", "unknown feature 'xbzlre'"),
+    ({"axes": {"writer.pattern": ["text"]}, "include": [{"writer.pattern": "ones"}]},
+     "include[0].writer.pattern", "Input should be 'zero', 'text', 'random' or 'sparse'"),
+    ({"axes": {"writer.working_set_mib": [32]}, "include": [{"writer.working_set_mib": 480}]},
+     "include[0].writer.working_set_mib", "480 MiB does not fit in a 512 MiB guest"),
+    ({"axes": {"feature": ["precopy", "compress+multifd"]}},
+     "axes.feature", "feature 'compress+multifd': QEMU refuses compress with multifd"),
+])
+def test_plan_error_names_the_exact_key(tmp_path: Path, hosts_file: Path, hosts: HostsConfig,
+                                        data: dict[str, Any], key: str, problem: str) -> None:
+    err = plan_error(tmp_path, hosts_file, hosts, {"name": "t", **data})
+    assert err.key == key
+    msg = str(err)
+    assert msg.startswith(f"{tmp_path / 'm.yaml'}: {key}: ")
+    rest = msg.removeprefix(f"{tmp_path / 'm.yaml'}: {key}: ")
+    assert rest.startswith(problem), rest
+    # a knob is named once, by the key, not again as a prefix of the problem
+    knob = key.rsplit(".", 1)[-1]
+    assert knob == "feature" or not rest.startswith(knob), rest
+
+
 def test_plan_variant_build_not_defined(tmp_path: Path, hosts_file: Path,
                                         hosts: HostsConfig) -> None:
     err = plan_error(tmp_path, hosts_file, hosts, {"name": "t", "variants": {"v": {"build": "9"}}})

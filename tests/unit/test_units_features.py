@@ -7,6 +7,7 @@ import pytest
 from harness.features import (
     DEFAULT_MAX_BANDWIDTH,
     DEFAULT_XBZRLE_CACHE,
+    KnobError,
     knob_value,
     migration_config,
     xbzrle_cache_size,
@@ -236,6 +237,22 @@ def test_unknown_knob_lists_known() -> None:
 def test_knob_errors(name: str, value: object, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         migration_config("precopy", {name: value}, GUEST_RAM)
+
+
+def test_knob_error_names_the_knob_once() -> None:
+    with pytest.raises(KnobError) as info:
+        migration_config("xbzrle", {"xbzrle-cache-size": 100_000_000}, GUEST_RAM)
+    assert str(info.value) == "xbzrle-cache-size 100000000 is not a power of two; use e.g. 67108864"
+    assert info.value.knob == "xbzrle-cache-size"
+    assert info.value.problem == "100000000 is not a power of two; use e.g. 67108864"
+    with pytest.raises(KnobError) as info:
+        knob_value("max-bandwidth", "fast", GUEST_RAM)
+    assert str(info.value).startswith("max-bandwidth: cannot parse size 'fast'")
+    assert info.value.problem.startswith("cannot parse size 'fast'")
+    with pytest.raises(KnobError) as info:
+        knob_value("compress-threads", -1, GUEST_RAM)
+    assert str(info.value) == "compress-threads must be between 1 and 255, got -1"
+    assert info.value.problem == "must be between 1 and 255, got -1"
 
 
 def test_knob_boundaries_accepted() -> None:
