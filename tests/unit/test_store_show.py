@@ -612,3 +612,34 @@ def test_write_summary_from_kept_rows_matches_a_rebuild(tmp_path: Path) -> None:
     order = [line.split(",")[1:7:5] for line in from_rows.splitlines()[1:]]
     assert order == [["aaaaaaaaaaaa", "1"], ["bbbbbbbbbbbb", "1"], ["bbbbbbbbbbbb", "2"],
                      ["bbbbbbbbbbbb", "10"]]
+
+
+def guest_impact_record() -> dict[str, Any]:
+    """The real fio run of tests/data/campaign-seed with the ping block of its ping run added,
+    and two workload deaths (the shape harness.migration._workload_deaths writes)."""
+    rec = json.loads((SEED / "50d2149269e0" / "1.json").read_text())
+    ping = json.loads((SEED / "38edd36b762e" / "1.json").read_text())["guest_impact"]["ping"]
+    rec["guest_impact"]["ping"] = ping
+    rec["workload_errors"] = ["source: what=fio code=1", "destination: what=ping signal=9"]
+    return rec
+
+
+def block_values(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines()[2:]:
+        label, value = line.strip().split(":", 1)
+        out.setdefault(label, []).append(value.strip())
+    return out
+
+
+def test_run_block_fio_during_is_on_the_host_clock() -> None:
+    """Under TCG the guest's clock stops with the VM: its IOPS hide the pause, the host's show
+    it, and summary.csv's fio_iops_during is the host figure too."""
+    rec = guest_impact_record()
+    rec["guest_impact"]["fio"]["during"].update(iops_mean=200.0, iops_host_mean=120.5)
+    rec["guest_impact"]["fio"]["before"] = {}
+    d = block_values(show.run_block(rec))
+    assert d["fio during (host clock)"] == ["iops 120.5, lat p99 max 10944.5 us"]
+    assert d["fio before (host clock)"] == ["iops -, lat p99 max -"]
+    assert not any(k.startswith("fio") and "host clock" not in k for k in d)
+
