@@ -19,6 +19,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from harness import stats, workload
@@ -154,10 +155,29 @@ class OutcomeChange:
     integrity: bool  # an integrity change (ok <-> corrupted) rather than an outcome change
 
 
+def _share(counts: dict[str, int], status_: str) -> Fraction:
+    return Fraction(counts.get(status_, 0), sum(counts.values()))
+
+
+def _majority(counts: dict[str, int]) -> str:
+    # ties go to the worse status: "completed 1/2, failed 1/2" is not a completed cell
+    return max(counts, key=lambda s: (counts[s], -_STATUS_RANK.get(s, 0)))
+
+
 def outcome_change(base: Sequence[Record], new: Sequence[Record]) -> OutcomeChange | None:
-    """How the set of statuses changed between the sides, or None when it did not."""
+    """How the outcomes changed between the sides, or None when they did not.
+
+    A change is any of: a status present on one side only; a different share of ``completed``
+    runs (completed and not corrupted) or of ``corrupted`` runs; a different most common status.
+    So "completed 3/3 -> completed 1/3, not-converged 2/3" is a change, while the same shares
+    over a different number of repetitions ("completed 3/3 -> completed 5/5") are not.
+    """
     cb, cn = status_counts(base), status_counts(new)
-    if not cb or not cn or set(cb) == set(cn):
+    if not cb or not cn:
+        return None
+    shares_differ = {s: _share(cb, s) != _share(cn, s) for s in ("completed", "corrupted")}
+    if (set(cb) == set(cn) and not any(shares_differ.values())
+            and _majority(cb) == _majority(cn)):
         return None
 
     def score(c: dict[str, int]) -> float:
@@ -165,7 +185,7 @@ def outcome_change(base: Sequence[Record], new: Sequence[Record]) -> OutcomeChan
 
     sb, sn = score(cb), score(cn)
     direction = "better" if sn > sb else "worse" if sn < sb else "mixed"
-    integrity = ("corrupted" in cb) != ("corrupted" in cn)
+    integrity = shares_differ["corrupted"]
     return OutcomeChange(describe_counts(cb), describe_counts(cn), direction, integrity)
 
 

@@ -191,6 +191,49 @@ def test_outcome_changes_come_first() -> None:
     assert all(r.comparison.new is None for r in first.rows)
 
 
+def _outcomes(*statuses: str) -> list[dict[str, object]]:
+    out = []
+    for i, st in enumerate(statuses, 1):
+        corrupted = st == "corrupted"
+        out.append(make_run(cell_id="a00000000001", variant="q10", rep=i,
+                            outcome="completed" if corrupted else st,
+                            integrity="corrupted" if corrupted else "ok"))
+    return out
+
+
+def test_outcome_change_compares_shares_not_only_the_set() -> None:
+    from harness import regress
+
+    before = _outcomes("completed", "completed", "completed")
+    after = _outcomes("completed", "not-converged", "not-converged")
+    two_kinds = _outcomes("completed", "completed", "not-converged")
+    change = compare.outcome_change(two_kinds, after)  # same set of statuses on both sides
+    assert change is not None and change.direction == "worse" and not change.integrity
+    assert change.before == "completed 2/3, not-converged 1/3"
+    assert change.after == "completed 1/3, not-converged 2/3"
+    back = compare.outcome_change(after, two_kinds)
+    assert back is not None and back.direction == "better"
+    change = compare.outcome_change(before, after)
+    assert change is not None and change.after == "completed 1/3, not-converged 2/3"
+    # the same shares over another number of repetitions are no change
+    assert compare.outcome_change(before, _outcomes(*["completed"] * 5)) is None
+    assert compare.outcome_change(after, after) is None
+    # no completed run on either side, but the most common failure changed
+    nc = compare.outcome_change(_outcomes("not-converged", "not-converged", "failed"),
+                                _outcomes("not-converged", "failed", "failed"))
+    assert nc is not None and nc.direction == "worse"
+    # more of the runs corrupted: an integrity change
+    bad = compare.outcome_change(_outcomes("completed", "completed", "corrupted"),
+                                 _outcomes("completed", "corrupted", "corrupted"))
+    assert bad is not None and bad.integrity and bad.direction == "worse"
+    # the nightly check reads the same rule: a falling completed share is a regression
+    finding = regress.outcome_finding(("n1", two_kinds), ("n2", after))
+    assert finding.verdict == regress.REGRESSION and finding.kind == "outcome"
+    assert "completed 2/3, not-converged 1/3 -> completed 1/3, not-converged 2/3" in finding.reason
+    same = regress.outcome_finding(("n1", after), ("n2", after))
+    assert same.verdict == regress.NO_CHANGE
+
+
 def test_report_with_baseline_variant() -> None:
     recs = _side("q72", "a00000000001", [v * 1.3 for v in Q10]) + _side("q10", "b00000000001", Q10)
     rep = build_report(recs, title="t", baseline_variant="q72")
