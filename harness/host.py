@@ -546,9 +546,9 @@ class SshHost(Host):
         code, raw_out, raw_err = self._exec(command, timeout)
         out, err = _text(raw_out), _text(raw_err)
         if code is None:
-            raise CommandFailed(self.name, command, None, out, err)
+            raise CommandFailed(self.label, command, None, out, err)
         if check and code != 0:
-            raise CommandFailed(self.name, command, code, out, err)
+            raise CommandFailed(self.label, command, code, out, err)
         return out
 
     def _exec(self, command: str, timeout: float, stdin: bytes | None = None,
@@ -641,7 +641,8 @@ class SshHost(Host):
         argv = ["tail", "-c", str(max_bytes), str(path)] if max_bytes else ["cat", str(path)]
         code, out, err = self._exec(shlex.join(argv), 60)
         if code != 0:
-            raise HostError(f"{self.name}: cannot read {path}: {_text(err).strip() or code}")
+            raise HostError(f"{self.label}: cannot read {path}: "
+                            + ("timed out" if code is None else _text(err).strip() or str(code)))
         return out
 
     def facts(self) -> dict[str, Any]:

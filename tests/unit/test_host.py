@@ -236,3 +236,29 @@ def test_ssh_host_refuses_values_ssh_would_misread(field: str, value: Any, what:
 def test_ordinary_users_and_addresses_are_accepted(user: str) -> None:
     for address in ("10.0.0.5", "host-a.example.org", "fe80::1%eth0", "::1"):
         SshHost("source", HostSpec(transport="ssh", address=address, user=user))
+
+
+# -- errors name the host; timed-out commands die on the host ------------------------------------
+
+
+def test_ssh_command_errors_name_the_host_not_only_the_role(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    host = SshHost("source", HostSpec(transport="ssh", address="10.0.0.5", port=2222))
+    results: list[tuple[int | None, bytes, bytes]] = []
+    monkeypatch.setattr(host, "_exec", lambda command, timeout, stdin=None: results.pop(0))
+    results.append((3, b"", b"boom\n"))
+    with pytest.raises(CommandFailed, match=r"^source \(root@10.0.0.5:2222\): `false` exited 3: "
+                                            "boom$") as exc:
+        host.run(["false"])
+    assert exc.value.host == "source (root@10.0.0.5:2222)"
+    results.append((None, b"", b""))
+    with pytest.raises(CommandFailed, match=r"^source \(root@10.0.0.5:2222\): `sleep 9` timed "
+                                            "out$"):
+        host.run(["sleep", "9"], timeout=1)
+    results.append((1, b"", b"cat: /x: No such file or directory\n"))
+    with pytest.raises(HostError, match=r"^source \(root@10.0.0.5:2222\): cannot read /x: cat: "):
+        host.read_file(Path("/x"))
+    results.append((None, b"", b""))
+    with pytest.raises(HostError, match=r"^source \(root@10.0.0.5:2222\): cannot read /y: timed "
+                                        "out$"):
+        host.read_file(Path("/y"))
