@@ -632,6 +632,28 @@ def block_values(text: str) -> dict[str, list[str]]:
     return out
 
 
+def test_run_block_guest_impact() -> None:
+    text = show.run_block(guest_impact_record())
+    d = block_values(text)
+    assert d["ping before"] == ["sent 102, lost 0, max gap 11.5 ms, rtt p50/p99/max "
+                                "1.15/3.16/10.99 ms"]
+    assert d["ping during"] == ["sent 492, lost 2, max gap 126.3 ms, rtt p50/p99/max "
+                                "1.01/3.75/4.43 ms"]
+    assert d["ping after"] == ["sent 313, lost 0, max gap 14.6 ms, rtt p50/p99/max "
+                               "1.3/81.89/101.75 ms"]
+    assert d["fio before (host clock)"] == ["iops 200.4, lat p99 max 1695.7 us"]
+    assert d["fio during (host clock)"] == ["iops 198.3, lat p99 max 10944.5 us"]
+    assert d["fio after (host clock)"] == ["iops 205.9, lat p99 max 1515.5 us"]
+    assert d["guest max stall (host clock)"] == ["36.1 ms"]
+    assert d["guest max stall (guest clock)"] == ["75.9 ms"]
+    assert d["guest-visible downtime"] == ["36.1 ms"]
+    assert d["workload died"] == ["source: what=fio code=1", "destination: what=ping signal=9"]
+    assert d["cpu vcpu (src / dst)"] == ["37.8% / 0.2%"]
+    labels = [ln.strip().split(":", 1)[0] for ln in text.splitlines()[2:]]
+    assert labels.index("ping before") < labels.index("ping during") < labels.index("ping after")
+    assert labels.index("ping after") < labels.index("fio before (host clock)")
+
+
 def test_run_block_fio_during_is_on_the_host_clock() -> None:
     """Under TCG the guest's clock stops with the VM: its IOPS hide the pause, the host's show
     it, and summary.csv's fio_iops_during is the host figure too."""
@@ -643,3 +665,7 @@ def test_run_block_fio_during_is_on_the_host_clock() -> None:
     assert d["fio before (host clock)"] == ["iops -, lat p99 max -"]
     assert not any(k.startswith("fio") and "host clock" not in k for k in d)
 
+
+def test_run_block_without_guest_impact_has_no_workload_lines() -> None:
+    d = block_values(show.run_block(make_record()))
+    assert not any(k.startswith(("ping", "fio", "workload died", "guest-visible")) for k in d)
