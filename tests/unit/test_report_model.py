@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness import compare
 from harness.report.model import build_report, cell_page, timeline
 from harness.stats import Verdict
@@ -268,3 +270,72 @@ def test_corruption_note_explains_the_72_tcg_bug() -> None:
     assert corruption_note([{"integrity": "ok"}]) == ""
     bad10 = {**bad, "qemu": {"version": "10.0.2"}}
     assert "9.0" not in corruption_note([bad10]) and "no result" in corruption_note([bad10])
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_tables_beside_the_pages(tmp_path: Path) -> None:
+    from harness.report.render import render
+
+    xb, plain = {"feature": "xbzrle"}, {"feature": "precopy"}
+    recs = _side("q10", "a00000000001", [7600, 7650, 7620], axes=xb, cpu=cpu_block())
+    recs += [make_run(cell_id="a00000000002", variant="q10", axes=plain, rep=1,
+                      outcome="not-converged", error="did not converge within max_time_s=25")]
+    recs += _side("q72", "b00000000001", [9900, 9950, 9920], axes=xb)
+    recs += _side("q72", "b00000000002", [12000, 12100, 12050], axes=plain)
+    pages = render(build_report(recs, title="t", baseline_variant="q72"), tmp_path)
+    assert {p.name for p in pages} >= {"index.html", "compare.html", "a00000000001.html"}
+
+    overview = {r["cell_id"]: r for r in _csv(tmp_path / "overview.csv")}
+    assert set(overview) == {"a00000000001", "a00000000002", "b00000000001", "b00000000002"}
+    a = overview["a00000000001"]
+    assert list(a)[:6] == ["workload", "variant", "cell_id", "axes", "status", "runs"]
+    assert (a["variant"], a["axes"], a["status"], a["runs"]) == (
+        "q10", "feature=xbzrle", "completed 3/3", "3")
+    assert float(a["total time median (s)"]) == 7.62  # raw, in the column's unit
+    assert float(a["downtime median (ms)"]) == 3.0
+    assert float(a["CPU src migration median (%)"]) == 42.0
+    nc = overview["a00000000002"]
+    assert nc["status"] == "not-converged 1/1" and nc["total time median (s)"] == ""
+    for name in ("hosts.csv", "parameters.csv", "parameters-common.csv", "qemu.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+    qemu = _csv(tmp_path / "qemu.csv")
+    assert [(r["variant"], r["runs"]) for r in qemu] == [("q10", "4"), ("q72", "6")]
+
+    cells = tmp_path / "cells"
+    runs = _csv(cells / "a00000000001-runs.csv")
+    assert [r["repetition"] for r in runs] == ["1", "2", "3"]
+    assert [r["total time (s)"] for r in runs] == ["7.60", "7.65", "7.62"]
+    assert all(r["status"] == "completed" and r["integrity"] == "ok" for r in runs)
+    stats_rows = {r["metric"]: r for r in _csv(cells / "a00000000001-stats.csv")}
+    total = stats_rows["total time"]
+    assert (total["unit"], total["n"], float(total["median"])) == ("s", "3", 7.62)
+    assert (float(total["min"]), float(total["max"])) == (7.6, 7.65)
+    info = {r["field"]: r["value"] for r in _csv(cells / "a00000000001-info-migrate.csv")}
+    assert info["Migration status"] == "completed"
+    cpu = {r["class"]: r for r in _csv(cells / "a00000000001-cpu.csv")}
+    assert cpu["migration"]["source %"] == "42.0" and cpu["migration"]["destination %"] == "21.0"
+    assert not (cells / "a00000000002-cpu.csv").exists()  # not sampled: no CPU table
+    nc_runs = _csv(cells / "a00000000002-runs.csv")
+    assert nc_runs[0]["status"] == "not-converged" and "max_time_s=25" in nc_runs[0]["error"]
+    assert nc_runs[0]["total time (s)"] == "cannot complete"
+
+    rows = _csv(tmp_path / "compare.csv")
+    assert list(rows[0]) == ["comparison", "workload", "cell", "metric", "unit", "n_base",
+                             "n_new", "median_base", "median_new", "change", "ci95", "p",
+                             "cliffs_delta", "verdict", "warnings"]
+    t = next(r for r in rows if r["cell"] == "feature=xbzrle" and r["metric"] == "total time")
+    assert (t["comparison"], t["n_base"], t["n_new"]) == ("q10 vs q72", "3", "3")
+    assert (float(t["median_base"]), float(t["median_new"])) == (9.92, 7.62)
+    # three runs a side cannot reach significance with Mann-Whitney: a change, no verdict
+    assert t["change"] == "-23.2%" and t["verdict"] == Verdict.INCONCLUSIVE.value
+    outcomes = _csv(tmp_path / "compare-outcomes.csv")
+    assert outcomes == [{"comparison": "q10 vs q72", "workload": outcomes[0]["workload"],
+                         "cell": "feature=precopy", "before": "completed 3/3",
+                         "after": "not-converged 1/1", "direction": "worse",
+                         "kind": "outcome"}]
