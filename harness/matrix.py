@@ -99,12 +99,10 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
     """
     axes = dict(spec.axes)
     variant_names = list(spec.variants)
+    guest_ram = spec.guest.memory_mib * 1024**2
     if "variant" in axes:
         for v in axes["variant"]:
-            if v not in spec.variants:
-                raise ExpansionError(
-                    "axes.variant", f"names unknown variant {v!r}; defined: {', '.join(variant_names)}"
-                )
+            _check_value("axes.variant", "variant", v, spec, guest_ram)
         variant_names = [str(v) for v in axes.pop("variant")]
     for key in axes:
         if key in ("feature", "workload") or key in KNOBS or key in HARNESS_KNOBS:
@@ -116,14 +114,16 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             "is not an axis: use feature, variant, workload, writer.<field> or a migration parameter "
             f"({', '.join(sorted(KNOBS))})",
         )
-    guest_ram = spec.guest.memory_mib * 1024**2
     for key, values in axes.items():
         for v in values:  # validate even values that some features will ignore
-            _check_value(f"axes.{key}", key, v, guest_ram)
-    for i, rule in enumerate(spec.include):
-        for key, v in rule.items():
-            if key != "variant":
-                _check_value(f"include[{i}].{key}", key, v, guest_ram)
+            _check_value(f"axes.{key}", key, v, spec, guest_ram)
+    # include and exclude refuse the same mistakes: an unknown variant or workload, a value
+    # the axis could never take. A valid value off the axis is fine in both (include adds it;
+    # exclude may outlive a value taken off the axis for one run).
+    for name, rules in (("include", spec.include), ("exclude", spec.exclude)):
+        for i, rule in enumerate(rules):
+            for key, v in rule.items():
+                _check_value(f"{name}[{i}].{key}", key, v, spec, guest_ram)
     _check_knobs("migration", spec.migration, guest_ram)
     for vname, variant in spec.variants.items():
         _check_knobs(f"variants.{vname}.migration", variant.migration, guest_ram)
@@ -145,8 +145,6 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
         extra.update({k: v for k, v in rule.items() if k != "variant"})
         origin = {**axis_origin, **{k: f"include[{i}].{k}" for k in rule}}
         for vname in ([str(rule["variant"])] if "variant" in rule else variant_names):
-            if vname not in spec.variants:
-                raise ExpansionError("include", f"names unknown variant {vname!r}")
             if all((vname, extra) != (pv, pp) for pv, pp, _ in points):
                 points.append((vname, dict(extra), origin))
     for vname, point, origin in points:
@@ -257,9 +255,17 @@ def _check_knobs(where: str, knobs: dict[str, Any], guest_ram: int) -> None:
             raise ExpansionError(f"{where}.{k}", exc.problem) from exc
 
 
-def _check_value(where: str, axis: str, value: Any, guest_ram: int) -> None:
+def _check_value(where: str, axis: str, value: Any, spec: MatrixSpec, guest_ram: int) -> None:
     """Refuse a value that axis ``axis`` cannot take; ``where`` is the key to blame."""
-    if axis == "feature":
+    if axis == "variant":
+        if value not in spec.variants:
+            raise ExpansionError(where, f"names unknown variant {value!r}; "
+                                        f"defined: {', '.join(spec.variants)}")
+    elif axis == "workload":
+        if value not in spec.workloads:
+            raise ExpansionError(where, f"names unknown workload {value!r}; "
+                                        f"defined: {', '.join(spec.workloads) or 'none'}")
+    elif axis == "feature":
         try:
             migration_config(str(value), {}, guest_ram)
         except ValueError as exc:

@@ -66,6 +66,52 @@ def test_include_adds_points_and_workloads_axis() -> None:
     assert [c.workload.writer.rate_mib_s for c in cells if c.workload.writer] == [8, 16, 16]
 
 
+@pytest.mark.parametrize("kind", ["include", "exclude"])
+@pytest.mark.parametrize(("rule", "key", "message"), [
+    ({"variant": "zz"}, "variant", "names unknown variant 'zz'; defined: a, b"),
+    ({"variant": "zz", "feature": "precopy"}, "variant",
+     "names unknown variant 'zz'; defined: a, b"),
+    ({"workload": "zz"}, "workload", "names unknown workload 'zz'; defined: w1, w2"),
+    ({"feature": "xbzlre"}, "feature", "unknown feature 'xbzlre'; known: "),
+    ({"feature": "precopy", "max-bandwidth": "fast"}, "max-bandwidth", "cannot parse size 'fast'"),
+])
+def test_include_and_exclude_refuse_the_same_mistakes(kind: str, rule: dict[str, Any], key: str,
+                                                      message: str) -> None:
+    s = spec(variants={"a": {}, "b": {}},
+             workloads={"w1": {"writer": {"rate_mib_s": 8}}, "w2": {"writer": {"rate_mib_s": 16}}},
+             axes={"workload": ["w1", "w2"], "feature": ["precopy", "xbzrle"],
+                   "max-bandwidth": ["1gbit"]},
+             **{kind: [{"feature": "xbzrle"}, rule]})
+    with pytest.raises(ExpansionError) as info:
+        expand(s, "10.0")
+    assert info.value.key == f"{kind}[1].{key}"
+    assert str(info.value).startswith(message)
+
+
+def test_exclude_of_a_valid_value_off_the_axis_is_accepted() -> None:
+    # like include, which adds such values: e.g. a feature taken off the axis for one run
+    s = spec(variants={"a": {}, "b": {}}, axes={"feature": ["precopy"]},
+             exclude=[{"variant": "b", "feature": "compress"}])
+    assert [(c.variant, c.feature) for c in expand(s, "10.0")] == [("a", "precopy"),
+                                                                    ("b", "precopy")]
+
+
+def test_exclude_unknown_variant_through_plan_is_one_line(tmp_path: Path) -> None:
+    from harness.config import load_hosts, plan
+
+    binary = tmp_path / "qemu"
+    binary.write_text("")
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(f"qemu_builds: {{x: {{binary: {binary}}}}}\ndefault_build: x\n"
+                     "pairs: {local: {source: {}, destination: {}}}\n")
+    m = tmp_path / "m.yaml"
+    m.write_text("name: t\nvariants: {old: {}, new: {}}\nexclude: [{variant: zz}]\n")
+    with pytest.raises(ConfigError) as info:
+        plan(m, load_matrix(m), hosts, load_hosts(hosts))
+    assert str(info.value) == (f"{m}: exclude[0].variant: names unknown variant 'zz'; "
+                               "defined: old, new")
+
+
 def test_unknown_named_workload_is_refused() -> None:
     with pytest.raises(ValueError, match="axes.workload"):
         spec(workloads={"a": {}}, axes={"workload": ["a", "zz"]})
