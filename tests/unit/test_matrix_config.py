@@ -318,6 +318,66 @@ def test_exclude_names_non_axis(tmp_path: Path) -> None:
     assert ": exclude[0]: names 'featur'" in msg and "not an axis" in msg
 
 
+@pytest.mark.parametrize(("data", "key"), [
+    ({"workload": {"writer": {"threads": -1}}}, "workload.writer.threads"),
+    ({"workload": {"writer": {"threads": 0}}}, "workload.writer.threads"),
+    ({"workloads": {"busy": {"writer": {"threads": -2}}}}, "workloads.busy.writer.threads"),
+])
+def test_negative_writer_threads(tmp_path: Path, data: dict[str, Any], key: str) -> None:
+    msg = matrix_error(tmp_path, {"name": "t", **data})
+    assert f": {key}: " in msg and "greater than 0" in msg
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"axes": {"writer.threads": [1, -1]}}, "axes.writer.threads"),
+    ({"migration": {"compress-threads": -1}}, "migration.compress-threads"),
+    ({"axes": {"feature": ["compress"], "decompress-threads": [-1]}},
+     "axes.decompress-threads"),
+    ({"variants": {"old": {"migration": {"compress-threads": -1}}}},
+     "variants.old.migration.compress-threads"),
+])
+def test_negative_threads_in_plan(tmp_path: Path, hosts_file: Path, hosts: HostsConfig,
+                                  data: dict[str, Any], key: str) -> None:
+    err = plan_error(tmp_path, hosts_file, hosts, {"name": "t", **data})
+    assert err.key == key
+    assert "-1" in str(err) and ("between 1 and 255" in str(err) or "greater than 0" in str(err))
+
+
+@pytest.mark.parametrize("kind", ["include", "exclude"])
+def test_rule_naming_no_axis(tmp_path: Path, kind: str) -> None:
+    msg = matrix_error(tmp_path, {"name": "t", kind: [{"feature": "precopy"}, {}]})
+    assert f": {kind}[1]: is empty: name at least one axis" in msg
+
+
+def test_include_naming_a_non_axis(tmp_path: Path) -> None:
+    msg = matrix_error(tmp_path, {"name": "t", "axes": {"feature": ["precopy"]},
+                                  "include": [{"max-bandwidth": "1gbit"}]})
+    assert ": include[0]: names 'max-bandwidth'" in msg and "not an axis" in msg
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("name: t\nvariants:\n  old: {build: '7.2'}\n  new: {}\n  old: {}\n", "old"),
+    ("name: t\nworkloads:\n  busy: {}\n  busy: {writer: {rate_mib_s: 8}}\n"
+     "axes: {workload: [busy]}\n", "busy"),
+])
+def test_duplicate_names_in_yaml_mappings(tmp_path: Path, text: str, name: str) -> None:
+    msg = matrix_error(tmp_path, text)
+    assert f"duplicate key {name!r}" in msg and "line " in msg
+
+
+@pytest.mark.parametrize("axis", [{"variant": ["a", "b", "a"]}, {"workload": ["w", "w"]}])
+def test_duplicate_names_in_axis_lists(tmp_path: Path, axis: dict[str, Any]) -> None:
+    msg = matrix_error(tmp_path, {"name": "t", "variants": {"a": {}, "b": {}},
+                                  "workloads": {"w": {}}, "axes": axis})
+    assert ": axes: " in msg and f"axis {next(iter(axis))!r} lists a value twice" in msg
+
+
+def test_variants_must_be_a_mapping_of_names(tmp_path: Path) -> None:
+    # a list of names (where a name could repeat) is not a form the file accepts
+    msg = matrix_error(tmp_path, {"name": "t", "variants": ["a", "a"]})
+    assert ": variants: " in msg and "dictionary" in msg
+
+
 def test_plan_unknown_axis(tmp_path: Path, hosts_file: Path, hosts: HostsConfig) -> None:
     err = plan_error(tmp_path, hosts_file, hosts, {"name": "t", "axes": {"bandwidth": ["1gbit"]}})
     assert err.key == "axes.bandwidth"
