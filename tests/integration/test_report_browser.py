@@ -88,6 +88,9 @@ def report_dir() -> Iterator[Path]:
     hostile["console"]["destination"].append({"t": 0.0, "line": "guest says " + HOSTILE})
     hostile["cell"]["axes"]["feature"] = "multifd" + HOSTILE
     recs.append(hostile)
+    # a skip reason is shown on the overview (table and heatmap) as well as on the cell page
+    recs.append(make_run(cell_id="a00000000004", variant="q10", rep=1, outcome="skipped",
+                         axes={"feature": "dirty-limit"}, error=HOSTILE))
     recs += [make_run(cell_id="b00000000001", variant="q72", rep=r, total_ms=t * 1.3,
                       axes={"feature": "xbzrle"})
              for r, t in enumerate([7600, 7650, 7580, 7620], 1)]
@@ -140,12 +143,17 @@ def _requests(drv: Any) -> list[str]:
     return urls
 
 
-def _check_page(drv: Any, path: Path, shot: Path) -> None:
-    _load(drv, path)
+def _check_offline(drv: Any, path: Path) -> None:
+    """No console errors and no request other than file:, data: or blob: since the load."""
     errors = [e for e in drv.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert errors == [], errors
     remote = [u for u in _requests(drv) if not u.startswith(("file:", "data:", "blob:"))]
     assert remote == [], f"network requests from {path.name}: {remote}"
+
+
+def _check_page(drv: Any, path: Path, shot: Path) -> None:
+    _load(drv, path)
+    _check_offline(drv, path)
     drv.save_screenshot(str(shot))
     assert png_colours(shot.read_bytes()) > 60, "screenshot looks blank"
     # every drawn figure has an SVG with data in it
@@ -170,18 +178,20 @@ def test_cell_page_loads_offline_and_draws(driver: Any, report_dir: Path, tmp_pa
 
 
 def test_compare_page(driver: Any, report_dir: Path, tmp_path: Path) -> None:
+    driver.get_log("browser")
+    driver.get_log("performance")
     driver.get((report_dir / "compare.html").as_uri())
     body = driver.find_element("tag name", "body").text
     assert "q10 vs q72" in body and "Mann-Whitney" in body
     assert driver.find_elements("css selector", ".badge.v-better")
-    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    assert errors == []
+    _check_offline(driver, report_dir / "compare.html")
 
 
 def test_hostile_text_is_escaped(driver: Any, report_dir: Path) -> None:
     from selenium.common.exceptions import NoAlertPresentException
 
-    for page in (report_dir / "cells" / "a00000000003.html", report_dir / "index.html"):
+    for page in (report_dir / "cells" / "a00000000003.html",
+                 report_dir / "cells" / "a00000000004.html", report_dir / "index.html"):
         _load(driver, page)
         with pytest.raises(NoAlertPresentException):
             driver.switch_to.alert.text  # noqa: B018 - an alert would mean script ran
@@ -189,8 +199,11 @@ def test_hostile_text_is_escaped(driver: Any, report_dir: Path) -> None:
         assert driver.execute_script(
             "return Array.from(document.scripts).filter(s => s.textContent.includes('alert(1)')"
             " && s.type !== 'application/json').length") == 0
-        assert "<script>alert(1)</script>" in driver.find_element("tag name", "body").text \
-            or page.name == "index.html"
+        # shown as text: the whole string, markup and all
+        assert HOSTILE in driver.find_element("tag name", "body").text, page.name
+    index = driver.find_element("tag name", "body").text
+    assert "skipped: " + HOSTILE in index  # the skip reason in the overview table
+    assert "multifd" + HOSTILE in index  # the axis value in the overview table
     _load(driver, report_dir / "cells" / "a00000000003.html")
     driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
     body = driver.find_element("tag name", "body").text
