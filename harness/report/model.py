@@ -436,7 +436,11 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
         info_rec = usable[(len(usable) - 1) // 2]
         note = "the run with the median total time" if len(usable) > 1 else ""
     else:
-        info_rec, note = recs[-1], "the last run (none completed)"
+        # e.g. completed but corrupted, or not converged: say which, not "none completed"
+        why = compare.describe_counts(compare.status_counts(recs))
+        if excluded:
+            why += f"; {excluded} timing excluded"
+        info_rec, note = recs[-1], f"the last run, as no run has usable timings: {why}"
     src, extra = _info_source(info_rec)
     info_note = "; ".join(x for x in (note, extra) if x)
     other_info = [(int(r.get("repetition", 0)), info_migrate(_info_source(r)[0]))

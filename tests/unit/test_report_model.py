@@ -111,6 +111,18 @@ def test_corrupted_is_never_shown_as_fast() -> None:
     assert any("corrupted" in w for w in page.warnings)
 
 
+def test_info_note_says_why_no_run_is_usable() -> None:
+    bad = _side("q72", "aaaaaaaaaaaa", [5800, 5700, 6300], integrity="corrupted")
+    page = cell_page(bad, compare.present_metrics(bad))
+    assert page.info_rep == 3 and "none completed" not in page.info_note
+    assert page.info_note == "the last run, as no run has usable timings: corrupted 3/3"
+    nc = [make_run(cell_id="aaaaaaaaaaaa", rep=i, outcome="not-converged") for i in (1, 2)]
+    assert "timings: not-converged 2/2" in cell_page(nc, compare.present_metrics(nc)).info_note
+    ok = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580])
+    assert cell_page(ok, compare.present_metrics(ok)).info_note == \
+        "the run with the median total time"
+
+
 def test_timing_excluded_runs_are_left_out() -> None:
     recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580], timing_excluded=True)
     page = cell_page(recs, compare.present_metrics(recs))
