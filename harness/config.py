@@ -19,31 +19,54 @@ from harness.models import HostsConfig, MatrixSpec
 M = TypeVar("M", bound=BaseModel)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
-                       ) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _duplicate_key(loader: yaml.SafeLoader, node: yaml.Node, where: str,
+                   visited: set[int] | None = None) -> tuple[str, str] | None:
+    """The first key given twice in one mapping (PyYAML would keep the last) as
+    (key path, what is wrong), or None."""
+    visited = set() if visited is None else visited
+    if id(node) in visited:  # an alias: checked where its anchor is (and may be recursive)
+        return None
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            try:
+                key = loader.construct_object(key_node, deep=True)
+                hash(key)
+            except (yaml.YAMLError, TypeError):
+                continue  # left for the constructor to report
+            path = f"{where}.{key}" if where else str(key)
+            mark = key_node.start_mark
+            if key in seen:
+                first = seen[key]
+                where_given = (f"twice on line {mark.line + 1}" if first.line == mark.line
+                               else f"at lines {first.line + 1} and {mark.line + 1}")
+                return path, f"duplicate key {key!r}: given {where_given}"
+            seen[key] = mark
+            found = _duplicate_key(loader, value_node, path, visited)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(loader, item, f"{where}[{i}]", visited)
+            if found:
+                return found
+    return None
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(path, "", f"{what} file not found", "check the path; see `migbench --help`")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        loader = yaml.SafeLoader(path.read_text())
+        try:
+            node = loader.get_single_node()
+            dup = _duplicate_key(loader, node, "") if node is not None else None
+            if dup is not None:
+                raise ConfigError(path, dup[0], dup[1], "keep one")
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

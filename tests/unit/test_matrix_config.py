@@ -355,14 +355,27 @@ def test_include_naming_a_non_axis(tmp_path: Path) -> None:
     assert ": include[0]: names 'max-bandwidth'" in msg and "not an axis" in msg
 
 
-@pytest.mark.parametrize(("text", "name"), [
-    ("name: t\nvariants:\n  old: {build: '7.2'}\n  new: {}\n  old: {}\n", "old"),
+@pytest.mark.parametrize(("text", "expected"), [
+    ("name: t\nvariants:\n  old: {build: '7.2'}\n  new: {}\n  old: {}\n",
+     "variants.old: duplicate key 'old': given at lines 3 and 5 (keep one)"),
     ("name: t\nworkloads:\n  busy: {}\n  busy: {writer: {rate_mib_s: 8}}\n"
-     "axes: {workload: [busy]}\n", "busy"),
+     "axes: {workload: [busy]}\n",
+     "workloads.busy: duplicate key 'busy': given at lines 3 and 4 (keep one)"),
+    ("name: t\nexclude: [{feature: precopy, feature: xbzrle}]\n",
+     "exclude[0].feature: duplicate key 'feature': given twice on line 2 (keep one)"),
+    ("name: t\nrepetitions: 2\nrepetitions: 3\n",
+     "repetitions: duplicate key 'repetitions': given at lines 2 and 3 (keep one)"),
 ])
-def test_duplicate_names_in_yaml_mappings(tmp_path: Path, text: str, name: str) -> None:
-    msg = matrix_error(tmp_path, text)
-    assert f"duplicate key {name!r}" in msg and "line " in msg
+def test_duplicate_names_in_yaml_mappings(tmp_path: Path, text: str, expected: str) -> None:
+    assert matrix_error(tmp_path, text) == f"{tmp_path / 'm.yaml'}: {expected}"
+
+
+def test_yaml_anchors_and_recursion_still_load(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.yaml", "name: t\nguest: &g {vcpus: 1}\ndescription: x\n"
+                                      "limits: {max_time_s: 10}\n")
+    assert load_matrix(path).guest.vcpus == 1
+    msg = matrix_error(tmp_path, "name: t\naxes: &a {feature: *a}\n")  # recursive, not a list
+    assert ": axes.feature: " in msg
 
 
 @pytest.mark.parametrize("axis", [{"variant": ["a", "b", "a"]}, {"workload": ["w", "w"]}])
