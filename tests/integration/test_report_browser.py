@@ -177,6 +177,28 @@ def test_cell_page_loads_offline_and_draws(driver: Any, report_dir: Path, tmp_pa
     assert lines >= 4
 
 
+def test_collapsed_repetitions_draw_when_opened(driver: Any, report_dir: Path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _load(driver, report_dir / "cells" / "a00000000001.html")
+    drawn = "return Array.from(document.querySelectorAll('.fig')).map(e => e.id + ':' + " \
+            "(e.getAttribute('data-drawn') || ''))"
+    # the first repetition is drawn at once; the three in closed <details> wait
+    assert driver.execute_script(drawn) == ["tl-1:1", "tl-2:", "tl-3:", "tl-4:"]
+    driver.execute_script("document.querySelector('details #tl-3').closest('details').open = true")
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        "return document.getElementById('tl-3').getAttribute('data-drawn') === '1'"))
+    widths = driver.execute_script(
+        "return ['tl-1', 'tl-3'].map(id => [document.getElementById(id).clientWidth,"
+        " document.querySelector('#' + id + ' .main-svg').getBoundingClientRect().width])")
+    (box1, svg1), (box3, svg3) = widths
+    # drawn at the size of its container (not plotly's 700 px default for a hidden element)
+    assert svg3 > 0.9 * box3 and abs(svg3 - svg1) < 0.1 * svg1 + 40, widths
+    assert driver.execute_script(drawn)[1:] == ["tl-2:", "tl-3:1", "tl-4:"]
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors
+
+
 def test_compare_page(driver: Any, report_dir: Path, tmp_path: Path) -> None:
     driver.get_log("browser")
     driver.get_log("performance")

@@ -1,15 +1,18 @@
 // Draws the plotly figures embedded as <script type="application/json" class="figure">.
-// A figure inside a closed <details> is drawn when it is opened (plotly needs a visible size).
+// The scripts sit at the end of <body>; the element they draw into (data-target) may sit in a
+// closed <details> (repetitions after the first): such a figure is drawn when its <details> is
+// opened, because plotly sizes a figure from its container, which has no width while hidden.
 (function () {
   "use strict";
   var config = { displaylogo: false, responsive: true,
                  modeBarButtonsToRemove: ["sendDataToCloud", "lasso2d", "select2d"] };
+  function target(el) { return document.getElementById(el.dataset.target); }
   function draw(el) {
-    if (el.dataset.drawn) { return; }
+    var gd = target(el);
+    if (el.dataset.drawn || !gd) { return; }
     var fig = JSON.parse(el.textContent);
-    var target = document.getElementById(el.dataset.target);
     el.dataset.drawn = "1";
-    Plotly.newPlot(target, fig.data, fig.layout, Object.assign({}, config, fig.config || {})).then(function (gd) {
+    Plotly.newPlot(gd, fig.data, fig.layout, Object.assign({}, config, fig.config || {})).then(function (gd) {
       gd.setAttribute("data-drawn", "1");
       if (fig.data.length && fig.data[fig.data.length - 1].type === "heatmap") {
         gd.on("plotly_click", function (ev) {
@@ -19,16 +22,24 @@
       }
     });
   }
-  function visible(el) {
-    var d = el.closest("details");
-    return !d || d.open;
+  function shown(el) {
+    var gd = target(el);
+    for (var d = gd && gd.closest("details"); d; d = d.parentElement && d.parentElement.closest("details")) {
+      if (!d.open) { return false; }
+    }
+    return !!gd;
   }
   document.addEventListener("DOMContentLoaded", function () {
-    var figs = document.querySelectorAll("script.figure");
-    figs.forEach(function (el) { if (visible(el)) { draw(el); } });
+    var figs = Array.prototype.slice.call(document.querySelectorAll("script.figure"));
+    figs.forEach(function (el) { if (shown(el)) { draw(el); } });
     document.querySelectorAll("details").forEach(function (d) {
       d.addEventListener("toggle", function () {
-        if (d.open) { d.querySelectorAll("script.figure").forEach(draw); }
+        if (!d.open) { return; }
+        figs.forEach(function (el) {
+          var gd = target(el);
+          if (!gd || !d.contains(gd) || !shown(el)) { return; }
+          if (el.dataset.drawn) { Plotly.Plots.resize(gd); } else { draw(el); }
+        });
       });
     });
   });
