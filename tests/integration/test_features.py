@@ -32,19 +32,24 @@ def runs(tmp_path_factory: pytest.TempPathFactory, hosts: HostsConfig,
             "postcopy-after-syncs": 2,
         },
         variants={"q10": {"build": "10.0"}, "q72": {"build": "7.2"}},
-        axes={"feature": ["xbzrle", "compress", "multifd", "auto-converge", "postcopy",
-                          "dirty-limit"]},
-        exclude=[{"variant": "q72", "feature": f} for f in
-                 ("xbzrle", "multifd", "auto-converge", "postcopy", "dirty-limit")],
+        axes={"feature": FEATURES},
+        exclude=[{"variant": "q72", "feature": f} for f in FEATURES if f != "compress"],
     )
     out = tmp_path_factory.mktemp("features") / "features"
     run_matrix(Path("features.yaml"), spec, REPO / "hosts.yaml", hosts, out, None, image)
-    return {(r["cell"]["variant"], r["cell"]["migration"]["feature"]): r
-            for _, r in store.iter_runs(out)}
+    records = [r for _, r in store.iter_runs(out)]
+    keyed = {(r["cell"]["variant"], r["cell"]["migration"]["feature"]): r for r in records}
+    # every (variant, feature) cell exactly once: no cell lost, none run twice
+    assert len(records) == len(keyed) == len(FEATURES) + 1, sorted(keyed)
+    return keyed
+
+
+FEATURES = ["xbzrle", "compress", "multifd", "auto-converge", "postcopy", "dirty-limit",
+            "xbzrle+auto-converge", "postcopy+postcopy-preempt", "pause"]
 
 
 def test_every_cell_recorded_once(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
-    assert len(runs) == 7
+    assert set(runs) == {("q10", f) for f in FEATURES} | {("q72", "compress")}
 
 
 def test_xbzrle_uses_its_cache(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -89,9 +94,42 @@ def test_multifd_threads_on_both_sides(runs: dict[tuple[str, str], dict[str, Any
 
 def test_auto_converge_throttles(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
     r = runs[("q10", "auto-converge")]
-    assert r["outcome"] in ("completed", "not-converged"), r["error"]
+    assert r["outcome"] == "completed", r["error"]
+    assert r["integrity"] == "ok"
     throttle = [s.get("cpu-throttle-percentage", 0) for s in r["timeline"]]
     assert max(throttle) > 0
+
+
+def test_xbzrle_combines_with_auto_converge(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    r = runs[("q10", "xbzrle+auto-converge")]
+    assert r["outcome"] == "completed", r["error"]
+    assert r["integrity"] == "ok"
+    caps = r["migration"]["applied"]["source"]["capabilities"]
+    assert caps["xbzrle"] is True and caps["auto-converge"] is True
+    assert r["final"]["xbzrle-cache"]["pages"] > 0
+
+
+def test_postcopy_preempt_uses_its_channel(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    r = runs[("q10", "postcopy+postcopy-preempt")]
+    assert r["outcome"] == "completed", r["error"]
+    assert r["integrity"] == "ok"
+    for side in ("source", "destination"):
+        caps = r["migration"]["applied"][side]["capabilities"]
+        assert caps["postcopy-ram"] is True and caps["postcopy-preempt"] is True
+    assert "postcopy-active" in {s["status"] for s in r["timeline"]}
+    names = {t["comm"] for t in r["cpu"]["destination"]["threads"]}
+    assert "mig/dst/preempt" in names, sorted(names)
+
+
+def test_pause_stops_the_guest_so_the_migration_ends(
+        runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    r = runs[("q10", "pause")]
+    assert r["outcome"] == "completed", r["error"]
+    assert r["integrity"] == "ok"
+    assert r["pause_t"] > 0
+    syncs = [s["ram"]["dirty-sync-count"] for s in r["timeline"]
+             if s.get("ram") and s["t"] <= r["pause_t"]]
+    assert max(syncs) >= 5  # pause-after-syncs' default
 
 
 def test_postcopy_completes_after_switch(runs: dict[tuple[str, str], dict[str, Any]]) -> None:

@@ -128,6 +128,24 @@ def test_migration_that_cannot_converge_is_cancelled(tmp_path: Path, hosts: Host
     assert 7.5 <= rec["timeline"][-1]["t"] < 20
 
 
+def test_migration_is_cancelled_after_max_dirty_syncs(tmp_path: Path, hosts: HostsConfig,
+                                                      image: GuestImage) -> None:
+    [rec] = _run(
+        tmp_path, hosts, image, name="ncs",
+        limits={"max_time_s": 60, "max_dirty_syncs": 3, "observe_after_s": 0},
+        workload={"writer": {"working_set_mib": 64, "rate_mib_s": 48, "pattern": "random"}},
+        migration={"max-bandwidth": "200mbit"}, axes={"feature": ["precopy"]},
+    )
+    assert rec["outcome"] == "not-converged"
+    assert "max_dirty_syncs=3" in rec["error"]
+    assert rec["final"]["status"] == "cancelled"
+    assert rec["source_status"] == "running"
+    active = [s for s in rec["timeline"] if s["status"] == "active" and s.get("ram")]
+    # cancelled at the first sample past the limit, long before max_time_s
+    assert active[-1]["ram"]["dirty-sync-count"] == 4
+    assert rec["timeline"][-1]["t"] < 40
+
+
 def test_destination_killed_mid_migration_fails_and_next_cell_runs(
         tmp_path: Path, hosts: HostsConfig, image: GuestImage) -> None:
     killed: list[int] = []
