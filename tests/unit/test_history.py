@@ -143,3 +143,21 @@ def test_nights_are_listed_in_order_and_incoming_is_left_out(tmp_path: Path) -> 
     assert [n.stamp for n in history.nights(hist, a.key)] == [b.stamp, a.stamp, c.stamp]
     assert c.stamp == "20260102T030000Z-2"
     assert list(history.identities(hist)) == [a.key]
+
+
+def test_nightly_and_compare_exit_1_on_a_harness_error(tmp_path: Path,
+                                                        capsys: Any) -> None:
+    """CI tells "the harness broke" (1) from "something regressed" (2) by the exit code."""
+    from harness import cli
+
+    missing = tmp_path / "missing.yaml"
+    assert cli.main(["nightly", str(missing), "--history", str(tmp_path / "h")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0]
+    assert not (tmp_path / "h").exists() or not any((tmp_path / "h").iterdir())
+    bad = tmp_path / "m.yaml"
+    bad.write_text("name: m\nvariants: {a: {build: '10.0'}}\n")
+    assert cli.main(["compare", "--before", "a", "--after", "nope", str(bad),
+                     "--out", str(tmp_path / "c")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0]
