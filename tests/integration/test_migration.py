@@ -93,15 +93,24 @@ def test_stamp_check_without_ram_mode_keeps_timing(tmp_path: Path, hosts: HostsC
 
 def test_qemu72_loses_dirty_pages_and_ram_check_catches_it(tmp_path: Path, hosts: HostsConfig,
                                                            image: GuestImage) -> None:
-    """Debian 12's QEMU 7.2 loses dirty pages under TCG (fixed upstream in 9.0)."""
-    recs = _run(
+    """Debian 12's QEMU 7.2 loses dirty pages under TCG (fixed upstream in 9.0); QEMU 10.0
+    migrates the same writing guest intact."""
+    runs = _run(
         tmp_path, hosts, image, name="q72", integrity="ram", repetitions=2,
         limits={"max_time_s": 60, "observe_after_s": 1},
         workload={"writer": {"working_set_mib": 128, "rate_mib_s": 16, "pattern": "random"}},
         migration={"max-bandwidth": "400mbit"},
-        variants={"q72": {"build": "7.2"}}, axes={"feature": ["precopy"]},
+        variants={"q72": {"build": "7.2"}, "q10": {"build": "10.0"}}, axes={"feature": ["precopy"]},
     )
+    recs = [r for r in runs if r["cell"]["variant"] == "q72"]
+    good = [r for r in runs if r["cell"]["variant"] == "q10"]
     assert all(r["qemu"]["version"].startswith("7.2") for r in recs)
+    assert all(r["qemu"]["version"].startswith("10.0") for r in good)
+    for r in good:  # the same guest, the same checks: intact on 10.0
+        assert r["outcome"] == "completed", r["error"]
+        assert r["metrics"]["dirty_sync_count"] >= 3
+        assert r["integrity"] == "ok", r["integrity_detail"]
+        assert r["integrity_detail"]["ram"]["differing_pages"] == 0
     completed = [r for r in recs if r["outcome"] == "completed"]
     assert completed, [r["error"] for r in recs]
     assert all(r["metrics"]["dirty_sync_count"] >= 3 for r in completed)
