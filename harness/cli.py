@@ -7,6 +7,7 @@ exits 1. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from harness import store
 from harness.config import hosts_path, load_hosts, load_matrix, plan
@@ -36,6 +39,41 @@ from harness.testbed import register as register_testbed
 REPO = Path(__file__).resolve().parent.parent
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def run_eta(first_start: float | None, now: float, finished: float, remaining: float | None
+            ) -> float | None:
+    """Seconds left: the wall-clock time per run finished since ``first_start``, times the runs
+    left; None before the first run has finished.
+
+    Wall-clock time per run, not the mean run duration, so that it stays right when several
+    host pairs run at once.
+    """
+    if remaining is not None and remaining <= 0:
+        return 0.0
+    if first_start is None or finished <= 0 or remaining is None:
+        return None
+    return max(0.0, now - first_start) / finished * remaining
+
+
+class RunEtaColumn(ProgressColumn):
+    """ETA from :func:`run_eta`, fed by the task fields ``first_start`` (clock time the first run
+    of this session started) and ``resumed`` (runs already done before it).
+
+    rich's TimeRemainingColumn drops speed samples older than ``speed_estimate_period`` (30 s);
+    a run here takes 28-50 s, so it had at most one sample and showed -:--:-- all along.
+    """
+
+    max_refresh = 0.5
+
+    def render(self, task: Task) -> Text:
+        eta = run_eta(task.fields.get("first_start"), task.get_time(),
+                      task.completed - task.fields.get("resumed", 0), task.remaining)
+        if eta is None:
+            return Text("-:--:--", style="progress.remaining")
+        minutes, seconds = divmod(math.ceil(eta), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -59,18 +97,21 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"({len(cells)} cells x {spec.repetitions} repetitions)")
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), RunEtaColumn(),
                   console=out, transient=False) as bar:
-        task = bar.add_task("starting", total=1)
+        task = bar.add_task("starting", total=1, first_start=None, resumed=0)
         current: dict[str, Any] = {}
 
         def start(total: int, done: int) -> None:
-            bar.update(task, total=total, completed=done)
+            bar.update(task, total=total, completed=done, resumed=done)
             if done:
                 out.print(f"resuming: {done} of {total} runs already finished")
 
         def run_started(cell: Cell, rep: int) -> None:
             current["label"] = f"{cell.label} rep {rep}"
+            if current.get("first_start") is None:
+                current["first_start"] = bar.get_time()
+                bar.update(task, first_start=current["first_start"])
             bar.update(task, description=f"{current['label']}: boot")
 
         def state(name: str) -> None:

@@ -6,6 +6,7 @@ fails the test, so validation is shown to happen before any host action.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,51 @@ def test_the_runner_guard_is_where_a_valid_run_goes(workdir: Path) -> None:
     with pytest.raises(AssertionError, match="run_matrix reached"):
         cli.main(["run", str(matrix), "--hosts", str(hosts_file(workdir)),
                   "--out", str(workdir / "results")])
+
+
+# --- the progress bar's ETA (cmd_run) --------------------------------------------------------
+
+
+def test_run_eta_is_wall_clock_per_finished_run_times_runs_left() -> None:
+    assert cli.run_eta(None, 100.0, 0, 10) is None  # nothing started
+    assert cli.run_eta(10.0, 50.0, 0, 10) is None  # nothing finished yet
+    assert cli.run_eta(10.0, 100.0, 3, 6) == pytest.approx(180.0)  # 30 s a run, 6 left
+    assert cli.run_eta(10.0, 100.0, 3, 0) == 0.0
+    assert cli.run_eta(None, 100.0, 0, 0) == 0.0
+    assert cli.run_eta(10.0, 100.0, 3, None) is None
+
+
+def _task(now: float, total: float, completed: float, **fields: Any) -> Any:
+    from rich.progress import Task, TaskID
+
+    return Task(TaskID(0), "", total, completed, _get_time=lambda: now, fields=fields)
+
+
+def test_eta_column_renders_from_the_task_fields() -> None:
+    col = cli.RunEtaColumn()
+    # resumed 1 of 10; 3 more finished in 90 s since the first run of this session started
+    assert col.render(_task(100.0, 10, 4, first_start=10.0, resumed=1)).plain == "0:03:00"
+    assert col.render(_task(100.0, 10, 1, first_start=10.0, resumed=1)).plain == "-:--:--"
+    # 2500 s a run, 98 left
+    assert col.render(_task(5000.0, 100, 2, first_start=0.0, resumed=0)).plain == "68:03:20"
+    assert col.render(_task(100.0, 4, 4, first_start=10.0, resumed=0)).plain == "0:00:00"
+
+
+def test_eta_shown_when_runs_take_longer_than_rich_keeps_samples() -> None:
+    """40 s runs: rich's own column shows -:--:-- for good; ours shows the estimate."""
+    from rich.console import Console
+    from rich.progress import Progress, TimeRemainingColumn
+
+    clock = [0.0]
+    ours, theirs = cli.RunEtaColumn(), TimeRemainingColumn()
+    with Progress(ours, theirs, console=Console(file=io.StringIO()), auto_refresh=False,
+                  get_time=lambda: clock[0]) as bar:
+        task = bar.add_task("", total=5, first_start=None, resumed=0)
+        bar.update(task, total=5, completed=0, resumed=0)
+        bar.update(task, first_start=bar.get_time())
+        for _ in range(3):
+            clock[0] += 40.0
+            bar.advance(task)
+        t = bar.tasks[0]
+        assert theirs.render(t).plain == "-:--:--"
+        assert ours.render(t).plain == "0:01:20"  # 2 runs left at 40 s each
