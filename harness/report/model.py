@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 
 from harness import compare, stats
 from harness.compare import Metric, Record
+from harness.report.impact import GuestImpact, ImpactRow, guest_impact
 from harness.show import info_migrate
 
 # Heatmap metrics of the overview: (metric key, title).
@@ -173,6 +174,26 @@ class CellPage:
     consoles: list[tuple[int, str, list[str]]]  # (rep, role, last lines)
     parameters: list[tuple[str, str]]
     capabilities: list[str]
+    impact: GuestImpact = field(default_factory=lambda: GuestImpact([], []))
+
+
+def impact_text(row: ImpactRow, v: float | None) -> str:
+    """One figure of the guest impact table: counts without decimals, else like :func:`fmt`."""
+    if v is None:
+        return "-"
+    if row.integer and v == int(v):
+        return f"{int(v):,}"
+    return fmt(v)
+
+
+def impact_summary(row: ImpactRow) -> str:
+    """``median (min–max)`` of the counted repetitions, as the docs quote figures."""
+    if row.median is None:
+        return "-"
+    text = impact_text(row, row.median)
+    if row.n > 1 and row.low != row.high:
+        text += f" ({impact_text(row, row.low)}–{impact_text(row, row.high)})"
+    return text
 
 
 def _t0(rec: Record) -> float | None:
@@ -484,7 +505,7 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
         timelines=[timeline(r) for r in recs], cpu=_cpu_table(recs), problems=problems,
         consoles=consoles,
         parameters=[(k, str(params[k])) for k in sorted(params, key=lambda k: (k not in requested, k))],
-        capabilities=caps,
+        capabilities=caps, impact=guest_impact(recs, _t0),
     )
 
 

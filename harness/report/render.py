@@ -3,7 +3,8 @@
 Layout of the output folder::
 
     index.html             overview: heatmaps per workload and variant, hosts, QEMU, parameters
-    cells/<cell-id>.html   one page per cell: info migrate, timelines, CPU, every repetition
+    cells/<cell-id>.html   one page per cell: info migrate, guest impact, timelines, CPU, every
+                           repetition
     compare.html           before/after (only with a baseline)
     *.csv, cells/*.csv     every table as data
     assets/plotly.min.js   plotly, bundled once from the installed package (no CDN)
@@ -32,7 +33,16 @@ import jinja2
 from markupsafe import Markup
 
 from harness import stats
-from harness.report.model import CellPage, Heatmap, Report, Timeline, change_text, fmt
+from harness.report.model import (
+    CellPage,
+    Heatmap,
+    Report,
+    Timeline,
+    change_text,
+    fmt,
+    impact_summary,
+    impact_text,
+)
 
 ASSETS = "assets"
 PANEL_HEIGHT = 150
@@ -183,6 +193,10 @@ def _raw(v: float | None, scale: float = 1.0) -> float | None:
     return None if v is None else v / scale
 
 
+def _count(integer: bool, v: float | None) -> float | int | None:
+    return int(v) if integer and v is not None and v == int(v) else v
+
+
 def index_tables(rep: Report) -> dict[str, str]:
     metrics = rep.metrics
     cells = csv_text(
@@ -220,6 +234,13 @@ def cell_tables(page: CellPage) -> dict[str, str]:
     if page.cpu.sampled:
         out[f"{page.file_id}-cpu.csv"] = csv_text(["class", "source %", "destination %"],
                                                   page.cpu.rows)
+    if page.impact.rows:
+        out[f"{page.file_id}-guest-impact.csv"] = csv_text(
+            ["measure", "unit", "phase"] + [f"rep {rep} ({st})" for rep, st in page.impact.reps]
+            + ["n", "median", "min", "max"],
+            [[r.measure, r.unit, r.phase] + [_count(r.integer, v) for v in r.values]
+             + [r.n] + [_count(r.integer, v) for v in (r.median, r.low, r.high)]
+             for r in page.impact.rows])
     return out
 
 
@@ -267,6 +288,8 @@ def _env() -> jinja2.Environment:
     env.filters["json_script"] = json_script
     env.filters["fmt"] = fmt
     env.globals["change_text"] = change_text
+    env.globals["impact_text"] = impact_text
+    env.globals["impact_summary"] = impact_summary
     env.globals["stats"] = stats
     return env
 

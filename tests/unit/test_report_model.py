@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import compare
-from harness.report.model import build_report, cell_page, timeline
+from harness.report.model import build_report, cell_page, impact_summary, impact_text, timeline
 from harness.stats import Verdict
 from tests.report_data import HOSTILE, cpu_block, make_run, real_record
 
@@ -351,3 +351,81 @@ def test_csv_tables_beside_the_pages(tmp_path: Path) -> None:
                          "cell": "feature=precopy", "before": "completed 3/3",
                          "after": "not-converged 1/1", "direction": "worse",
                          "kind": "outcome"}]
+
+
+def _impact_run(rep: int, lost: int, *, integrity: str = "ok",
+                throttle: float | None = None) -> dict[str, object]:
+    rec = make_run(cell_id="a00000000001", rep=rep, integrity=integrity)
+    # writer reports every 100 ms; resume on the destination at 7.6256 s (fixture events)
+    writer: list[dict[str, object]] = [
+        {"t": round(-0.5 + 0.1 * i, 4), "host": "source", "rate": 32.0} for i in range(5)]
+    writer += [{"t": round(0.1 * i, 4), "host": "source", "rate": 30.0 - i} for i in range(10)]
+    writer.append({"t": 2.0, "host": "source", "rate": 20.0 - rep})  # after a 1.1 s stall
+    writer += [{"t": round(2.1 + 0.1 * i, 4), "host": "source", "rate": 30.0} for i in range(55)]
+    writer += [{"t": 7.7, "host": "destination", "rate": 1.5},  # covers the pause: "after"
+               {"t": 7.8, "host": "destination", "rate": 32.0}]
+    rec["guest"] = {"writer": writer}
+    phase = {"sent": 100, "lost": 0, "max_gap_ms": 12.0, "rtt_p50_ms": 0.6, "rtt_p99_ms": 2.0}
+    rec["guest_impact"] = {
+        "ping": {"timeout_ms": 1000.0, "before": dict(phase),
+                 "during": {**phase, "lost": lost, "max_gap_ms": 100.0 * lost,
+                            "rtt_p99_ms": 900.0 + rep},
+                 "after": dict(phase)},
+        "fio": {"before": {"iops_host_mean": 200.2, "lat_p99_us_median": 3000.0,
+                           "lat_p99_us_max": 3500.0},
+                "during": {"iops_host_mean": 180.0 + rep, "lat_p99_us_median": 12000.0,
+                           "lat_p99_us_max": 1002438.7},
+                "after": {"iops_host_mean": None, "lat_p99_us_median": None,
+                          "lat_p99_us_max": None}},
+    }
+    if throttle is not None:
+        rec["timeline"][3]["cpu-throttle-percentage"] = throttle
+    return rec
+
+
+def test_guest_impact_table_per_repetition_and_phase(tmp_path: Path) -> None:
+    from harness.report.render import cell_tables
+
+    recs = [_impact_run(1, 8, throttle=50.0), _impact_run(2, 105, throttle=99.0),
+            _impact_run(3, 50), _impact_run(4, 400, integrity="corrupted")]
+    page = cell_page(recs, compare.present_metrics(recs))
+    imp = page.impact
+    assert imp.reps == [(1, "completed"), (2, "completed"), (3, "completed"), (4, "corrupted")]
+    assert imp.uncounted == [(4, "corrupted")]
+    rows = {(r.measure, r.phase): r for r in imp.rows}
+    lost = rows[("ping lost", "during")]
+    assert lost.values == [8, 105, 50, 400] and lost.integer
+    assert (lost.median, lost.low, lost.high, lost.n) == (50, 8, 105, 3)  # corrupted not counted
+    assert impact_summary(lost) == "50 (8–105)" and impact_text(lost, 105.0) == "105"
+    assert rows[("ping RTT p99", "during")].median == 902.0
+    assert rows[("ping max gap", "before")].values == [12.0] * 4
+    assert rows[("fio IOPS (host clock, mean)", "during")].values == [181, 182, 183, 184]
+    assert impact_summary(rows[("fio p99 latency (worst second)", "during")]) == "1,002,439"
+    assert ("fio IOPS (host clock, mean)", "after") not in rows  # no figure in any run
+    stall = rows[("writer max stall (host clock)", "during")]
+    assert stall.values == [1000.0] * 4  # 0.9 -> 2.0 s, minus the 100 ms interval
+    assert rows[("writer max stall (host clock)", "before")].values == [0.0] * 4
+    assert rows[("writer max stall (host clock)", "after")].values == [0.0] * 4
+    assert rows[("writer lowest rate (per 100 ms report)", "during")].values == [
+        19.0, 18.0, 17.0, 16.0]
+    assert rows[("writer lowest rate (per 100 ms report)", "after")].values == [1.5] * 4
+    throttle = rows[("CPU throttle reached", "during")]
+    assert throttle.values == [50.0, 99.0, None, None] and throttle.median == 74.5
+    xb = rows[("xbzrle bytes per page", "during")]
+    assert xb.values == [15.6] * 4  # 258572 bytes / 16596 pages in the fixture's final answer
+    tables = cell_tables(page)
+    impact_csv = tables["a00000000001-guest-impact.csv"].splitlines()
+    assert impact_csv[0] == ("measure,unit,phase,rep 1 (completed),rep 2 (completed),"
+                             "rep 3 (completed),rep 4 (corrupted),n,median,min,max")
+    assert "ping lost,probes,during,8,105,50,400,3,50,8,105" in impact_csv
+
+
+def test_guest_impact_without_samplers() -> None:
+    rec = make_run()
+    del rec["guest"]
+    page = cell_page([rec], compare.present_metrics([rec]))
+    assert [r.measure for r in page.impact.rows] == ["xbzrle bytes per page"]
+    rec = make_run(outcome="skipped")
+    rec.pop("guest", None)
+    rec["final"], rec["timeline"] = {"status": "skipped"}, []
+    assert cell_page([rec], compare.present_metrics([rec])).impact.rows == []

@@ -1,0 +1,176 @@
+"""What the guest saw, per repetition and phase, for a cell page's "guest impact" table (pure).
+
+Phases are those of the run's ``guest_impact`` summaries: ``before`` the migrate command,
+``during`` the migration (until the guest resumed on the destination; until the end when it never
+moved) and ``after``. Ping and fio figures are the harness's own per-phase summaries
+(``guest_impact.ping`` / ``guest_impact.fio`` of each run, see :mod:`harness.sampling.ping` and
+:mod:`harness.sampling.fio`); the writer's figures are computed here from its reports on the host
+clock, the way the run's ``guest_max_stall_ms`` is; the CPU throttle and XBZRLE figures come from
+``query-migrate``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from harness import compare
+from harness.compare import Record
+
+PHASES = ("before", "during", "after")
+# The guest writer reports every 100 ms (writer.c's default --interval-ms, which the harness
+# uses); harness.migration subtracts the same interval for guest_max_stall_ms. Not imported from
+# there: this module stays pure.
+WRITER_INTERVAL_S = 0.1
+#: Runs whose figures enter the median: a migration that ran (completed or cannot complete) on a
+#: guest that was not corrupted. Failed, skipped and corrupted runs are shown, not counted.
+COUNTED = ("completed", "not-converged")
+
+
+@dataclass
+class ImpactRow:
+    measure: str
+    unit: str
+    phase: str
+    values: list[float | None]  # one per repetition, in the order of :attr:`GuestImpact.reps`
+    counted: list[bool]  # which of ``values`` enter the median
+    integer: bool = False  # a count (probes): shown without decimals
+
+    def _used(self) -> list[float]:
+        return [v for v, c in zip(self.values, self.counted, strict=True) if c and v is not None]
+
+    @property
+    def n(self) -> int:
+        return len(self._used())
+
+    @property
+    def median(self) -> float | None:
+        used = self._used()
+        return statistics.median(used) if used else None
+
+    @property
+    def low(self) -> float | None:
+        return min(self._used(), default=None)
+
+    @property
+    def high(self) -> float | None:
+        return max(self._used(), default=None)
+
+
+@dataclass
+class GuestImpact:
+    reps: list[tuple[int, str]]  # (repetition, status)
+    rows: list[ImpactRow]
+
+    @property
+    def uncounted(self) -> list[tuple[int, str]]:
+        return [(rep, st) for rep, st in self.reps if st not in COUNTED]
+
+
+def _num(v: Any) -> TypeGuard[int | float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _switchover(rec: Record, t0: float | None) -> float | None:
+    """Seconds from the migrate command to the guest's resume on the destination, if it moved."""
+    if t0 is None or rec.get("outcome") != "completed":
+        return None
+    for e in (rec.get("events") or {}).get("destination", []):
+        if e.get("event") == "RESUME" and _num(e.get("host_time")) and e["host_time"] >= t0 - 0.5:
+            return float(e["host_time"]) - t0
+    return None
+
+
+def _phase(t: float, switchover: float | None) -> str:
+    if t < 0:
+        return "before"
+    return "during" if switchover is None or t < switchover else "after"
+
+
+def writer_phases(rec: Record, t0: float | None) -> dict[str, dict[str, float | None]]:
+    """Per phase: the longest stall between writer reports and the lowest reported rate.
+
+    A stall is the time between two consecutive reports arriving at the host, minus the
+    reporting interval, attributed to the phase in which it began (as ping gaps are); over
+    ``during`` and ``after`` together it is the run's ``guest_max_stall_ms``.
+    """
+    pts = sorted((float(p["t"]), p) for p in (rec.get("guest") or {}).get("writer") or []
+                 if isinstance(p, dict) and _num(p.get("t")))
+    sw = _switchover(rec, t0)
+    out: dict[str, dict[str, float | None]] = {
+        ph: {"stall": None, "rate": None} for ph in PHASES}
+    for t, p in pts:
+        ph = out[_phase(t, sw)]
+        if _num(p.get("rate")):
+            ph["rate"] = min(float(p["rate"]), ph["rate"]) if ph["rate"] is not None \
+                else float(p["rate"])
+    for (a, _), (b, _) in zip(pts, pts[1:], strict=False):
+        ph = out[_phase(a, sw)]
+        stall = round(max(0.0, (b - a - WRITER_INTERVAL_S) * 1000.0), 1)
+        ph["stall"] = stall if ph["stall"] is None else max(stall, ph["stall"])
+    return out
+
+
+def max_throttle(rec: Record) -> float | None:
+    """The highest ``cpu-throttle-percentage`` QEMU reported (None: it reported none)."""
+    seen = [float(s["cpu-throttle-percentage"])
+            for s in list(rec.get("timeline") or []) + [rec.get("final") or {}]
+            if isinstance(s, dict) and _num(s.get("cpu-throttle-percentage"))]
+    return max(seen) if seen else None
+
+
+def xbzrle_bytes_per_page(rec: Record) -> float | None:
+    """``xbzrle-cache.bytes / pages`` of the final answer, else of the last sample that has it."""
+    for s in [rec.get("final") or {}] + list(reversed(rec.get("timeline") or [])):
+        x = s.get("xbzrle-cache") if isinstance(s, dict) else None
+        if isinstance(x, dict) and _num(x.get("pages")) and _num(x.get("bytes")):
+            return round(x["bytes"] / x["pages"], 1) if x["pages"] else None
+    return None
+
+
+def _summary(kind: str, key: str) -> Callable[[Record, str], Any]:
+    def get(rec: Record, phase: str) -> Any:
+        return (((rec.get("guest_impact") or {}).get(kind) or {}).get(phase) or {}).get(key)
+    return get
+
+
+# (measure, unit, phases, getter(record, phase), integer)
+_SUMMARY_ROWS: tuple[tuple[str, str, Callable[[Record, str], Any], bool], ...] = (
+    ("ping lost", "probes", _summary("ping", "lost"), True),
+    ("ping max gap", "ms", _summary("ping", "max_gap_ms"), False),
+    ("ping RTT p50", "ms", _summary("ping", "rtt_p50_ms"), False),
+    ("ping RTT p99", "ms", _summary("ping", "rtt_p99_ms"), False),
+    ("fio IOPS (host clock, mean)", "IOPS", _summary("fio", "iops_host_mean"), False),
+    ("fio p99 latency (median second)", "µs", _summary("fio", "lat_p99_us_median"), False),
+    ("fio p99 latency (worst second)", "µs", _summary("fio", "lat_p99_us_max"), False),
+)
+
+
+def guest_impact(records: Sequence[Record], t0: Callable[[Record], float | None]) -> GuestImpact:
+    """The guest impact table of one cell (``records`` sorted by repetition).
+
+    ``t0`` gives a record's migrate time (epoch seconds). Rows where no repetition has a figure
+    are left out.
+    """
+    reps = [(int(r.get("repetition", 0)), compare.status(r)) for r in records]
+    counted = [st in COUNTED for _, st in reps]
+    rows: list[ImpactRow] = []
+
+    def add(measure: str, unit: str, phase: str, values: list[Any], integer: bool = False) -> None:
+        vals: list[float | None] = [float(v) if _num(v) else None for v in values]
+        if any(v is not None for v in vals):
+            rows.append(ImpactRow(measure, unit, phase, vals, counted, integer))
+
+    for measure, unit, get, integer in _SUMMARY_ROWS:
+        for phase in PHASES:
+            add(measure, unit, phase, [get(r, phase) for r in records], integer)
+    writer = [writer_phases(r, t0(r)) for r in records]
+    for measure, key, unit in (("writer max stall (host clock)", "stall", "ms"),
+                               ("writer lowest rate (per 100 ms report)", "rate", "MiB/s")):
+        for phase in PHASES:
+            add(measure, unit, phase, [w[phase][key] for w in writer])
+    add("CPU throttle reached", "%", "during", [max_throttle(r) for r in records])
+    add("xbzrle bytes per page", "bytes", "during", [xbzrle_bytes_per_page(r) for r in records])
+    return GuestImpact(reps, rows)
