@@ -369,6 +369,38 @@ wait "$pid"
 '''
 
 
+KILL_AFTER_S = 2.0  # a remote command still running this long after SIGTERM gets SIGKILL
+
+# Runs the command "$2" in its own session (so in its own process group) with a watchdog that,
+# "$1" seconds later, sends SIGTERM to that whole group and SIGKILL if any of it is left after
+# "$3" tenths of a second; then the exit status is 124. Closing our channel alone would leave
+# a timed-out command (and whatever it started) running on the host; coreutils `timeout` stops
+# at its direct child, so a grandchild that ignores SIGTERM would outlive it.
+_WITH_TIMEOUT = r'''
+fired=
+trap 'fired=1' USR1
+exec 3<&0
+setsid sh -c "$2" <&3 3<&- &
+pid=$!
+exec 3<&-
+setsid sh -c 'sleep "$1"; kill -USR1 "$2"; kill -TERM -"$3" || exit 0; n=0
+    while kill -0 -"$3" && [ $n -lt "$4" ]; do sleep 0.1; n=$((n + 1)); done
+    kill -KILL -"$3"' watchdog "$1" $$ "$pid" "$3" </dev/null >/dev/null 2>&1 &
+dog=$!
+while :; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done
+if [ -n "$fired" ]; then wait "$dog"; exit 124; fi
+kill -TERM -"$dog" 2>/dev/null
+exit "$code"
+'''
+
+
+def remote_command(command: str, timeout: float) -> str:
+    """The shell command line that runs ``command`` (a quoted shell command) on a host, killed
+    with everything it started after ``timeout`` seconds (exit status 124; pure)."""
+    return shlex.join(["sh", "-c", _WITH_TIMEOUT, "migbench", f"{max(timeout, 0.001):.3f}",
+                       command, str(round(KILL_AFTER_S * 10))])
+
+
 class RemoteProcess:
     """A process started by :meth:`SshHost.start`; its SSH channel reports when it exits."""
 
@@ -555,8 +587,10 @@ class SshHost(Host):
               ) -> tuple[int | None, bytes, bytes]:
         """Run ``command`` (already quoted) on a fresh session channel; (code, stdout, stderr).
 
-        The code is None on timeout. Plain paramiko: Fabric's runner polls its streams every
-        10 ms, which dominates a short command's cost here.
+        The code is None on timeout. The command runs under a watchdog on the host (see
+        :func:`remote_command`) that kills it and what it started when the time is up; if the
+        host stops answering, we give up a few seconds after that. Plain paramiko: Fabric's
+        runner polls its streams every 10 ms, which dominates a short command's cost here.
         """
         try:
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
@@ -567,11 +601,12 @@ class SshHost(Host):
         out, err = bytearray(), bytearray()
         try:
             chan.settimeout(0.2)
-            chan.exec_command(command)
+            started = time.monotonic()
+            chan.exec_command(remote_command(command, timeout))
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            deadline = time.monotonic() + timeout
+            deadline = started + timeout + KILL_AFTER_S + 5.0
             while True:
                 progressed = False
                 while chan.recv_ready():
@@ -586,6 +621,8 @@ class SshHost(Host):
                     if code == -1 and not self._transport_alive():
                         raise HostError(f"{self.label}: connection lost while running "
                                         f"`{command[:200]}`")
+                    if code == 124 and time.monotonic() - started >= timeout:
+                        return None, bytes(out), bytes(err)
                     return code, bytes(out), bytes(err)
                 if time.monotonic() > deadline:
                     return None, bytes(out), bytes(err)

@@ -35,8 +35,9 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert remote_tunnel_threads() == []
 
 
-def bed_qemus() -> list[str]:
-    """QEMU processes inside the test bed's namespaces (other tests' QEMUs do not count)."""
+def bed_processes(names: tuple[str, ...] = ()) -> list[str]:
+    """Processes inside the test bed's namespaces ("ns: pid comm"), other than its sshd; only
+    those whose name starts with one of ``names`` if given."""
     found = []
     for ns in ("mbsrc", "mbdst"):
         out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
@@ -45,9 +46,15 @@ def bed_qemus() -> list[str]:
                 comm = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
-            if comm.startswith("qemu"):
-                found.append(f"{ns}: {pid} {comm}")
+            if comm.startswith("sshd") or (names and not comm.startswith(names)):
+                continue
+            found.append(f"{ns}: {pid} {comm}")
     return found
+
+
+def bed_qemus() -> list[str]:
+    """QEMU processes inside the test bed's namespaces (other tests' QEMUs do not count)."""
+    return bed_processes(("qemu",))
 
 
 @pytest.fixture(autouse=True)

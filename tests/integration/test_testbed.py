@@ -12,12 +12,12 @@ import pytest
 
 from harness import store, testbed
 from harness.config import load_hosts
-from harness.errors import HostError
+from harness.errors import CommandFailed, HostError
 from harness.host import SshHost
 from harness.image import GuestImage
 from harness.runner import Progress, run_matrix
 
-from ._testbed import bed, bed_qemus, no_leftover_qemu, remote_tunnel_threads
+from ._testbed import bed, bed_processes, bed_qemus, no_leftover_qemu, remote_tunnel_threads
 from .conftest import matrix, qemu_processes
 
 pytestmark = pytest.mark.integration
@@ -97,6 +97,26 @@ def test_hostile_strings_are_quoted(bed: Path, tmp_path: Path) -> None:
         assert back.read_bytes() == b"payload\x00\xff"
         assert h.exists(remote) and not h.exists(tmp_path / "nope; true")
     assert not canary.exists()
+
+
+def test_timed_out_remote_command_is_killed_on_the_host(bed: Path) -> None:
+    from harness.host import KILL_AFTER_S
+
+    with SshHost("source", _hosts(bed).pairs["testbed"].source) as h:
+        for script in ("sleep 30 & sleep 30", "trap '' TERM; sleep 30"):  # the second needs KILL
+            started = time.monotonic()
+            with pytest.raises(CommandFailed, match=r"^source \(root@10.250.1.2:22\): `sh -c .*` "
+                                                    "timed out"):
+                h.run(["sh", "-c", script], timeout=1)
+            took = time.monotonic() - started
+            assert 1 <= took < 1 + KILL_AFTER_S + 3, took
+            deadline = time.monotonic() + 3
+            while bed_processes() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert bed_processes() == [], script
+        assert h.run(["sh", "-c", "exit 124"], check=False, timeout=5) == ""  # not a timeout
+        with pytest.raises(CommandFailed, match="exited 124"):
+            h.run(["sh", "-c", "exit 124"], timeout=5)
 
 
 def test_delay_without_netem_fails_with_one_line(bed: Path) -> None:

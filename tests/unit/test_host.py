@@ -262,3 +262,41 @@ def test_ssh_command_errors_name_the_host_not_only_the_role(monkeypatch: pytest.
     with pytest.raises(HostError, match=r"^source \(root@10.0.0.5:2222\): cannot read /y: timed "
                                         "out$"):
         host.read_file(Path("/y"))
+
+
+def test_remote_commands_run_under_the_hosts_timeout() -> None:
+    import secrets
+    import shlex
+    import subprocess
+    import time
+
+    from harness.host import KILL_AFTER_S, remote_command
+
+    inner = shlex.join(["printf", "%s\\n", *HOSTILE])
+    line = remote_command(inner, 60)
+    assert shlex.split(line)[-3:] == ["60.000", inner, str(round(KILL_AFTER_S * 10))]
+    # Run it here as sshd would (through a shell): quoting survives, and a timed-out command
+    # takes its children along.
+    out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=10)
+    assert out.stdout.splitlines() == HOSTILE and not Path("/tmp/mb-pwned").exists()
+    marker = f"mb-exec-{secrets.token_hex(6)}"  # other test sessions may run this test too
+    sleeper = shlex.join(["python3", "-c", "import time; time.sleep(30)", marker])
+    stubborn = shlex.join(["sh", "-c", "trap '' TERM; while :; do sleep 1; done", marker])
+    for command, took in ((f"{sleeper} & {sleeper}", (1, 2.5 + KILL_AFTER_S)),
+                          (f"{stubborn} & {sleeper}", (1 + KILL_AFTER_S, 2.5 + KILL_AFTER_S)),
+                          ("echo out; echo err >&2; exit 3", (0, 1))):
+        started = time.monotonic()
+        out = subprocess.run(["sh", "-c", remote_command(command, 1)], capture_output=True,
+                             text=True, timeout=10)
+        seconds = time.monotonic() - started
+        assert took[0] <= seconds < took[1], (command, seconds)
+        left = subprocess.run(["pgrep", "-f", "-a", marker], capture_output=True, text=True)
+        assert left.stdout == "", command
+        if "exit 3" in command:
+            assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
+        else:
+            assert out.returncode == 124, command
+    # A command that reads stdin still gets it.
+    fed = subprocess.run(["sh", "-c", remote_command("cat", 5)], input="fed\n",
+                         capture_output=True, text=True, timeout=10)
+    assert fed.stdout == "fed\n"
