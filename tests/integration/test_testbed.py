@@ -99,6 +99,29 @@ def test_hostile_strings_are_quoted(bed: Path, tmp_path: Path) -> None:
     assert not canary.exists()
 
 
+def test_cpu_sampler_ssh_takes_hostile_key_paths_and_pins_the_key(bed: Path,
+                                                                    tmp_path: Path) -> None:
+    import shutil
+
+    spec = _hosts(bed).pairs["testbed"].source
+    keys = tmp_path / "keys 'q' \"d\" %h %% $(touch x) #c \\ ; `id`"
+    keys.mkdir()
+    shutil.copy(bed / "id_ed25519", keys / "id key")
+    (keys / "id key").chmod(0o600)
+    shutil.copy(bed / "known_hosts", keys / "known hosts")
+    hostile = spec.model_copy(update={"identity_file": keys / "id key",
+                                      "known_hosts": keys / "known hosts"})
+    prefix = SshHost("source", hostile).cpu_sampler_prefix()
+    out = subprocess.run([*prefix, "echo ok"], capture_output=True, text=True, timeout=30)
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+    # An empty pinned file: the host key is refused, not learned (no system known_hosts either).
+    (keys / "known hosts").write_text("")
+    out = subprocess.run([*prefix, "echo ok"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 255 and "Host key verification failed" in out.stderr, out.stderr
+    assert (keys / "known hosts").read_text() == ""
+    assert not (Path.cwd() / "x").exists()
+
+
 def test_timed_out_remote_command_is_killed_on_the_host(bed: Path) -> None:
     from harness.host import KILL_AFTER_S
 
