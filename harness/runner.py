@@ -86,14 +86,16 @@ def skip_reason(cell: Cell, src_probe: Probe, dst_probe: Probe, src_accel: str,
 
 
 def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probe_: Probe | None,
-                   build: QemuBuild, source: Host, destination: Host) -> dict[str, Any]:
-    """The record of a run that was not attempted, with the reason."""
+                   build: QemuBuild, source: Host, destination: Host,
+                   outcome: str = "skipped") -> dict[str, Any]:
+    """The record of a run that was not attempted, with the reason: ``skipped`` (the pair cannot
+    run it) or ``failed`` (a fault kept it from starting)."""
     now = time.time()
     p = probe_
     return {
         "schema_version": SCHEMA_VERSION, "campaign": campaign, "cell": cell.to_dict(),
         "repetition": rep, "started_utc": utc(now), "finished_utc": utc(now),
-        "outcome": "skipped", "error": reason, "integrity": "unchecked", "integrity_detail": {},
+        "outcome": outcome, "error": reason, "integrity": "unchecked", "integrity_detail": {},
         "timing_excluded": True,
         "qemu": {"build": cell.build, "version": f"{p.version} ({p.package})" if p else None,
                  "source_binary": str(build.binary)},
@@ -207,16 +209,28 @@ class _PairWorker:
                 self.images[role] = placed
             self.accel[role] = host.accel().accel
 
-    def skip_reason(self, cell: Cell, src_build: QemuBuild, dst_build: QemuBuild
-                    ) -> tuple[str, Probe | None]:
+    def unrunnable(self, cell: Cell, rep: int, src_build: QemuBuild, dst_build: QemuBuild
+                   ) -> dict[str, Any] | None:
+        """The record of a run that cannot start on this pair, or None if it can.
+
+        ``skipped`` when a host's QEMU or setup lacks what the cell needs (:func:`skip_reason`).
+        ``failed`` when probing a host's QEMU failed (unreachable, probe timed out ...): that is
+        a fault, not an answer about the cell, so it must not look like a capability lack.
+        """
         probes = []
         for host, build in ((self.source, src_build), (self.destination, dst_build)):
             try:
                 probes.append(probe(build, PROBE_CACHE, host=host))
             except HarnessError as exc:
-                return str(exc), None
-        return skip_reason(cell, probes[0], probes[1], self.accel["source"],
-                           self.accel["destination"], self.pair), probes[0]
+                return skipped_record(cell, rep, self.camp.spec.name, f"probing QEMU failed: {exc}",
+                                      None, src_build, self.source, self.destination,
+                                      outcome="failed")
+        reason = skip_reason(cell, probes[0], probes[1], self.accel["source"],
+                             self.accel["destination"], self.pair)
+        if not reason:
+            return None
+        return skipped_record(cell, rep, self.camp.spec.name, reason, probes[0], src_build,
+                              self.source, self.destination)
 
     def run(self) -> None:
         camp = self.camp
@@ -236,11 +250,9 @@ class _PairWorker:
                 src_build = hosts.build_for(self.pair.source, cell.build)
                 dst_build = hosts.build_for(self.pair.destination, cell.build)
                 assert src_build is not None and dst_build is not None  # checked by plan()
-                reason, src_probe = self.skip_reason(cell, src_build, dst_build)
-                if reason:
-                    camp.save(self.name, cell, rep, skipped_record(
-                        cell, rep, spec.name, reason, src_probe, src_build, self.source,
-                        self.destination))
+                not_run = self.unrunnable(cell, rep, src_build, dst_build)
+                if not_run is not None:
+                    camp.save(self.name, cell, rep, not_run)
                     continue
                 workdir = self.pair.source.workdir / spec.name / (
                     f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")

@@ -1,4 +1,5 @@
-"""doctor/provision helpers, image placement, per-host probes, skip reasons (no network)."""
+"""doctor/provision helpers, image placement, per-host probes, skip reasons, and the runner's
+handling of a pair (probe faults, work folders, Ctrl-C) with fake hosts (no network)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 
 from harness import probe as probe_mod
+from harness import runner, store
 from harness.config import load_hosts
-from harness.errors import VmError
+from harness.errors import HostError, VmError
 from harness.host import LocalHost
 from harness.image import GuestImage
 from harness.matrix import expand
@@ -46,7 +48,7 @@ class FakeRemote(LocalHost):
 
 def _image(tmp_path: Path) -> GuestImage:
     d = tmp_path / "img"
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     (d / "vmlinux").write_bytes(b"kernel" * 1000)
     (d / "initrd.cpio.gz").write_bytes(b"initrd")
     return GuestImage(kernel=d / "vmlinux", initrd=d / "initrd.cpio.gz", digest="ab" * 32,
@@ -166,3 +168,69 @@ def test_skip_reasons_come_from_each_hosts_own_probe_and_network() -> None:
                        HostPair(source=ready, destination=ready)) == ""
     assert skip_reason(cell, good, good, "tcg", "tcg",
                        HostPair(source=HostSpec(), destination=HostSpec())) == ""
+
+
+# -- the runner on a pair: probe faults --------------------------------------------------------
+
+
+def _campaign(tmp_path: Path, spec: MatrixSpec, pair: HostPair,
+              progress: runner.Progress | None = None) -> runner._Campaign:
+    hosts = HostsConfig(qemu_builds={"10.0": QemuBuild(binary=Path("/q"))}, default_build="10.0",
+                        pairs={"p": pair})
+    cells = expand(spec, "10.0")
+    return runner._Campaign(tmp_path / "m.yaml", spec, hosts, tmp_path / "out",
+                            progress or runner.Progress(), _image(tmp_path),
+                            runner.run_order(cells, spec.repetitions, spec.order))
+
+
+def test_a_probe_fault_is_a_failed_run_and_only_a_missing_capability_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = MatrixSpec.model_validate({"name": "m", "axes": {"feature": ["xbzrle", "precopy"]}})
+    xbzrle, plain = expand(spec, "10.0")
+    here = HostSpec(workdir=tmp_path / "work")
+    camp = _campaign(tmp_path, spec, HostPair(source=here, destination=here))
+    good = _probe(capabilities=tuple(xbzrle.migration.capabilities),
+                  parameters=tuple({*xbzrle.migration.parameters, *plain.migration.parameters}))
+    answers: dict[str, Any] = {"source": good, "destination": good}
+
+    def fake_probe(build: QemuBuild, cache: Path, host: Any) -> probe_mod.Probe:
+        answer = answers[host.name]
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, probe_mod.Probe)
+        return answer
+
+    monkeypatch.setattr(runner, "probe", fake_probe)
+    worker = runner._PairWorker("p", camp.hosts.pairs["p"], camp)
+    worker.accel = {"source": "tcg", "destination": "tcg"}
+    build = camp.hosts.qemu_builds["10.0"]
+    assert worker.unrunnable(xbzrle, 1, build, build) is None
+    for fault in (HostError("destination (root@10.0.0.9:22): unreachable: timed out"),
+                  VmError("destination (root@10.0.0.9:22): probing /q failed: the probe timed "
+                          "out")):
+        answers["destination"] = fault
+        rec = worker.unrunnable(xbzrle, 1, build, build)
+        assert rec is not None and rec["outcome"] == "failed"
+        assert rec["error"] == f"probing QEMU failed: {fault}"
+    answers["destination"] = _probe(version="7.2.0", capabilities=("events",),
+                                    parameters=good.parameters)
+    rec = worker.unrunnable(xbzrle, 1, build, build)
+    assert rec is not None and rec["outcome"] == "skipped"
+    assert rec["error"] == "QEMU 7.2.0 has no migration capability 'xbzrle'"
+    assert worker.unrunnable(plain, 1, build, build) is None  # precopy needs nothing more
+
+    # Through the worker's loop: the fault is a stored failed run, and the matrix goes on.
+    answers["destination"] = HostError("destination (root@10.0.0.9:22): unreachable: timed out")
+    calls: list[str] = []
+
+    def fake_migration(ctx: Any) -> dict[str, Any]:
+        calls.append(ctx.cell.id)
+        return runner.skipped_record(ctx.cell, ctx.repetition, ctx.campaign, "", None,
+                                     ctx.source_build, ctx.source, ctx.destination,
+                                     outcome="completed")
+
+    monkeypatch.setattr(runner, "run_migration", fake_migration)
+    runner._PairWorker("p", camp.hosts.pairs["p"], camp).run()
+    outcomes = {rec["cell"]["id"]: rec["outcome"] for _, rec in store.iter_runs(camp.out)}
+    assert outcomes == {xbzrle.id: "failed", plain.id: "failed"}
+    assert calls == []
