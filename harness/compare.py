@@ -23,11 +23,10 @@ from fractions import Fraction
 from typing import Any
 
 from harness import stats, workload
+from harness.sampling.cpu import CLASSES as CPU_CLASSES
 
 Record = dict[str, Any]
 
-CPU_CLASSES = ("main", "migration", "compress", "decompress", "multifd_send", "multifd_recv",
-               "vcpu", "other")
 
 # Ranking of statuses from worst to best, for "did it get better or worse".
 _STATUS_RANK = {"corrupted": 0, "failed": 1, "not-converged": 2, "skipped": 3, "completed": 4}
@@ -84,8 +83,8 @@ BASE_METRICS: tuple[Metric, ...] = tuple(SUMMARY_METRICS[k] for k in (
 SIDE_SHORT = {"source": "src", "destination": "dst"}
 
 CPU_METRICS: tuple[Metric, ...] = tuple(
-    Metric(f"cpu_{side[:3]}_{cls}", f"CPU {SIDE_SHORT[side]} {cls.replace('_', ' ')}", "%", True,
-           _cpu(side, cls))
+    Metric(f"cpu_{SIDE_SHORT[side]}_{cls}_pct", f"CPU {SIDE_SHORT[side]} {cls.replace('_', ' ')}",
+           "%", True, _cpu(side, cls))
     for side in ("source", "destination") for cls in CPU_CLASSES
 )
 

@@ -19,6 +19,7 @@ from typing import Any, TypeGuard
 from harness import compare, stats
 from harness.compare import Metric, Record
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
+from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.show import info_migrate
 
 # Heatmap metrics of the overview: (metric key, title).
@@ -400,7 +401,7 @@ def _cpu_table(records: Sequence[Record]) -> CpuTable:
     if not sampled:
         return CpuTable(False, [], 0)
     n_bad = sum(1 for r in sampled if compare.status(r) == "corrupted")
-    classes = list(compare.CPU_CLASSES)
+    classes = list(CPU_CLASSES)
     for r in sampled:
         for side in ("source", "destination"):
             for k in ((r["cpu"].get(side) or {}).get("classes") or {}):

@@ -167,7 +167,7 @@ def test_cpu_table_present_or_not_sampled() -> None:
     page = cell_page(with_cpu, compare.present_metrics(with_cpu))
     assert page.cpu.sampled
     assert ("migration", "42.0", "21.0") in page.cpu.rows
-    assert any(m.key == "cpu_sou_migration" for m in page.metrics)
+    assert any(m.key == "cpu_src_migration_pct" for m in page.metrics)
 
 
 def test_compare_significant_and_null() -> None:
