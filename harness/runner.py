@@ -10,7 +10,9 @@ KeyboardInterrupt so that Ctrl-C and a polite kill both clean up the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -20,9 +22,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PosixPath
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 from harness import store
 from harness import workload as wl
@@ -102,6 +104,33 @@ def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probe_: Pro
         "hosts": {"source": source.facts(), "destination": destination.facts()},
         "metrics": {}, "timeline": [], "events": {}, "console": {},
     }
+
+
+def run_workdirs(pair: HostPair, campaign: str, run_id: str) -> dict[str, Path]:
+    """Each host's scratch folder for one run, under that host's own ``workdir`` (pure)."""
+    return {role: spec.workdir / campaign / run_id
+            for role, spec in (("source", pair.source), ("destination", pair.destination))}
+
+
+class RoleDirs(PosixPath):
+    """``RunContext.workdir`` for a run whose hosts have their own workdirs.
+
+    run_migration keeps each VM's files in ``ctx.workdir / role``; here that join gives the
+    role's folder from :func:`run_workdirs` (under that host's workdir). The path itself, and
+    any other join (the fio disk), is the source's run folder, as before.
+    """
+
+    _roles: dict[str, Path] = {}
+
+    @classmethod
+    def of(cls, dirs: dict[str, Path]) -> RoleDirs:
+        path = cls(dirs["source"])
+        path._roles = {role: d / role for role, d in dirs.items()}
+        return path
+
+    def __truediv__(self, key: str | os.PathLike[str]) -> Self:
+        role_dir = self._roles.get(os.fspath(key))
+        return type(self)(role_dir) if role_dir is not None else super().__truediv__(key)
 
 
 def run_order(cells: list[Cell], repetitions: int, order: str) -> list[tuple[Cell, int]]:
@@ -254,21 +283,36 @@ class _PairWorker:
                 if not_run is not None:
                     camp.save(self.name, cell, rep, not_run)
                     continue
-                workdir = self.pair.source.workdir / spec.name / (
-                    f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")
+                dirs = run_workdirs(self.pair, spec.name,
+                                    f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")
                 ctx = RunContext(
                     cell=cell, repetition=rep, campaign=spec.name, source=self.source,
                     destination=self.destination, source_build=src_build,
-                    destination_build=dst_build, image=camp.image, workdir=workdir,
-                    on_state=progress.state, host_images=dict(self.images),
+                    destination_build=dst_build, image=camp.image,
+                    workdir=RoleDirs.of(dirs), on_state=progress.state,
+                    host_images=dict(self.images),
                 )
                 try:
                     record = run_migration(ctx)
                 finally:
-                    shutil.rmtree(workdir, ignore_errors=True)
+                    self.remove_workdirs(dirs)
                 camp.save(self.name, cell, rep, record)
         finally:
             self.close()
+
+    def remove_workdirs(self, dirs: dict[str, Path]) -> None:
+        """Remove a run's scratch folders, each on its own host (once if they are the same)."""
+        done: set[tuple[str, Path]] = set()
+        for role, host in (("source", self.source), ("destination", self.destination)):
+            key = (host.identity, dirs[role])
+            if key in done:
+                continue
+            done.add(key)
+            if host.is_local:
+                shutil.rmtree(dirs[role], ignore_errors=True)
+            else:
+                with contextlib.suppress(HarnessError):  # unreachable: nothing more to do
+                    host.remove_tree(dirs[role])
 
     def close(self) -> None:
         self.source.close()

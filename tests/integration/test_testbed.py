@@ -29,11 +29,23 @@ def _hosts(base: Path) -> Any:
 
 
 def _run(base: Path, tmp_path: Path, image: GuestImage, progress: Progress | None = None,
-         **fields: Any) -> list[dict[str, Any]]:
+         hosts: Path | None = None, **fields: Any) -> list[dict[str, Any]]:
     spec = matrix(**fields)
     out = tmp_path / spec.name
-    run_matrix(tmp_path / "m.yaml", spec, base / "hosts.yaml", _hosts(base), out, progress, image)
+    hosts = hosts or base / "hosts.yaml"
+    run_matrix(tmp_path / "m.yaml", spec, hosts, load_hosts(hosts), out, progress, image)
     return [rec for _, rec in store.iter_runs(out)]
+
+
+def _hosts_file(base: Path, path: Path, changes: dict[str, dict[str, Any]]) -> Path:
+    """The test bed's hosts file with ``changes`` per role ("source", "destination")."""
+    import yaml
+
+    data = yaml.safe_load((base / "hosts.yaml").read_text())
+    for role, fields in changes.items():
+        data["pairs"]["testbed"][role].update(fields)
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def test_up_gives_two_ssh_hosts_with_links(bed: Path) -> None:
@@ -155,8 +167,12 @@ def test_delay_without_netem_fails_with_one_line(bed: Path) -> None:
 
 def test_migration_cell_over_ssh_with_ram_integrity(bed: Path, tmp_path: Path,
                                                      image: GuestImage) -> None:
+    # The destination has its own workdir: its QEMU, image and RAM dump live there.
+    src_work = _hosts(bed).pairs["testbed"].source.workdir
+    dst_work = tmp_path / "destination work"
+    hosts = _hosts_file(bed, tmp_path / "hosts.yaml", {"destination": {"workdir": str(dst_work)}})
     [rec] = _run(
-        bed, tmp_path, image, name="tb", integrity="ram",
+        bed, tmp_path, image, hosts=hosts, name="tb", integrity="ram",
         limits={"max_time_s": 60, "observe_after_s": 1},
         workload={"writer": {"working_set_mib": 32, "rate_mib_s": 8, "pattern": "sparse"}},
         migration={"max-bandwidth": "400mbit"},
@@ -172,6 +188,13 @@ def test_migration_cell_over_ssh_with_ram_integrity(bed: Path, tmp_path: Path,
     assert "10.250.3.2" in str(rec["timeline"]) or rec["migration"]
     assert any(p["host"] == "destination" for p in rec["guest"]["writer"])
     assert remote_tunnel_threads() == []
+    for role, work in (("source", src_work), ("destination", dst_work)):
+        argv = rec["vms"][role]["argv"]
+        chardev = argv[argv.index("-chardev") + 1]
+        console_log = Path(chardev.split("logfile=")[1].split(",")[0])
+        assert console_log.is_relative_to(work / "tb"), (role, console_log)
+        assert Path(argv[argv.index("-kernel") + 1]).is_relative_to(work / "images"), role
+        assert list((work / "tb").iterdir()) == [], role  # the run's folder is gone
 
 
 def test_throughput_matches_shaped_link(bed: Path, tmp_path: Path, image: GuestImage) -> None:

@@ -234,3 +234,37 @@ def test_a_probe_fault_is_a_failed_run_and_only_a_missing_capability_is_skipped(
     outcomes = {rec["cell"]["id"]: rec["outcome"] for _, rec in store.iter_runs(camp.out)}
     assert outcomes == {xbzrle.id: "failed", plain.id: "failed"}
     assert calls == []
+
+
+# -- the runner on a pair: each host's own work folder -----------------------------------------
+
+
+def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path) -> None:
+    src = HostSpec(transport="ssh", address="a", workdir=Path("/srv/mb"))
+    dst = HostSpec(transport="ssh", address="b", workdir=Path("/data/bench dir"))
+    dirs = runner.run_workdirs(HostPair(source=src, destination=dst), "camp", "c1-1-17-ab")
+    assert dirs == {"source": Path("/srv/mb/camp/c1-1-17-ab"),
+                    "destination": Path("/data/bench dir/camp/c1-1-17-ab")}
+    # What run_migration does with RunContext.workdir: `workdir / role` per VM, and the disk.
+    workdir = runner.RoleDirs.of(dirs)
+    assert workdir == Path("/srv/mb/camp/c1-1-17-ab")
+    assert workdir / "destination" == Path("/data/bench dir/camp/c1-1-17-ab/destination")
+    assert workdir / "source" == Path("/srv/mb/camp/c1-1-17-ab/source")
+    assert workdir / "disk.raw" == Path("/srv/mb/camp/c1-1-17-ab/disk.raw")
+    assert workdir / "destination" / "qmp.sock" == Path(
+        "/data/bench dir/camp/c1-1-17-ab/destination/qmp.sock")
+    assert (workdir / "destination").parent / "destination" == Path(
+        "/data/bench dir/camp/c1-1-17-ab/destination")  # only the run folder routes roles
+
+    # After the run each folder is removed on its own host.
+    here = HostSpec(workdir=tmp_path / "src work")
+    there = HostSpec(workdir=tmp_path / "dst work")
+    spec = MatrixSpec.model_validate({"name": "m", "axes": {"feature": ["precopy"]}})
+    camp = _campaign(tmp_path, spec, HostPair(source=here, destination=there))
+    worker = runner._PairWorker("p", camp.hosts.pairs["p"], camp)
+    dirs = runner.run_workdirs(worker.pair, "m", "r1")
+    for role, d in dirs.items():
+        (d / role).mkdir(parents=True)
+    worker.remove_workdirs(dirs)
+    assert not dirs["source"].exists() and not dirs["destination"].exists()
+    assert (tmp_path / "src work" / "m").exists()  # the campaign folder stays
