@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import compare, config, history, regress, store
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 
 EXIT_OK = 0
 EXIT_REGRESSION = 2
@@ -283,10 +283,12 @@ def print_verdict(verdict: dict[str, Any]) -> None:
 def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None,
                 th: regress.Thresholds = regress.Thresholds(), junit: Path | None = None,
                 verdict_path: Path | None = None, report: Path | None | bool = True,
-                image: Any = None, quiet: bool = False) -> tuple[int, dict[str, Any], Path]:
+                image: Any = None, quiet: bool = False,
+                pair: str | None = None) -> tuple[int, dict[str, Any], Path]:
     """Run one night and judge it: (exit code, verdict, night folder).
 
-    ``report``: True for ``HISTORY/<identity>/report``, a folder, or False for none.
+    ``report``: True for ``HISTORY/<identity>/report``, a folder, or False for none. The night
+    runs on one host pair (``pair``, default the first): a history describes one machine.
 
     :raise HarnessError: configuration, host or result problems (exit code 1).
     """
@@ -296,13 +298,14 @@ def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None
     hosts_path = config.hosts_path(hosts_path)
     hosts = load_hosts(hosts_path)
     spec = load_matrix(matrix_path)
+    pair = one_pair(hosts, hosts_path, pair)
     stamp = history.utc_stamp()
     staging = history.incoming_dir(hist, stamp)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if not quiet:
         print(f"migbench nightly {matrix_path} -> {staging}", flush=True)
     run_matrix(matrix_path, spec, hosts_path, hosts, staging,
-               None if quiet else _printing_progress(), image)
+               None if quiet else _printing_progress(), image, pairs=[pair])
     records = [rec for _, rec in store.iter_runs(staging)]
     night = history.file_night(hist, staging, records)
     _write_json(night.path / "night.json", {
@@ -330,7 +333,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         hosts_path=Path(args.hosts) if args.hosts else None, th=thresholds_from(args),
         junit=Path(args.junit) if args.junit else None,
         verdict_path=Path(args.verdict) if args.verdict else None,
-        report=False if args.no_report else (Path(args.report) if args.report else True))
+        report=False if args.no_report else (Path(args.report) if args.report else True),
+        pair=args.pair)
     return code
 
 
@@ -349,6 +353,9 @@ def _threshold_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verdict", metavar="FILE", help="also write verdict.json here")
     p.add_argument("--hosts", metavar="HOSTS.yaml",
                    help="hosts file (default: ./hosts.yaml, else the repository's)")
+    p.add_argument("--pair", metavar="NAME",
+                   help="the host pair to run on (default: the first of the hosts file); one "
+                        "pair, so that every run is on the same machines")
 
 
 def register_nightly(subparsers: Any) -> None:
@@ -370,12 +377,26 @@ def register_nightly(subparsers: Any) -> None:
     p.set_defaults(func=cmd_nightly)
 
 
+def one_pair(hosts: Any, hosts_path: Path, name: str | None) -> str:
+    """The host pair a night or a comparison runs on: ``name``, or the hosts file's first.
+
+    :raise ConfigError: ``name`` is not a pair of the hosts file.
+    """
+    if name is None:
+        return str(next(iter(hosts.pairs)))
+    if name not in hosts.pairs:
+        raise ConfigError(hosts_path, "pairs", f"no pair {name!r}",
+                          f"--pair takes one of: {', '.join(hosts.pairs)}")
+    return name
+
+
 # ---------------------------------------------------------------------------------------------
 # compare
 
 
 def resolve_side(token: str, spec: Any, hosts: Any, *, build_cache: Path | None = None,
-                 configure_args: Sequence[str] = (), quiet: bool = False) -> tuple[str, Any, Any]:
+                 configure_args: Sequence[str] = (), quiet: bool = False,
+                 pair_name: str | None = None) -> tuple[str, Any, Any]:
     """(variant name, Variant, hosts config) for a --before/--after value.
 
     :raise HarnessError: a value that is none of variant, build, or ``src:TREE[+PATCH...]``.
@@ -385,14 +406,15 @@ def resolve_side(token: str, spec: Any, hosts: Any, *, build_cache: Path | None 
     base = next(iter(spec.variants.values())) if len(spec.variants) == 1 else Variant()
     if token in spec.variants:
         return token, spec.variants[token], hosts
-    pair = next(iter(hosts.pairs.values()))
+    pair_name = pair_name or str(next(iter(hosts.pairs)))
+    pair = hosts.pairs[pair_name]
     if token in hosts.qemu_builds or token in pair.source.qemu:
         return token, base.model_copy(update={"build": token}), hosts
     if token.startswith("src:"):
         from harness.patchbuild import build_for_pair, parse_source
 
         name, hosts2 = build_for_pair(
-            parse_source(token), hosts, cache=build_cache,
+            parse_source(token), hosts, cache=build_cache, pair_name=pair_name,
             configure_args=configure_args,
             log=None if quiet else (lambda s: print(s, flush=True)))
         return name, base.model_copy(update={"build": name}), hosts2
@@ -439,8 +461,12 @@ def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path 
                 out: Path | None = None, th: regress.Thresholds = regress.Thresholds(),
                 junit: Path | None = None, verdict_path: Path | None = None,
                 build_cache: Path | None = None, configure_args: Sequence[str] = (),
-                image: Any = None, quiet: bool = False) -> tuple[int, dict[str, Any], Path]:
+                image: Any = None, quiet: bool = False,
+                pair: str | None = None) -> tuple[int, dict[str, Any], Path]:
     """Run ``before`` and ``after`` interleaved and judge: (exit code, verdict, output folder).
+
+    Both sides run on one host pair (``pair``, default the first), alternating, so that machine
+    drift cancels; ``src:`` sides are built on that pair's hosts.
 
     :raise HarnessError: configuration, build, host or result problems (exit code 1).
     """
@@ -451,10 +477,13 @@ def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path 
     hosts_path = config.hosts_path(hosts_path)
     hosts = load_hosts(hosts_path)
     spec = load_matrix(matrix_path)
+    pair = one_pair(hosts, hosts_path, pair)
     name_b, var_b, hosts = resolve_side(before, spec, hosts, build_cache=build_cache,
-                                        configure_args=configure_args, quiet=quiet)
+                                        configure_args=configure_args, quiet=quiet,
+                                        pair_name=pair)
     name_a, var_a, hosts = resolve_side(after, spec, hosts, build_cache=build_cache,
-                                        configure_args=configure_args, quiet=quiet)
+                                        configure_args=configure_args, quiet=quiet,
+                                        pair_name=pair)
     if name_a == name_b:
         raise HarnessError(f"--before and --after both name {name_b!r}: nothing to compare")
     spec2 = spec.model_copy(update={
@@ -469,7 +498,7 @@ def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path 
         print(f"migbench compare {name_b} -> {name_a} on {matrix_path} (interleaved) -> {out}",
               flush=True)
     run_matrix(matrix_path, spec2, hosts_path, hosts, runs,
-               None if quiet else _printing_progress(), image)
+               None if quiet else _printing_progress(), image, pairs=[pair])
     records = [rec for _, rec in store.iter_runs(runs)]
     if not records:
         raise HarnessError(f"{runs}: the comparison produced no run records")
@@ -491,7 +520,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         junit=Path(args.junit) if args.junit else None,
         verdict_path=Path(args.verdict) if args.verdict else None,
         build_cache=Path(args.build_cache) if args.build_cache else None,
-        configure_args=tuple(args.configure_arg or ()))
+        configure_args=tuple(args.configure_arg or ()), pair=args.pair)
     return code
 
 

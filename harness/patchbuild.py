@@ -239,11 +239,12 @@ def _same_machine(a: HostSpec, b: HostSpec) -> bool:
 
 
 def build_for_pair(src: SourceSpec, hosts: HostsConfig, *, cache: Path | None = None,
-                   configure_args: Sequence[str] = (),
+                   configure_args: Sequence[str] = (), pair_name: str | None = None,
                    log: Callable[[str], None] | None = None) -> tuple[str, HostsConfig]:
-    """Build ``src`` on both hosts of the first pair; return the build name and a hosts config
-    whose pair hosts know that build (the rest unchanged)."""
-    pair_name, pair = next(iter(hosts.pairs.items()))
+    """Build ``src`` on both hosts of ``pair_name`` (default: the first pair); return the build
+    name and a hosts config whose pair hosts know that build (the rest unchanged)."""
+    pair_name = pair_name or next(iter(hosts.pairs))
+    pair = hosts.pairs[pair_name]
     results: dict[str, BuildResult] = {}
     with make_host("source", pair.source) as source:
         results["source"] = build_on_host(source, src, cache=cache,

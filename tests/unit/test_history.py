@@ -161,3 +161,21 @@ def test_nightly_and_compare_exit_1_on_a_harness_error(tmp_path: Path,
                      "--out", str(tmp_path / "c")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "nope" in lines[0]
+
+
+def test_nightly_and_compare_run_on_one_named_pair(tmp_path: Path, capsys: Any) -> None:
+    """A history describes one machine and a comparison cancels drift on one: an unknown
+    --pair is one line naming the pairs there are."""
+    from harness import cli, nightly
+    from harness.config import hosts_path, load_hosts
+
+    hosts = load_hosts(hosts_path(None))
+    assert nightly.one_pair(hosts, Path("h.yaml"), None) == next(iter(hosts.pairs))
+    m = tmp_path / "m.yaml"
+    m.write_text("name: m\n")
+    assert cli.main(["nightly", str(m), "--history", str(tmp_path / "h"), "--pair", "nope"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "pairs: no pair 'nope'" in line and "local" in line and "\n" not in line
+    assert cli.main(["compare", "--before", "7.2", "--after", "10.0", str(m),
+                     "--pair", "nope", "--out", str(tmp_path / "c")]) == 1
+    assert "no pair 'nope'" in capsys.readouterr().err
