@@ -17,6 +17,7 @@ exited non-zero or timed out (with output tails).
 from __future__ import annotations
 
 import abc
+import contextlib
 import ctypes
 import logging
 import os
@@ -31,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from harness.errors import CommandFailed, HostError
 from harness.models import HostSpec
@@ -121,6 +122,9 @@ class Process(Protocol):
     def kill(self) -> None: ...
 
 
+_P = TypeVar("_P", bound=Process)
+
+
 class Host(abc.ABC):
     """A machine that runs commands and QEMU. ``name`` labels it in errors and results."""
 
@@ -129,9 +133,35 @@ class Host(abc.ABC):
     def __init__(self, name: str, spec: HostSpec) -> None:
         self.name = name
         self.spec = spec
+        self._started: list[Process] = []  # by start(), while they run (see stop_processes)
+        self._started_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    def _track(self, proc: _P) -> _P:
+        with self._started_lock:
+            self._started = [p for p in self._started if p.poll() is None] + [proc]
+        return proc
+
+    def stop_processes(self, grace_s: float = 3.0) -> list[int]:
+        """Stop every process started through this host that still runs: SIGTERM, then SIGKILL
+        after ``grace_s``. Returns their pids. For when whoever started them cannot clean up
+        (the runner's Ctrl-C with a pair still busy); never raises."""
+        with self._started_lock:
+            live = [p for p in self._started if p.poll() is None]
+        for proc in live:
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        deadline = time.monotonic() + grace_s
+        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for proc in live:
+            if proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    proc.kill()
+                    proc.wait(5)
+        return [p.pid for p in live]
 
     def __enter__(self) -> Host:
         return self
@@ -281,8 +311,8 @@ class LocalHost(Host):
             full_env.update(env)
         if isinstance(log, Path):
             with open(log, "wb") as f:  # the child keeps its own descriptor
-                return self._popen(argv, f, full_env)
-        return self._popen(argv, log, full_env)
+                return self._track(self._popen(argv, f, full_env))
+        return self._track(self._popen(argv, log, full_env))
 
     @staticmethod
     def _popen(argv: Sequence[str], log: IO[bytes], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -655,7 +685,7 @@ class SshHost(Host):
         if not line.startswith("pid "):
             chan.close()
             raise HostError(f"{self.label}: cannot start {argv[0]}: supervisor said {line!r}")
-        return RemoteProcess(self, chan, int(line.split()[1]))
+        return self._track(RemoteProcess(self, chan, int(line.split()[1])))
 
     def put(self, local: Path, remote: Path) -> None:
         try:

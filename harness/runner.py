@@ -5,12 +5,14 @@ migration at a time); a pair that fails its preflight is reported and skipped.
 
 A failed run is a recorded outcome and the matrix goes on. Finished runs are on disk as soon as
 they finish; rerunning the same matrix into the same folder skips them. SIGTERM is turned into
-KeyboardInterrupt so that Ctrl-C and a polite kill both clean up the same way.
+KeyboardInterrupt so that Ctrl-C and a polite kill both clean up the same way: the runs in
+progress on every pair are torn down and not saved (a resume runs them again).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -20,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
 from types import FrameType
@@ -39,6 +41,7 @@ from harness.probe import Probe, probe, unsupported_reason
 from harness.provision import PROBE_CACHE, place_image
 
 REPO = Path(__file__).resolve().parent.parent
+INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C, how long the pairs' runs get to tear down
 log = logging.getLogger("migbench")
 
 
@@ -169,6 +172,7 @@ class _Campaign:
             (c, r) for c, r in todo if not store.exists(out, c.id, r))
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.interrupted = threading.Event()  # Ctrl-C: a run that ends now is not a result
         self.written: list[Path] = []
         self.commit = harness_commit()
         self._summary: dict[tuple[str, int], dict[str, Any]] | None = None  # read once, then kept
@@ -179,11 +183,19 @@ class _Campaign:
                 return None
             return self.queue.popleft()
 
-    def put_back(self, item: tuple[Cell, int]) -> None:
-        with self.lock:
-            self.queue.appendleft(item)
+    def interrupt(self) -> None:
+        """Hand out no more runs, and save none that finishes from now on."""
+        self.interrupted.set()
+        self.stop.set()
 
     def save(self, pair_name: str, cell: Cell, rep: int, record: dict[str, Any]) -> None:
+        """Store a finished run, unless the campaign was interrupted: a run cut short by Ctrl-C
+        (its hosts' connections or QEMUs going away under it) is not a result, and it must run
+        again on resume."""
+        if self.interrupted.is_set():
+            self.note(f"pair {pair_name}: {cell.id} repetition {rep} was interrupted: not "
+                      "saved, it runs again on resume")
+            return
         record["harness"] = {"commit": self.commit, "matrix_file": str(self.matrix_path),
                              "pair": pair_name}
         with self.lock:
@@ -223,6 +235,8 @@ class _PairWorker:
         self.images: dict[str, GuestImage] = {}
         self.accel: dict[str, str] = {}
         self.error: str | None = None
+        # False while a run tears down or its result is stored: Ctrl-C then lets it finish.
+        self.interruptible = True
 
     def setup(self) -> None:
         """Put the guest image on remote hosts and learn each host's accelerator.
@@ -289,16 +303,32 @@ class _PairWorker:
                     cell=cell, repetition=rep, campaign=spec.name, source=self.source,
                     destination=self.destination, source_build=src_build,
                     destination_build=dst_build, image=camp.image,
-                    workdir=RoleDirs.of(dirs), on_state=progress.state,
+                    workdir=RoleDirs.of(dirs), on_state=self.on_state,
                     host_images=dict(self.images),
                 )
                 try:
                     record = run_migration(ctx)
                 finally:
-                    self.remove_workdirs(dirs)
-                camp.save(self.name, cell, rep, record)
+                    with self.uninterruptible():
+                        self.remove_workdirs(dirs)
+                with self.uninterruptible():
+                    camp.save(self.name, cell, rep, record)
         finally:
             self.close()
+
+    def on_state(self, name: str) -> None:
+        if name == "teardown":
+            self.interruptible = False  # until the run's folders are removed
+        if self.camp.progress.state:
+            self.camp.progress.state(name)
+
+    @contextlib.contextmanager
+    def uninterruptible(self) -> Iterator[None]:
+        self.interruptible = False
+        try:
+            yield
+        finally:
+            self.interruptible = True
 
     def remove_workdirs(self, dirs: dict[str, Path]) -> None:
         """Remove a run's scratch folders, each on its own host (once if they are the same)."""
@@ -394,8 +424,11 @@ def run_matrix(
 
 
 def _run_concurrently(workers: list[_PairWorker], camp: _Campaign) -> None:
-    """One thread per pair; Ctrl-C / SIGTERM stops handing out runs and drops connections."""
+    """One thread per pair; Ctrl-C / SIGTERM stops every pair's run (:func:`_stop_workers`)."""
     errors: list[BaseException] = []
+    # Whether each thread has finished. Not Thread.is_alive(): a join() that Ctrl-C interrupts
+    # marks a running thread as stopped (CPython 3.11, bpo-45274's fix).
+    done = {w: threading.Event() for w in workers}
 
     def guard(w: _PairWorker) -> None:
         try:
@@ -403,22 +436,61 @@ def _run_concurrently(workers: list[_PairWorker], camp: _Campaign) -> None:
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
             camp.stop.set()
+        finally:
+            done[w].set()
 
-    threads = [threading.Thread(target=guard, args=(w,), name=f"pair-{w.name}", daemon=True)
-               for w in workers]
-    for t in threads:
+    threads = {w: threading.Thread(target=guard, args=(w,), name=f"pair-{w.name}", daemon=True)
+               for w in workers}
+    for t in threads.values():
         t.start()
     try:
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(0.2)
+        for w in workers:
+            while not done[w].wait(0.2):
+                pass
     except KeyboardInterrupt:
-        camp.stop.set()
-        for w in workers:  # remote QEMUs die with their SSH channels
-            if not (w.source.is_local and w.destination.is_local):
-                w.close()
-        for t in threads:
-            t.join(15)
+        _stop_workers(threads, done, camp)
         raise
     if errors:
         raise errors[0]
+
+
+def _stop_workers(threads: dict[_PairWorker, threading.Thread],
+                  done: dict[_PairWorker, threading.Event], camp: _Campaign) -> None:
+    """After Ctrl-C in the main thread: stop each pair's run as Ctrl-C stops a single pair's.
+
+    No more runs start and none that ends is saved. Each busy worker thread gets a
+    KeyboardInterrupt (not one that is tearing down), so run_migration tears its VMs down as
+    usual, and gets ``INTERRUPT_TEARDOWN_S``; then (or at a second Ctrl-C) whatever any pair's
+    hosts still run is stopped, so no QEMU outlives the harness.
+    """
+    camp.interrupt()
+    busy = [w for w in threads if not done[w].is_set()]
+    if busy:
+        camp.note(f"interrupted: stopping the runs on pair {', '.join(w.name for w in busy)} "
+                  "(not saved: they run again on resume; Ctrl-C again to kill them at once)")
+    for w in busy:
+        if w.interruptible:
+            _raise_in(threads[w], KeyboardInterrupt)
+    try:
+        deadline = time.monotonic() + INTERRUPT_TEARDOWN_S
+        for w in busy:
+            done[w].wait(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for w in threads:
+            for host in (w.source, w.destination):
+                stopped = host.stop_processes()
+                if stopped:
+                    camp.note(f"pair {w.name}: killed {len(stopped)} process(es) its run left "
+                              f"on {host.label}")
+        for w in busy:
+            done[w].wait(2.0)
+
+
+def _raise_in(thread: threading.Thread, exc: type[BaseException]) -> None:
+    """Raise ``exc`` in ``thread`` at its next Python instruction (as Ctrl-C does in the main
+    thread); a thread blocked in a C call sees it when the call returns."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(exc))

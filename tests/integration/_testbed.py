@@ -6,7 +6,8 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,15 @@ def bed_processes(names: tuple[str, ...] = ()) -> list[str]:
                 continue
             found.append(f"{ns}: {pid} {comm}")
     return found
+
+
+def settled(find: Callable[[], list[str]], timeout: float = 6.0) -> list[str]:
+    """What ``find`` still reports after up to ``timeout`` s. A remote process's supervisor
+    lingers up to 3 s after its channel closes (TERM, wait, KILL)."""
+    deadline = time.monotonic() + timeout
+    while (left := find()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def bed_qemus() -> list[str]:

@@ -17,7 +17,14 @@ from harness.host import SshHost
 from harness.image import GuestImage
 from harness.runner import Progress, run_matrix
 
-from ._testbed import bed, bed_processes, bed_qemus, no_leftover_qemu, remote_tunnel_threads
+from ._testbed import (
+    bed,
+    bed_processes,
+    bed_qemus,
+    no_leftover_qemu,
+    remote_tunnel_threads,
+    settled,
+)
 from .conftest import matrix, qemu_processes
 
 pytestmark = pytest.mark.integration
@@ -252,12 +259,13 @@ def _cli(*argv: str) -> int:
     return int(args.func(args))
 
 
-def _multi_hosts(base: Path, path: Path, broken: bool = True) -> Path:
+def _multi_hosts(base: Path, path: Path, broken: bool = True,
+                 local_workdir: str = "/tmp/migbench") -> Path:
     """The test bed pair, the local pair, and (optionally) a pair whose source is unreachable."""
     import yaml
 
     data = yaml.safe_load((base / "hosts.yaml").read_text())
-    local = {"transport": "local", "workdir": "/tmp/migbench", "migration_address": "127.0.0.1"}
+    local = {"transport": "local", "workdir": local_workdir, "migration_address": "127.0.0.1"}
     data["pairs"]["local"] = {"source": local, "destination": local}
     if broken:
         data["pairs"]["broken"] = {
@@ -381,3 +389,57 @@ def test_two_pairs_share_a_matrix_and_a_broken_pair_is_skipped(
     assert len((out / "summary.csv").read_text().splitlines()) == 5
     assert [q for q in qemu_processes() if "/migbench/pairs/" in q] == []  # the local pair's
     print(f"4 runs over two pairs in {took:.1f} s")
+
+
+def test_ctrl_c_with_two_pairs_tears_both_runs_down_and_saves_neither(
+        bed: Path, tmp_path: Path, image: GuestImage) -> None:
+    import os
+    import shutil
+    import signal
+    import tempfile
+
+    # Short: QEMU's unix sockets live in the local pair's workdir (108-byte limit).
+    local_work = Path(tempfile.mkdtemp(prefix="mb-intr-"))
+    hosts_path = _multi_hosts(bed, tmp_path / "hosts.yaml", broken=False,
+                              local_workdir=str(local_work))
+    # A writer faster than the link: neither migration converges before Ctrl-C comes.
+    spec = matrix(name="intr", guest={"memory_mib": 256},
+                  limits={"max_time_s": 120, "observe_after_s": 0.5},
+                  workload={"writer": {"working_set_mib": 16, "rate_mib_s": 8}},
+                  axes={"max-bandwidth": ["40mbit", "50mbit"]})
+    out = tmp_path / "intr"
+    notes: list[str] = []
+    migrating: list[str] = []
+    lock = threading.Lock()
+    sent: list[float] = []
+
+    def ctrl_c() -> None:
+        time.sleep(1.0)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def state(name: str) -> None:
+        if name == "migrate":
+            with lock:
+                migrating.append(threading.current_thread().name)
+                if len(migrating) == 2:
+                    threading.Thread(target=ctrl_c, daemon=True).start()
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_matrix(tmp_path / "m.yaml", spec, hosts_path, load_hosts(hosts_path), out,
+                       Progress(note=notes.append, state=state), image)
+        took = time.monotonic() - sent[0]
+        assert sorted(migrating) == ["pair-local", "pair-testbed"]
+        # Both runs were torn down by their own teardown before run_matrix returned: no QEMU
+        # and no helper process left on either pair, nothing killed as a last resort.
+        assert bed_qemus() == [] and settled(bed_processes) == []
+        assert [q for q in qemu_processes() if str(local_work) in q] == []
+        assert not any("killed" in n for n in notes), notes
+        assert took < 30, took
+        assert any(n.startswith("interrupted: stopping the runs on pair ") for n in notes), notes
+        # Neither interrupted run was stored: a resume runs both again.
+        assert not list(out.glob("*/*.json")), notes
+        assert not [p for p in (local_work / "intr").glob("*") if p.is_dir()]
+    finally:
+        shutil.rmtree(local_work, ignore_errors=True)

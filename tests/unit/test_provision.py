@@ -4,6 +4,7 @@ handling of a pair (probe faults, work folders, Ctrl-C) with fake hosts (no netw
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,77 @@ def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path) -> N
     worker.remove_workdirs(dirs)
     assert not dirs["source"].exists() and not dirs["destination"].exists()
     assert (tmp_path / "src work" / "m").exists()  # the campaign folder stays
+
+
+# -- the runner on several pairs: Ctrl-C -------------------------------------------------------
+
+
+class _BusyWorker:
+    """A pair worker whose 'migration' is a local process started through its host, torn down
+    on KeyboardInterrupt; a ``stuck`` one is in a teardown that hangs (not interruptible) and
+    stores a failed run once its process dies under it, as run_migration would."""
+
+    def __init__(self, name: str, camp: runner._Campaign, log: Path, stuck: bool) -> None:
+        self.name, self.camp, self.log = name, camp, log
+        self.source = LocalHost("source", HostSpec())
+        self.destination = LocalHost("destination", HostSpec())
+        self.interruptible = not stuck
+        self.started = threading.Event()
+        self.proc: Any = None
+        self.tore_down = False
+
+    def run(self) -> None:
+        item = self.camp.next()
+        assert item is not None
+        self.proc = self.source.start(["sleep", "60"], self.log)
+        self.started.set()
+        try:
+            while self.proc.poll() is None:
+                time.sleep(0.02)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                self.proc.wait(5)
+            self.tore_down = True
+        cell, rep = item
+        self.camp.save(self.name, cell, rep, runner.skipped_record(
+            cell, rep, "m", "source QEMU exited during migration", None,
+            QemuBuild(binary=Path("/q")), self.source, self.destination, outcome="failed"))
+
+    def close(self) -> None:
+        pass
+
+
+def test_ctrl_c_with_several_pairs_tears_every_run_down_and_saves_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    monkeypatch.setattr(runner, "INTERRUPT_TEARDOWN_S", 1.0)
+    spec = MatrixSpec.model_validate({"name": "m", "repetitions": 2,
+                                      "axes": {"feature": ["precopy"]}})
+    here = HostSpec(workdir=tmp_path / "work")
+    notes: list[str] = []
+    camp = _campaign(tmp_path, spec, HostPair(source=here, destination=here),
+                     runner.Progress(note=notes.append))
+    workers = [_BusyWorker("a", camp, tmp_path / "a.log", stuck=False),
+               _BusyWorker("b", camp, tmp_path / "b.log", stuck=True)]
+
+    def ctrl_c() -> None:  # once both runs are under way
+        if all(w.started.wait(10) for w in workers):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner._run_concurrently(workers, camp)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 8
+    # Both 'QEMUs' are gone before it returns: one torn down by its run, one killed.
+    assert [w.proc.poll() for w in workers] == [-signal.SIGTERM, -signal.SIGTERM]
+    assert all(w.tore_down for w in workers)
+    assert any(n.startswith("interrupted: stopping the runs on pair a, b") for n in notes), notes
+    assert any(n.startswith("pair b: killed 1 process(es)") for n in notes), notes
+    # The stuck run's failure was not stored: a resume runs both again.
+    assert list(store.iter_runs(camp.out)) == []
+    assert any("was interrupted: not saved" in n for n in notes), notes
+    assert len(_campaign(tmp_path, spec, HostPair(source=here, destination=here)).queue) == 2
