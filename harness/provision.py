@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import secrets
 import threading
 import time
@@ -329,13 +330,48 @@ def place_image(host: Host, image: GuestImage,
 # ---------------------------------------------------------------------------------------------
 # provision
 
-PACKAGES = {  # what -> package, per package manager
-    "apt": {"qemu": "qemu-system-x86", "ip": "iproute2", "python3": "python3"},
-    "dnf": {"qemu": "qemu-kvm", "ip": "iproute", "python3": "python3"},
+PACKAGES = {  # tool -> package, per package manager
+    "apt": {"ip": "iproute2", "python3": "python3"},
+    "dnf": {"ip": "iproute", "python3": "python3"},
 }
+QEMU_X86 = "/usr/bin/qemu-system-x86_64"  # Debian's and Fedora's QEMU
+QEMU_KVM = "/usr/libexec/qemu-kvm"  # RHEL's (and CentOS Stream's) only QEMU: package qemu-kvm
 _PKG_SH = ("if command -v apt-get >/dev/null; then echo apt; "
            "elif command -v dnf >/dev/null; then echo dnf; else echo none; fi")
 SYSTEM_QEMU_DIRS = ("/usr/bin/", "/usr/libexec/", "/bin/")
+
+
+def install_names(pm: str, tools: Iterable[str], binaries: Iterable[Path]
+                  ) -> tuple[list[str], list[str]]:
+    """What ``pm`` should install for the missing ``tools`` and QEMU ``binaries``, and the
+    binaries no package of ``pm`` provides (pure).
+
+    apt installs qemu-system-x86 for /usr/bin/qemu-system-x86_64. dnf is given the binary's
+    path, so it picks whichever package provides exactly that file: qemu-system-x86-core on
+    Fedora; on RHEL nothing does (its QEMU is /usr/libexec/qemu-kvm, from qemu-kvm), and
+    ``dnf install`` says so. Package names are sorted and unique.
+    """
+    names = {PACKAGES[pm][t] for t in tools}
+    unavailable = []
+    for b in binaries:
+        if pm == "dnf":
+            names.add(str(b))
+        elif str(b) == QEMU_X86:
+            names.add("qemu-system-x86")
+        else:
+            unavailable.append(str(b))
+    return sorted(names), sorted(set(unavailable))
+
+
+def qemu_hint(pm: str, binary: Path) -> str:
+    """Where this kind of host has QEMU, when ``binary`` is not it (pure); "" otherwise."""
+    if pm == "dnf" and str(binary) == QEMU_X86:
+        return (f"RHEL-family hosts have no {QEMU_X86}: their QEMU is {QEMU_KVM} (package "
+                "qemu-kvm); point this build at it for this host in hosts.yaml "
+                f"(qemu: {{NAME: {{binary: {QEMU_KVM}}}}})")
+    if pm == "apt" and str(binary) != QEMU_X86:
+        return f"Debian's QEMU is {QEMU_X86} (package qemu-system-x86)"
+    return ""
 
 
 @dataclass
@@ -352,7 +388,9 @@ class HostProvision:
 
 
 def _sudo(host: Host) -> list[str]:
-    return [] if host.is_local or host.spec.user == "root" else ["sudo", "-n"]
+    """``sudo -n`` (never prompting) unless we are root on ``host``."""
+    root = os.geteuid() == 0 if host.is_local else host.spec.user == "root"
+    return [] if root else ["sudo", "-n"]
 
 
 def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
@@ -371,47 +409,62 @@ def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
     builds = _builds(cfg, spec, None)
     missing_tools = host.run(["sh", "-c", "for t in python3 ip; do command -v $t >/dev/null || "
                               "echo $t; done"], timeout=20).split()
-    need: list[str] = list(missing_tools)
     missing_builds = {n: b for n, b in builds.items() if binary_identity(host, b.binary) is None}
+    binaries: list[Path] = []
     for n, b in missing_builds.items():
         if str(b.binary).startswith(SYSTEM_QEMU_DIRS):
-            need.append("qemu")
+            binaries.append(b.binary)
         else:
             res.problems.append(f"QEMU build {n}: {b.binary} is missing and is not a system "
                                 "package path: copy the build there")
-    need = sorted(set(need))
-    if need:
+    binaries = sorted(set(binaries))
+    if missing_tools or binaries:
+        missing = ", ".join([*sorted(set(missing_tools)), *map(str, binaries)])
         if pm not in PACKAGES:
-            res.problems.append(f"missing {', '.join(need)} and no apt-get or dnf to install them")
-        elif not install:
-            res.problems.append(f"missing {', '.join(need)} (install: {pm} install "
-                                f"{' '.join(PACKAGES[pm][n] for n in need)})")
+            res.problems.append(f"missing {missing} and no apt-get or dnf to install them")
         else:
-            pkgs = [PACKAGES[pm][n] for n in need]
-            if log:
-                log(f"{host.label}: installing {' '.join(pkgs)} with {pm}")
-            argv = (["env", "DEBIAN_FRONTEND=noninteractive", "sh", "-c",
-                     'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"',
-                     "sh", *pkgs] if pm == "apt" else ["dnf", "install", "-y", "-q", *pkgs])
-            try:
-                host.run(_sudo(host) + argv, timeout=1800)
-                res.installed = pkgs
-            except CommandFailed as exc:
-                res.problems.append(f"installing {' '.join(pkgs)} failed: {_short(exc)}")
+            pkgs, unavailable = install_names(pm, missing_tools, binaries)
+            for path in unavailable:
+                res.problems.append(f"{path} is missing and no {pm} package provides it; "
+                                    + qemu_hint(pm, Path(path)))
+            hints = [h for h in (qemu_hint(pm, path) for path in binaries
+                                 if str(path) not in unavailable) if h]
+            if pkgs and not install:
+                res.problems.append(f"missing {missing} (install: {pm} install {' '.join(pkgs)})"
+                                    + "".join(f"; {h}" for h in hints))
+            elif pkgs:
+                if log:
+                    log(f"{host.label}: installing {' '.join(pkgs)} with {pm}")
+                argv = (["env", "DEBIAN_FRONTEND=noninteractive", "sh", "-c",
+                         'apt-get update -qq && apt-get install -y -qq --no-install-recommends '
+                         '"$@"', "sh", *pkgs] if pm == "apt"
+                        else ["dnf", "install", "-y", "-q", *pkgs])
+                try:
+                    host.run(_sudo(host) + argv, timeout=1800)
+                    res.installed = pkgs
+                except CommandFailed as exc:
+                    res.problems.append(f"installing {' '.join(pkgs)} failed: {_short(exc)}"
+                                        + "".join(f"; {h}" for h in hints))
     still = host.run(["sh", "-c", "for t in python3 ip; do command -v $t >/dev/null || "
                       "echo $t; done"], timeout=20).split()
     res.tools = "python3, ip" + (f" (missing: {', '.join(still)})" if still else "")
     if still and not any("missing" in p for p in res.problems):
         res.problems.append(f"missing {', '.join(still)}")
     for n, b in builds.items():
+        if n in missing_builds and (not install or binary_identity(host, b.binary) is None):
+            res.qemu[n] = "missing"
+            if install and str(b.binary).startswith(SYSTEM_QEMU_DIRS):
+                hint = qemu_hint(pm, b.binary)
+                res.problems.append(f"QEMU build {n}: {b.binary} is still missing"
+                                    + (f"; {hint}" if hint else ""))
+            continue
         try:
             p = probe(b, PROBE_CACHE, host=host)
             res.qemu[n] = p.version
         except HarnessError as exc:
             res.qemu[n] = "missing"
-            if n not in missing_builds or str(b.binary).startswith(SYSTEM_QEMU_DIRS):
-                res.problems.append(f"QEMU build {n}: "
-                                    f"{_short(exc).removeprefix(host.label + ': ')}")
+            res.problems.append(f"QEMU build {n}: "
+                                f"{_short(exc).removeprefix(host.label + ': ')}")
     host.mkdir(spec.workdir)
     if image is not None:
         try:

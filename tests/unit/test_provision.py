@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from harness import probe as probe_mod
 from harness import runner, store
 from harness.config import load_hosts
-from harness.errors import HostError, VmError
-from harness.host import LocalHost
+from harness.errors import CommandFailed, HostError, VmError
+from harness.host import Host, LocalHost
 from harness.image import GuestImage
 from harness.matrix import expand
 from harness.models import HostPair, HostsConfig, HostSpec, MatrixSpec, QemuBuild
@@ -24,6 +25,7 @@ from harness.provision import (
     clock_offset,
     doctor_pair,
     place_image,
+    provision_host,
     sha256_of,
 )
 from harness.runner import skip_reason
@@ -343,3 +345,219 @@ def test_ctrl_c_with_several_pairs_tears_every_run_down_and_saves_none(
     assert list(store.iter_runs(camp.out)) == []
     assert any("was interrupted: not saved" in n for n in notes), notes
     assert len(_campaign(tmp_path, spec, HostPair(source=here, destination=here)).queue) == 2
+
+
+# -- provision and doctor on a scripted host: packages, sudo, --check, the VM bridge -----------
+
+
+class ScriptedHost(Host):
+    """A remote host answering the commands provision and doctor send from a small model of a
+    machine: its package manager, tools, QEMU binaries, bridges, and which packages exist."""
+
+    transport = "ssh"
+
+    def __init__(self, spec: HostSpec, pm: str = "apt", tools: tuple[str, ...] = ("python3", "ip"),
+                 binaries: tuple[str, ...] = (), bridges: tuple[str, ...] = (),
+                 packages: dict[str, str] | None = None) -> None:
+        super().__init__("source", spec)
+        self.pm, self.tools, self.binaries = pm, set(tools), set(binaries)
+        self.bridges = set(bridges)
+        self.packages = packages or {}  # package name -> the tool or binary it installs
+        self.calls: list[list[str]] = []
+
+    @property
+    def label(self) -> str:
+        return f"source ({self.spec.user}@{self.spec.address}:{self.spec.port})"
+
+    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
+        from harness.host import _ACCEL_SH
+        from harness.probe import _STAT_SH
+        from harness.provision import _PKG_SH
+
+        argv = list(argv)
+        self.calls.append(argv)
+        cmd = argv[2:] if argv[:2] == ["sudo", "-n"] else argv
+        if cmd == ["true"] or cmd[:2] == ["mkdir", "-p"]:
+            return ""
+        if cmd == ["sh", "-c", _PKG_SH]:
+            return self.pm + "\n"
+        if cmd[:2] == ["sh", "-c"] and cmd[2].startswith("for t in python3 ip;"):
+            return "".join(f"{t}\n" for t in ("python3", "ip") if t not in self.tools)
+        if cmd[:3] == ["sh", "-c", _STAT_SH]:
+            return f"1000 1 {cmd[4]}\n" if cmd[4] in self.binaries else "missing\n"
+        if cmd[:3] == ["sh", "-c", _ACCEL_SH]:
+            return "tcg /dev/kvm is absent\n"
+        if cmd[:2] == ["sh", "-c"] and "MemAvailable" in cmd[2]:
+            return "MemAvailable:    8000000 kB\n"
+        if cmd[:2] == ["sh", "-c"] and "/sys/class/net/$1/bridge" in cmd[2]:
+            return "yes\n" if cmd[4] in self.bridges else "no\n"
+        if cmd[:3] == ["ip", "link", "add"] or cmd[:3] == ["ip", "link", "set"]:
+            self.bridges.add(cmd[3])
+            return ""
+        if cmd[:2] == ["env", "DEBIAN_FRONTEND=noninteractive"] or cmd[:1] == ["dnf"]:
+            wanted = cmd[6:] if cmd[0] == "env" else cmd[4:]
+            for pkg in wanted:
+                if pkg not in self.packages:
+                    raise CommandFailed(self.label, " ".join(cmd), 1, "",
+                                        f"No match for argument: {pkg}")
+            for pkg in wanted:
+                thing = self.packages[pkg]
+                (self.binaries if thing.startswith("/") else self.tools).add(thing)
+            return ""
+        raise AssertionError(f"unexpected command {argv}")
+
+    def start(self, argv: Sequence[str], log: IO[bytes] | Path,
+              env: Mapping[str, str] | None = None) -> Any:
+        raise NotImplementedError
+
+    def put(self, local: Path, remote: Path) -> None:
+        raise NotImplementedError
+
+    def get(self, remote: Path, local: Path) -> None:
+        raise NotImplementedError
+
+    def read_file(self, path: Path, max_bytes: int | None = None) -> bytes:
+        raise NotImplementedError
+
+    def free_port(self, address: str) -> int:
+        raise NotImplementedError
+
+
+APT = {"qemu-system-x86": "/usr/bin/qemu-system-x86_64", "iproute2": "ip", "python3": "python3"}
+FEDORA = {"/usr/bin/qemu-system-x86_64": "/usr/bin/qemu-system-x86_64", "iproute": "ip",
+          "python3": "python3"}
+RHEL = {"/usr/libexec/qemu-kvm": "/usr/libexec/qemu-kvm", "iproute": "ip", "python3": "python3"}
+APT_SH = 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"'
+
+
+@pytest.fixture
+def fake_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """probe() answers for a binary the scripted host has, and fails like probe for others."""
+    from harness import provision
+
+    def answer(build: QemuBuild, cache: Path, host: Any) -> probe_mod.Probe:
+        if str(build.binary) not in host.binaries:
+            raise VmError(f"{host.label}: QEMU binary {build.binary} does not exist or is not "
+                          "executable")
+        return _probe(version="10.0.2", binary=str(build.binary))
+
+    monkeypatch.setattr(provision, "probe", answer)
+
+
+def _cfg(binary: str, bridge: str | None = None, user: str = "root"
+         ) -> tuple[HostsConfig, HostSpec]:
+    spec = HostSpec(transport="ssh", address="10.0.0.5", user=user, vm_bridge=bridge)
+    return HostsConfig(qemu_builds={"10.0": QemuBuild(binary=Path(binary))}, default_build="10.0",
+                       pairs={"p": HostPair(source=spec, destination=spec)}), spec
+
+
+def _installs(host: ScriptedHost) -> list[list[str]]:
+    return [c for c in host.calls if "DEBIAN_FRONTEND=noninteractive" in c or "dnf" in c]
+
+
+@pytest.mark.usefixtures("fake_probe")
+@pytest.mark.parametrize(("user", "sudo"), [("root", []), ("bench", ["sudo", "-n"])])
+def test_provision_installs_with_apt_as_root_or_with_sudo(user: str, sudo: list[str]) -> None:
+    cfg, spec = _cfg("/usr/bin/qemu-system-x86_64", user=user)
+    host = ScriptedHost(spec, pm="apt", tools=("python3",), packages=APT)
+    res = provision_host(host, cfg, None)
+    assert _installs(host) == [sudo + ["env", "DEBIAN_FRONTEND=noninteractive", "sh", "-c", APT_SH,
+                                       "sh", "iproute2", "qemu-system-x86"]]
+    assert (res.package_manager, res.installed) == ("apt", ["iproute2", "qemu-system-x86"])
+    assert (res.problems, res.qemu, res.tools) == ([], {"10.0": "10.0.2"}, "python3, ip")
+    # Nothing missing: nothing installed.
+    again = provision_host(host, cfg, None)
+    assert len(_installs(host)) == 1 and again.problems == [] and again.installed == []
+
+
+@pytest.mark.usefixtures("fake_probe")
+def test_provision_with_dnf_asks_for_the_binary_and_explains_rhel() -> None:
+    # Fedora: dnf finds the package that has /usr/bin/qemu-system-x86_64.
+    cfg, spec = _cfg("/usr/bin/qemu-system-x86_64", user="bench")
+    fedora = ScriptedHost(spec, pm="dnf", tools=("ip",), packages=FEDORA)
+    res = provision_host(fedora, cfg, None)
+    assert _installs(fedora) == [["sudo", "-n", "dnf", "install", "-y", "-q",
+                                  "/usr/bin/qemu-system-x86_64", "python3"]]
+    assert res.problems == [] and res.qemu == {"10.0": "10.0.2"}
+
+    # RHEL: no package has it; the outcome says where RHEL's QEMU is.
+    rhel = ScriptedHost(spec, pm="dnf", packages=RHEL)
+    res = provision_host(rhel, cfg, None)
+    assert _installs(rhel) == [["sudo", "-n", "dnf", "install", "-y", "-q",
+                                "/usr/bin/qemu-system-x86_64"]]
+    assert res.qemu == {"10.0": "missing"} and res.installed == []
+    hint = ("RHEL-family hosts have no /usr/bin/qemu-system-x86_64: their QEMU is "
+            "/usr/libexec/qemu-kvm (package qemu-kvm); point this build at it for this host in "
+            "hosts.yaml (qemu: {NAME: {binary: /usr/libexec/qemu-kvm}})")
+    assert res.problems == [
+        "installing /usr/bin/qemu-system-x86_64 failed: source (bench@10.0.0.5:22): `dnf install "
+        "-y -q /usr/bin/qemu-system-x86_64` exited 1: No match for argument: "
+        f"/usr/bin/qemu-system-x86_64; {hint}",
+        f"QEMU build 10.0: /usr/bin/qemu-system-x86_64 is still missing; {hint}",
+    ]
+
+    # With the build pointed at /usr/libexec/qemu-kvm, RHEL installs qemu-kvm's binary.
+    cfg, spec = _cfg("/usr/libexec/qemu-kvm")
+    rhel = ScriptedHost(spec, pm="dnf", packages=RHEL)
+    res = provision_host(rhel, cfg, None)
+    assert _installs(rhel) == [["dnf", "install", "-y", "-q", "/usr/libexec/qemu-kvm"]]
+    assert res.problems == [] and res.qemu == {"10.0": "10.0.2"}
+
+
+@pytest.mark.usefixtures("fake_probe")
+def test_provision_check_installs_nothing_and_says_what_it_would() -> None:
+    cfg, spec = _cfg("/usr/bin/qemu-system-x86_64", user="bench")
+    host = ScriptedHost(spec, pm="apt", tools=("python3",), packages=APT)
+    res = provision_host(host, cfg, None, install=False)
+    assert _installs(host) == [] and res.installed == []
+    assert res.problems == ["missing ip, /usr/bin/qemu-system-x86_64 (install: apt install "
+                            "iproute2 qemu-system-x86)"]
+    assert res.qemu == {"10.0": "missing"} and res.tools == "python3, ip (missing: ip)"
+    dnf = ScriptedHost(spec, pm="dnf", packages=RHEL)
+    [line] = provision_host(dnf, cfg, None, install=False).problems
+    assert line.startswith("missing /usr/bin/qemu-system-x86_64 (install: dnf install "
+                           "/usr/bin/qemu-system-x86_64); RHEL-family hosts have no ")
+    # A Debian host asked for RHEL's binary: no apt package has it.
+    cfg, spec = _cfg("/usr/libexec/qemu-kvm")
+    res = provision_host(ScriptedHost(spec, pm="apt", packages=APT), cfg, None, install=False)
+    assert res.problems == ["/usr/libexec/qemu-kvm is missing and no apt package provides it; "
+                            "Debian's QEMU is /usr/bin/qemu-system-x86_64 (package "
+                            "qemu-system-x86)"]
+    none = ScriptedHost(spec, pm="none")
+    assert provision_host(none, cfg, None).problems[0] == (
+        "missing /usr/libexec/qemu-kvm and no apt-get or dnf to install them")
+
+
+def test_sudo_is_used_unless_root_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.provision import _sudo
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert _sudo(LocalHost("source", HostSpec())) == ["sudo", "-n"]
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert _sudo(LocalHost("source", HostSpec())) == []
+    ssh = HostSpec(transport="ssh", address="h")
+    assert _sudo(ScriptedHost(ssh)) == []
+    assert _sudo(ScriptedHost(ssh.model_copy(update={"user": "bench"}))) == ["sudo", "-n"]
+
+
+@pytest.mark.usefixtures("fake_probe")
+def test_missing_vm_bridge_doctor_row_and_provision_bridge() -> None:
+    cfg, spec = _cfg("/usr/bin/qemu-system-x86_64", bridge="br-vm", user="bench")
+    host = ScriptedHost(spec, binaries=("/usr/bin/qemu-system-x86_64",))
+    rows = {r.check: r for r in check_host("p", "source", host, cfg)}
+    assert (rows["VM bridge"].status, rows["VM bridge"].detail) == (
+        "fail", "br-vm does not exist (run `migbench provision --bridge`)")
+    assert rows["VM bridge"].problem() == ("pair p: source (bench@10.0.0.5:22): VM bridge: br-vm "
+                                           "does not exist (run `migbench provision --bridge`)")
+    res = provision_host(host, cfg, None)
+    assert (res.bridge, res.problems) == ("br-vm absent (use --bridge)",
+                                          ["VM bridge br-vm does not exist (use --bridge)"])
+    assert not [c for c in host.calls if "link" in c]
+    res = provision_host(host, cfg, None, bridge=True)
+    assert (res.bridge, res.problems) == ("br-vm created", [])
+    assert [c for c in host.calls if "link" in c] == [
+        ["sudo", "-n", "ip", "link", "add", "br-vm", "type", "bridge"],
+        ["sudo", "-n", "ip", "link", "set", "br-vm", "up"]]
+    assert provision_host(host, cfg, None, bridge=True).bridge == "br-vm present"
+    rows = {r.check: r for r in check_host("p", "source", host, cfg)}
+    assert (rows["VM bridge"].status, rows["VM bridge"].detail) == ("ok", "br-vm present")
