@@ -401,25 +401,28 @@ wait "$pid"
 
 KILL_AFTER_S = 2.0  # a remote command still running this long after SIGTERM gets SIGKILL
 
-# Runs the command "$2" in its own session (so in its own process group) with a watchdog that,
-# "$1" seconds later, sends SIGTERM to that whole group and SIGKILL if any of it is left after
-# "$3" tenths of a second; then the exit status is 124. Closing our channel alone would leave
-# a timed-out command (and whatever it started) running on the host; coreutils `timeout` stops
-# at its direct child, so a grandchild that ignores SIGTERM would outlive it.
+# Runs the command "$3" in its own session (so in its own process group) with a watchdog that,
+# "$1" + "$2" seconds later, sends SIGTERM to that whole group and SIGKILL if any of it is left
+# after "$4" tenths of a second; then the exit status is 124. Closing our channel alone would
+# leave a timed-out command (and whatever it started) running on the host; coreutils `timeout`
+# stops at its direct child, so a grandchild that ignores SIGTERM would outlive it. If this
+# shell dies first (its session torn down), the watchdog ends the command within a second.
 _WITH_TIMEOUT = r'''
 fired=
 trap 'fired=1' USR1
 exec 3<&0
-setsid sh -c "$2" <&3 3<&- &
+setsid sh -c "$3" <&3 3<&- &
 pid=$!
-exec 3<&-
-setsid sh -c 'sleep "$1"; kill -USR1 "$2"; kill -TERM -"$3" || exit 0; n=0
-    while kill -0 -"$3" && [ $n -lt "$4" ]; do sleep 0.1; n=$((n + 1)); done
-    kill -KILL -"$3"' watchdog "$1" $$ "$pid" "$3" </dev/null >/dev/null 2>&1 &
+exec 3<&- </dev/null >/dev/null 2>&1
+setsid sh -c 'sleep "$1"; s=0
+    while [ $s -lt "$2" ] && kill -0 "$3" 2>/dev/null; do sleep 1; s=$((s + 1)); done
+    kill -USR1 "$3" 2>/dev/null; kill -TERM -"$4" 2>/dev/null || exit 0; n=0
+    while kill -0 -"$4" 2>/dev/null && [ $n -lt "$5" ]; do sleep 0.1; n=$((n + 1)); done
+    kill -KILL -"$4" 2>/dev/null' watchdog "$2" "$1" $$ "$pid" "$4" &
 dog=$!
 while :; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done
 if [ -n "$fired" ]; then wait "$dog"; exit 124; fi
-kill -TERM -"$dog" 2>/dev/null
+kill -TERM -"$dog"
 exit "$code"
 '''
 
@@ -427,8 +430,9 @@ exit "$code"
 def remote_command(command: str, timeout: float) -> str:
     """The shell command line that runs ``command`` (a quoted shell command) on a host, killed
     with everything it started after ``timeout`` seconds (exit status 124; pure)."""
-    return shlex.join(["sh", "-c", _WITH_TIMEOUT, "migbench", f"{max(timeout, 0.001):.3f}",
-                       command, str(round(KILL_AFTER_S * 10))])
+    seconds = max(timeout, 0.001)
+    return shlex.join(["sh", "-c", _WITH_TIMEOUT, "migbench", str(int(seconds)),
+                       f"{seconds - int(seconds):.3f}", command, str(round(KILL_AFTER_S * 10))])
 
 
 class RemoteProcess:

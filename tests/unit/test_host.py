@@ -273,8 +273,8 @@ def test_remote_commands_run_under_the_hosts_timeout() -> None:
     from harness.host import KILL_AFTER_S, remote_command
 
     inner = shlex.join(["printf", "%s\\n", *HOSTILE])
-    line = remote_command(inner, 60)
-    assert shlex.split(line)[-3:] == ["60.000", inner, str(round(KILL_AFTER_S * 10))]
+    line = remote_command(inner, 60.25)
+    assert shlex.split(line)[-4:] == ["60", "0.250", inner, str(round(KILL_AFTER_S * 10))]
     # Run it here as sshd would (through a shell): quoting survives, and a timed-out command
     # takes its children along.
     out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=10)
@@ -296,6 +296,17 @@ def test_remote_commands_run_under_the_hosts_timeout() -> None:
             assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
         else:
             assert out.returncode == 124, command
+    # If the shell that waits for the command dies (its SSH session torn down), the watchdog
+    # ends the command within a second instead of at the timeout.
+    wrapper = subprocess.Popen(shlex.split(remote_command(sleeper, 60)),
+                               stdout=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+    wrapper.kill()
+    wrapper.wait()
+    time.sleep(2.5)
+    left = subprocess.run(["pgrep", "-a", "-f", marker], capture_output=True, text=True)
+    assert left.stdout == ""
     # A command that reads stdin still gets it.
     fed = subprocess.run(["sh", "-c", remote_command("cat", 5)], input="fed\n",
                          capture_output=True, text=True, timeout=10)
