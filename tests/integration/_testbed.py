@@ -27,18 +27,33 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Not under pytest's basetemp: concurrent pytest sessions prune old basetemp folders.
     base = Path(tempfile.mkdtemp(prefix="mb-testbed-"))
     testbed.up(base, rate="1gbit")
+    left: list[str] = ["(not checked)"]
     try:
         yield base
+        # What the tests left running, looked for before `down` kills everything.
+        left = settled(harness_leftovers)
     finally:
         testbed.down(base)
+    assert left == [], f"left behind by the test bed tests: {left}"
     assert testbed.leftovers() == []
     assert not (base / "id_ed25519").exists()
     assert remote_tunnel_threads() == []
 
 
+def harness_leftovers() -> list[str]:
+    """What the harness may leave behind with the test bed: processes in its namespaces other
+    than sshd, local tunnel folders (``mb-tun-*``), and local ssh clients of the CPU sampler."""
+    found = bed_processes()
+    found += [f"tunnel folder {d}" for d in Path(tempfile.gettempdir()).glob("mb-tun-*")]
+    ssh = subprocess.run(["pgrep", "-a", "-f", r"^ssh .*-- [^ ]+@10\.250\."],
+                         capture_output=True, text=True).stdout
+    found += [f"ssh client {ln}" for ln in ssh.splitlines() if ln.strip()]
+    return found
+
+
 def bed_processes(names: tuple[str, ...] = ()) -> list[str]:
-    """Processes inside the test bed's namespaces ("ns: pid comm"), other than its sshd; only
-    those whose name starts with one of ``names`` if given."""
+    """Processes inside the test bed's namespaces ("ns: pid comm: command line"), other than its
+    sshd; only those whose name starts with one of ``names`` if given."""
     found = []
     for ns in ("mbsrc", "mbdst"):
         out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
@@ -49,7 +64,11 @@ def bed_processes(names: tuple[str, ...] = ()) -> list[str]:
                 continue
             if comm.startswith("sshd") or (names and not comm.startswith(names)):
                 continue
-            found.append(f"{ns}: {pid} {comm}")
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                cmd = b""
+            found.append(f"{ns}: {pid} {comm}: {cmd.decode(errors='replace').strip()[:300]}")
     return found
 
 
