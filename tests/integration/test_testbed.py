@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -491,3 +492,62 @@ def test_ctrl_c_with_two_pairs_tears_both_runs_down_and_saves_neither(
     finally:
         shutil.rmtree(local_work, ignore_errors=True)
 
+
+def test_down_then_up_after_a_crash_left_a_half_built_bed(bed: Path) -> None:
+    """Runs last: it breaks the module's test bed and builds it again."""
+    import argparse
+    import shutil
+    import socket
+
+    def cli(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="migbench")
+        testbed.register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(list(argv))
+        return int(args.func(args))
+
+    # A crash after `up`: one sshd killed, the state folder (keys, hosts file) gone.
+    assert testbed.kill_sshd("source")
+    shutil.rmtree(bed)
+    assert {"netns mbsrc", "netns mbdst"} <= set(testbed.leftovers())
+    assert cli("testbed", "down", "--dir", str(bed)) == 0
+    assert testbed.leftovers() == []
+
+    # A crash half way through `up`: one namespace with its root link and a process inside, an
+    # orphaned sshd with a test bed config in the root namespace, and no state folder at all.
+    subprocess.run(["ip", "netns", "add", "mbsrc"], check=True)
+    subprocess.run(["ip", "link", "add", "mbm-src", "type", "veth", "peer", "name", "mgmt0",
+                    "netns", "mbsrc"], check=True)
+    stray = subprocess.Popen(["ip", "netns", "exec", "mbsrc", "sleep", "300"],
+                             start_new_session=True)
+    half = Path(tempfile.mkdtemp(prefix="mb-half-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(half / "hk")],
+                   check=True)
+    conf = half / testbed.SSHD_CONF
+    conf.write_text(f"ListenAddress 127.0.0.1:{port}\nHostKey {half / 'hk'}\n"
+                    f"PidFile {half / 'sshd.pid'}\n")
+    orphan = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(conf)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not testbed._sshd_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = set(testbed.leftovers())
+        assert {"netns mbsrc", "link mbm-src", f"sshd pid {orphan.pid}"} <= left, left
+        assert cli("testbed", "down", "--dir", str(bed)) == 0
+        assert testbed.leftovers() == []
+        stray.wait(10)  # both stopped by `down` (TimeoutExpired otherwise)
+        orphan.wait(10)
+    finally:
+        for proc in (stray, orphan):
+            if proc.poll() is None:
+                proc.kill()
+        shutil.rmtree(half, ignore_errors=True)
+
+    # `up` builds a working bed again in the same folder (the module's later teardown uses it).
+    testbed.up(bed, rate="1gbit")
+    pair = _hosts(bed).pairs["testbed"]
+    for role, spec in (("source", pair.source), ("destination", pair.destination)):
+        with SshHost(role, spec) as h:
+            assert h.run(["echo", "ok"]) == "ok\n"
