@@ -224,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a migration matrix",
-                       description="Run every cell x repetition of MATRIX on the first host pair "
-                                   "of the hosts file. Finished runs in --out are skipped (resume).")
+                       description="Run every cell x repetition of MATRIX on the host pairs of "
+                                   "the hosts file: all pairs at once (or those given with --pair),"
+                                   " one migration at a time per pair; a pair that fails its checks"
+                                   " is skipped. Finished runs in --out are skipped (resume); runs "
+                                   "interrupted by Ctrl-C run again.")
     r.add_argument("matrix", metavar="MATRIX.yaml", help="matrix file, e.g. matrices/demo.yaml")
     r.add_argument("--hosts", metavar="HOSTS.yaml",
                    help="hosts file (default: ./hosts.yaml, else the repository's)")

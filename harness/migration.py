@@ -50,11 +50,14 @@ class RunContext:
     source_build: QemuBuild
     destination_build: QemuBuild
     image: GuestImage
-    workdir: Path  # per-run scratch directory on the (local) hosts
+    workdir: Path  # per-run scratch directory on the source host (the fio disk lives here)
     on_state: Any = None  # callable(str) for progress display
     # The image as each host has it ("source"/"destination" -> the host's copy, see
     # harness.provision.place_image); a role not listed boots ``image`` itself (local hosts).
     host_images: dict[str, GuestImage] = field(default_factory=dict)
+    # Each VM's folder ("source"/"destination" -> a folder on that host, under its own workdir);
+    # a role not listed uses ``workdir / role``.
+    workdirs: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +121,11 @@ def utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
+def vm_workdir(ctx: RunContext, role: str) -> Path:
+    """The folder of ``role``'s VM (its sockets and logs), on that VM's host."""
+    return ctx.workdirs.get(role, ctx.workdir / role)
+
+
 def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
     ctx = run.ctx
     cell = ctx.cell
@@ -136,7 +144,7 @@ def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
         kernel=image.kernel,
         initrd=initrd_for(image, cell.workload),
         append=kernel_append(cell, net),
-        workdir=ctx.workdir / role,
+        workdir=vm_workdir(ctx, role),
         incoming=incoming,
         # The source starts paused so that no console output is lost before we connect;
         # in RAM-integrity mode the destination stays paused after migration for hashing.
@@ -243,7 +251,8 @@ def _drive(run: _Run) -> None:
         rec["outcome"] = "failed"
         desc = final.get("error-desc") or f"migration ended in state {status!r}"
         if not dst.alive():
-            desc += f" (destination QEMU exited with code {dst.proc.poll() if dst.proc else '?'})"
+            desc += (f" (destination QEMU on {dst.host.label} exited with code "
+                     f"{dst.proc.poll() if dst.proc else '?'})")
         rec["error"] = desc
         if src.alive():
             try:

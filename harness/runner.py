@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import os
 import secrets
 import shutil
 import signal
@@ -24,9 +23,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PosixPath
+from pathlib import Path
 from types import FrameType
-from typing import Any, Self
+from typing import Any
 
 from harness import store
 from harness import workload as wl
@@ -113,27 +112,6 @@ def run_workdirs(pair: HostPair, campaign: str, run_id: str) -> dict[str, Path]:
     """Each host's scratch folder for one run, under that host's own ``workdir`` (pure)."""
     return {role: spec.workdir / campaign / run_id
             for role, spec in (("source", pair.source), ("destination", pair.destination))}
-
-
-class RoleDirs(PosixPath):
-    """``RunContext.workdir`` for a run whose hosts have their own workdirs.
-
-    run_migration keeps each VM's files in ``ctx.workdir / role``; here that join gives the
-    role's folder from :func:`run_workdirs` (under that host's workdir). The path itself, and
-    any other join (the fio disk), is the source's run folder, as before.
-    """
-
-    _roles: dict[str, Path] = {}
-
-    @classmethod
-    def of(cls, dirs: dict[str, Path]) -> RoleDirs:
-        path = cls(dirs["source"])
-        path._roles = {role: d / role for role, d in dirs.items()}
-        return path
-
-    def __truediv__(self, key: str | os.PathLike[str]) -> Self:
-        role_dir = self._roles.get(os.fspath(key))
-        return type(self)(role_dir) if role_dir is not None else super().__truediv__(key)
 
 
 def run_order(cells: list[Cell], repetitions: int, order: str) -> list[tuple[Cell, int]]:
@@ -303,8 +281,9 @@ class _PairWorker:
                     cell=cell, repetition=rep, campaign=spec.name, source=self.source,
                     destination=self.destination, source_build=src_build,
                     destination_build=dst_build, image=camp.image,
-                    workdir=RoleDirs.of(dirs), on_state=self.on_state,
+                    workdir=dirs["source"], on_state=self.on_state,
                     host_images=dict(self.images),
+                    workdirs={role: d / role for role, d in dirs.items()},
                 )
                 try:
                     record = run_migration(ctx)

@@ -12,8 +12,8 @@ from typing import IO, Any
 
 import pytest
 
+from harness import migration, runner, store
 from harness import probe as probe_mod
-from harness import runner, store
 from harness.config import load_hosts
 from harness.errors import CommandFailed, HostError, VmError
 from harness.host import Host, LocalHost
@@ -242,23 +242,13 @@ def test_a_probe_fault_is_a_failed_run_and_only_a_missing_capability_is_skipped(
 # -- the runner on a pair: each host's own work folder -----------------------------------------
 
 
-def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path) -> None:
+def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     src = HostSpec(transport="ssh", address="a", workdir=Path("/srv/mb"))
     dst = HostSpec(transport="ssh", address="b", workdir=Path("/data/bench dir"))
     dirs = runner.run_workdirs(HostPair(source=src, destination=dst), "camp", "c1-1-17-ab")
     assert dirs == {"source": Path("/srv/mb/camp/c1-1-17-ab"),
                     "destination": Path("/data/bench dir/camp/c1-1-17-ab")}
-    # What run_migration does with RunContext.workdir: `workdir / role` per VM, and the disk.
-    workdir = runner.RoleDirs.of(dirs)
-    assert workdir == Path("/srv/mb/camp/c1-1-17-ab")
-    assert workdir / "destination" == Path("/data/bench dir/camp/c1-1-17-ab/destination")
-    assert workdir / "source" == Path("/srv/mb/camp/c1-1-17-ab/source")
-    assert workdir / "disk.raw" == Path("/srv/mb/camp/c1-1-17-ab/disk.raw")
-    assert workdir / "destination" / "qmp.sock" == Path(
-        "/data/bench dir/camp/c1-1-17-ab/destination/qmp.sock")
-    assert (workdir / "destination").parent / "destination" == Path(
-        "/data/bench dir/camp/c1-1-17-ab/destination")  # only the run folder routes roles
-
     # After the run each folder is removed on its own host.
     here = HostSpec(workdir=tmp_path / "src work")
     there = HostSpec(workdir=tmp_path / "dst work")
@@ -271,6 +261,28 @@ def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path) -> N
     worker.remove_workdirs(dirs)
     assert not dirs["source"].exists() and not dirs["destination"].exists()
     assert (tmp_path / "src work" / "m").exists()  # the campaign folder stays
+
+    # The worker gives run_migration each VM's folder under its own host's workdir.
+    seen: list[Any] = []
+
+    def fake_migration(ctx: Any) -> dict[str, Any]:
+        seen.append(ctx)
+        return runner.skipped_record(ctx.cell, ctx.repetition, ctx.campaign, "", None,
+                                     ctx.source_build, ctx.source, ctx.destination,
+                                     outcome="completed")
+
+    monkeypatch.setattr(runner, "run_migration", fake_migration)
+    monkeypatch.setattr(worker, "setup", lambda: None)
+    monkeypatch.setattr(worker, "unrunnable", lambda *a: None)
+    worker.run()
+    assert len(seen) == 3  # one precopy cell, three repetitions
+    ctx = seen[0]
+    run_id = ctx.workdir.name
+    assert ctx.workdir == tmp_path / "src work" / "m" / run_id  # the fio disk's folder
+    assert ctx.workdirs == {"source": tmp_path / "src work" / "m" / run_id / "source",
+                            "destination": tmp_path / "dst work" / "m" / run_id / "destination"}
+    assert [migration.vm_workdir(ctx, r) for r in ("source", "destination")] == [
+        ctx.workdirs["source"], ctx.workdirs["destination"]]
 
 
 # -- the runner on several pairs: Ctrl-C -------------------------------------------------------
