@@ -42,6 +42,7 @@ KNOBS: dict[str, Knob] = {
     "multifd-compression": Knob("enum", choices=("none", "zlib", "zstd", "qpl", "uadk", "qatzip")),
     "multifd-zlib-level": Knob("int", 0, 9),
     "multifd-zstd-level": Knob("int", 0, 20),
+    "multifd-qatzip-level": Knob("int", 1, 9),  # QEMU 9.2+
     "zero-page-detection": Knob("enum", choices=("none", "legacy", "multifd")),
     "cpu-throttle-initial": Knob("int", 1, 99),
     "cpu-throttle-increment": Knob("int", 1, 99),
@@ -71,6 +72,7 @@ KNOB_NEEDS: dict[str, str] = {
     "multifd-compression": "multifd",
     "multifd-zlib-level": "multifd",
     "multifd-zstd-level": "multifd",
+    "multifd-qatzip-level": "multifd",
     "cpu-throttle-initial": "auto-converge",
     "cpu-throttle-increment": "auto-converge",
     "cpu-throttle-tailslow": "auto-converge",
