@@ -96,8 +96,8 @@ def writer_phases(rec: Record, t0: float | None) -> dict[str, dict[str, float | 
     reporting interval, attributed to the phase in which it began (as ping gaps are); over
     ``during`` and ``after`` together it is the run's ``guest_max_stall_ms``.
     """
-    pts = sorted((float(p["t"]), p) for p in (rec.get("guest") or {}).get("writer") or []
-                 if isinstance(p, dict) and _num(p.get("t")))
+    pts = sorted(((float(p["t"]), p) for p in (rec.get("guest") or {}).get("writer") or []
+                  if isinstance(p, dict) and _num(p.get("t"))), key=lambda tp: tp[0])
     sw = _switchover(rec, t0)
     out: dict[str, dict[str, float | None]] = {
         ph: {"stall": None, "rate": None} for ph in PHASES}

@@ -429,3 +429,14 @@ def test_guest_impact_without_samplers() -> None:
     rec.pop("guest", None)
     rec["final"], rec["timeline"] = {"status": "skipped"}, []
     assert cell_page([rec], compare.present_metrics([rec])).impact.rows == []
+
+
+def test_guest_impact_with_lines_that_arrive_together() -> None:
+    """Two guest lines read in one chunk share an arrival time: ordering them must not compare
+    the samples themselves (a real seed run crashed the report so)."""
+    rec = _impact_run(1, 8)
+    writer = rec["guest"]["writer"]
+    writer.insert(5, dict(writer[5], rate=12.5))  # the same t as its neighbour
+    page = cell_page([rec], compare.present_metrics([rec]))
+    rows = {(r.measure, r.phase): r for r in page.impact.rows}
+    assert rows[("writer lowest rate (per 100 ms report)", "during")].values == [12.5]
