@@ -499,6 +499,13 @@ def _after_completion(run: _Run) -> None:
     time.sleep(cell.limits.observe_after_s)
     if cell.workload.writer is not None:
         checks["stamps"] = _verify_stamps(dst.console, src.console)
+        if checks["stamps"]["verdict"] == "unchecked" and not dst.console.records("writer"):
+            # It wrote every 100 ms on the source; on the destination not one line, and no
+            # answer to `verify`: the guest stopped running there (QEMU 7.2 under TCG, seen).
+            checks["guest_silent"] = {
+                "reason": "the guest's writer, which reported every 100 ms on the source, wrote "
+                          "nothing on the destination after it resumed there and did not answer "
+                          "`verify`: the guest stopped running"}
     panics = dst.console.panic_lines()
     if panics:
         checks["guest_crash"] = {"lines": panics[:10]}
@@ -507,8 +514,9 @@ def _after_completion(run: _Run) -> None:
 
 
 def integrity_verdict(checks: dict[str, Any]) -> str:
-    """``corrupted`` if any check found damage, ``ok`` if at least one check passed, else unchecked."""
-    if "guest_crash" in checks:
+    """``corrupted`` if any check found damage (a guest that crashed or stopped running on the
+    destination counts), ``ok`` if at least one check passed, else unchecked."""
+    if "guest_crash" in checks or "guest_silent" in checks:
         return "corrupted"
     verdicts = [c.get("verdict") for k, c in checks.items() if k in ("ram", "stamps")]
     if "corrupted" in verdicts:

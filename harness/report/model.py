@@ -42,6 +42,7 @@ def corruption_note(records: Sequence[dict[str, Any]]) -> str:
     stamps = sum(1 for r in bad if ((r.get("integrity_detail") or {}).get("stamps") or {})
                  .get("verdict") == "corrupted")
     crashes = sum(1 for r in bad if "guest_crash" in (r.get("integrity_detail") or {}))
+    silent = sum(1 for r in bad if "guest_silent" in (r.get("integrity_detail") or {}))
     found = []
     if any(ram):
         found.append(f"guest RAM differed between source and destination in {sum(1 for n in ram if n)} "
@@ -50,6 +51,9 @@ def corruption_note(records: Sequence[dict[str, Any]]) -> str:
         found.append(f"the memory writer found stale pages on the destination in {stamps} run(s)")
     if crashes:
         found.append(f"the guest kernel crashed on the destination in {crashes} run(s)")
+    if silent:
+        found.append(f"the guest stopped running on the destination (no output, no answer to "
+                     f"`verify`) in {silent} run(s)")
     text = ("The migration lost guest memory: " + "; ".join(found) + ". "
             if found else "The integrity checks failed. ")
     versions = sorted({str((r.get("qemu") or {}).get("version", "?")).split(" ")[0] for r in bad})

@@ -312,6 +312,7 @@ def test_host_stall_too_few_reports() -> None:
     ({"ram": {"verdict": "ok"}, "stamps": {"verdict": "corrupted"}}, "corrupted"),
     ({"ram": {"verdict": "corrupted"}, "stamps": {"verdict": "ok"}}, "corrupted"),
     ({"stamps": {"verdict": "unchecked"}}, "unchecked"),
+    ({"stamps": {"verdict": "unchecked"}, "guest_silent": {"reason": "stopped"}}, "corrupted"),
     ({"ram": {"verdict": "unchecked"}, "stamps": {"verdict": "ok"}}, "ok"),
     ({"other": {"verdict": "corrupted"}}, "unchecked"),
 ])

@@ -282,6 +282,9 @@ def test_corruption_note_explains_the_72_tcg_bug() -> None:
     assert corruption_note([{"integrity": "ok"}]) == ""
     bad10 = {**bad, "qemu": {"version": "10.0.2"}}
     assert "9.0" not in corruption_note([bad10]) and "no result" in corruption_note([bad10])
+    silent = {**bad, "integrity_detail": {"stamps": {"verdict": "unchecked"},
+                                          "guest_silent": {"reason": "stopped"}}}
+    assert "stopped running on the destination" in corruption_note([silent])
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
