@@ -753,24 +753,47 @@ class SshHost(Host):
                   "print(s.getsockname()[1])")
         return int(self.run(["python3", "-c", script, address], timeout=20).strip())
 
-    def free_ports(self, address: str, count: int) -> list[int]:
-        """``count`` distinct free TCP ports on ``address``, found in one round trip."""
-        script = ("import socket,sys\nss=[socket.socket() for _ in range(int(sys.argv[2]))]\n"
-                  "[s.bind((sys.argv[1], 0)) for s in ss]\n"
-                  "print(' '.join(str(s.getsockname()[1]) for s in ss))")
-        return [int(p) for p in self.run(["python3", "-c", script, address, str(count)],
-                                         timeout=20).split()]
+    def open_unix_channel(self, path: Path) -> Any:
+        """An SSH session relaying to the unix socket ``path`` on the host (no port is opened:
+        a small python3 relay connects to the socket; it exits when either side closes).
 
-    def open_channel(self, host: str, port: int) -> Any:
-        """A direct-tcpip channel to ``host:port`` as seen from the remote host."""
+        :raise HostError: the session could not be opened.
+        """
         try:
-            return self._transport().open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
-                                                  timeout=self.spec.connect_timeout_s)
+            chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
+            chan.exec_command(shlex.join(["python3", "-c", _RELAY_PY, str(path)]))
+            return chan
         except HostError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise HostError(f"{self.label}: cannot open a tunnel to {host}:{port}: "
+            raise HostError(f"{self.label}: cannot open a tunnel to {path}: "
                             f"{_reason(exc)}") from None
+
+
+# Relays stdin/stdout to a unix socket (see SshHost.open_unix_channel); no output and exit 3
+# when nothing listens there yet, so the local client sees EOF and tries again.
+_RELAY_PY = r"""
+import os, select, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except OSError:
+    sys.exit(3)
+out = sys.stdout.buffer
+while True:
+    ready = select.select([0, s], [], [])[0]
+    if s in ready:
+        data = s.recv(65536)
+        if not data:
+            break
+        out.write(data)
+        out.flush()
+    if 0 in ready:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        s.sendall(data)
+"""
 
 
 _SSH_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")

@@ -1,10 +1,11 @@
-"""SSH tunnels: a local unix socket that reaches a TCP port on a remote host's loopback.
+"""SSH tunnels: a local unix socket that reaches a unix socket on a remote host.
 
-QEMU on a remote host serves QMP and its serial console on the remote's 127.0.0.1 only; the
-harness talks to them through a :class:`Tunnel` whose local end is a unix socket in a private
-local folder. Each local connection becomes one SSH ``direct-tcpip`` channel, so nothing listens
-on any network interface. The local code (``QmpSession``, ``Console``) sees the same kind of
-address as for a local QEMU.
+QEMU on a remote host serves QMP and its serial console on unix sockets in a private folder of
+its work directory; the harness talks to them through a :class:`Tunnel` whose local end is a unix
+socket in a private local folder. Each local connection becomes one SSH session running a small
+relay on the remote (python3, which every host needs for the probe) that connects to the socket,
+so nothing listens on any port, loopback included. The local code (``QmpSession``, ``Console``)
+sees the same kind of address as for a local QEMU.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from harness.host import SshHost
 
 
 class Tunnel:
-    """Forwards connections on the local unix socket ``path`` to ``port`` on the remote loopback.
+    """Forwards connections on the local unix socket ``path`` to the unix socket ``remote`` on
+    ``host``.
 
     ``open()`` starts it; ``close()`` stops it and closes every forwarded connection (idempotent).
     """
 
-    def __init__(self, host: SshHost, remote_port: int, path: Path,
-                 remote_address: str = "127.0.0.1") -> None:
+    def __init__(self, host: SshHost, remote: Path, path: Path) -> None:
         self.host = host
-        self.remote_port = remote_port
-        self.remote_address = remote_address
+        self.remote = remote
         self.path = path
         self._server: socket.socket | None = None
         self._pairs: list[tuple[socket.socket, Any]] = []
@@ -57,7 +57,7 @@ class Tunnel:
         server.settimeout(0.2)
         self._server = server
         self._thread = threading.Thread(target=self._accept, daemon=True,
-                                        name=f"tunnel-{self.host.name}-{self.remote_port}")
+                                        name=f"tunnel-{self.host.name}-{self.remote.name}")
         self._thread.start()
 
     def _accept(self) -> None:
@@ -71,7 +71,7 @@ class Tunnel:
             except OSError:
                 break
             try:
-                chan = self.host.open_channel(self.remote_address, self.remote_port)
+                chan = self.host.open_unix_channel(self.remote)
             except HostError:
                 local.close()  # the client sees EOF and retries (QEMU may not listen yet)
                 continue
@@ -82,7 +82,7 @@ class Tunnel:
                     break
                 self._pairs.append((local, chan))
             threading.Thread(target=self._pump, args=(local, chan), daemon=True,
-                             name=f"tunnel-pump-{self.remote_port}").start()
+                             name=f"tunnel-pump-{self.remote.name}").start()
 
     def _pump(self, local: socket.socket, chan: Any) -> None:
         try:

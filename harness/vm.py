@@ -4,9 +4,10 @@ Follows QEMUMachine's shape: the constructor only records settings, :meth:`Vm.la
 :meth:`Vm.shutdown` is the one idempotent cleanup path (QMP ``quit``, then SIGTERM, then SIGKILL),
 which a ``with`` block always runs. A failed launch reports argv, exit code and the log's tail.
 
-On an SSH host QEMU serves QMP and the serial console on the remote's loopback only, and the
-harness reaches both through :class:`harness.remote.Tunnel` (local unix sockets), so the QMP and
-console code is the same for both kinds of host. QEMU runs under a small supervisor that kills it
+On an SSH host QEMU serves QMP and the serial console on unix sockets in its work folder (mode
+700: no open port, nobody else on that host can reach them), and the harness reaches both through
+:class:`harness.remote.Tunnel` (local unix sockets), so the QMP and console code is the same for
+both kinds of host. QEMU runs under a small supervisor that kills it
 when the SSH channel closes: a lost connection or a dead harness leaves no QEMU behind.
 """
 
@@ -63,17 +64,13 @@ class VmConfig:
         return self.workdir / "qemu.log"
 
 
-def qemu_argv(cfg: VmConfig, qmp_port: int | None = None,
-              serial_port: int | None = None) -> list[str]:
+def qemu_argv(cfg: VmConfig) -> list[str]:
     """The full QEMU command line for ``cfg`` (pure).
 
-    QMP and the serial console are unix sockets in the work folder, or, with ports given (remote
-    hosts, reached through SSH tunnels), TCP servers on the host's loopback.
+    QMP and the serial console are unix sockets in the work folder (on the VM's own host).
     """
-    qmp = (f"tcp:127.0.0.1:{qmp_port},server=on,wait=off" if qmp_port is not None
-           else f"unix:{cfg.qmp_path},server=on,wait=off")
-    serial = (f"socket,id=ser0,host=127.0.0.1,port={serial_port}" if serial_port is not None
-              else f"socket,id=ser0,path={cfg.serial_path}")
+    qmp = f"unix:{cfg.qmp_path},server=on,wait=off"
+    serial = f"socket,id=ser0,path={cfg.serial_path}"
     argv = [str(cfg.build.binary)]
     for d in cfg.build.datadirs:
         argv += ["-L", str(d)]
@@ -175,22 +172,22 @@ class Vm:
             raise VmError(self._failure(f"did not come up ({exc})")) from exc
 
     def _prepare_remote(self) -> None:
-        """Check the binary, make the work folder, pick loopback ports, open the tunnels."""
+        """Check the binary, make the (private) work folder, open the tunnels to its sockets."""
         host = self.host
         assert isinstance(host, SshHost)
         from harness.remote import Tunnel
 
         binary = str(self.cfg.build.binary)
-        script = 'test -x "$1" || { echo "missing"; exit 0; }; mkdir -p "$2" && rm -f "$2"/*.sock'
+        # The folder holds QMP and the console: only its owner may reach them (no open port).
+        script = ('test -x "$1" || { echo "missing"; exit 0; }; '
+                  'mkdir -p "$2" && chmod 700 "$2" && rm -f "$2"/*.sock')
         if host.run(["sh", "-c", script, "sh", binary, str(self.cfg.workdir)],
                     timeout=30).strip() == "missing":
             raise VmError(f"{host.label}: QEMU binary {binary} not found or not executable "
                           "(run `migbench provision`, or fix qemu_builds in hosts.yaml)")
-        qmp_port, serial_port = host.free_ports("127.0.0.1", 2)
-        self.argv = qemu_argv(self.cfg, qmp_port, serial_port)
         self._tunnel_dir = Path(tempfile.mkdtemp(prefix=f"mb-tun-{self.cfg.role[:3]}-"))
-        for port, name in ((qmp_port, "qmp.sock"), (serial_port, "serial.sock")):
-            tunnel = Tunnel(host, port, self._tunnel_dir / name)
+        for remote, name in ((self.cfg.qmp_path, "qmp.sock"), (self.cfg.serial_path, "serial.sock")):
+            tunnel = Tunnel(host, remote, self._tunnel_dir / name)
             tunnel.open()
             self._tunnels.append(tunnel)
         self.qmp = QmpSession(self.cfg.role, str(self._tunnel_dir / "qmp.sock"))

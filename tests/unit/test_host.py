@@ -101,17 +101,49 @@ def test_remote_process_exit_codes_look_like_popen(status: int | None, code: int
     assert proc.pid == 1234
 
 
-def test_qemu_argv_remote_endpoints_are_loopback_tcp() -> None:
+def test_qemu_argv_serves_qmp_and_console_on_unix_sockets_only() -> None:
     cfg = VmConfig(name="mb-src-x", role="source", build=QemuBuild(binary=Path("/q")),
                    accel="tcg", vcpus=1, memory_mib=256, kernel=Path("/k"), initrd=Path("/i"),
                    append="console=ttyS0", workdir=Path("/w"))
-    local = qemu_argv(cfg)
-    assert "unix:/w/qmp.sock,server=on,wait=off" in local
-    remote = qemu_argv(cfg, qmp_port=4000, serial_port=4001)
-    assert "tcp:127.0.0.1:4000,server=on,wait=off" in remote
-    chardev = remote[remote.index("-chardev") + 1]
-    assert chardev.startswith("socket,id=ser0,host=127.0.0.1,port=4001,server=on,wait=off")
+    argv = qemu_argv(cfg)
+    assert "unix:/w/qmp.sock,server=on,wait=off" in argv
+    chardev = argv[argv.index("-chardev") + 1]
+    assert chardev.startswith("socket,id=ser0,path=/w/serial.sock,server=on,wait=off")
     assert "logfile=/w/console.log" in chardev
+    assert not any("tcp:" in a or "port=" in a for a in argv)  # no port, loopback included
+
+
+def test_relay_carries_bytes_both_ways_and_exits_when_nothing_listens(tmp_path: Path) -> None:
+    """The remote end of a QMP/console tunnel (SshHost.open_unix_channel), run here."""
+    import socket
+    import subprocess
+    import sys
+
+    from harness.host import _RELAY_PY
+
+    path = tmp_path / "qmp.sock"
+    missing = subprocess.run([sys.executable, "-c", _RELAY_PY, str(path)], capture_output=True,
+                             timeout=10)
+    assert missing.returncode == 3 and missing.stdout == b""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    relay = subprocess.Popen([sys.executable, "-c", _RELAY_PY, str(path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        conn, _ = server.accept()
+        conn.sendall(b'{"QMP": {}}\n')
+        assert relay.stdout is not None and relay.stdin is not None
+        assert relay.stdout.readline() == b'{"QMP": {}}\n'
+        relay.stdin.write(b'{"execute": "qmp_capabilities"}\n')
+        relay.stdin.flush()
+        assert conn.recv(100) == b'{"execute": "qmp_capabilities"}\n'
+        relay.stdin.close()  # the SSH session closes: the relay leaves
+        assert relay.wait(timeout=10) == 0
+        assert conn.recv(100) == b""
+    finally:
+        relay.kill()
+        server.close()
 
 
 @pytest.mark.parametrize("rate", ["fast", "1 gbit", "1gbit; reboot", "10GB"])
