@@ -14,6 +14,7 @@ when the SSH channel closes: a lost connection or a dead harness leaves no QEMU 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import shutil
 import subprocess
@@ -46,14 +47,17 @@ class VmConfig:
     start_paused: bool = False  # -S
     extra_args: tuple[str, ...] = ()
     dirty_ring_size: int = 0  # KVM dirty ring entries per vCPU (dirty-limit needs it); 0: off
+    # Where QMP and the console sockets live, if not in ``workdir``: a unix socket path must
+    # be shorter than 108 bytes, which a deep remote workdir is not.
+    socket_dir: Path | None = None
 
     @property
     def qmp_path(self) -> Path:
-        return self.workdir / "qmp.sock"
+        return (self.socket_dir or self.workdir) / "qmp.sock"
 
     @property
     def serial_path(self) -> Path:
-        return self.workdir / "serial.sock"
+        return (self.socket_dir or self.workdir) / "serial.sock"
 
     @property
     def console_log(self) -> Path:
@@ -178,13 +182,17 @@ class Vm:
         from harness.remote import Tunnel
 
         binary = str(self.cfg.build.binary)
-        # The folder holds QMP and the console: only its owner may reach them (no open port).
+        # QMP and the console live in a short private folder (mktemp makes it mode 700): only
+        # its owner can reach them, and no port is open.
         script = ('test -x "$1" || { echo "missing"; exit 0; }; '
-                  'mkdir -p "$2" && chmod 700 "$2" && rm -f "$2"/*.sock')
-        if host.run(["sh", "-c", script, "sh", binary, str(self.cfg.workdir)],
-                    timeout=30).strip() == "missing":
+                  'mkdir -p "$2" && chmod 700 "$2" && mktemp -d /tmp/mb-vm.XXXXXXXX')
+        out = host.run(["sh", "-c", script, "sh", binary, str(self.cfg.workdir)],
+                       timeout=30).strip()
+        if out == "missing":
             raise VmError(f"{host.label}: QEMU binary {binary} not found or not executable "
                           "(run `migbench provision`, or fix qemu_builds in hosts.yaml)")
+        self.cfg = dataclasses.replace(self.cfg, socket_dir=Path(out))
+        self.argv = qemu_argv(self.cfg)
         self._tunnel_dir = Path(tempfile.mkdtemp(prefix=f"mb-tun-{self.cfg.role[:3]}-"))
         for remote, name in ((self.cfg.qmp_path, "qmp.sock"), (self.cfg.serial_path, "serial.sock")):
             tunnel = Tunnel(host, remote, self._tunnel_dir / name)
@@ -273,6 +281,9 @@ class Vm:
                     "utf-8", "replace")
             with contextlib.suppress(HarnessError):
                 self.host.remove_tree(self.cfg.workdir)
+        if isinstance(self.host, SshHost) and self.cfg.socket_dir is not None:
+            with contextlib.suppress(HarnessError):
+                self.host.remove_tree(self.cfg.socket_dir)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -42,9 +42,12 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def harness_leftovers() -> list[str]:
     """What the harness may leave behind with the test bed: processes in its namespaces other
-    than sshd, local tunnel folders (``mb-tun-*``), and local ssh clients of the CPU sampler."""
+    than sshd, local tunnel folders (``mb-tun-*``), the remote VMs' socket folders
+    (``/tmp/mb-vm.*``: the namespace hosts share this file system), and local ssh clients of the
+    CPU sampler."""
     found = bed_processes()
     found += [f"tunnel folder {d}" for d in Path(tempfile.gettempdir()).glob("mb-tun-*")]
+    found += [f"VM socket folder {d}" for d in Path("/tmp").glob("mb-vm.*")]
     ssh = subprocess.run(["pgrep", "-a", "-f", r"^ssh .*-- [^ ]+@10\.250\."],
                          capture_output=True, text=True).stdout
     found += [f"ssh client {ln}" for ln in ssh.splitlines() if ln.strip()]
