@@ -13,6 +13,8 @@ DEMO_OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
 SEED_OUT ?= results/seed-$(shell date +%Y%m%d-%H%M%S)
+SEED_RATE ?= 200mbit
+SEED_HOSTS := /tmp/migbench-testbed/hosts.yaml
 
 .PHONY: demo test setup deps qemu venv fio image lint bench seed clean
 
@@ -54,10 +56,14 @@ image: venv fio
 	$(BIN)/migbench image build --fio
 
 # The talk's findings at small scale (docs/reproducing-the-talk.md): about 30 minutes.
+# The seed matrices run between the test bed's two SSH hosts, over a migration link shaped by tc
+# to SEED_RATE (the network is the bottleneck, as in production); the bed is removed afterwards.
 seed: setup
-	$(BIN)/migbench run matrices/seed-compression.yaml --out $(SEED_OUT)
-	$(BIN)/migbench run matrices/seed-xbzrle.yaml --out $(SEED_OUT)
-	$(BIN)/migbench run matrices/seed-autoconverge.yaml --out $(SEED_OUT)
+	$(BIN)/migbench testbed up --rate $(SEED_RATE)
+	trap '$(BIN)/migbench testbed down' EXIT; set -e; \
+	for m in compression xbzrle autoconverge; do \
+		$(BIN)/migbench run matrices/seed-$$m.yaml --hosts $(SEED_HOSTS) --out $(SEED_OUT); \
+	done; \
 	$(BIN)/migbench report $(SEED_OUT) -o reports/$(notdir $(SEED_OUT))
 	@echo "report: reports/$(notdir $(SEED_OUT))/index.html"
 
