@@ -55,7 +55,7 @@ fio:
 image: venv fio
 	$(BIN)/migbench image build --fio
 
-# The talk's findings at small scale (docs/reproducing-the-talk.md): about 30 minutes.
+# The talk's findings at small scale (docs/reproducing-the-talk.md): about 40 minutes.
 # The seed matrices run between the test bed's two SSH hosts, over a migration link shaped by tc
 # to SEED_RATE (the network is the bottleneck, as in production); the bed is removed afterwards.
 seed: setup
