@@ -58,6 +58,8 @@ class RunContext:
     # Each VM's folder ("source"/"destination" -> a folder on that host, under its own workdir);
     # a role not listed uses ``workdir / role``.
     workdirs: dict[str, Path] = field(default_factory=dict)
+    # Each side's QEMU build id (SHA-256 of the binary, from the runner's capability probe).
+    build_ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,7 +195,7 @@ def _drive(run: _Run) -> None:
         "version": _version(src),
         "source_binary": str(ctx.source_build.binary),
         "destination_binary": str(ctx.destination_build.binary),
-        **_build_ids(ctx),
+        **{f"{role}_build_id": bid for role, bid in ctx.build_ids.items() if bid},
     }
 
     # Wait for the workload to be steady: its own reports, not a fixed sleep.
@@ -259,22 +261,6 @@ def _drive(run: _Run) -> None:
                 rec["source_status"] = src.status()  # the guest keeps running on the source
             except HarnessError:
                 pass
-
-
-def _build_ids(ctx: RunContext) -> dict[str, str]:
-    """Each side's build id (SHA-256 of its binary, from the per-binary probe cache): a rebuilt
-    QEMU with the same version string is another build to the nightly history."""
-    from harness.probe import probe
-    from harness.provision import PROBE_CACHE
-
-    out = {}
-    for role, host, build in (("source", ctx.source, ctx.source_build),
-                              ("destination", ctx.destination, ctx.destination_build)):
-        try:
-            out[f"{role}_build_id"] = probe(build, PROBE_CACHE, host=host).build_id
-        except HarnessError:
-            pass  # the run itself reports an unusable binary
-    return out
 
 
 def _version(vm: Vm) -> str:

@@ -231,8 +231,9 @@ class _PairWorker:
             self.accel[role] = host.accel().accel
 
     def unrunnable(self, cell: Cell, rep: int, src_build: QemuBuild, dst_build: QemuBuild
-                   ) -> dict[str, Any] | None:
-        """The record of a run that cannot start on this pair, or None if it can.
+                   ) -> tuple[dict[str, Any] | None, tuple[Probe, Probe] | None]:
+        """(the record of a run that cannot start on this pair, or None if it can; the source's
+        and destination's probes, when both answered).
 
         ``skipped`` when a host's QEMU or setup lacks what the cell needs (:func:`skip_reason`).
         ``failed`` when probing a host's QEMU failed (unreachable, probe timed out ...): that is
@@ -245,13 +246,14 @@ class _PairWorker:
             except HarnessError as exc:
                 return skipped_record(cell, rep, self.camp.spec.name, f"probing QEMU failed: {exc}",
                                       None, src_build, self.source, self.destination,
-                                      outcome="failed")
-        reason = skip_reason(cell, probes[0], probes[1], self.accel["source"],
-                             self.accel["destination"], self.pair)
+                                      outcome="failed"), None
+        pair = (probes[0], probes[1])
+        reason = skip_reason(cell, *pair, self.accel["source"], self.accel["destination"],
+                             self.pair)
         if not reason:
-            return None
+            return None, pair
         return skipped_record(cell, rep, self.camp.spec.name, reason, probes[0], src_build,
-                              self.source, self.destination)
+                              self.source, self.destination), pair
 
     def run(self) -> None:
         camp = self.camp
@@ -271,10 +273,11 @@ class _PairWorker:
                 src_build = hosts.build_for(self.pair.source, cell.build)
                 dst_build = hosts.build_for(self.pair.destination, cell.build)
                 assert src_build is not None and dst_build is not None  # checked by plan()
-                not_run = self.unrunnable(cell, rep, src_build, dst_build)
+                not_run, probes = self.unrunnable(cell, rep, src_build, dst_build)
                 if not_run is not None:
                     camp.save(self.name, cell, rep, not_run)
                     continue
+                assert probes is not None  # a run that can start was probed on both hosts
                 dirs = run_workdirs(self.pair, spec.name,
                                     f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")
                 ctx = RunContext(
@@ -284,6 +287,7 @@ class _PairWorker:
                     workdir=dirs["source"], on_state=self.on_state,
                     host_images=dict(self.images),
                     workdirs={role: d / role for role, d in dirs.items()},
+                    build_ids={"source": probes[0].build_id, "destination": probes[1].build_id},
                 )
                 try:
                     record = run_migration(ctx)

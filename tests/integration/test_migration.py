@@ -43,6 +43,9 @@ def test_precopy_on_qemu10_completes_with_integrity_ok(tmp_path: Path, hosts: Ho
     )
     assert rec["outcome"] == "completed", rec["error"]
     assert rec["qemu"]["version"].startswith("10.0")
+    # the build id of each side's binary, from the capability probe (the nightly identity)
+    assert rec["qemu"]["source_build_id"].startswith("sha256:")
+    assert rec["qemu"]["destination_build_id"] == rec["qemu"]["source_build_id"]
     assert rec["source_status"] == "postmigrate"
     assert rec["destination_status"] == "running"
     # Both integrity checks ran and passed.

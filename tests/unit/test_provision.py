@@ -207,20 +207,21 @@ def test_a_probe_fault_is_a_failed_run_and_only_a_missing_capability_is_skipped(
     worker = runner._PairWorker("p", camp.hosts.pairs["p"], camp)
     worker.accel = {"source": "tcg", "destination": "tcg"}
     build = camp.hosts.qemu_builds["10.0"]
-    assert worker.unrunnable(xbzrle, 1, build, build) is None
+    assert worker.unrunnable(xbzrle, 1, build, build) == (None, (good, good))
     for fault in (HostError("destination (root@10.0.0.9:22): unreachable: timed out"),
                   VmError("destination (root@10.0.0.9:22): probing /q failed: the probe timed "
                           "out")):
         answers["destination"] = fault
-        rec = worker.unrunnable(xbzrle, 1, build, build)
+        rec, probes = worker.unrunnable(xbzrle, 1, build, build)
+        assert probes is None
         assert rec is not None and rec["outcome"] == "failed"
         assert rec["error"] == f"probing QEMU failed: {fault}"
     answers["destination"] = _probe(version="7.2.0", capabilities=("events",),
                                     parameters=good.parameters)
-    rec = worker.unrunnable(xbzrle, 1, build, build)
+    rec, _ = worker.unrunnable(xbzrle, 1, build, build)
     assert rec is not None and rec["outcome"] == "skipped"
     assert rec["error"] == "QEMU 7.2.0 has no migration capability 'xbzrle'"
-    assert worker.unrunnable(plain, 1, build, build) is None  # precopy needs nothing more
+    assert worker.unrunnable(plain, 1, build, build)[0] is None  # precopy needs nothing more
 
     # Through the worker's loop: the fault is a stored failed run, and the matrix goes on.
     answers["destination"] = HostError("destination (root@10.0.0.9:22): unreachable: timed out")
@@ -273,7 +274,8 @@ def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path,
 
     monkeypatch.setattr(runner, "run_migration", fake_migration)
     monkeypatch.setattr(worker, "setup", lambda: None)
-    monkeypatch.setattr(worker, "unrunnable", lambda *a: None)
+    monkeypatch.setattr(worker, "unrunnable",
+                        lambda *a: (None, (_probe(build_id="sha256:s"), _probe(build_id="sha256:d"))))
     worker.run()
     assert len(seen) == 3  # one precopy cell, three repetitions
     ctx = seen[0]
@@ -283,6 +285,8 @@ def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path,
                             "destination": tmp_path / "dst work" / "m" / run_id / "destination"}
     assert [migration.vm_workdir(ctx, r) for r in ("source", "destination")] == [
         ctx.workdirs["source"], ctx.workdirs["destination"]]
+    # the build ids come from the probes that cleared the run, not from probing again
+    assert ctx.build_ids == {"source": "sha256:s", "destination": "sha256:d"}
 
 
 # -- the runner on several pairs: Ctrl-C -------------------------------------------------------
