@@ -1,11 +1,11 @@
 """SSH tunnels: a local unix socket that reaches a unix socket on a remote host.
 
-QEMU on a remote host serves QMP and its serial console on unix sockets in a private folder of
-its work directory; the harness talks to them through a :class:`Tunnel` whose local end is a unix
-socket in a private local folder. Each local connection becomes one SSH session running a small
-relay on the remote (python3, which every host needs for the probe) that connects to the socket,
-so nothing listens on any port, loopback included. The local code (``QmpSession``, ``Console``)
-sees the same kind of address as for a local QEMU.
+QEMU on a remote host serves QMP and its serial console on unix sockets in a private folder there
+(see :meth:`harness.vm.Vm._prepare_remote`); the harness talks to them through a :class:`Tunnel`
+whose local end is a unix socket in a private local folder. Each local connection becomes one
+SSH session running a small relay on the remote (python3, which every host needs for the probe)
+that connects to the socket, so nothing listens on any port, loopback included. The local code
+(``QmpSession``, ``Console``) sees the same kind of address as for a local QEMU.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Follows QEMUMachine's shape: the constructor only records settings, :meth:`Vm.la
 :meth:`Vm.shutdown` is the one idempotent cleanup path (QMP ``quit``, then SIGTERM, then SIGKILL),
 which a ``with`` block always runs. A failed launch reports argv, exit code and the log's tail.
 
-On an SSH host QEMU serves QMP and the serial console on unix sockets in its work folder (mode
-700: no open port, nobody else on that host can reach them), and the harness reaches both through
-:class:`harness.remote.Tunnel` (local unix sockets), so the QMP and console code is the same for
-both kinds of host. QEMU runs under a small supervisor that kills it
+On an SSH host QEMU serves QMP and the serial console on unix sockets in a short private folder
+(``mktemp -d``, mode 700: no open port, nobody else on that host can reach them), and the harness
+reaches both through :class:`harness.remote.Tunnel` (local unix sockets), so the QMP and console
+code is the same for both kinds of host. QEMU runs under a small supervisor that kills it
 when the SSH channel closes: a lost connection or a dead harness leaves no QEMU behind.
 """
 
@@ -71,7 +71,8 @@ class VmConfig:
 def qemu_argv(cfg: VmConfig) -> list[str]:
     """The full QEMU command line for ``cfg`` (pure).
 
-    QMP and the serial console are unix sockets in the work folder (on the VM's own host).
+    QMP and the serial console are unix sockets in ``socket_dir``, else the work folder (on the
+    VM's own host).
     """
     qmp = f"unix:{cfg.qmp_path},server=on,wait=off"
     serial = f"socket,id=ser0,path={cfg.serial_path}"
@@ -183,7 +184,8 @@ class Vm:
 
         binary = str(self.cfg.build.binary)
         # QMP and the console live in a short private folder (mktemp makes it mode 700): only
-        # its owner can reach them, and no port is open.
+        # its owner can reach them, and no port is open. The work folder (logs, console output)
+        # is private too.
         script = ('test -x "$1" || { echo "missing"; exit 0; }; '
                   'mkdir -p "$2" && chmod 700 "$2" && mktemp -d /tmp/mb-vm.XXXXXXXX')
         out = host.run(["sh", "-c", script, "sh", binary, str(self.cfg.workdir)],
