@@ -24,6 +24,7 @@ from typing import Any
 
 from harness import stats, workload
 from harness.sampling.cpu import CLASSES as CPU_CLASSES
+from harness.store import CPU_SIDES, cpu_column
 
 Record = dict[str, Any]
 
@@ -80,12 +81,11 @@ BASE_METRICS: tuple[Metric, ...] = tuple(SUMMARY_METRICS[k] for k in (
     "total_time_ms", "downtime_ms", "transferred_bytes", "throughput_mbps",
     "guest_max_stall_ms", "ping_lost"))
 
-SIDE_SHORT = {"source": "src", "destination": "dst"}
-
+# Keyed like the store's per-class CPU columns, so a metric and its DataFrame column share a name.
 CPU_METRICS: tuple[Metric, ...] = tuple(
-    Metric(f"cpu_{SIDE_SHORT[side]}_{cls}_pct", f"CPU {SIDE_SHORT[side]} {cls.replace('_', ' ')}",
-           "%", True, _cpu(side, cls))
-    for side in ("source", "destination") for cls in CPU_CLASSES
+    Metric(cpu_column(side, cls), f"CPU {short} {cls.replace('_', ' ')}", "%", True,
+           _cpu(side, cls))
+    for side, short in CPU_SIDES.items() for cls in CPU_CLASSES
 )
 
 ALL_METRICS = BASE_METRICS + CPU_METRICS
