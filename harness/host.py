@@ -8,8 +8,10 @@ One small interface, :class:`Host`, two implementations:
   Host keys are checked against the pinned ``known_hosts`` named in hosts.yaml (or the user's
   own); an unknown or changed key is rejected, never added.
 
-Commands are argv lists. Locally they never meet a shell; over SSH they are joined with
-:func:`shlex.join` so every value is quoted. Errors name the host: :class:`HostError` for an
+Commands are argv lists. Locally they never meet a shell; over SSH they are joined by
+:func:`shell_line` (:func:`shlex.join`, the one quoting helper) so every value is quoted. A shell
+script of our own is a fixed text run by :func:`sh_script` with the values as ``"$1"``...: no
+value is ever spliced into shell text. Errors name the host: :class:`HostError` for an
 unreachable host, wrong key or host key mismatch, :class:`CommandFailed` for a command that
 exited non-zero or timed out (with output tails).
 """
@@ -42,6 +44,30 @@ PVM_MODULE = Path("/sys/module/kvm_pvm")
 # paramiko logs refused tunnel channels (QEMU not listening yet, retried) through logging's
 # last-resort handler onto stderr; our errors carry what matters.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+def shell_line(argv: Sequence[str]) -> str:
+    """``argv`` as one POSIX shell command line, every element quoted (:func:`shlex.join`).
+
+    The only way a command line is built from values here. A NUL byte is refused: no command
+    line can carry one, and the remote side would cut the line short at it.
+
+    :raise HostError: an element contains a NUL byte.
+    """
+    for i, arg in enumerate(argv):
+        if "\0" in str(arg):
+            raise HostError(f"argument {i} of `{shlex.join(map(str, argv))[:200]!r}` contains "
+                            "a NUL byte, which no command line can carry")
+    return shlex.join(map(str, argv))
+
+
+def sh_script(script: str, *args: str | Path) -> list[str]:
+    """The argv that runs the fixed shell text ``script`` with ``args`` as ``"$1"``, ``"$2"``...
+
+    Values reach the script only as positional parameters, never as part of its text, so
+    nothing in them (``$(...)``, quotes, newlines) is ever parsed by the shell.
+    """
+    return ["sh", "-c", script, "sh", *map(str, args)] if args else ["sh", "-c", script]
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,9 @@ _ACCEL_SH = (
     'echo "tcg /dev/kvm is not accessible to this user"; '
     'else echo "kvm /dev/kvm is usable"; fi'
 )
+
+
+_FACTS_SH = "hostname; uname -r; nproc; grep -m1 '^model name' /proc/cpuinfo || true"
 
 
 def _cpu_model_from(cpuinfo: str) -> str:
@@ -237,7 +266,7 @@ class Host(abc.ABC):
         return True
 
     def mkdir(self, path: Path) -> None:
-        self.run(["mkdir", "-p", str(path)], timeout=15)
+        self.run(["mkdir", "-p", "--", str(path)], timeout=15)
 
     def remove_tree(self, path: Path) -> None:
         self.run(["rm", "-rf", "--", str(path)], timeout=60, check=False)
@@ -250,13 +279,12 @@ class Host(abc.ABC):
         """The accelerator QEMU should use on this host (see :func:`detect_accel`)."""
         if self.spec.accel in ("kvm", "tcg"):
             return AccelChoice(self.spec.accel, "set in hosts.yaml")
-        accel, _, reason = self.run(["sh", "-c", _ACCEL_SH], timeout=15).strip().partition(" ")
+        accel, _, reason = self.run(sh_script(_ACCEL_SH), timeout=15).strip().partition(" ")
         return AccelChoice(accel, reason)
 
     def facts(self) -> dict[str, Any]:
         """Host facts recorded with every result (nothing secret: no keys, no user names)."""
-        script = "hostname; uname -r; nproc; grep -m1 '^model name' /proc/cpuinfo || true"
-        out = self.run(["sh", "-c", script], timeout=30).splitlines() + ["", "", "", ""]
+        out = self.run(sh_script(_FACTS_SH), timeout=30).splitlines() + ["", "", "", ""]
         accel = self.accel()
         facts: dict[str, Any] = {
             "name": self.name,
@@ -293,15 +321,16 @@ class LocalHost(Host):
     transport = "local"
 
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
+        command = shell_line(argv)  # for messages; refuses a NUL byte as SshHost.run does
         try:
             proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            raise CommandFailed(self.name, shlex.join(argv), None,
+            raise CommandFailed(self.name, command, None,
                                 _text(exc.stdout), _text(exc.stderr)) from exc
         except FileNotFoundError as exc:
-            raise CommandFailed(self.name, shlex.join(argv), 127, "", str(exc)) from exc
+            raise CommandFailed(self.name, command, 127, "", str(exc)) from exc
         if check and proc.returncode != 0:
-            raise CommandFailed(self.name, shlex.join(argv), proc.returncode, proc.stdout, proc.stderr)
+            raise CommandFailed(self.name, command, proc.returncode, proc.stdout, proc.stderr)
         return proc.stdout
 
     def start(self, argv: Sequence[str], log: IO[bytes] | Path,
@@ -431,8 +460,41 @@ def remote_command(command: str, timeout: float) -> str:
     """The shell command line that runs ``command`` (a quoted shell command) on a host, killed
     with everything it started after ``timeout`` seconds (exit status 124; pure)."""
     seconds = max(timeout, 0.001)
-    return shlex.join(["sh", "-c", _WITH_TIMEOUT, "migbench", str(int(seconds)),
+    return shell_line(["sh", "-c", _WITH_TIMEOUT, "migbench", str(int(seconds)),
                        f"{seconds - int(seconds):.3f}", command, str(round(KILL_AFTER_S * 10))])
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def supervise_command(argv: Sequence[str], log: Path,
+                      env: Mapping[str, str] | None = None) -> str:
+    """The shell command line that runs ``argv`` on a host under :data:`_SUPERVISE` with its
+    output in ``log`` and ``env`` set (pure).
+
+    :raise HostError: an environment variable name that ``env`` would read as an option or as
+        part of the command (it must be a shell name), or a NUL byte anywhere.
+    """
+    bad = [k for k in (env or {}) if not _ENV_NAME.match(k)]
+    if bad:
+        raise HostError(f"environment variable name {bad[0]!r} is not a name (letters, digits, "
+                        "'_', not starting with a digit)")
+    prefix = ["env", *[f"{k}={v}" for k, v in (env or {}).items()]] if env else []
+    return shell_line(["sh", "-c", _SUPERVISE, "migbench", str(log), *prefix, *argv])
+
+
+def read_argv(path: Path, max_bytes: int | None = None) -> list[str]:
+    """The command that prints ``path`` (its last ``max_bytes`` if given); ``--`` so that a
+    path starting with ``-`` is a file name, not an option (pure)."""
+    if max_bytes:
+        return ["tail", "-c", str(int(max_bytes)), "--", str(path)]
+    return ["cat", "--", str(path)]
+
+
+def relay_command(path: Path) -> str:
+    """The command line of the relay to the unix socket ``path`` (see
+    :meth:`SshHost.open_unix_channel`; pure)."""
+    return shell_line(["python3", "-c", _RELAY_PY, str(path)])
 
 
 class RemoteProcess:
@@ -608,7 +670,7 @@ class SshHost(Host):
     # -- commands -----------------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
-        command = shlex.join(argv)
+        command = shell_line(argv)
         code, raw_out, raw_err = self._exec(command, timeout)
         out, err = _text(raw_out), _text(raw_err)
         if code is None:
@@ -673,8 +735,7 @@ class SshHost(Host):
               env: Mapping[str, str] | None = None) -> RemoteProcess:
         if not isinstance(log, Path):
             raise TypeError("SshHost.start needs the log as a path on the remote host")
-        prefix = ["env", *[f"{k}={v}" for k, v in (env or {}).items()]] if env else []
-        command = shlex.join(["sh", "-c", _SUPERVISE, "migbench", str(log), *prefix, *argv])
+        command = supervise_command(argv, log, env)
         try:
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
             chan.exec_command(command)
@@ -709,8 +770,7 @@ class SshHost(Host):
             raise HostError(f"{self.label}: cannot download {remote}: {_reason(exc)}") from None
 
     def read_file(self, path: Path, max_bytes: int | None = None) -> bytes:
-        argv = ["tail", "-c", str(max_bytes), str(path)] if max_bytes else ["cat", str(path)]
-        code, out, err = self._exec(shlex.join(argv), 60)
+        code, out, err = self._exec(shell_line(read_argv(path, max_bytes)), 60)
         if code != 0:
             raise HostError(f"{self.label}: cannot read {path}: "
                             + ("timed out" if code is None else _text(err).strip() or str(code)))
@@ -728,11 +788,10 @@ class SshHost(Host):
     def clock_samples(self, count: int = 10) -> list[tuple[float, float, float]]:
         """As :meth:`Host.clock_samples`, over one open channel to a tiny echo loop on the host,
         so each reading costs one network round trip, not an SSH session."""
-        script = "import sys,time\nfor _ in sys.stdin: print(repr(time.time()), flush=True)"
         try:
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
             chan.settimeout(20.0)
-            chan.exec_command(shlex.join(["python3", "-u", "-c", script]))
+            chan.exec_command(shell_line(["python3", "-u", "-c", _CLOCK_PY]))
             f = chan.makefile("r")
             out = []
             for _ in range(count):
@@ -749,9 +808,7 @@ class SshHost(Host):
             raise HostError(f"{self.label}: cannot read the clock: {_reason(exc)}") from None
 
     def free_port(self, address: str) -> int:
-        script = ("import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); "
-                  "print(s.getsockname()[1])")
-        return int(self.run(["python3", "-c", script, address], timeout=20).strip())
+        return int(self.run(["python3", "-c", _FREE_PORT_PY, address], timeout=20).strip())
 
     def open_unix_channel(self, path: Path) -> Any:
         """An SSH session relaying to the unix socket ``path`` on the host (no port is opened:
@@ -761,7 +818,7 @@ class SshHost(Host):
         """
         try:
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
-            chan.exec_command(shlex.join(["python3", "-c", _RELAY_PY, str(path)]))
+            chan.exec_command(relay_command(path))
             return chan
         except HostError:
             raise
@@ -769,6 +826,12 @@ class SshHost(Host):
             raise HostError(f"{self.label}: cannot open a tunnel to {path}: "
                             f"{_reason(exc)}") from None
 
+
+# Prints the host's clock for each line read (see SshHost.clock_samples).
+_CLOCK_PY = "import sys,time\nfor _ in sys.stdin: print(repr(time.time()), flush=True)"
+# Prints a free TCP port on the address sys.argv[1] (see SshHost.free_port).
+_FREE_PORT_PY = ("import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); "
+                 "print(s.getsockname()[1])")
 
 # Relays stdin/stdout to a unix socket (see SshHost.open_unix_channel); no output and exit 3
 # when nothing listens there yet, so the local client sees EOF and tries again.
