@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import subprocess
 import tarfile
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CommandFailed, HarnessError
-from harness.host import Host, make_host
+from harness.host import Host, make_host, sh_script
 from harness.models import HostsConfig, HostSpec, QemuBuild
 
 TARGET = "x86_64-softmmu"
@@ -131,6 +132,61 @@ def pack(tree: Path) -> bytes:
     return buf.getvalue()
 
 
+# Runs on the build host, in "$1" (the build folder, holding src.tar.gz and patches/): unpack,
+# patch, configure, make, install, all output in "$1/build.log". "$2" is make's job count, "$3"
+# the configure command as it is shown in the log (already quoted), the rest configure's
+# arguments. Values are only ever these parameters: never part of the script's text.
+_BUILD_SH = r'''
+set -e
+dest=$1 jobs=$2 shown=$3
+shift 3
+exec >"$dest/build.log" 2>&1
+mkdir -p -- "$dest/src"
+cd -- "$dest/src"
+tar -xzf ../src.tar.gz
+for p in ../patches/*; do
+  [ -e "$p" ] || continue
+  printf '== patch -p1 < %s\n' "$p"
+  patch -p1 --batch --forward -i "$p"
+done
+printf '== %s\n' "$shown"
+./configure "$@"
+printf '== make -j%s\n' "$jobs"
+make -j"$jobs"
+make install
+'''
+
+# What QEMU's configure, make and meson take unquoted: the install prefix lands in makefiles
+# and build files, so a folder there holds only these characters.
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]*$")
+
+
+def configure_argv(dest: Path, configure_args: Sequence[str]) -> list[str]:
+    """configure's command line for a build in ``dest`` (pure)."""
+    return ["./configure", f"--target-list={TARGET}", f"--prefix={dest / 'install'}",
+            *configure_args]
+
+
+def build_argv(dest: Path, configure_args: Sequence[str], jobs: int) -> list[str]:
+    """The argv that builds the unpacked sources in ``dest`` on a host (pure): the fixed script
+    :data:`_BUILD_SH` with every value as a positional parameter."""
+    configure = configure_argv(dest, configure_args)
+    return sh_script(_BUILD_SH, str(dest), str(int(jobs)), shlex.join(configure), *configure[1:])
+
+
+def check_build_dir(where: str, path: Path) -> None:
+    """Refuse a build folder that QEMU's build system cannot take as an install prefix.
+
+    :raise HarnessError: a relative path, or one with characters other than letters, digits and
+        ``_./+-`` (blanks, quotes, ``$``, backquotes, line breaks ...), naming the fix.
+    """
+    text = str(path)
+    if not _SAFE_PATH.match(text):
+        raise HarnessError(f"{where} {text!r}: a QEMU build needs an absolute folder of letters, "
+                           "digits and '_./+-' (configure and make take the install prefix "
+                           "unquoted): use another folder")
+
+
 @dataclass(frozen=True)
 class BuildResult:
     key: str
@@ -155,10 +211,16 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
                   timeout: float = BUILD_TIMEOUT_S) -> BuildResult:
     """Build (or reuse) ``src`` on ``host``.
 
-    :raise HarnessError: the build failed; the message has the log's tail and its path.
+    :raise HarnessError: the build failed (the message has the log's tail and its path), or the
+        cache folder cannot hold a build (see :func:`check_build_dir`).
     """
     say = log or (lambda s: None)
-    cache = cache or host.spec.workdir / "qemu-builds"
+    if cache is None:
+        cache = host.spec.workdir / "qemu-builds"
+        check_build_dir(f"{host.label}: build cache (workdir/qemu-builds)", cache)
+    else:
+        cache = cache.absolute() if host.is_local else cache
+        check_build_dir(f"{host.label}: --build-cache", cache)
     commit = source_commit(src.tree)
     key = cache_key(commit, patch_hash(src.patches), configure_args)
     dest = cache / key
@@ -182,26 +244,11 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
         host.put(tarball, dest / "src.tar.gz")
         for i, p in enumerate(src.patches):
             host.put(p, dest / "patches" / f"{i:04d}-{p.name}")
-    q = shlex.quote
-    jobs = jobs or os.cpu_count() or 2
-    configure = " ".join(q(a) for a in ["./configure", f"--target-list={TARGET}",
-                                        f"--prefix={dest / 'install'}", *configure_args])
-    script = "\n".join([
-        "set -e",
-        f"mkdir -p {q(str(dest / 'src'))}",
-        f"cd {q(str(dest / 'src'))}",
-        "tar -xzf ../src.tar.gz",
-        'for p in ../patches/*; do [ -e "$p" ] || continue; echo "== patch -p1 < $p"; '
-        'patch -p1 --batch --forward -i "$p"; done',
-        f"echo '== {configure}'",
-        configure,
-        f"echo '== make -j{jobs}'",
-        f"make -j{jobs}",
-        "make install",
-    ])
+    argv = build_argv(dest, configure_args, jobs or os.cpu_count() or 2)
+    configure = shlex.join(configure_argv(dest, configure_args))
     t0 = time.monotonic()
     try:
-        host.run(["sh", "-c", f"( {script}\n) > {q(str(build_log))} 2>&1"], timeout=timeout)
+        host.run(argv, timeout=timeout)
     except CommandFailed as exc:
         try:
             tail = host.read_file(build_log, 4000).decode(errors="replace")
@@ -227,7 +274,7 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
         f.write_text(json.dumps(meta, indent=1) + "\n")
         host.put(f, dest / "build.json")
     host.remove_tree(dest / "src")  # a QEMU build tree is ~1 GB; the log and install stay
-    host.run(["rm", "-f", str(dest / "src.tar.gz")], timeout=30, check=False)
+    host.run(["rm", "-f", "--", str(dest / "src.tar.gz")], timeout=30, check=False)
     say(f"{host.name}: built QEMU {key} in {seconds:.0f} s")
     return BuildResult(key, _build_from(host, dest), build_log, False, seconds, commit)
 
