@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import json
+import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
 from harness.errors import CommandFailed, HostError
+from harness.host import sh_script
 from harness.workload import GUEST_MAC, NetAttachment
 
 if TYPE_CHECKING:
@@ -36,6 +38,19 @@ DEFAULT_BRIDGE = "mbbr0"
 DEFAULT_HOST_CIDR = "10.251.0.1/24"
 LOCK_DIR = Path("/run/migbench/net")
 IFNAMSIZ = 15
+# A name `ip` and the kernel take as it is: never an option ('-'), a path ('/', '.', '..') or
+# blank-separated words.
+_IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+
+
+def check_ifname(what: str, name: str) -> None:
+    """Refuse an interface name that ``ip`` or /sys would read as something else.
+
+    :raise HostError: naming ``what`` and the fix.
+    """
+    if not _IFNAME.match(name):
+        raise HostError(f"{what} {name!r} is not an interface name: 1-15 letters, digits, "
+                        "'_', '.', '-', starting with a letter, digit or '_'")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -175,6 +190,7 @@ class LocalVmNetwork(_TapNetwork):
     _ip_lock: IO[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_ifname("VM bridge", self.bridge)
         for role in self.roles:
             self._check_tap_name(role)
 
@@ -186,7 +202,7 @@ class LocalVmNetwork(_TapNetwork):
         iface = check_subnet(self.host_cidr, self.bridge, _ip("-j", "route", "show").stdout)
         with _locked(self.lock_dir / f"{self.bridge}.lock"):
             if not link_exists(self.bridge):
-                _ip("link", "add", self.bridge, "type", "bridge")
+                _ip("link", "add", "name", self.bridge, "type", "bridge")
             # No IPv6 on the bridge: no router solicitations or DAD noise in the measurements.
             _sysctl(f"net/ipv6/conf/{self.bridge}/disable_ipv6", "1")
             addrs = _ip("-j", "addr", "show", "dev", self.bridge).stdout
@@ -194,16 +210,16 @@ class LocalVmNetwork(_TapNetwork):
                     for a in link.get("addr_info", []) if a.get("family") == "inet"}
             if str(iface) not in have:
                 _ip("addr", "add", str(iface), "dev", self.bridge)
-            _ip("link", "set", self.bridge, "up")
+            _ip("link", "set", "dev", self.bridge, "up")
             self.guest_ip = self._claim_address(iface)
             for role in self.roles:
                 tap = self.tap_name(role)
                 if link_exists(tap):
-                    _ip("link", "del", tap, check=False)
+                    _ip("link", "del", "dev", tap, check=False)
                 _ip("tuntap", "add", "dev", tap, "mode", "tap")
                 self.taps[role] = tap
-                _ip("link", "set", tap, "master", self.bridge)
-                _ip("link", "set", tap, "up")
+                _ip("link", "set", "dev", tap, "master", self.bridge)
+                _ip("link", "set", "dev", tap, "up")
 
     def _claim_address(self, iface: ipaddress.IPv4Interface) -> str:
         self._ip_lock, address = claim_address(iface, self.lock_dir)
@@ -212,7 +228,7 @@ class LocalVmNetwork(_TapNetwork):
     def close(self) -> None:
         """Delete this run's taps, release the address, drop the bridge if unused (idempotent)."""
         for tap in list(self.taps.values()):
-            _ip("link", "del", tap, check=False)
+            _ip("link", "del", "dev", tap, check=False)
         self.taps.clear()
         if self._ip_lock is not None:
             self._ip_lock.close()
@@ -221,7 +237,7 @@ class LocalVmNetwork(_TapNetwork):
         try:
             with _locked(self.lock_dir / f"{self.bridge}.lock"):
                 if link_exists(self.bridge) and not bridge_ports(self.bridge):
-                    _ip("link", "del", self.bridge, check=False)
+                    _ip("link", "del", "dev", self.bridge, check=False)
         except (OSError, HostError):
             pass
 
@@ -283,6 +299,7 @@ class HostVmNetwork(_TapNetwork):
             if not host.spec.vm_bridge:
                 raise HostError(f"{host.label}: no vm_bridge in hosts.yaml: guest NICs need a "
                                 "bridge on the VM network")
+            check_ifname(f"{host.label}: vm_bridge", host.spec.vm_bridge)
             self._check_tap_name(role)
 
     @property
@@ -301,7 +318,7 @@ class HostVmNetwork(_TapNetwork):
             tap = self.tap_name(role)
             bridge = str(host.spec.vm_bridge)
             try:
-                host.run(["sh", "-c", _TAP_SH, "sh", bridge, tap], timeout=30)
+                host.run(sh_script(_TAP_SH, bridge, tap), timeout=30)
             except CommandFailed as exc:
                 if exc.exit_code == 3:
                     raise HostError(f"{host.label}: VM bridge {bridge} does not exist (run "
@@ -338,7 +355,7 @@ def remove_leftovers(prefix: str = "mbtap-") -> list[str]:
     for link in json.loads(cp.stdout or "[]"):
         name = str(link.get("ifname", ""))
         unused = name.startswith(prefix) and "NO-CARRIER" in link.get("flags", [])
-        if unused and _ip("link", "del", name, check=False).returncode == 0:
+        if unused and _ip("link", "del", "dev", name, check=False).returncode == 0:
             removed.append(name)
     return removed
 

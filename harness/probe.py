@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import CommandFailed, VmError
 from harness.features import MigrationConfig, kvm_requirement
+from harness.host import sh_script
 from harness.models import QemuBuild
 
 if TYPE_CHECKING:
@@ -96,8 +97,9 @@ finally:
     shutil.rmtree(d, ignore_errors=True)
 """
 
-# Prints "<size> <mtime> <resolved path>" of the binary, or "missing".
-_STAT_SH = ('p=$(readlink -f -- "$1") && [ -f "$p" ] && [ -x "$p" ] '
+# Prints "<size> <mtime> <resolved path>" of the binary "$1", or "missing". The "x" keeps a
+# path's own trailing line breaks from $(...), which strips them.
+_STAT_SH = ('p=$(readlink -f -- "$1" && echo x) && p=${p%?x} && [ -f "$p" ] && [ -x "$p" ] '
             '&& stat -L -c "%s %Y %n" -- "$p" || echo missing')
 
 
@@ -140,7 +142,7 @@ def binary_identity(host: Host, binary: Path) -> tuple[str, int, int] | None:
 
     :raise HostError: the host cannot be reached.
     """
-    out = host.run(["sh", "-c", _STAT_SH, "sh", str(binary)], timeout=30).strip()
+    out = host.run(sh_script(_STAT_SH, binary), timeout=30).strip()
     if out == "missing" or not out:
         return None
     size, mtime, path = out.split(" ", 2)

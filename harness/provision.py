@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from harness.config import hosts_path
 from harness.errors import CommandFailed, HarnessError, HostError
-from harness.host import _ACCEL_SH, Host, make_host
+from harness.host import _ACCEL_SH, Host, make_host, sh_script
 from harness.image import GuestImage
 from harness.models import HostPair, HostsConfig, HostSpec, QemuBuild
 from harness.probe import Probe, binary_identity, probe
@@ -39,6 +39,16 @@ MEMORY_OVERHEAD_MIB = 128  # QEMU's own memory beside guest RAM (TCG translation
 CLOCK_WARN_S = 0.1
 
 Status = Literal["ok", "warn", "fail"]
+
+# Shell scripts run on hosts: fixed texts, values only as "$1"... (see harness.host.sh_script).
+_TOOLS_SH = "for t in python3 ip; do command -v \"$t\" >/dev/null || echo \"$t\"; done"
+_BRIDGE_SH = 'test -d "/sys/class/net/$1/bridge" && echo yes || echo no'  # $1: bridge name
+_ADDRS_SH = "ip -o -4 addr show | awk '{print $4}'"
+_MEM_SH = "grep -m1 '^MemAvailable:' /proc/meminfo"
+# $1: a folder; the rest: file names in it. Prints "<sha256>  <name>" for those present.
+_HASHES_SH = 'cd -- "$1" 2>/dev/null || exit 0; shift; sha256sum -- "$@" 2>/dev/null; exit 0'
+# Package names come from PACKAGES or are absolute system paths: never an option.
+_APT_SH = 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"'
 
 
 @dataclass(frozen=True)
@@ -126,16 +136,14 @@ def check_host(pair_name: str, role: str, host: Host, cfg: HostsConfig, *,
     if quick:
         return rows
     if not host.is_local:
-        missing = host.run(["sh", "-c", "for t in python3 ip; do command -v $t >/dev/null || "
-                            "echo $t; done"], timeout=20).split()
+        missing = host.run(sh_script(_TOOLS_SH), timeout=20).split()
         if missing:
             add("tools", "fail", f"missing {', '.join(missing)} (run `migbench provision`)")
         else:
             add("tools", "ok", "python3, ip")
     _check_accel(host, add)
     if spec.vm_bridge:
-        if host.run(["sh", "-c", 'test -d "/sys/class/net/$1/bridge" && echo yes || echo no',
-                     "sh", spec.vm_bridge], timeout=20).strip() == "yes":
+        if host.run(sh_script(_BRIDGE_SH, spec.vm_bridge), timeout=20).strip() == "yes":
             add("VM bridge", "ok", f"{spec.vm_bridge} present")
         else:
             add("VM bridge", "fail", f"{spec.vm_bridge} does not exist "
@@ -145,7 +153,7 @@ def check_host(pair_name: str, role: str, host: Host, cfg: HostsConfig, *,
 
 
 def _check_accel(host: Host, add: Callable[[str, Status, str], None]) -> None:
-    found, _, reason = host.run(["sh", "-c", _ACCEL_SH], timeout=20).strip().partition(" ")
+    found, _, reason = host.run(sh_script(_ACCEL_SH), timeout=20).strip().partition(" ")
     requested = host.spec.accel
     if requested == "auto":
         add("accel", "ok", f"{found}: {reason}")
@@ -159,7 +167,7 @@ def _check_accel(host: Host, add: Callable[[str, Status, str], None]) -> None:
 
 def _check_memory(host: Host, add: Callable[[str, Status, str], None], memory_mib: int | None,
                   qemus_here: int) -> None:
-    out = host.run(["sh", "-c", "grep -m1 '^MemAvailable:' /proc/meminfo"], timeout=20, check=False)
+    out = host.run(sh_script(_MEM_SH), timeout=20, check=False)
     parts = out.split()
     if len(parts) < 2 or not parts[1].isdigit():
         add("memory", "warn", "cannot read MemAvailable from /proc/meminfo")
@@ -208,8 +216,7 @@ def doctor_pair(name: str, pair: HostPair, cfg: HostsConfig, *,
         src, dst = hosts["source"], hosts["destination"]
         if not (src.label in reachable and dst.label in reachable):
             return report
-        dst_addrs = dst.run(["sh", "-c", "ip -o -4 addr show | awk '{print $4}'"], timeout=20,
-                            check=False)
+        dst_addrs = dst.run(sh_script(_ADDRS_SH), timeout=20, check=False)
         mig = pair.destination.migration_address
         if mig in {a.split("/")[0] for a in dst_addrs.split()} or mig in ("0.0.0.0", "::"):
             report.checks.append(Check(name, dst.label, "migration address", "ok",
@@ -291,9 +298,7 @@ def place_image(host: Host, image: GuestImage,
     uploaded: list[str] = []
 
     def remote_hashes() -> dict[str, str]:
-        out = host.run(["sh", "-c", 'cd -- "$1" 2>/dev/null || exit 0; shift; '
-                        'sha256sum -- "$@" 2>/dev/null; exit 0', "sh", str(d), *want],
-                       timeout=120)
+        out = host.run(sh_script(_HASHES_SH, d, *want), timeout=120)
         found = {}
         for line in out.splitlines():
             digest, _, name = line.partition("  ")
@@ -404,11 +409,10 @@ def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
     except HostError as exc:
         res.problems.append(_short(exc))
         return res
-    pm = host.run(["sh", "-c", _PKG_SH], timeout=20).strip()
+    pm = host.run(sh_script(_PKG_SH), timeout=20).strip()
     res.package_manager = pm
     builds = _builds(cfg, spec, None)
-    missing_tools = host.run(["sh", "-c", "for t in python3 ip; do command -v $t >/dev/null || "
-                              "echo $t; done"], timeout=20).split()
+    missing_tools = host.run(sh_script(_TOOLS_SH), timeout=20).split()
     missing_builds = {n: b for n, b in builds.items() if binary_identity(host, b.binary) is None}
     binaries: list[Path] = []
     for n, b in missing_builds.items():
@@ -435,18 +439,15 @@ def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
             elif pkgs:
                 if log:
                     log(f"{host.label}: installing {' '.join(pkgs)} with {pm}")
-                argv = (["env", "DEBIAN_FRONTEND=noninteractive", "sh", "-c",
-                         'apt-get update -qq && apt-get install -y -qq --no-install-recommends '
-                         '"$@"', "sh", *pkgs] if pm == "apt"
-                        else ["dnf", "install", "-y", "-q", *pkgs])
+                argv = (["env", "DEBIAN_FRONTEND=noninteractive", *sh_script(_APT_SH, *pkgs)]
+                        if pm == "apt" else ["dnf", "install", "-y", "-q", *pkgs])
                 try:
                     host.run(_sudo(host) + argv, timeout=1800)
                     res.installed = pkgs
                 except CommandFailed as exc:
                     res.problems.append(f"installing {' '.join(pkgs)} failed: {_short(exc)}"
                                         + "".join(f"; {h}" for h in hints))
-    still = host.run(["sh", "-c", "for t in python3 ip; do command -v $t >/dev/null || "
-                      "echo $t; done"], timeout=20).split()
+    still = host.run(sh_script(_TOOLS_SH), timeout=20).split()
     res.tools = "python3, ip" + (f" (missing: {', '.join(still)})" if still else "")
     if still and not any("missing" in p for p in res.problems):
         res.problems.append(f"missing {', '.join(still)}")
@@ -476,15 +477,16 @@ def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
             res.image = "failed"
             res.problems.append(_short(exc))
     if spec.vm_bridge:
-        present = host.run(["sh", "-c", 'test -d "/sys/class/net/$1/bridge" && echo yes || '
-                            'echo no', "sh", spec.vm_bridge], timeout=20).strip() == "yes"
+        present = host.run(sh_script(_BRIDGE_SH, spec.vm_bridge), timeout=20).strip() == "yes"
         if present:
             res.bridge = f"{spec.vm_bridge} present"
         elif bridge:
             sudo = _sudo(host)
             try:
-                host.run(sudo + ["ip", "link", "add", spec.vm_bridge, "type", "bridge"], timeout=20)
-                host.run(sudo + ["ip", "link", "set", spec.vm_bridge, "up"], timeout=20)
+                # "name"/"dev" keywords: a bridge name is never read as an option.
+                host.run(sudo + ["ip", "link", "add", "name", spec.vm_bridge, "type", "bridge"],
+                         timeout=20)
+                host.run(sudo + ["ip", "link", "set", "dev", spec.vm_bridge, "up"], timeout=20)
                 res.bridge = f"{spec.vm_bridge} created"
             except CommandFailed as exc:
                 res.bridge = "failed"

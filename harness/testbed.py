@@ -49,6 +49,9 @@ VM_ROOT_IP = "10.250.4.1"
 VM_NET = "10.250.4.0/24"
 RATE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$")
 DELAY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(us|ms|s)$")
+# The state folder's path goes into sshd's config (HostKey, AuthorizedKeysFile ...), where blanks,
+# quotes, '#', '%' tokens and line breaks mean something: only these characters.
+DIR_RE = re.compile(r"^/[A-Za-z0-9_./+-]*$")
 
 
 class TestbedError(HarnessError):
@@ -184,6 +187,12 @@ def _check_args(rate: str, delay: str | None) -> None:
                 f"({os.uname().release}) does not have; run without --delay")
 
 
+def _check_dir(base: Path) -> None:
+    if not DIR_RE.match(str(base)):
+        raise TestbedError(f"testbed: --dir {str(base)!r}: sshd's config cannot hold this path; "
+                           "use a folder of letters, digits and '_./+-'")
+
+
 def _check_tools() -> None:
     if os.geteuid() != 0:
         raise TestbedError("testbed: needs root (network namespaces, veth, tc, sshd)")
@@ -201,8 +210,11 @@ def up(base: Path = DEFAULT_DIR, rate: str = "1gbit", delay: str | None = None,
        qemu_hosts: Path | None = None) -> Path:
     """Build the test bed (after removing any leftovers) and return its hosts file.
 
-    :raise TestbedError: missing tool, bad --rate/--delay, or a step failed (then it is torn down).
+    :raise TestbedError: bad --dir, missing tool, bad --rate/--delay, or a step failed (then it
+        is torn down).
     """
+    base = base.absolute()
+    _check_dir(base)
     _check_tools()
     _check_args(rate, delay)
     down(base)
@@ -301,6 +313,7 @@ def _sshd_config(base: Path, n: Node) -> str:
 def start_sshd(base: Path, role: str, timeout: float = 10.0) -> int:
     """Start (or restart) the sshd of test bed host ``role``; return its pid once it answers."""
     n = node(role)
+    _check_dir(base)
     d = n.dir(base)
     conf = d / SSHD_CONF
     conf.write_text(_sshd_config(base, n))

@@ -25,10 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, VmError
-from harness.host import Host, Process, SshHost
+from harness.host import Host, Process, SshHost, sh_script
 from harness.models import QemuBuild
 from harness.qmp import QmpSession
 from harness.sampling.console import Console
+
+# Runs on an SSH host before QEMU starts: "missing" unless "$1" (the binary) is executable; else
+# makes the work folder "$2" private and prints a new private socket folder.
+_PREPARE_SH = ('test -x "$1" || { echo "missing"; exit 0; }; '
+               'mkdir -p -- "$2" && chmod 700 -- "$2" && mktemp -d /tmp/mb-vm.XXXXXXXX')
 
 
 @dataclass(frozen=True)
@@ -186,10 +191,7 @@ class Vm:
         # QMP and the console live in a short private folder (mktemp makes it mode 700): only
         # its owner can reach them, and no port is open. The work folder (logs, console output)
         # is private too.
-        script = ('test -x "$1" || { echo "missing"; exit 0; }; '
-                  'mkdir -p "$2" && chmod 700 "$2" && mktemp -d /tmp/mb-vm.XXXXXXXX')
-        out = host.run(["sh", "-c", script, "sh", binary, str(self.cfg.workdir)],
-                       timeout=30).strip()
+        out = host.run(sh_script(_PREPARE_SH, binary, self.cfg.workdir), timeout=30).strip()
         if out == "missing":
             raise VmError(f"{host.label}: QEMU binary {binary} not found or not executable "
                           "(run `migbench provision`, or fix qemu_builds in hosts.yaml)")

@@ -412,7 +412,8 @@ def probe_argv(pid: int, hz: float = DEFAULT_HZ, *, python: str = "python3",
     if until_eof:
         argv.append("--until-eof")
     if proc_root != "/proc":
-        argv += ["--proc-root", proc_root]
+        # One word: argparse would take a separate value starting with '-' for an option.
+        argv.append(f"--proc-root={proc_root}")
     return argv
 
 

@@ -407,8 +407,8 @@ class ScriptedHost(Host):
             return "MemAvailable:    8000000 kB\n"
         if cmd[:2] == ["sh", "-c"] and "/sys/class/net/$1/bridge" in cmd[2]:
             return "yes\n" if cmd[4] in self.bridges else "no\n"
-        if cmd[:3] == ["ip", "link", "add"] or cmd[:3] == ["ip", "link", "set"]:
-            self.bridges.add(cmd[3])
+        if cmd[:4] in (["ip", "link", "add", "name"], ["ip", "link", "set", "dev"]):
+            self.bridges.add(cmd[4])
             return ""
         if cmd[:2] == ["env", "DEBIAN_FRONTEND=noninteractive"] or cmd[:1] == ["dnf"]:
             wanted = cmd[6:] if cmd[0] == "env" else cmd[4:]
@@ -572,8 +572,8 @@ def test_missing_vm_bridge_doctor_row_and_provision_bridge() -> None:
     res = provision_host(host, cfg, None, bridge=True)
     assert (res.bridge, res.problems) == ("br-vm created", [])
     assert [c for c in host.calls if "link" in c] == [
-        ["sudo", "-n", "ip", "link", "add", "br-vm", "type", "bridge"],
-        ["sudo", "-n", "ip", "link", "set", "br-vm", "up"]]
+        ["sudo", "-n", "ip", "link", "add", "name", "br-vm", "type", "bridge"],
+        ["sudo", "-n", "ip", "link", "set", "dev", "br-vm", "up"]]
     assert provision_host(host, cfg, None, bridge=True).bridge == "br-vm present"
     rows = {r.check: r for r in check_host("p", "source", host, cfg)}
     assert (rows["VM bridge"].status, rows["VM bridge"].detail) == ("ok", "br-vm present")
