@@ -31,14 +31,16 @@ from harness.errors import HarnessError
 from harness.matrix import Cell
 from harness.models import MatrixSpec
 from harness.nightly import register as register_nightly
+from harness.output import console_text, terminal_text
 from harness.provision import register as register_provision
 from harness.report import register as register_report
 from harness.show import run_block
 from harness.testbed import register as register_testbed
 
 REPO = Path(__file__).resolve().parent.parent
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# emoji=False: ":name:" in text from a result file must print as written, not as an emoji
+out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 
 def run_eta(first_start: float | None, now: float, finished: float, remaining: float | None
@@ -90,13 +92,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     dest = Path(args.out) if args.out else Path("results") / spec.name
     if args.dry_run:
         for c in cells:
-            out.print(f"{c.id}  {c.label}  ({c.workload_label()})", markup=False)
+            out.print(terminal_text(f"{c.id}  {c.label}  ({c.workload_label()})"), markup=False)
         out.print(f"{len(cells)} cells x {spec.repetitions} repetitions")
         return 0
-    out.print(f"[bold]migbench run[/] {matrix_path} -> {dest} "
+    out.print(f"[bold]migbench run[/] {console_text(matrix_path)} -> {console_text(dest)} "
               f"({len(cells)} cells x {spec.repetitions} repetitions)")
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    # The description holds the cell's label (matrix values): shown as text, never as markup.
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                  MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("ETA"), RunEtaColumn(),
                   console=out, transient=False) as bar:
         task = bar.add_task("starting", total=1, first_start=None, resumed=0)
@@ -108,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 out.print(f"resuming: {done} of {total} runs already finished")
 
         def run_started(cell: Cell, rep: int) -> None:
-            current["label"] = f"{cell.label} rep {rep}"
+            current["label"] = terminal_text(f"{cell.label} rep {rep}")
             if current.get("first_start") is None:
                 current["first_start"] = bar.get_time()
                 bar.update(task, first_start=current["first_start"])
@@ -126,18 +130,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 desc += (f" ({timing}: not a result, the guest was corrupted)"
                          if rec["integrity"] == "corrupted" else f", {timing}")
             if rec.get("error"):
-                desc += f" ({rec['error'][:120]})"
-            bar.console.print(f"  {cell.label} rep {rep}: {desc}")
+                desc += f" ({terminal_text(rec['error'])[:120]})"  # QEMU's or a guest's text
+            bar.console.print(terminal_text(f"  {cell.label} rep {rep}: {desc}"), markup=False,
+                              highlight=False)
             bar.advance(task)
 
         def note(message: str) -> None:
-            bar.console.print(message, markup=False, highlight=False)
+            bar.console.print(terminal_text(message), markup=False, highlight=False)
 
         run_matrix(matrix_path, spec, hosts_file, hosts, dest,
                    RunProgress(start, run_started, state, run_finished, note=note),
                    pairs=args.pair or None)
     _summary_table(dest)
-    out.print(f"results: {dest}  (details: migbench show {dest})")
+    out.print(f"results: {console_text(dest)}  (details: migbench show {console_text(dest)})")
     return 0
 
 
@@ -150,7 +155,7 @@ def smoke(spec: MatrixSpec) -> MatrixSpec:
 
 
 def _summary_table(dest: Path) -> None:
-    table = Table(title=f"{dest}")
+    table = Table(title=console_text(dest))
     for col in ("variant", "axes", "rep", "outcome", "integrity", "total s", "downtime ms",
                 "pause ms", "stall ms", "Mbit/s", "syncs"):
         table.add_column(col)
@@ -159,11 +164,13 @@ def _summary_table(dest: Path) -> None:
         m = rec.get("metrics", {})
         tt = m.get("total_time_ms")
         bad = rec["integrity"] == "corrupted"  # figures shown, struck through: not a result
-        table.add_row(
-            rec["cell"]["variant"],
-            ", ".join(f"{k}={v}" for k, v in rec["cell"]["axes"].items()),
-            str(rec["repetition"]), rec["outcome"], rec["integrity"],
-            _strike(f"{tt / 1000:.1f}", bad) if tt is not None else "-",
+        table.add_row(  # record text as Text: no markup, no control characters
+            Text(terminal_text(rec["cell"]["variant"])),
+            Text(terminal_text(", ".join(f"{k}={v}" for k, v in
+                                         (rec["cell"].get("axes") or {}).items()))),
+            str(rec["repetition"]), Text(terminal_text(rec["outcome"])),
+            Text(terminal_text(rec["integrity"])),
+            _strike(f"{tt / 1000:.1f}", bad) if isinstance(tt, (int, float)) else _s(tt),
             _strike(_s(m.get("downtime_ms")), bad), _s(m.get("host_pause_ms")),
             _s(m.get("guest_max_stall_ms")), _s(m.get("throughput_mbps")),
             _s(m.get("dirty_sync_count")),
@@ -178,7 +185,8 @@ def _strike(text: str, on: bool) -> str:
 
 
 def _s(v: Any) -> str:
-    return "-" if v is None else str(v)
+    """A figure of a record for a table cell (rich markup): a hostile file may put text there."""
+    return "-" if v is None else console_text(v)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -192,7 +200,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         raise HarnessError(f"{path}: no such result file or campaign folder")
     for rec in records:
-        out.print(run_block(rec), highlight=False, markup=False)
+        out.print(terminal_text(run_block(rec), newlines=True), highlight=False, markup=False)
         out.print()
     return 0
 
@@ -277,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except HarnessError as exc:
-        err.print(f"migbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"migbench: error: {terminal_text(exc)}", highlight=False, markup=False,
+                  soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err.print("migbench: interrupted; finished runs are saved", highlight=False)

@@ -11,6 +11,7 @@ once, prints its one-line message and exits 1. Anything else is a bug and keeps 
      +-- VmError            a QEMU process failed to start, died, or did not answer
      +-- QmpError           a QMP command failed (carries QEMU's own error text)
      +-- MigrationError     a migration could not be set up
+     +-- StoreError         a results, report or export file could not be written
 """
 
 from __future__ import annotations
@@ -72,3 +73,8 @@ class QmpError(HarnessError):
 
 class MigrationError(HarnessError):
     """A migration could not be set up or driven."""
+
+
+class StoreError(HarnessError):
+    """A results, report or export file could not be written (full, read-only or vanished
+    folder); the message names the path and the fix."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ from typing import Any
 
 from harness import store
 from harness.errors import HarnessError
+from harness.output import write_atomic, write_failure
 
 Record = dict[str, Any]
 INCOMING = ".incoming"
@@ -85,7 +87,8 @@ def identity_key(ident: dict[str, Any]) -> str:
     canonical = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
     accel = next((str(h.get("accel")) for h in ident.get("hosts", {}).values() if h), "x")
-    return f"{accel}-{digest}"
+    # The key is a folder name and the accelerator comes from the records: a word, or "x".
+    return f"{accel if re.fullmatch(r'[a-z0-9]{1,16}', accel) else 'x'}-{digest}"
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -185,13 +188,20 @@ def utc_stamp(now: float | None = None) -> str:
 
 
 def incoming_dir(history: Path, stamp: str) -> Path:
-    """A fresh folder for a night being run."""
+    """A fresh folder for a night being run.
+
+    :raise StoreError: it cannot be made (read-only or full history folder ...).
+    """
     path = history / INCOMING / stamp
     n = 1
     while path.exists():
         n += 1
         path = history / INCOMING / f"{stamp}-{n}"
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise write_failure(f"history folder {history}", f"{path.relative_to(history)}", exc,
+                            "or choose another --history") from None
     return path
 
 
@@ -199,23 +209,28 @@ def file_night(history: Path, staging: Path, records: Sequence[Record]) -> Night
     """Move a finished night from ``.incoming`` under its identity; return where it went.
 
     :raise HarnessError: when the night has no run records (nothing identifies it).
+    :raise StoreError: the history folder cannot take it (the night stays in ``.incoming``).
     """
     if not records:
         raise HarnessError(f"{staging}: the night produced no run records")
     ident = identity_of(records)
     key = identity_key(ident)
     folder = history / key
-    folder.mkdir(parents=True, exist_ok=True)
     id_file = folder / "identity.json"
-    if not id_file.exists():
-        id_file.write_text(json.dumps(ident, indent=1, sort_keys=True) + "\n")
     stamp = staging.name
     dest = folder / stamp
-    n = 1
-    while dest.exists():
-        n += 1
-        dest = folder / f"{stamp}-{n}"
-    shutil.move(str(staging), str(dest))  # a rename when both are on one file system
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not id_file.exists():
+            write_atomic(id_file, json.dumps(ident, indent=1, sort_keys=True) + "\n", mode=0o644)
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = folder / f"{stamp}-{n}"
+        shutil.move(str(staging), str(dest))  # a rename when both are on one file system
+    except OSError as exc:
+        raise write_failure(f"history folder {history}", f"the night into {key}/ (it stays in "
+                            f"{staging})", exc, "or choose another --history") from None
     return NightDir(key, dest.name, dest)
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -26,6 +24,7 @@ from typing import Any
 
 from harness import compare, config, history, regress, store
 from harness.errors import ConfigError, HarnessError
+from harness.output import terminal_text, write_atomic, write_failure
 
 EXIT_OK = 0
 EXIT_REGRESSION = 2
@@ -122,24 +121,35 @@ def _result_line(r: dict[str, Any]) -> str:
     return ", ".join(parts) + f" ({r.get('reason', '')})"
 
 
+_WRITE_FIX = "or choose another path"
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """:raise StoreError: the file cannot be written (one line naming it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(data, indent=1, default=str) + "\n", mode=0o644)
+    except OSError as exc:
+        raise write_failure(path, "the file", exc, _WRITE_FIX) from None
 
 
 def write_outputs(verdict: dict[str, Any], paths: Sequence[Path | None],
                   junit: Path | None) -> None:
+    """verdict.json at each of ``paths``, and JUnit XML at ``junit``.
+
+    :raise StoreError: a file cannot be written (one line naming it).
+    """
     for p in paths:
         if p is not None:
             _write_json(p, verdict)
     if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit_xml(verdict).write(junit, encoding="utf-8", xml_declaration=True)
+        xml = junit_xml(verdict)
+        try:
+            junit.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(junit, lambda f: xml.write(f, encoding="utf-8", xml_declaration=True),
+                         mode=0o644)
+        except OSError as exc:
+            raise write_failure(junit, "the JUnit file", exc, _WRITE_FIX) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,27 +267,31 @@ def _printing_progress() -> Any:
         desc = f"{rec['outcome']}, integrity {rec['integrity']}"
         if tt is not None:
             desc += f", {tt / 1000:.1f} s"
-        print(f"  {cell.label} rep {rep}: {desc}", flush=True)
+        print(terminal_text(f"  {cell.label} rep {rep}: {desc}"), flush=True)
 
     return Progress(run_finished=run_finished)
 
 
 def print_verdict(verdict: dict[str, Any]) -> None:
+    # Cell labels, notes and identity facts come from run records: one clean line each.
+    def line(text: str) -> None:
+        print(terminal_text(text))
+
     s = verdict["summary"]
     b = verdict.get("baseline") or {}
     if b.get("status") and b["status"] != "ok":
-        print(f"{b['status']}: {b.get('message', '')}")
+        line(f"{b['status']}: {b.get('message', '')}")
         for d in b.get("differences", []):
-            print(f"  differs: {d}")
+            line(f"  differs: {d}")
     for cell in verdict["cells"]:
         for r in cell["results"]:
             if r["verdict"] in (regress.REGRESSION, regress.IMPROVEMENT, regress.SUSPECT):
-                print(f"{r['verdict'].upper():12} {cell['cell']}: {_result_line(r)}")
+                line(f"{r['verdict'].upper():12} {cell['cell']}: {_result_line(r)}")
         for note in cell.get("notes", []):
             if note != NO_BASELINE:
-                print(f"note         {cell['cell']}: {note}")
+                line(f"note         {cell['cell']}: {note}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items()))
-    print(f"verdict: {s['result']} ({s['cells']} cells; {counts or 'nothing compared'})")
+    line(f"verdict: {s['result']} ({s['cells']} cells; {counts or 'nothing compared'})")
 
 
 def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None,
@@ -416,7 +430,7 @@ def resolve_side(token: str, spec: Any, hosts: Any, *, build_cache: Path | None 
         name, hosts2 = build_for_pair(
             parse_source(token), hosts, cache=build_cache, pair_name=pair_name,
             configure_args=configure_args,
-            log=None if quiet else (lambda s: print(s, flush=True)))
+            log=None if quiet else (lambda s: print(terminal_text(s), flush=True)))
         return name, base.model_copy(update={"build": name}), hosts2
     raise HarnessError(
         f"{token!r} is not a variant of the matrix ({', '.join(spec.variants)}), nor a QEMU "

@@ -30,12 +30,13 @@ from typing import Any
 from harness import store
 from harness import workload as wl
 from harness.config import plan
-from harness.errors import ConfigError, HarnessError, HostError
+from harness.errors import ConfigError, HarnessError, HostError, StoreError
 from harness.host import Host, make_host
 from harness.image import GuestImage, ensure_image
 from harness.matrix import Cell
 from harness.migration import SCHEMA_VERSION, RunContext, run_migration, utc
 from harness.models import HostPair, HostsConfig, MatrixSpec, QemuBuild
+from harness.output import terminal_text
 from harness.probe import Probe, probe, unsupported_reason
 from harness.provision import PROBE_CACHE, place_image
 
@@ -178,7 +179,11 @@ class _Campaign:
                              "pair": pair_name}
         with self.lock:
             self.written.append(store.write_run(self.out, record))
-            self.write_summary(record)
+            try:
+                self.write_summary(record)
+            except StoreError:
+                store.drop_summary(self.out)  # it misses the run just stored; a rerun rebuilds it
+                raise
         if self.progress.run_finished:
             self.progress.run_finished(cell, rep, record)
 
@@ -195,6 +200,7 @@ class _Campaign:
         store.write_summary(self.out, self._summary)
 
     def note(self, message: str) -> None:
+        message = terminal_text(message)  # it may quote a host, QEMU or a guest
         if self.progress.note:
             self.progress.note(message)
         else:
@@ -364,8 +370,14 @@ def run_matrix(
     fails its preflight (unreachable host, QEMU missing) or cannot take the guest image is
     reported through ``progress.note`` and skipped; the other pairs do its share.
 
+    A run file or summary.csv that cannot be written (full, read-only or removed folder) ends
+    the matrix: the runs in progress on other pairs finish and are stored if they can be, every
+    run stored before stays, and summary.csv matches the run files (or is removed, to be
+    rebuilt by the next run).
+
     :raise ConfigError: before anything boots, for a matrix or hosts problem.
     :raise HostError: no pair is usable.
+    :raise StoreError: ``out`` cannot be written (before anything boots when it is visible then).
     """
     cells = plan(matrix_path, spec, hosts_path, hosts)
     progress = progress or Progress()
@@ -377,7 +389,7 @@ def run_matrix(
     if image is None:
         image = ensure_image(REPO / "build" / "image",
                              fio=any(c.workload.fio is not None for c in cells))
-    out.mkdir(parents=True, exist_ok=True)
+    store.check_writable(out)
     todo = run_order(cells, spec.repetitions, spec.order)
     done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
     if progress.start:
@@ -385,6 +397,7 @@ def run_matrix(
     camp = _Campaign(matrix_path, spec, hosts, out, progress, image, todo)
     old = signal.signal(signal.SIGTERM, _sigterm)
     workers: list[_PairWorker] = []
+    pending: BaseException | None = None
     try:
         if camp.queue:
             usable = _preflight(hosts, names, sorted({c.build for c in cells}), camp)
@@ -396,14 +409,35 @@ def run_matrix(
             if camp.queue and not camp.stop.is_set():
                 raise HostError("runs left undone, every pair failed: "
                                 + "; ".join(w.error or w.name for w in workers))
+    except BaseException as exc:
+        pending = exc
+        raise
     finally:
         signal.signal(signal.SIGTERM, old)
         for w in workers:
             w.close()
-        if (out / "summary.csv").exists() or camp.written:
-            with camp.lock:
-                camp.write_summary()
+        _final_summary(camp, pending)
     return camp.written
+
+
+def _final_summary(camp: _Campaign, pending: BaseException | None) -> None:
+    """Rewrite summary.csv from every run file as the matrix ends.
+
+    Not after a failed write (the folder is full, read-only or gone: summary.csv already matches
+    what is stored, or was removed); a failure here does not hide the error that ends the run.
+    """
+    out = camp.out
+    if isinstance(pending, StoreError):
+        return
+    if not ((out / "summary.csv").exists() or camp.written
+            or any(out.glob("*/*.json"))):  # removed by a failed write: rebuild it
+        return
+    try:
+        with camp.lock:
+            camp.write_summary()
+    except StoreError:
+        if pending is None:
+            raise
 
 
 def _run_concurrently(workers: list[_PairWorker], camp: _Campaign) -> None:

@@ -1,20 +1,32 @@
-"""Text rendering of run records in the style of QEMU's ``info migrate`` (pure)."""
+"""Text rendering of run records in the style of QEMU's ``info migrate`` (pure).
+
+Records are untrusted: every value is shown through :func:`harness.output.terminal_text`, so a
+result file cannot drive the terminal, and one value stays on its line.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from harness.output import terminal_text as _t
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
+
 
 def _kb(v: Any) -> str:
-    return "-" if v is None else f"{int(v) // 1024} kbytes"
+    if v is None:
+        return "-"
+    return f"{int(v) // 1024} kbytes" if _finite(v) else _t(v)
 
 
 def _v(v: Any, unit: str = "") -> str:
     if v is None:
         return "-"
-    if isinstance(v, float):
+    if isinstance(v, float) and _finite(v):
         v = f"{v:.2f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v))
-    return f"{v} {unit}".rstrip()
+    return f"{_t(v)} {unit}".rstrip()
 
 
 def info_migrate(final: dict[str, Any]) -> list[tuple[str, str]]:
@@ -69,20 +81,20 @@ def run_block(record: dict[str, Any]) -> str:
     """A slide-style block for one run: identity, verdicts, info migrate, guest impact."""
     cell = record["cell"]
     m = record.get("metrics", {})
-    axes = ", ".join(f"{k}={v}" for k, v in cell.get("axes", {}).items()) or "base"
+    axes = ", ".join(f"{k}={v}" for k, v in (cell.get("axes") or {}).items()) or "base"
     head = [
-        f"== {record.get('campaign')} / {cell['id']} rep {record['repetition']}: "
-        f"{cell['variant']} ({axes})",
-        f"QEMU {(record.get('qemu') or {}).get('version', '?')}, "
-        f"accel {record.get('hosts', {}).get('source', {}).get('accel', '?')}, "
-        f"outcome {record['outcome']}, integrity {record['integrity']}"
+        _t(f"== {record.get('campaign')} / {cell['id']} rep {record['repetition']}: "
+           f"{cell['variant']} ({axes})"),
+        _t(f"QEMU {(record.get('qemu') or {}).get('version', '?')}, "
+           f"accel {(record.get('hosts') or {}).get('source', {}).get('accel', '?')}, "
+           f"outcome {record['outcome']}, integrity {record['integrity']}")
         + (" (RAM compared; timing excluded)"
            if record.get("timing_excluded") and cell.get("integrity") == "ram" else ""),
     ]
     if record["outcome"] == "skipped":
-        return "\n".join(head + [f"  skipped: {record.get('error') or 'no reason recorded'}"])
+        return "\n".join(head + [f"  skipped: {_t(record.get('error') or 'no reason recorded')}"])
     if record.get("error"):
-        head.append(f"error: {record['error']}")
+        head.append(f"error: {_t(record['error'])}")
     rows = info_migrate(record.get("final") or {})
     rows += [
         ("host-observed pause", _v(m.get("host_pause_ms"), "ms")),
@@ -123,7 +135,7 @@ def run_block(record: dict[str, Any]) -> str:
             vals = []
             for side in ("source", "destination"):
                 pct = ((cpu.get(side) or {}).get("classes") or {}).get(cls)
-                vals.append("-" if pct is None else f"{pct:.1f}%")
+                vals.append(f"{pct:.1f}%" if _finite(pct) else _v(pct))
             rows.append((f"cpu {cls} (src / dst)", " / ".join(vals)))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(head + [f"  {k + ':':<{width + 1}} {v}" for k, v in rows])
+    return "\n".join(head + [f"  {_t(k) + ':':<{width + 1}} {_t(v)}" for k, v in rows])

@@ -7,16 +7,21 @@ is rebuilt from the run files, so it can never disagree with them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoreError
+from harness.output import csv_cell, csv_row, write_atomic, write_failure
 from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.workload import label as workload_label
 
@@ -30,7 +35,28 @@ SUMMARY_COLUMNS = [
 ]
 
 
+#: A cell id as :func:`harness.matrix.cell_id` makes it: 12 hex digits of a SHA-256. Ids name
+#: folders and report pages, so one read from a file must match before it is used as either.
+CELL_ID = re.compile(r"[0-9a-f]{12}\Z")
+
+_RESUME = "then rerun the same command to resume (finished runs are kept), or choose another " \
+          "results folder"
+
+
+def valid_cell_id(value: object) -> bool:
+    return isinstance(value, str) and CELL_ID.match(value) is not None
+
+
 def run_path(root: Path, cell_id: str, repetition: int) -> Path:
+    """``root/<cell-id>/<repetition>.json``.
+
+    :raise HarnessError: ``cell_id`` is not a cell id or ``repetition`` not a positive integer
+        (neither may become a path component).
+    """
+    if not valid_cell_id(cell_id):
+        raise HarnessError(f"{cell_id!r:.40} is not a cell id (12 hex digits)")
+    if isinstance(repetition, bool) or not isinstance(repetition, int) or repetition < 1:
+        raise HarnessError(f"repetition {repetition!r:.20} is not a positive integer")
     return root / cell_id / f"{repetition}.json"
 
 
@@ -38,25 +64,66 @@ def exists(root: Path, cell_id: str, repetition: int) -> bool:
     return run_path(root, cell_id, repetition).exists()
 
 
+def folder_error(root: Path, what: str, exc: OSError) -> StoreError:
+    """One line for a results folder that cannot take a file: full, read-only or removed."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not root.is_dir():
+        return StoreError(f"results folder {root}: cannot write {what}: the folder was removed "
+                          "during the run; rerun the same command to start again, or choose "
+                          "another results folder")
+    return write_failure(f"results folder {root}", what, exc, _RESUME)
+
+
+def check_writable(root: Path) -> None:
+    """Create ``root`` if needed and prove a file can be made in it, before any run starts.
+
+    :raise StoreError: it cannot be created or written (read-only, no permission ...).
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise write_failure(f"results folder {root}", "into it", exc,
+                            "or choose another results folder") from None
+
+
 def write_run(root: Path, record: dict[str, Any]) -> Path:
-    """Write one run record atomically; refuse to overwrite.
+    """Write one run record atomically into the campaign folder ``root``; never overwrite.
+
+    ``root`` must exist: a campaign folder removed during a run is not made again, since the
+    runs it held would be missing from it. Nothing is left behind when the write fails.
 
     :raise HarnessError: when the run file already exists.
+    :raise StoreError: the file cannot be written (full, read-only or vanished folder).
     """
-    path = run_path(root, record["cell"]["id"], int(record["repetition"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    path = run_path(root, record["cell"]["id"], record["repetition"])
+    what = f"run file {path.relative_to(root)}"
+    made_dir = False
+    try:
+        if not path.parent.is_dir():
+            path.parent.mkdir()
+            made_dir = True
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    except OSError as exc:
+        raise folder_error(root, what, exc) from None
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1, default=str)
             f.flush()
             os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # atomic, and fails if the file exists: never overwrite
-        except FileExistsError:
-            raise HarnessError(f"{path} exists already; results are never overwritten") from None
+        os.link(tmp, path)  # atomic, and fails if the file exists: never overwrite
+    except FileExistsError:
+        raise HarnessError(f"{path} exists already; results are never overwritten") from None
+    except OSError as exc:
+        if made_dir:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+                path.parent.rmdir()
+        raise folder_error(root, what, exc) from None
     finally:
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return path
 
 
@@ -78,7 +145,12 @@ def iter_runs(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     for path in paths:
         if path.name.startswith("."):
             continue
-        yield path, load_run(path)
+        record = load_run(path)
+        if record["cell"]["id"] != path.parent.name:
+            raise HarnessError(f"{path}: cell.id {record['cell']['id']!r} differs from its folder "
+                               f"{path.parent.name!r}: move the file to its cell's folder or "
+                               "delete it")
+        yield path, record
 
 
 def _rep_number(path: Path) -> int:
@@ -107,9 +179,33 @@ def load_run(path: Path) -> dict[str, Any]:
         raise HarnessError(f"{path}: cannot read result: not a run record (a JSON "
                            f"{type(record).__name__}): delete it to rerun that repetition")
     try:
-        return upgrade(record)
+        record = upgrade(record)
     except HarnessError as exc:
         raise HarnessError(f"{path}: {exc}") from exc
+    problem = _shape_problem(record)
+    if problem:
+        raise HarnessError(f"{path}: cannot read result: {problem}: not a run record migbench "
+                           "wrote (or edited since): delete it to rerun that repetition")
+    return record
+
+
+def _shape_problem(record: dict[str, Any]) -> str:
+    """What makes ``record`` unusable (its identity is used as folder, page and link names and
+    as table keys), or ""."""
+    cell = record.get("cell")
+    if not isinstance(cell, dict):
+        return "cell is not an object"
+    if not valid_cell_id(cell.get("id")):
+        return f"cell.id {str(cell.get('id'))!r:.40} is not a cell id (12 hex digits)"
+    rep = record.get("repetition")
+    if isinstance(rep, bool) or not isinstance(rep, int) or rep < 1:
+        return f"repetition {rep!r:.20} is not a positive integer"
+    for key in ("outcome", "integrity"):
+        if not isinstance(record.get(key), str):
+            return f"{key} is not a string"
+    if not isinstance(cell.get("variant"), str):
+        return "cell.variant is not a string"
+    return ""
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -152,14 +248,24 @@ def write_summary(root: Path, rows: dict[tuple[str, int], dict[str, Any]] | None
     """
     table = summary_rows(root) if rows is None else rows
     path = root / "summary.csv"
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".summary-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for key in sorted(table):
-            writer.writerow({k: ("" if v is None else v) for k, v in table[key].items()})
-    os.replace(tmp, path)
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(SUMMARY_COLUMNS)
+    for key in sorted(table):
+        writer.writerow(csv_row(table[key].get(col) for col in SUMMARY_COLUMNS))
+    try:
+        write_atomic(path, buf.getvalue())
+    except OSError as exc:
+        raise folder_error(root, "summary.csv", exc) from None
     return path
+
+
+def drop_summary(root: Path) -> None:
+    """Remove ``summary.csv`` (best effort): one that misses a stored run must not stay behind
+    when it cannot be rewritten; the next run of the campaign rebuilds it from the run files."""
+    with contextlib.suppress(OSError):
+        (root / "summary.csv").unlink()
 
 
 CPU_SIDES = {"source": "src", "destination": "dst"}
@@ -280,9 +386,21 @@ def export(root: Path, fmt: str, dest: Path | None = None) -> Path:
     path = dest or (root / f"runs.{fmt}")
     try:
         if fmt == "parquet":
-            df.to_parquet(path, index=False)
+            write_atomic(path, lambda f: df.to_parquet(f, index=False), mode=0o644)
         else:
-            df.to_csv(path, index=False)
+            text = _csv_safe(df).to_csv(index=False, lineterminator="\n")
+            write_atomic(path, text, mode=0o644)
     except OSError as exc:
-        raise HarnessError(f"{path}: cannot write the export: {exc.strerror or exc}") from exc
+        raise write_failure(path, "the export", exc, "or choose another -o FILE") from None
     return path
+
+
+def _csv_safe(df: Any) -> Any:
+    """``df`` with every text cell through :func:`harness.output.csv_cell`; numbers untouched
+    (parquet keeps the typed frame: it is not read as formulas)."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype.kind in "biufcmM":  # numbers, booleans, times: no text inside
+            continue
+        out[col] = out[col].astype(object).map(csv_cell)
+    return out

@@ -8,6 +8,7 @@ errors, guest console lines) are kept raw here; escaping is the renderer's job.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 
-from harness import compare, stats
+from harness import compare, stats, store
 from harness.compare import Metric, Record
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
 from harness.sampling.cpu import CLASSES as CPU_CLASSES
@@ -82,8 +83,14 @@ def fmt(value: float | None, metric: Metric | None = None, digits: int = 3) -> s
 
 
 def safe_id(cell_id: str) -> str:
-    """A cell id usable as a file name (ids are hex, but records are untrusted input)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", cell_id)[:64] or "_"
+    """The page name of a cell: its id when it is one (:data:`harness.store.CELL_ID`), else a
+    hash of it (records are untrusted; the store refuses such ids, this guards other callers).
+
+    Never a path (no ``/``, ``..``, ``%``, quotes or scheme) and never shared by two ids.
+    """
+    if store.valid_cell_id(cell_id):
+        return cell_id
+    return "x" + hashlib.sha256(str(cell_id).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _natural(v: Any) -> tuple[int, float, str]:

@@ -22,8 +22,6 @@ import csv
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -33,6 +31,7 @@ import jinja2
 from markupsafe import Markup
 
 from harness import stats
+from harness.output import csv_row, write_atomic, write_failure
 from harness.report.model import (
     CellPage,
     Heatmap,
@@ -42,6 +41,7 @@ from harness.report.model import (
     fmt,
     impact_summary,
     impact_text,
+    safe_id,
 )
 
 ASSETS = "assets"
@@ -181,11 +181,13 @@ def heatmap_figure(hm: Heatmap) -> dict[str, Any]:
 
 
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A CSV table; text a spreadsheet would run as a formula is neutralised
+    (:func:`harness.output.csv_cell`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    w.writerow(csv_row(header))
     for r in rows:
-        w.writerow(["" if v is None else v for v in r])
+        w.writerow(csv_row(r))
     return buf.getvalue()
 
 
@@ -255,6 +257,8 @@ def compare_tables(rep: Report) -> dict[str, str]:
             for r in c.rows:
                 cmp = r.comparison
                 change, ci = change_text(r)
+                if change.startswith("+") and change.endswith("%"):
+                    change = change[1:]  # "+5.0%" would be neutralised as a formula; "5.0%" is a number
                 rows.append([
                     sec.title, c.workload, c.label, r.metric.label, r.metric.unit,
                     cmp.base.n if cmp.base else 0, cmp.new.n if cmp.new else 0,
@@ -287,6 +291,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["json_script"] = json_script
     env.filters["fmt"] = fmt
+    env.filters["file_id"] = safe_id  # a cell id read from a record, as a page name
     env.globals["change_text"] = change_text
     env.globals["impact_text"] = impact_text
     env.globals["impact_summary"] = impact_summary
@@ -294,13 +299,27 @@ def _env() -> jinja2.Environment:
     return env
 
 
+_WRITE_FIX = "or choose another report folder (-o DIR)"
+
+
+def _mkdir(path: Path) -> None:
+    """:raise StoreError: the folder cannot be made (one line naming it)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failure(path, "the report folder", exc, _WRITE_FIX) from None
+
+
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for sharing
-    os.replace(tmp, path)
+    """Write one report file whole (no partial page or temporary file is left on failure).
+
+    :raise StoreError: it cannot be written (one line naming it).
+    """
+    _mkdir(path.parent)
+    try:
+        write_atomic(path, text, mode=0o644)  # mode: mkstemp makes 0600; a report is for sharing
+    except OSError as exc:
+        raise write_failure(path, "the report", exc, _WRITE_FIX) from None
 
 
 def _plotly_js() -> str:
@@ -312,7 +331,7 @@ def _plotly_js() -> str:
 def write_assets(out: Path) -> None:
     """plotly.min.js (once: it is 4-5 MB), the stylesheet and the page script."""
     assets = out / ASSETS
-    assets.mkdir(parents=True, exist_ok=True)
+    _mkdir(assets)
     js = assets / "plotly.min.js"
     import plotly  # type: ignore[import-untyped]
 
@@ -328,7 +347,7 @@ def write_assets(out: Path) -> None:
 def render(rep: Report, out: Path) -> list[Path]:
     """Write the report folder; return the pages written (index first)."""
     env = _env()
-    out.mkdir(parents=True, exist_ok=True)
+    _mkdir(out)
     write_assets(out)
     pages: list[Path] = []
     common = {"report": rep, "has_compare": rep.has_comparison,

@@ -181,6 +181,7 @@ def _campaign(tmp_path: Path, spec: MatrixSpec, pair: HostPair,
     hosts = HostsConfig(qemu_builds={"10.0": QemuBuild(binary=Path("/q"))}, default_build="10.0",
                         pairs={"p": pair})
     cells = expand(spec, "10.0")
+    (tmp_path / "out").mkdir(exist_ok=True)  # run_matrix makes it; the store does not
     return runner._Campaign(tmp_path / "m.yaml", spec, hosts, tmp_path / "out",
                             progress or runner.Progress(), _image(tmp_path),
                             runner.run_order(cells, spec.repetitions, spec.order))
