@@ -248,7 +248,13 @@ class Host(abc.ABC):
         """
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> bool:
-        """Send ``sig`` to ``pid`` on the host; False if there was no such process."""
+        """Send ``sig`` to ``pid`` on the host; False if there was no such process.
+
+        A pid of 0 or below (a process group, or every process) is never signalled: it would
+        come from a garbled supervisor answer, not from a process we started.
+        """
+        if int(pid) <= 0:
+            return False
         try:
             self.run(["kill", f"-{int(sig)}", str(int(pid))], timeout=15)
         except CommandFailed:
@@ -368,6 +374,8 @@ class LocalHost(Host):
             raise HostError(f"{self.name}: cannot read {path}: {exc.strerror}") from exc
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> bool:
+        if int(pid) <= 0:  # see Host.kill
+            return False
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from harness import netsetup, patchbuild, provision, testbed, vm
 from harness.errors import HarnessError, HostError
 from harness.host import (
+    Host,
     LocalHost,
     SshHost,
     read_argv,
@@ -227,6 +228,23 @@ def test_local_host_file_helpers_take_hostile_and_dash_names_literally(here: Pat
         assert (here / name / "sub").is_dir() and host.exists(path / "sub")
         host.remove_tree(path)
         assert not (here / name).exists() and not host.exists(path)
+
+
+def test_kill_never_signals_a_process_group_or_everything() -> None:
+    host = LocalHost("source", HostSpec())
+    calls: list[list[str]] = []
+
+    class Recording(LocalHost):
+        def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
+            calls.append(list(argv))
+            return ""
+
+    for pid in (0, -1, -os.getpid()):
+        assert host.kill(pid) is False  # os.kill(-1, SIGKILL) as root would end everything
+        assert Host.kill(Recording("source", HostSpec()), pid) is False
+    assert calls == []
+    assert Host.kill(Recording("source", HostSpec()), 12345, 15) is True
+    assert calls == [["kill", "-15", "12345"]]
 
 
 # --------------------------------------------------------------------------------------------
