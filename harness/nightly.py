@@ -14,6 +14,7 @@ Exit codes (CI): 0 nothing regressed, 2 a regression, 1 a harness error (raised 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -318,8 +319,13 @@ def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if not quiet:
         print(f"migbench nightly {matrix_path} -> {staging}", flush=True)
-    run_matrix(matrix_path, spec, hosts_path, hosts, staging,
-               None if quiet else _printing_progress(), image, pairs=[pair])
+    try:
+        run_matrix(matrix_path, spec, hosts_path, hosts, staging,
+                   None if quiet else _printing_progress(), image, pairs=[pair])
+    except BaseException:
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # only when the night stored nothing: finished runs stay
+        raise
     records = [rec for _, rec in store.iter_runs(staging)]
     night = history.file_night(hist, staging, records)
     _write_json(night.path / "night.json", {

@@ -386,10 +386,10 @@ def run_matrix(
         if n not in hosts.pairs:
             raise ConfigError(hosts_path, "pairs", f"no pair {n!r}",
                               f"use one of {', '.join(hosts.pairs)}")
+    store.check_writable(out)  # before the image, which may take minutes to build
     if image is None:
         image = ensure_image(REPO / "build" / "image",
                              fio=any(c.workload.fio is not None for c in cells))
-    store.check_writable(out)
     todo = run_order(cells, spec.repetitions, spec.order)
     done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
     if progress.start:

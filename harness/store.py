@@ -39,7 +39,7 @@ SUMMARY_COLUMNS = [
 #: folders and report pages, so one read from a file must match before it is used as either.
 CELL_ID = re.compile(r"[0-9a-f]{12}\Z")
 
-_RESUME = "then rerun the same command to resume (finished runs are kept), or choose another " \
+_RESUME = "and rerun the same command to resume (finished runs are kept), or choose another " \
           "results folder"
 
 
@@ -74,15 +74,18 @@ def folder_error(root: Path, what: str, exc: OSError) -> StoreError:
 
 
 def check_writable(root: Path) -> None:
-    """Create ``root`` if needed and prove a file can be made in it, before any run starts.
+    """Create ``root`` if needed and prove it takes a byte, before any run starts.
 
-    :raise StoreError: it cannot be created or written (read-only, no permission ...).
+    :raise StoreError: it cannot be created or written (read-only, full, no permission ...).
     """
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".probe-")
-        os.close(fd)
-        os.unlink(tmp)
+        try:
+            os.write(fd, b"\n")  # an empty file needs no space: a full folder takes one
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
     except OSError as exc:
         raise write_failure(f"results folder {root}", "into it", exc,
                             "or choose another results folder") from None

@@ -252,7 +252,8 @@ def test_error_line_drops_control_characters(tmp_path: Path,
     assert cli.main(["show", str(bad)]) == 1
     err = capsys.readouterr().err
     _assert_clean(err)
-    assert len(err.strip().splitlines()) == 1 and "x.json" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "x.json" in err or "2J.json" in err  # dropped, or shown escaped: never acted on
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,3 +438,50 @@ def test_nightly_outputs_into_a_file_not_a_folder_are_one_line(tmp_path: Path) -
         history.incoming_dir(tmp_path / "file", "20260101T000000Z")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
+
+
+def test_a_summary_that_cannot_be_written_goes_and_comes_back_with_the_next_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run file is stored, summary.csv cannot be rewritten (disk full just then): the stale
+    summary is removed rather than left missing that run, and the next run rebuilds it."""
+    from harness import runner
+    from harness.matrix import expand
+    from harness.models import HostPair, HostsConfig, HostSpec, MatrixSpec, QemuBuild
+    from tests.unit.test_provision import _image
+
+    spec = MatrixSpec.model_validate({"name": "m", "repetitions": 2})
+    [cell] = expand(spec, "10.0")
+    here = HostSpec(workdir=tmp_path / "work")
+    hosts = HostsConfig(qemu_builds={"10.0": QemuBuild(binary=Path("/q"))},
+                        default_build="10.0", pairs={"p": HostPair(source=here, destination=here)})
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def campaign() -> runner._Campaign:
+        return runner._Campaign(tmp_path / "m.yaml", spec, hosts, out, runner.Progress(),
+                                _image(tmp_path), runner.run_order([cell], 2, spec.order))
+
+    def record(rep: int) -> dict[str, Any]:
+        return make_run(cell_id=cell.id, rep=rep)
+
+    camp = campaign()
+    camp.save("p", cell, 1, record(1))
+    assert len((out / "summary.csv").read_text().splitlines()) == 2
+    real = store.write_atomic
+
+    def full(path: Path, data: Any, **kw: Any) -> None:
+        if path.name == "summary.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, **kw)
+
+    monkeypatch.setattr(store, "write_atomic", full)
+    with pytest.raises(StoreError, match=r"cannot write summary\.csv: No space left on device"):
+        camp.save("p", cell, 2, record(2))
+    assert (out / cell.id / "2.json").exists()  # the finished run is kept
+    assert not (out / "summary.csv").exists()  # not left behind missing it
+    runner._final_summary(camp, StoreError("x"))  # the failing matrix does not try again
+    assert not (out / "summary.csv").exists() and not list(out.rglob(".*"))  # no temp file
+    monkeypatch.setattr(store, "write_atomic", real)
+    runner._final_summary(campaign(), None)  # the next run of the campaign (nothing to do)
+    rows = list(csv.DictReader(open(out / "summary.csv", newline="")))
+    assert [r["repetition"] for r in rows] == ["1", "2"]
