@@ -9,86 +9,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, shorten
+from harness.inputs import load_yaml
 from harness.matrix import Cell, ExpansionError, expand
-from harness.models import HostsConfig, MatrixSpec
+from harness.models import FILE_INPUT, HostsConfig, MatrixSpec
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def _duplicate_key(loader: yaml.SafeLoader, node: yaml.Node, where: str,
-                   visited: set[int] | None = None) -> tuple[str, str] | None:
-    """The first key given twice in one mapping (PyYAML would keep the last) as
-    (key path, what is wrong), or None."""
-    visited = set() if visited is None else visited
-    if id(node) in visited:  # an alias: checked where its anchor is (and may be recursive)
-        return None
-    visited.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, value_node in node.value:
-            try:
-                key = loader.construct_object(key_node, deep=True)
-                hash(key)
-            except (yaml.YAMLError, TypeError):
-                continue  # left for the constructor to report
-            path = f"{where}.{key}" if where else str(key)
-            mark = key_node.start_mark
-            if key in seen:
-                first = seen[key]
-                where_given = (f"twice on line {mark.line + 1}" if first.line == mark.line
-                               else f"at lines {first.line + 1} and {mark.line + 1}")
-                return path, f"duplicate key {key!r}: given {where_given}"
-            seen[key] = mark
-            found = _duplicate_key(loader, value_node, path, visited)
-            if found:
-                return found
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found = _duplicate_key(loader, item, f"{where}[{i}]", visited)
-            if found:
-                return found
-    return None
-
-
-def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(path, "", f"{what} file not found", "check the path; see `migbench --help`")
-    try:
-        loader = yaml.SafeLoader(path.read_text())
-        try:
-            node = loader.get_single_node()
-            dup = _duplicate_key(loader, node, "") if node is not None else None
-            if dup is not None:
-                raise ConfigError(path, dup[0], dup[1], "keep one")
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(path, "", f"not valid YAML: {where}{problem}", "fix the syntax") from exc
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read {what} file: {exc.strerror}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(path, "", f"a {what} file must be a YAML mapping at the top level")
-    return data
-
-
 def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=FILE_INPUT)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         etype = err["type"]
+        given = err.get("input")
         msg = err["msg"]
         msg = msg.removeprefix("Value error, ")
-        fix = ""
+        fix = "" if etype == "value_error" or isinstance(given, dict) else f"got {shorten(given)}"
         head, sep, rest = msg.partition(": ")
         if not err["loc"] and sep and " " not in head:
             key, msg = head, rest  # a whole-file check that names its own key
@@ -98,8 +39,13 @@ def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
         elif etype == "missing":
             msg = "required key is missing"
             fix = "add it"
-        elif etype.endswith("_type") or etype.endswith("_parsing") or etype == "literal_error":
-            fix = f"got {err.get('input')!r}"
+        elif etype == "int_type":  # strict: YAML's yes/no and 1.5 are not silently made ints
+            msg = ("a boolean where a whole number belongs" if isinstance(given, bool)
+                   else "must be a whole number")
+        elif etype == "float_type":
+            msg = "a boolean where a number belongs" if isinstance(given, bool) else "must be a number"
+        elif etype == "finite_number":
+            msg = "must be a finite number (not .inf or .nan)"
         raise ConfigError(path, key, msg, fix) from None
 
 
@@ -140,7 +86,7 @@ def load_hosts(path: Path) -> HostsConfig:
 
     :raise ConfigError: missing file, bad YAML, unknown key, or bad value.
     """
-    data = _read_yaml(path, "hosts")
+    data = load_yaml(path, "hosts")
     cfg = _validate(HostsConfig, _resolve_paths(data, path.resolve().parent), path)
     if cfg.default_build not in cfg.qemu_builds and not all(
         cfg.default_build in h.qemu for p in cfg.pairs.values() for h in (p.source, p.destination)
@@ -157,7 +103,7 @@ def load_matrix(path: Path) -> MatrixSpec:
 
     :raise ConfigError: missing file, bad YAML, unknown key, or bad value.
     """
-    return _validate(MatrixSpec, _read_yaml(path, "matrix"), path)
+    return _validate(MatrixSpec, load_yaml(path, "matrix"), path)
 
 
 def plan(matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsConfig) -> list[Cell]:

@@ -5,6 +5,7 @@ once, prints its one-line message and exits 1. Anything else is a bug and keeps 
 
     HarnessError
      +-- ConfigError        bad hosts.yaml / matrix file (names file, key and fix)
+     +-- UsageError         a bad command line: an unknown option, a flag out of range
      +-- ImageError         guest image could not be built
      +-- HostError          a host could not be reached or lacks something
      |    +-- CommandFailed a command on a host exited non-zero or timed out
@@ -15,6 +16,41 @@ once, prints its one-line message and exits 1. Anything else is a bug and keeps 
 """
 
 from __future__ import annotations
+
+import reprlib
+
+#: Longest error line: a hostile file must not print megabytes, and one line stays readable.
+MAX_LINE = 300
+_VALUE_CHARS = 60
+
+
+def shorten(value: object, limit: int = _VALUE_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters with an ellipsis, for echoing input in errors.
+
+    ``repr`` shows control characters escaped (a newline stays ``\\n``), so an echoed value can
+    neither break the one-line message nor drive the terminal.
+    """
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int too long for str() (Python's digit limit)
+        text = f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# bounded work on anything: a huge or deeply nested value is cut, never walked whole
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _VALUE_CHARS
+_REPR.maxlevel = 3
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` as one printable line of at most ``limit`` characters.
+
+    Control characters are escaped the way ``repr`` would show them; the end is cut with an
+    ellipsis.
+    """
+    out = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 class HarnessError(Exception):
@@ -29,11 +65,17 @@ class ConfigError(HarnessError):
         self.key = key
         self.problem = problem
         self.fix = fix
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        msg = where + problem
-        if fix:
-            msg += f" ({fix})"
-        super().__init__(msg)
+        # The fix is the useful end of the line: keep it whole, cut the problem to fit.
+        where = one_line(f"{self.path}: {key}: " if key else f"{self.path}: ", 120)
+        tail = one_line(f" ({fix})", 150) if fix else ""
+        super().__init__(where + one_line(problem, MAX_LINE - len(where) - len(tail)) + tail)
+
+
+class UsageError(HarnessError):
+    """The command line is wrong: an unknown option, a missing argument, a flag out of range."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 class ImageError(HarnessError):

@@ -8,16 +8,21 @@ human units resolved (``200mbit``, ``64MiB``, ``25%`` of guest RAM).
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.units import is_power_of_two, parse_bytes, round_down_pow2
+from harness.errors import shorten
+from harness.units import U64_MAX, ZeroSize, is_power_of_two, parse_bytes, round_down_pow2
 
 #: QEMU's own default (128 MiB/s) silently caps every run; ours is explicit and recorded.
 DEFAULT_MAX_BANDWIDTH = 1024**3
 DEFAULT_XBZRLE_CACHE = 64 * 1024**2
+#: How a matrix asks for no rate limit: QEMU takes 0 for that, and a bare 0 is too easily a
+#: mistake (a fraction rounded down, a unit forgotten) to accept.
+UNLIMITED = "unlimited"
 
 
 @dataclass(frozen=True)
@@ -26,14 +31,21 @@ class Knob:
     lo: int | None = None
     hi: int | None = None
     choices: tuple[str, ...] = ()
+    zero: str = ""  # size knobs: what 0 means to QEMU, and how to ask for that instead
+    unlimited: bool = False  # size knobs: `unlimited` is accepted (sent to QEMU as 0)
 
 
+_NO_LIMIT = f"to QEMU 0 means no limit: write `{UNLIMITED}` for that, or a rate such as 200mbit"
+
+# Ranges are QEMU's own (migrate_params_check and the QAPI types: sizes are uint64).
 KNOBS: dict[str, Knob] = {
-    "max-bandwidth": Knob("size"),
+    "max-bandwidth": Knob("size", 1, U64_MAX, zero=_NO_LIMIT, unlimited=True),
     "downtime-limit": Knob("int", 0, 2000000),
-    "xbzrle-cache-size": Knob("size"),
-    "avail-switchover-bandwidth": Knob("size"),
-    "max-postcopy-bandwidth": Knob("size"),
+    "xbzrle-cache-size": Knob("size", 4096, U64_MAX),  # and at most the guest's RAM
+    "avail-switchover-bandwidth": Knob(
+        "size", 1, U64_MAX,
+        zero="to QEMU 0 means \"estimate it\": leave the parameter out for that"),
+    "max-postcopy-bandwidth": Knob("size", 1, U64_MAX, zero=_NO_LIMIT, unlimited=True),
     "compress-level": Knob("int", 0, 9),
     "compress-threads": Knob("int", 1, 255),
     "decompress-threads": Knob("int", 1, 255),
@@ -50,7 +62,7 @@ KNOBS: dict[str, Knob] = {
     "max-cpu-throttle": Knob("int", 1, 99),
     "throttle-trigger-threshold": Knob("int", 1, 100),
     "x-vcpu-dirty-limit-period": Knob("int", 1, 1000),
-    "vcpu-dirty-limit": Knob("int", 1, 1 << 30),
+    "vcpu-dirty-limit": Knob("int", 1, 1 << 30),  # MB/s per vCPU
 }
 
 
@@ -167,6 +179,8 @@ class MigrationConfig:
     parameters: dict[str, Any]  # QEMU migration parameters only
     harness: dict[str, Any] = field(default_factory=dict)  # postcopy-after-*, pause-after-syncs
     destination: dict[str, Any] | None = None  # destination parameters when they differ
+    # parameters given as `unlimited` (QEMU gets 0), so that results say what was meant
+    unlimited: tuple[str, ...] = ()
 
     @property
     def destination_parameters(self) -> dict[str, Any]:
@@ -183,6 +197,7 @@ class MigrationConfig:
             "parameters": dict(self.parameters),
             "harness": dict(self.harness),
             **({"destination": dict(self.destination)} if self.destination is not None else {}),
+            **({"unlimited": list(self.unlimited)} if self.unlimited else {}),
         }
 
 
@@ -206,31 +221,38 @@ def knob_value(name: str, value: object, guest_ram: int) -> Any:
     """
     knob = KNOBS.get(name) or HARNESS_KNOBS.get(name)
     if knob is None:
-        known = ", ".join(sorted([*KNOBS, *HARNESS_KNOBS]))
-        raise KnobError(name, f"is not a migration parameter; known: {known}",
-                        f"unknown migration parameter {name!r}; known: {known}")
+        names = sorted([*KNOBS, *HARNESS_KNOBS])
+        known = ", ".join(names)
+        close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise KnobError(name, f"is not a migration parameter; {hint}known: {known}",
+                        f"unknown migration parameter {shorten(name)}; {hint}known: {known}")
     if knob.kind == "size":
+        if knob.unlimited and value == UNLIMITED:
+            return 0
         try:
             if name == "xbzrle-cache-size":
                 return xbzrle_cache_size(value, guest_ram)
-            return parse_bytes(value)
+            return parse_bytes(value, maximum=knob.hi or U64_MAX)
         except ValueError as exc:
             msg = str(exc)
+            if isinstance(exc, ZeroSize) and knob.zero:
+                msg = msg.partition(": ")[0] + ": " + knob.zero
             if msg.startswith(f"{name} "):  # xbzrle_cache_size names itself
                 raise KnobError(name, msg.removeprefix(f"{name} "), msg) from None
             raise KnobError(name, msg, f"{name}: {msg}") from None
     if knob.kind == "bool":
         if not isinstance(value, bool):
-            raise KnobError(name, f"must be true or false, got {value!r}")
+            raise KnobError(name, f"must be true or false, got {shorten(value)}")
         return value
     if knob.kind == "enum":
-        if value not in knob.choices:
-            raise KnobError(name, f"must be one of {', '.join(knob.choices)}, got {value!r}")
+        if not isinstance(value, str) or value not in knob.choices:
+            raise KnobError(name, f"must be one of {', '.join(knob.choices)}, got {shorten(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise KnobError(name, f"must be an integer, got {value!r}")
+        raise KnobError(name, f"must be an integer, got {shorten(value)}")
     if (knob.lo is not None and value < knob.lo) or (knob.hi is not None and value > knob.hi):
-        raise KnobError(name, f"must be between {knob.lo} and {knob.hi}, got {value}")
+        raise KnobError(name, f"must be between {knob.lo} and {knob.hi}, got {shorten(value)}")
     return value
 
 
@@ -245,13 +267,23 @@ def xbzrle_cache_size(value: object, guest_ram: int) -> int:
         try:
             pct = float(value.strip()[:-1])
         except ValueError:
-            raise ValueError(f"xbzrle-cache-size {value!r} is not a percentage like 25%") from None
-        if not 0 < pct <= 100:
-            raise ValueError(f"xbzrle-cache-size percentage must be in (0, 100], got {value!r}")
+            raise ValueError(f"xbzrle-cache-size {shorten(value)} is not a percentage like 25%"
+                             ) from None
+        if not 0 < pct <= 100:  # also refuses nan
+            raise ValueError(f"xbzrle-cache-size percentage must be in (0, 100], got "
+                             f"{shorten(value)}")
         return round_down_pow2(max(4096, int(guest_ram * pct / 100)))
-    size = parse_bytes(value)
+    try:
+        size = parse_bytes(value)
+    except ZeroSize:
+        size = 0
     if size < 4096:
-        raise ValueError(f"xbzrle-cache-size must be at least 4KiB, got {value!r}")
+        raise ValueError(f"xbzrle-cache-size must be at least 4KiB, got {shorten(value)}")
+    # The cache holds copies of guest pages: beyond the guest's RAM it only costs host memory.
+    if size > guest_ram:
+        raise ValueError(f"xbzrle-cache-size {shorten(value)} is larger than the guest's RAM "
+                         f"({guest_ram // 1024**2} MiB): use at most that, or a percentage "
+                         "like 25%")
     if _plain_bytes(value) and not is_power_of_two(size):
         raise ValueError(
             f"xbzrle-cache-size {size} is not a power of two; use e.g. {round_down_pow2(size)}"
@@ -277,12 +309,12 @@ def migration_config(feature: str, knobs: Mapping[str, Any], guest_ram: int) -> 
         raise ValueError("empty feature name")
     for name in names:
         if name not in FEATURES:
-            raise ValueError(f"unknown feature {name!r}; known: {', '.join(sorted(FEATURES))}")
+            raise ValueError(f"unknown feature {shorten(name)}; known: {', '.join(sorted(FEATURES))}")
     if len(set(names)) != len(names):
-        raise ValueError(f"feature {feature!r} names a feature twice")
+        raise ValueError(f"feature {shorten(feature)} names a feature twice")
     for pair, why in INCOMPATIBLE.items():
         if pair <= set(names):
-            raise ValueError(f"feature {feature!r}: {why}")
+            raise ValueError(f"feature {shorten(feature)}: {why}")
     if "postcopy-preempt" in names and "postcopy" not in names:
         raise ValueError("feature postcopy-preempt needs postcopy: use postcopy+postcopy-preempt")
     params: dict[str, Any] = {"max-bandwidth": DEFAULT_MAX_BANDWIDTH}
@@ -295,11 +327,15 @@ def migration_config(feature: str, knobs: Mapping[str, Any], guest_ram: int) -> 
         for k, v in preset.defaults.items():
             (harness if k in HARNESS_KNOBS else params)[k] = v
     canonical = "+".join(names)
-    for name, value in knobs.items():
-        value = knob_value(name, value, guest_ram)
+    unlimited: list[str] = []
+    for name, given in knobs.items():
+        value = knob_value(name, given, guest_ram)
         if knob_applies(name, canonical):
             (harness if name in HARNESS_KNOBS else params)[name] = value
-    return MigrationConfig(feature=canonical, capabilities=caps, parameters=params, harness=harness)
+            if given == UNLIMITED:
+                unlimited.append(name)
+    return MigrationConfig(feature=canonical, capabilities=caps, parameters=params, harness=harness,
+                           unlimited=tuple(sorted(unlimited)))
 
 
 def kvm_requirement(config: MigrationConfig) -> str:

@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import shorten
 from harness.features import (
     HARNESS_KNOBS,
     KNOBS,
@@ -28,6 +29,10 @@ from harness.features import (
 )
 from harness.models import GuestSpec, Limits, MatrixSpec, Variant, WorkloadSpec, WriterSpec
 from harness.workload import label as workload_label
+
+#: Cells one matrix may expand to (axes product x variants, plus includes): more is a typo
+#: in an axis, not a campaign, and would only fill memory before anything ran.
+MAX_CELLS = 10_000
 
 
 class ExpansionError(ValueError):
@@ -114,6 +119,13 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             "is not an axis: use feature, variant, workload, writer.<field> or a migration parameter "
             f"({', '.join(sorted(KNOBS))})",
         )
+    points_total = len(variant_names)
+    for values in axes.values():
+        points_total *= len(values)
+    if points_total + len(spec.include) * len(variant_names) > MAX_CELLS:
+        raise ExpansionError(
+            "axes", f"the axes and variants make {points_total} combinations, more than "
+            f"{MAX_CELLS}: split the matrix, or use include for the points you need")
     for key, values in axes.items():
         for v in values:  # validate even values that some features will ignore
             _check_value(f"axes.{key}", key, v, spec, guest_ram)
@@ -132,6 +144,7 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
     keys = list(axes)
     cells: list[Cell] = []
     seen_points: set[tuple[str, str]] = set()
+    settings: dict[str, Cell] = {}  # same variant, QEMU settings and workload -> first cell
     # each point with where its coordinates come from (axes.<k> or include[i].<k>), for errors
     points: list[tuple[str, dict[str, Any], dict[str, str]]] = []
     axis_origin = {k: f"axes.{k}" for k in keys}
@@ -140,12 +153,14 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             point: dict[str, Any] = dict(zip(keys, combo))
             if not _excluded({**point, "variant": vname}, spec.exclude):
                 points.append((vname, point, axis_origin))
+    listed = {(pv, _point_key(pp)) for pv, pp, _ in points}
     for i, rule in enumerate(spec.include):
         extra = {k: axes[k][0] for k in keys}
         extra.update({k: v for k, v in rule.items() if k != "variant"})
         origin = {**axis_origin, **{k: f"include[{i}].{k}" for k in rule}}
         for vname in ([str(rule["variant"])] if "variant" in rule else variant_names):
-            if all((vname, extra) != (pv, pp) for pv, pp, _ in points):
+            if (vname, _point_key(extra)) not in listed:
+                listed.add((vname, _point_key(extra)))
                 points.append((vname, dict(extra), origin))
     for vname, point, origin in points:
         variant = spec.variants[vname]
@@ -154,7 +169,7 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
         # would only make copies of the same cell: keep one, without that coordinate.
         point = {k: v for k, v in point.items()
                  if (k not in KNOBS and k not in HARNESS_KNOBS) or knob_applies(k, feature)}
-        key_repr = (vname, repr(sorted(point.items(), key=lambda kv: kv[0])))
+        key_repr = (vname, _point_key(point))
         if key_repr in seen_points:
             continue
         seen_points.add(key_repr)
@@ -196,12 +211,13 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
                     f"{mig.parameters['multifd-channels']}: multifd needs the same channel "
                     "count on both sides")
             mig = MigrationConfig(mig.feature, mig.capabilities, mig.parameters, mig.harness,
-                                  destination={**mig.parameters, **dst_only})
+                                  destination={**mig.parameters, **dst_only},
+                                  unlimited=mig.unlimited)
         build = variant.build or default_build
-        if any(c.variant == vname and c.migration == mig and c.workload == workload
-               for c in cells):
-            twin = next(c for c in cells if c.variant == vname and c.migration == mig
-                        and c.workload == workload)
+        same = cell_id({"variant": vname, "migration": mig.to_dict(),
+                        "workload": workload.model_dump(mode="json")})
+        twin = settings.get(same)
+        if twin is not None:
             raise ExpansionError(
                 "axes", f"cells {twin.label!r} and {vname}: "
                 + ", ".join(f"{k}={v}" for k, v in point.items())
@@ -233,16 +249,21 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
                 migration=mig,
             )
         )
+        settings[same] = cells[-1]
     if spec.shuffle_seed is not None:
         random.Random(spec.shuffle_seed).shuffle(cells)
     return cells
+
+
+def _point_key(point: dict[str, Any]) -> str:
+    return repr(sorted(point.items(), key=lambda kv: kv[0]))
 
 
 def _first_line(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
         first = errors()[0]
-        return str(first["msg"]).removeprefix("Value error, ") + f", got {first.get('input')!r}"
+        return str(first["msg"]).removeprefix("Value error, ") + f", got {shorten(first.get('input'))}"
     return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
 
 
@@ -259,11 +280,11 @@ def _check_value(where: str, axis: str, value: Any, spec: MatrixSpec, guest_ram:
     """Refuse a value that axis ``axis`` cannot take; ``where`` is the key to blame."""
     if axis == "variant":
         if value not in spec.variants:
-            raise ExpansionError(where, f"names unknown variant {value!r}; "
+            raise ExpansionError(where, f"names unknown variant {shorten(value)}; "
                                         f"defined: {', '.join(spec.variants)}")
     elif axis == "workload":
         if value not in spec.workloads:
-            raise ExpansionError(where, f"names unknown workload {value!r}; "
+            raise ExpansionError(where, f"names unknown workload {shorten(value)}; "
                                         f"defined: {', '.join(spec.workloads) or 'none'}")
     elif axis == "feature":
         try:

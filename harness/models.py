@@ -5,20 +5,105 @@ Everything past :mod:`harness.config` is one of these models: no raw dicts from 
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from harness.errors import shorten
 from harness.units import parse_bytes
 
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # no leading '-': not an option
+_HOST_PROGRAM = re.compile(r"(^|,)(script|downscript|helper)=")
 KEBAB = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+# Limits of the validation pass (README, Security). Names become folder names, labels and
+# arguments: a conservative alphabet, no leading dot or dash.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+#: A working folder on a host: absolute, plain characters (it reaches remote shells and paths).
+WORKDIR_PATTERN = r"^/[A-Za-z0-9._/+-]{0,199}$"
+USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
+HOSTNAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB of guest RAM
+MAX_VCPUS = 64
+
+# Strict: YAML's `yes` is not 1 and 1.5 is not 1; a float field takes 1 or 1.5, never .inf.
+Int = StrictInt
+Real = Annotated[float, Strict()]
+
+#: Validation context of the files harness.config reads: the rules below that name a pattern
+#: apply to them. A model built by code is trusted, and the quoting layer treats every value as
+#: data either way (its tests build hosts with hostile workdirs on purpose).
+FILE_INPUT = {"file": True}
+
+
+def _file_rule(check: Callable[[Any], None]) -> AfterValidator:
+    def validator(value: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("file") and value is not None:
+            check(value)
+        return value
+
+    return AfterValidator(validator)
+
+
+def _pattern(pattern: str, what: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not re.fullmatch(pattern, str(value)):
+            raise ValueError(f"{shorten(str(value))} must match {pattern} ({what})")
+
+    return check
+
+
+def _absolute(path: Path) -> None:
+    if not path.is_absolute():
+        raise ValueError(f"{shorten(str(path))} is not an absolute path: start it with /")
+
+
+def _workdir(path: Path) -> None:
+    text = str(path)
+    if not re.fullmatch(WORKDIR_PATTERN, text) or ".." in path.parts:
+        raise ValueError(f"{shorten(text)} must match {WORKDIR_PATTERN} without '..' (an "
+                         "absolute path of letters, digits and ._/+-)")
+
+
+def _address(value: str) -> None:
+    try:
+        ip = ipaddress.ip_address(value)
+        # Python takes anything after % as an IPv6 scope: only an interface name is one
+        scope = getattr(ip, "scope_id", None)
+        if scope is None or _IFNAME.fullmatch(scope):
+            return
+    except ValueError:
+        pass
+    if not re.fullmatch(HOSTNAME_PATTERN, value):
+        raise ValueError(f"{shorten(value)} is neither an IP address nor a host name matching "
+                         f"{HOSTNAME_PATTERN}")
+
+
+#: A name from a file (pair, build, variant, workload): a dict key or a value.
+Name = Annotated[str, _file_rule(_pattern(NAME_PATTERN, "letters, digits and _.+-"))]
+AbsPath = Annotated[Path, _file_rule(_absolute)]
+Address = Annotated[str, _file_rule(_address)]
+User = Annotated[str, _file_rule(_pattern(USER_PATTERN, "a user name"))]
+Workdir = Annotated[Path, _file_rule(_workdir)]
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -28,38 +113,39 @@ class Frozen(BaseModel):
 class QemuBuild(Frozen):
     """One QEMU build on a host: the binary, and where its firmware and modules live."""
 
-    binary: Path
-    datadirs: tuple[Path, ...] = ()  # each passed as -L (QEMU data, then firmware)
-    moduledir: Path | None = None  # QEMU_MODULE_DIR for a build unpacked outside /usr
+    binary: AbsPath
+    datadirs: tuple[AbsPath, ...] = ()  # each passed as -L (QEMU data, then firmware)
+    moduledir: AbsPath | None = None  # QEMU_MODULE_DIR for a build unpacked outside /usr
 
 
 class HostSpec(Frozen):
     """One host of a pair: this machine (``local``) or a machine reached over SSH (``ssh``)."""
 
     transport: Literal["local", "ssh"] = "local"
-    address: str | None = None  # ssh: host name or IP the harness connects to
-    user: str = "root"
-    port: int = Field(22, gt=0, lt=65536)
-    identity_file: Path | None = None  # ssh: private key; default: the user's keys / agent
-    known_hosts: Path | None = None  # ssh: pinned host keys; default ~/.ssh/known_hosts
-    connect_timeout_s: float = Field(10.0, gt=0)
+    address: Address | None = None  # ssh: host name or IP the harness connects to
+    user: User = "root"
+    port: Int = Field(22, gt=0, lt=65536)
+    identity_file: AbsPath | None = None  # ssh: private key; default: the user's keys / agent
+    known_hosts: AbsPath | None = None  # ssh: pinned host keys; default ~/.ssh/known_hosts
+    connect_timeout_s: Real = Field(10.0, gt=0, le=300)
     accel: Literal["auto", "kvm", "tcg"] = "auto"
-    workdir: Path = Path("/tmp/migbench")
-    migration_address: str = "127.0.0.1"  # where the destination listens for migration
+    workdir: Workdir = Path("/tmp/migbench")
+    migration_address: Address = "127.0.0.1"  # where the destination listens for migration
     vm_bridge: str | None = None  # bridge for guest NICs (the VM network)
     # The VM network's subnet as "<prober address>/<prefix>": guests get addresses in it and the
     # ping prober sends from <prober address>, which must be on this machine and reach
     # ``vm_bridge`` (the source host's value is used). Needed for ping workloads over SSH.
     vm_network: str | None = None
-    qemu: dict[str, QemuBuild] = Field(default_factory=dict)
+    qemu: dict[Name, QemuBuild] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_ssh(self) -> HostSpec:
         if self.transport == "ssh" and not self.address:
             raise ValueError("transport 'ssh' needs an 'address' (host name or IP)")
-        if self.vm_bridge is not None and not _IFNAME.match(self.vm_bridge):
-            raise ValueError(f"vm_bridge {self.vm_bridge!r} is not an interface name "
-                             "(1-15 letters, digits, '-', '_', '.')")
+        if self.vm_bridge is not None and not _IFNAME.fullmatch(self.vm_bridge):
+            raise ValueError(f"vm_bridge {shorten(self.vm_bridge)} is not an interface name "
+                             f"(1-15 letters, digits, '-', '_', '.', not starting with '-' or "
+                             f"'.': {_IFNAME.pattern})")
         if self.vm_network is not None:
             import ipaddress
 
@@ -84,9 +170,9 @@ class HostPair(Frozen):
 class HostsConfig(Frozen):
     """Contents of hosts.yaml (paths already resolved against the file's folder)."""
 
-    qemu_builds: dict[str, QemuBuild] = Field(default_factory=dict)
-    default_build: str = "10.0"
-    pairs: dict[str, HostPair]
+    qemu_builds: dict[Name, QemuBuild] = Field(default_factory=dict)
+    default_build: Name = "10.0"
+    pairs: dict[Name, HostPair]
 
     @model_validator(mode="after")
     def _check(self) -> HostsConfig:
@@ -107,19 +193,19 @@ Pattern = Literal["zero", "text", "random", "sparse"]
 class WriterSpec(Frozen):
     """The guest memory writer."""
 
-    working_set_mib: int = Field(64, gt=0)
-    rate_mib_s: float = Field(32.0, ge=0)  # 0: as fast as it can
+    working_set_mib: Int = Field(64, gt=0, le=MAX_MEMORY_MIB)
+    rate_mib_s: Real = Field(32.0, ge=0, le=1024 * 1024)  # 0: as fast as it can
     pattern: Pattern = "sparse"
-    threads: int | None = Field(None, gt=0)  # default: one per vCPU
+    threads: Int | None = Field(None, gt=0, le=256)  # default: one per vCPU
 
 
 class PingSpec(Frozen):
     """A prober beside the guest: a probe every ``interval_ms`` to the guest's IP on the VM bridge."""
 
     mode: Literal["udp", "icmp"] = "udp"  # udp: echo responder in the guest; icmp: the kernel
-    interval_ms: float = Field(10.0, ge=1.0, le=1000.0)
-    port: int = Field(7777, ge=1, le=65535)  # UDP echo port in the guest
-    timeout_ms: float = Field(1000.0, gt=0, le=10000.0)  # a probe without reply by then is lost
+    interval_ms: Real = Field(10.0, ge=1.0, le=1000.0)
+    port: Int = Field(7777, ge=1, le=65535)  # UDP echo port in the guest
+    timeout_ms: Real = Field(1000.0, gt=0, le=10000.0)  # a probe without reply by then is lost
 
     @model_validator(mode="after")
     def _check(self) -> PingSpec:
@@ -138,13 +224,13 @@ class FioSpec(Frozen):
     """fio in the guest on the shared virtio-blk disk (``/dev/vda``)."""
 
     rw: FioRw = "randrw"
-    rwmixread: int = Field(70, ge=0, le=100)  # percent reads, for rw/randrw
-    bs: str = Field("4k", pattern=r"^[1-9][0-9]*[kKmM]?$")
-    iodepth: int = Field(4, ge=1, le=256)
-    rate_iops: int = Field(200, ge=0)  # total over reads and writes; 0: as fast as it can
+    rwmixread: Int = Field(70, ge=0, le=100)  # percent reads, for rw/randrw
+    bs: str = Field("4k", pattern=r"^[1-9][0-9]{0,8}[kKmM]?$")
+    iodepth: Int = Field(4, ge=1, le=256)
+    rate_iops: Int = Field(200, ge=0, le=10_000_000)  # total over reads and writes; 0: no limit
     ioengine: Literal["io_uring", "psync"] = "io_uring"
-    direct: bool = True
-    disk_mib: int = Field(256, ge=16, le=65536)  # size of the shared disk file
+    direct: StrictBool = True
+    disk_mib: Int = Field(256, ge=16, le=65536)  # size of the shared disk file
 
     @model_validator(mode="after")
     def _check(self) -> FioSpec:
@@ -174,43 +260,55 @@ class WorkloadSpec(Frozen):
 
 
 class GuestSpec(Frozen):
-    vcpus: int = Field(1, gt=0, le=64)
-    memory_mib: int = Field(512, ge=128)
+    vcpus: Int = Field(1, gt=0, le=MAX_VCPUS)
+    memory_mib: Int = Field(512, ge=128, le=MAX_MEMORY_MIB)
 
 
 class Limits(Frozen):
-    max_time_s: float = Field(120.0, gt=0)  # cancel and record not-converged after this
-    max_dirty_syncs: int | None = Field(None, gt=0)  # ... or after this many dirty syncs
-    steady_timeout_s: float = Field(60.0, gt=0)  # wait for the workload's steady rate
-    boot_timeout_s: float = Field(60.0, gt=0)
-    observe_after_s: float = Field(3.0, ge=0)  # keep reading the workload on the destination
-    sample_hz: float = Field(20.0, ge=10, le=100)  # query-migrate samples per second
+    max_time_s: Real = Field(120.0, gt=0, le=86400)  # cancel and record not-converged after this
+    max_dirty_syncs: Int | None = Field(None, gt=0, le=100_000)  # ... or after this many syncs
+    steady_timeout_s: Real = Field(60.0, gt=0, le=3600)  # wait for the workload's steady rate
+    boot_timeout_s: Real = Field(60.0, gt=0, le=3600)
+    observe_after_s: Real = Field(3.0, ge=0, le=3600)  # keep reading the workload afterwards
+    sample_hz: Real = Field(20.0, ge=10, le=100)  # query-migrate samples per second
 
 
 class Variant(Frozen):
     """A named QEMU build and/or extra QEMU arguments; the unit of before/after comparisons."""
 
-    build: str | None = None  # name in hosts.yaml qemu_builds; default: hosts' default_build
-    qemu_args: tuple[str, ...] = ()
+    build: Name | None = None  # name in hosts.yaml qemu_builds; default: hosts' default_build
+    qemu_args: tuple[str, ...] = Field((), max_length=256)
     migration: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("qemu_args")
+    @classmethod
+    def _no_host_programs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # QEMU runs the program such an option names on the host (tap script=, bridge
+        # helper=): a matrix is data, not a way to run commands on the hosts.
+        for i, arg in enumerate(v):
+            if _HOST_PROGRAM.search(arg):
+                raise ValueError(f"qemu_args[{i}] {shorten(arg)} names a program for QEMU to run "
+                                 "on the host (script=, downscript=, helper=): set the network "
+                                 "up in hosts.yaml (vm_bridge) instead")
+        return v
 
 
 class MatrixSpec(Frozen):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    repetitions: int = Field(3, gt=0, le=1000)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a folder name
+    description: str = Field("", max_length=2000)
+    repetitions: Int = Field(3, gt=0, le=1000)
     guest: GuestSpec = GuestSpec()
     limits: Limits = Limits()
     integrity: Literal["stamps", "ram"] = "stamps"
     workload: WorkloadSpec = WorkloadSpec(writer=WriterSpec())
-    workloads: dict[str, WorkloadSpec] = Field(default_factory=dict)  # named, for a `workload` axis
+    workloads: dict[Name, WorkloadSpec] = Field(default_factory=dict)  # named, for a workload axis
     migration: dict[str, Any] = Field(default_factory=dict)  # applied to every cell
-    variants: dict[str, Variant] = Field(default_factory=lambda: {"default": Variant()})
+    variants: dict[Name, Variant] = Field(default_factory=lambda: {"default": Variant()})
     axes: dict[str, list[Any]] = Field(default_factory=lambda: {"feature": ["precopy"]})
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
-    include: list[dict[str, Any]] = Field(default_factory=list)  # extra points beyond the product
+    exclude: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    include: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)  # extra points
     destination_migration: dict[str, Any] = Field(default_factory=dict)  # destination-only params
-    shuffle_seed: int | None = None
+    shuffle_seed: Int | None = Field(None, ge=0, lt=2**64)
     # run order: all repetitions of a cell before the next ("cells"), or repetition by
     # repetition across cells and variants (A B A B ...) so that machine drift cancels.
     order: Literal["cells", "interleaved"] = "cells"

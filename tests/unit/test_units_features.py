@@ -12,7 +12,7 @@ from harness.features import (
     migration_config,
     xbzrle_cache_size,
 )
-from harness.units import human_bytes, is_power_of_two, parse_bytes, round_down_pow2
+from harness.units import ZeroSize, human_bytes, is_power_of_two, parse_bytes, round_down_pow2
 
 MiB = 1024**2
 GiB = 1024**3
@@ -48,9 +48,27 @@ def test_parse_bytes_strings(text: str, expected: int) -> None:
 
 
 def test_parse_bytes_numbers() -> None:
-    assert parse_bytes(0) == 0
     assert parse_bytes(12345) == 12345
-    assert parse_bytes(1024.9) == 1024
+    assert parse_bytes(1024.0) == 1024
+    assert parse_bytes(2**64 - 1) == 2**64 - 1
+
+
+@pytest.mark.parametrize("zero", [0, 0.0, "0", "0MiB", "1bit", "7bit"])
+def test_parse_bytes_refuses_zero_and_what_rounds_to_it(zero: object) -> None:
+    with pytest.raises(ZeroSize, match="0 bytes"):
+        parse_bytes(zero)
+
+
+@pytest.mark.parametrize("bad", [1024.9, 0.5, "0.5", "1.5B"])
+def test_parse_bytes_refuses_fractions_of_a_byte(bad: object) -> None:
+    with pytest.raises(ValueError, match="not a whole number of bytes"):
+        parse_bytes(bad)
+
+
+@pytest.mark.parametrize("huge", [2**64, "20000000TiB", 10**30])
+def test_parse_bytes_refuses_beyond_64_bits(huge: object) -> None:
+    with pytest.raises(ValueError, match="beyond QEMU's 64-bit limit"):
+        parse_bytes(huge)
 
 
 @pytest.mark.parametrize("bad", ["", "fast", "64 parsecs", "MiB", "1..5GiB", "-5MiB", "64MiB!"])
