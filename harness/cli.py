@@ -10,7 +10,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import (
@@ -26,8 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import store
+from harness.checks import preflight
 from harness.config import hosts_path, load_hosts, load_matrix, plan
-from harness.errors import HarnessError
+from harness.errors import MAX_LINE, HarnessError, UsageError, one_line
 from harness.matrix import Cell
 from harness.models import MatrixSpec
 from harness.nightly import register as register_nightly
@@ -221,8 +222,16 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line and exit code 1 like every other harness error:
+    its own exit code 2 means "a regression" to the callers of nightly and compare."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="migbench",
         description="Benchmark and evaluate QEMU live migration: run migration matrices on a "
                     "source/destination host pair, store every figure, and show the results.",
@@ -281,12 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    limit = MAX_LINE  # until the inputs have passed: any echo of them stays short
     try:
+        args = parser.parse_args(argv)
+        preflight(parser, args)
+        limit = 1000  # a host's or QEMU's error may carry a few lines of output
         return int(args.func(args))
     except HarnessError as exc:
-        err.print(f"migbench: error: {terminal_text(exc)}", highlight=False, markup=False,
-                  soft_wrap=True)
+        err.print(f"migbench: error: {terminal_text(one_line(str(exc), limit))}",
+                  highlight=False, markup=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err.print("migbench: interrupted; finished runs are saved", highlight=False)

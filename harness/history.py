@@ -36,10 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import store
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
+from harness.inputs import read_text
 from harness.output import write_atomic, write_failure
 
 Record = dict[str, Any]
+# The history's own JSON files, read through harness.inputs (a FIFO planted there must not
+# hang a night); a verdict of a large matrix is bigger than a matrix file may be.
+_MAX_JSON = 64 * 1024**2
 INCOMING = ".incoming"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 HOST_FACTS = ("cpu_model", "kernel", "accel")
@@ -177,9 +181,9 @@ class NightDir:
         if not p.exists():
             return None
         try:
-            data: dict[str, Any] = json.loads(p.read_text())
+            data: dict[str, Any] = json.loads(read_text(p, "verdict", _MAX_JSON))
             return data
-        except (OSError, json.JSONDecodeError):
+        except (HarnessError, json.JSONDecodeError, RecursionError):
             return None
 
 
@@ -252,9 +256,10 @@ def identities(history: Path) -> dict[str, dict[str, Any]]:
         f = p / "identity.json"
         if p.is_dir() and not p.name.startswith(".") and f.exists():
             try:
-                out[p.name] = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise HarnessError(f"{f}: unreadable identity file: {exc}") from exc
+                out[p.name] = json.loads(read_text(f, "identity", _MAX_JSON))
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise HarnessError(f"{f}: unreadable identity file: {one_line(str(exc), 120)}"
+                                   ) from None
     return out
 
 
@@ -272,8 +277,8 @@ def closest_other(history: Path, key: str, matrix: str) -> tuple[str, dict[str, 
             ran = None
             if meta.exists():
                 try:
-                    ran = json.loads(meta.read_text()).get("matrix")
-                except (OSError, json.JSONDecodeError):
+                    ran = json.loads(read_text(meta, "night", _MAX_JSON)).get("matrix")
+                except (HarnessError, json.JSONDecodeError, RecursionError, AttributeError):
                     ran = None
             if ran in (None, matrix):
                 if best is None or night.stamp > best[2]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import compare, config, history, regress, store
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, shorten
 from harness.output import terminal_text, write_atomic, write_failure
 
 EXIT_OK = 0
@@ -314,6 +314,7 @@ def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None
     hosts = load_hosts(hosts_path)
     spec = load_matrix(matrix_path)
     pair = one_pair(hosts, hosts_path, pair)
+    config.plan(matrix_path, spec, hosts_path, hosts)  # before the night's folder is made
     stamp = history.utc_stamp()
     staging = history.incoming_dir(hist, stamp)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -405,7 +406,7 @@ def one_pair(hosts: Any, hosts_path: Path, name: str | None) -> str:
     if name is None:
         return str(next(iter(hosts.pairs)))
     if name not in hosts.pairs:
-        raise ConfigError(hosts_path, "pairs", f"no pair {name!r}",
+        raise ConfigError(hosts_path, "pairs", f"no pair {shorten(name)}",
                           f"--pair takes one of: {', '.join(hosts.pairs)}")
     return name
 
@@ -439,7 +440,7 @@ def resolve_side(token: str, spec: Any, hosts: Any, *, build_cache: Path | None 
             log=None if quiet else (lambda s: print(terminal_text(s), flush=True)))
         return name, base.model_copy(update={"build": name}), hosts2
     raise HarnessError(
-        f"{token!r} is not a variant of the matrix ({', '.join(spec.variants)}), nor a QEMU "
+        f"{shorten(token)} is not a variant of the matrix ({', '.join(spec.variants)}), nor a QEMU "
         f"build of the hosts file ({', '.join(hosts.qemu_builds)}), nor src:TREE[+PATCH...]")
 
 
