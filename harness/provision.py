@@ -31,6 +31,7 @@ from harness.errors import CommandFailed, HarnessError, HostError
 from harness.host import _ACCEL_SH, Host, make_host, sh_script
 from harness.image import GuestImage
 from harness.models import HostPair, HostsConfig, HostSpec, QemuBuild
+from harness.output import console_text, terminal_text
 from harness.probe import Probe, binary_identity, probe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -566,14 +567,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
     for r in reports:
         for c in r.checks:
-            table.add_row(c.pair, c.host, c.check, f"[{style[c.status]}]{c.status}[/]",
-                          c.detail)
+            table.add_row(console_text(c.pair), console_text(c.host), console_text(c.check),
+                          f"[{style[c.status]}]{c.status}[/]", console_text(c.detail))
     out.print(table)
     for r in reports:
         for line in r.warnings():
-            out.print(f"warning: {line}", markup=False, highlight=False)
+            out.print(terminal_text(f"warning: {line}"), markup=False, highlight=False)
         for line in r.problems():
-            out.print(f"problem: {line}", markup=False, highlight=False)
+            out.print(terminal_text(f"problem: {line}"), markup=False, highlight=False)
     bad = [r.name for r in reports if not r.usable]
     ok = [r.name for r in reports if r.usable]
     if ok:
@@ -595,9 +596,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     cfg = load_hosts(path)
     pairs = _select(cfg, args.pair, path)
     image = None if args.no_image else ensure_image(
-        Path(args.image_cache), fio=args.fio, log=lambda s: out.print(s, markup=False))
+        Path(args.image_cache), fio=args.fio,
+        log=lambda s: out.print(terminal_text(s), markup=False, highlight=False))
     results = provision(cfg, image, bridge=args.bridge, pairs=pairs, install=not args.check,
-                        log=lambda s: out.print(s, markup=False, highlight=False))
+                        log=lambda s: out.print(terminal_text(s), markup=False, highlight=False))
     table = Table(title=f"migbench provision ({path})")
     for col in ("host", "transport", "packages", "tools", "QEMU builds", "guest image",
                 "VM bridge"):
@@ -606,12 +608,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
         pk = r.package_manager + (f", installed {' '.join(r.installed)}" if r.installed
                                   else (", nothing to install" if r.package_manager != "-"
                                         else ""))
-        table.add_row(r.label, r.transport, pk, r.tools,
-                      ", ".join(f"{n}: {v}" for n, v in r.qemu.items()) or "-", r.image, r.bridge)
+        cells = (r.label, r.transport, pk, r.tools,
+                 ", ".join(f"{n}: {v}" for n, v in r.qemu.items()) or "-", r.image, r.bridge)
+        table.add_row(*(console_text(c) for c in cells))
     out.print(table)
     problems = [f"{r.label}: {p}" for r in results for p in r.problems]
     for p in problems:
-        out.print(f"problem: {p}", markup=False, highlight=False)
+        out.print(terminal_text(f"problem: {p}"), markup=False, highlight=False)
     return 1 if problems else 0
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError, HostError
+from harness.output import console_text
 from harness.units import parse_bytes
 
 DEFAULT_DIR = Path("/tmp/migbench-testbed")
@@ -517,7 +518,7 @@ def _cmd(args: argparse.Namespace) -> int:
     for col in ("what", "state", "detail"):
         table.add_column(col)
     for row in status(base):
-        table.add_row(*row)
+        table.add_row(*(console_text(c) for c in row))
     out.print(table)
     return 0
 

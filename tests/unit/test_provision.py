@@ -578,3 +578,24 @@ def test_missing_vm_bridge_doctor_row_and_provision_bridge() -> None:
     assert provision_host(host, cfg, None, bridge=True).bridge == "br-vm present"
     rows = {r.check: r for r in check_host("p", "source", host, cfg)}
     assert (rows["VM bridge"].status, rows["VM bridge"].detail) == ("ok", "br-vm present")
+
+
+def test_doctor_prints_qemu_text_without_control_sequences(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A QEMU binary's own output (here a broken one whose error text carries a screen clear, a
+    window title and rich markup) reaches the doctor table and lines as plain, visible text."""
+    from harness import cli
+
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\nprintf '\\033[2J\\033]0;pwned\\007[bold red]boom[/] \\233 31m\\n' >&2\n"
+                    "exit 3\n")
+    qemu.chmod(0o755)
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(f"qemu_builds: {{x: {{binary: {qemu}}}}}\ndefault_build: x\n"
+                     f"pairs: {{p: {{source: {{workdir: {tmp_path}}}, "
+                     f"destination: {{workdir: {tmp_path}}}}}}}\n")
+    assert cli.main(["doctor", "--hosts", str(hosts)]) == 1
+    out = capsys.readouterr().out
+    assert "boom" in out and "[bold red]" in out  # the text is shown, markup as text
+    for bad in ("\x1b", "\x07", "\x9b", "pwned\x07"):
+        assert bad not in out
