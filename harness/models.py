@@ -28,7 +28,14 @@ from harness.errors import shorten
 from harness.units import parse_bytes
 
 _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # no leading '-': not an option
-_HOST_PROGRAM = re.compile(r"(^|,)(script|downscript|helper)=")
+# qemu_args of a matrix: only options that shape the virtual machine, each followed by its value,
+# and no value naming something on the host (a file QEMU would open or create as its user, a
+# directory, a device, a descriptor or a program to run). Anything else belongs in hosts.yaml.
+QEMU_ARG_OPTIONS = ("-cpu", "-machine", "-M", "-global", "-device", "-object", "-overcommit",
+                    "-rtc", "-icount")
+_HOST_RESOURCE = re.compile(r"(?:^|[,.])(script|downscript|helper|file|filename|path|mem-path|"
+                            r"dir|evdev|sock|fd|fds|romfile|logfile|chardev|drive|netdev|"
+                            r"vhostfd|vhostfds)=")
 KEBAB = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 # Limits of the validation pass (README, Security). Names become folder names, labels and
@@ -282,14 +289,23 @@ class Variant(Frozen):
 
     @field_validator("qemu_args")
     @classmethod
-    def _no_host_programs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        # QEMU runs the program such an option names on the host (tap script=, bridge
-        # helper=): a matrix is data, not a way to run commands on the hosts.
-        for i, arg in enumerate(v):
-            if _HOST_PROGRAM.search(arg):
-                raise ValueError(f"qemu_args[{i}] {shorten(arg)} names a program for QEMU to run "
-                                 "on the host (script=, downscript=, helper=): set the network "
-                                 "up in hosts.yaml (vm_bridge) instead")
+    def _only_machine_options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # A matrix is data, not a way to reach the hosts: QEMU runs as the hosts' user, and an
+        # option such as -chardev file, -drive or tap's script= would open, create or run
+        # something there. Options that shape the guest machine are enough for a variant.
+        options = v[0::2]
+        for j, opt in enumerate(options):
+            if opt not in QEMU_ARG_OPTIONS:
+                raise ValueError(f"qemu_args[{2 * j}] {shorten(opt)} is not an option a matrix "
+                                 f"may set (allowed: {' '.join(QEMU_ARG_OPTIONS)}, each followed "
+                                 "by its value): put host-side set-up in hosts.yaml")
+        if len(v) % 2:
+            raise ValueError(f"qemu_args[{len(v) - 1}] {shorten(v[-1])} has no value after it")
+        for i in range(1, len(v), 2):
+            found = _HOST_RESOURCE.search(v[i])
+            if found:
+                raise ValueError(f"qemu_args[{i}] {shorten(v[i])} names a host file, device or "
+                                 f"program ({found.group(1)}=): set it up in hosts.yaml instead")
         return v
 
 

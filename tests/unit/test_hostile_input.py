@@ -395,11 +395,34 @@ def test_matrix_name_becomes_a_folder_name(case: Case, capsys: pytest.CaptureFix
     assert expected in refused(case.argv("run --dry-run"), case.folder, capsys)
 
 
-def test_qemu_args_that_run_host_programs(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
-    case.write(case.matrix, with_value(MATRIX, ("variants", "a", "qemu_args"),
-                                       ["-netdev", "tap,id=n0,script=/tmp/evil"]))
+@pytest.mark.parametrize(("args", "expected"), [
+    (["-netdev", "tap,id=n0,script=/tmp/evil"], "qemu_args[0] '-netdev' is not an option a matrix"),
+    (["-chardev", "file,id=c,path=/root/.ssh/authorized_keys"], "qemu_args[0] '-chardev' is not"),
+    (["-cpu", "max", "-drive", "file=/etc/shadow"], "qemu_args[2] '-drive' is not an option"),
+    (["-object", "memory-backend-file,id=m,mem-path=/etc/x,size=1M"],
+     "qemu_args[1] 'memory-backend-file,id=m,mem-path=/etc/x,size=1M' names a host file, device "
+     "or program (mem-path=)"),
+    (["-global", "virtio-net-pci.romfile=/etc/shadow"], "qemu_args[1] "
+     "'virtio-net-pci.romfile=/etc/shadow' names a host file, device or program (romfile=)"),
+    (["-device", "loader,file=/etc/shadow,addr=0x1000"], "qemu_args[1] "
+     "'loader,file=/etc/shadow,addr=0x1000' names a host file, device or program (file=)"),
+    (["-cpu"], "qemu_args[0] '-cpu' has no value after it"),
+])
+def test_qemu_args_that_reach_the_host(case: Case, capsys: pytest.CaptureFixture[str],
+                                       args: list[str], expected: str) -> None:
+    case.write(case.matrix, with_value(MATRIX, ("variants", "a", "qemu_args"), args))
     line = refused(case.argv("run --dry-run"), case.folder, capsys)
-    assert "variants.a.qemu_args: qemu_args[1] 'tap,id=n0,script=/tmp/evil' names a program" in line
+    assert f"variants.a.qemu_args: {expected}" in line
+
+
+def test_qemu_args_that_shape_the_machine_pass(case: Case,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    case.write(case.matrix, with_value(MATRIX, ("variants", "a", "qemu_args"),
+                                       ["-cpu", "max", "-global", "kvm-pit.lost_tick_policy=discard",
+                                        "-overcommit", "mem-lock=off"]))
+    assert cli.main(case.argv("run --dry-run")) == 0
 
 
 @pytest.mark.timeout(20)
