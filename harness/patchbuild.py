@@ -37,6 +37,7 @@ from harness.host import Host, make_host, sh_script
 from harness.models import HostsConfig, HostSpec, QemuBuild
 
 TARGET = "x86_64-softmmu"
+MAX_PATCH_BYTES = 64 << 20  # a whole QEMU release diff is a few MiB
 BINARY = "qemu-system-x86_64"
 SKIP_DIRS = {".git", "build", ".cache", "__pycache__"}
 BUILD_TIMEOUT_S = 4 * 3600.0
@@ -64,6 +65,9 @@ def parse_source(token: str) -> SourceSpec:
         path = Path(os.path.expanduser(p)).resolve()
         if not path.is_file():
             raise HarnessError(f"{token}: patch {path} does not exist")
+        if path.stat().st_size > MAX_PATCH_BYTES:
+            raise HarnessError(f"{token}: patch {path} is over {MAX_PATCH_BYTES >> 20} MiB: "
+                               "is it really a patch file?")
         patches.append(path)
     return SourceSpec(tree, tuple(patches))
 

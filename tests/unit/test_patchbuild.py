@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,6 +44,15 @@ def test_parse_source(tree: Path, tmp_path: Path) -> None:
         patchbuild.parse_source(f"src:{tmp_path}")
     with pytest.raises(HarnessError, match="does not exist"):
         patchbuild.parse_source(f"src:{tree}+{tmp_path / 'nope.patch'}")
+    fifo = tmp_path / "fifo.patch"
+    os.mkfifo(fifo)  # not a file: refused without opening it (an open would wait forever)
+    with pytest.raises(HarnessError, match="does not exist"):
+        patchbuild.parse_source(f"src:{tree}+{fifo}")
+    huge = tmp_path / "huge.patch"
+    with huge.open("wb") as f:
+        f.truncate(patchbuild.MAX_PATCH_BYTES + 1)
+    with pytest.raises(HarnessError, match="is over 64 MiB"):
+        patchbuild.parse_source(f"src:{tree}+{huge}")
 
 
 def test_build_patch_cache_and_log(tree: Path, host: LocalHost, tmp_path: Path) -> None:
