@@ -34,6 +34,7 @@ from harness.models import MatrixSpec
 from harness.nightly import register as register_nightly
 from harness.output import console_text, terminal_text
 from harness.provision import register as register_provision
+from harness.record import RunRecord
 from harness.report import register as register_report
 from harness.show import run_block
 from harness.testbed import register as register_testbed
@@ -122,16 +123,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         def state(name: str) -> None:
             bar.update(task, description=f"{current.get('label', '')}: {name}")
 
-        def run_finished(cell: Cell, rep: int, rec: dict[str, Any]) -> None:
-            m = rec.get("metrics", {})
-            total = m.get("total_time_ms")
-            desc = f"{rec['outcome']}, integrity {rec['integrity']}"
+        def run_finished(cell: Cell, rep: int, rec: RunRecord) -> None:
+            m = rec.metrics
+            total = m.total_time_ms
+            desc = f"{rec.outcome}, integrity {rec.integrity.verdict}"
             if total is not None:
-                timing = f"{total / 1000:.1f} s, downtime {m.get('downtime_ms')} ms"
+                timing = f"{total / 1000:.1f} s, downtime {m.downtime_ms} ms"
                 desc += (f" ({timing}: not a result, the guest was corrupted)"
-                         if rec["integrity"] == "corrupted" else f", {timing}")
-            if rec.get("error"):
-                desc += f" ({terminal_text(rec['error'])[:120]})"  # QEMU's or a guest's text
+                         if rec.integrity.verdict == "corrupted" else f", {timing}")
+            if rec.error:
+                desc += f" ({terminal_text(rec.error)[:120]})"  # QEMU's or a guest's text
             bar.console.print(terminal_text(f"  {cell.label} rep {rep}: {desc}"), markup=False,
                               highlight=False)
             bar.advance(task)
@@ -162,21 +163,20 @@ def _summary_table(dest: Path) -> None:
         table.add_column(col)
     records = [rec for _, rec in store.iter_runs(dest)]
     for rec in records:
-        m = rec.get("metrics", {})
-        tt = m.get("total_time_ms")
-        bad = rec["integrity"] == "corrupted"  # figures shown, struck through: not a result
+        m = rec.metrics
+        tt = m.total_time_ms
+        bad = rec.integrity.verdict == "corrupted"  # figures shown, struck through: not a result
         table.add_row(  # record text as Text: no markup, no control characters
-            Text(terminal_text(rec["cell"]["variant"])),
-            Text(terminal_text(", ".join(f"{k}={v}" for k, v in
-                                         (rec["cell"].get("axes") or {}).items()))),
-            str(rec["repetition"]), Text(terminal_text(rec["outcome"])),
-            Text(terminal_text(rec["integrity"])),
-            _strike(f"{tt / 1000:.1f}", bad) if isinstance(tt, (int, float)) else _s(tt),
-            _strike(_s(m.get("downtime_ms")), bad), _s(m.get("host_pause_ms")),
-            _s(m.get("guest_max_stall_ms")), _s(m.get("throughput_mbps")),
-            _s(m.get("dirty_sync_count")),
+            Text(terminal_text(rec.cell.variant)),
+            Text(terminal_text(", ".join(f"{k}={v}" for k, v in rec.cell.axes.items()))),
+            str(rec.repetition), Text(terminal_text(rec.outcome)),
+            Text(terminal_text(rec.integrity.verdict)),
+            _strike(f"{tt / 1000:.1f}", bad) if tt is not None else _s(tt),
+            _strike(_s(m.downtime_ms), bad), _s(m.host_pause_ms),
+            _s(m.guest_max_stall_ms), _s(m.throughput_mbps),
+            _s(m.dirty_sync_count),
         )
-    if any(rec["integrity"] == "corrupted" for rec in records):
+    if any(rec.integrity.verdict == "corrupted" for rec in records):
         table.caption = "✗: the guest was corrupted; that figure is not a result"
     out.print(table)
 
@@ -185,23 +185,22 @@ def _strike(text: str, on: bool) -> str:
     return f"[strike]{text}[/strike] ✗" if on else text
 
 
-def _s(v: Any) -> str:
+def _s(v: object) -> str:
     """A figure of a record for a table cell (rich markup): a hostile file may put text there."""
     return "-" if v is None else console_text(v)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    if path.is_file():
-        records = [store.load_run(path)]
-    elif path.is_dir():
-        records = [rec for _, rec in store.iter_runs(path)]
-        if not records:
-            raise HarnessError(f"{path}: no run results here (expected <cell-id>/<rep>.json)")
+    if path.is_dir():
+        records = store.records(path)
+    elif path.exists() or path.is_symlink():
+        records = [store.load_run(path)]  # a file; anything else is refused there in one line
     else:
         raise HarnessError(f"{path}: no such result file or campaign folder")
     for rec in records:
-        out.print(terminal_text(run_block(rec), newlines=True), highlight=False, markup=False)
+        out.print(terminal_text(run_block(store.legacy(rec)), newlines=True), highlight=False,
+                  markup=False)
         out.print()
     return 0
 

@@ -23,6 +23,7 @@ from fractions import Fraction
 from typing import Any
 
 from harness import stats, workload
+from harness.models import WorkloadSpec
 from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.store import CPU_SIDES, cpu_column
 
@@ -223,7 +224,8 @@ class CellComparison:
 
 
 def workload_label(rec: Record) -> str:
-    return workload.label((rec.get("cell") or {}).get("workload"))
+    w = (rec.get("cell") or {}).get("workload")
+    return workload.label(WorkloadSpec.model_validate(w) if w else None)
 
 
 def compare_sides(

@@ -174,7 +174,7 @@ class NightDir:
     path: Path
 
     def records(self) -> list[Record]:
-        return [rec for _, rec in store.iter_runs(self.path)]
+        return [store.legacy(rec) for _, rec in store.iter_runs(self.path)]
 
     def verdict(self) -> dict[str, Any] | None:
         p = self.path / "verdict.json"
@@ -226,7 +226,7 @@ def file_night(history: Path, staging: Path, records: Sequence[Record]) -> Night
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not id_file.exists():
-            write_atomic(id_file, json.dumps(ident, indent=1, sort_keys=True) + "\n", mode=0o644)
+            write_atomic(id_file, json.dumps(ident, indent=1, sort_keys=True) + "\n")
         n = 1
         while dest.exists():
             n += 1

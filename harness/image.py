@@ -46,6 +46,7 @@ from pathlib import Path
 
 from harness.errors import ImageError
 from harness.models import WorkloadSpec
+from harness.output import write_atomic
 
 IMAGE_FORMAT_VERSION = 1
 """Bump when the image layout or build recipe changes in a way the inputs do not show."""
@@ -561,9 +562,7 @@ def _kernel_for_boot(src: KernelSource, kernel_dir: Path, log: Callable[[str], N
         log("no PVH-capable ELF inside the bzImage; booting vmlinuz (slower under TCG)")
         nopvh.write_text("")
         return src.vmlinuz
-    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(elf)
-    os.replace(tmp, cached)
+    write_atomic(cached, elf)
     return cached
 
 
@@ -724,9 +723,7 @@ def _ensure_fio_initrd(img: GuestImage, fio: Path, log: Callable[[str], None]) -
         return out
     log(f"adding the fio part ({fio}) to {img.initrd.parent.name}")
     data = img.initrd.read_bytes() + _fio_part(fio)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    write_atomic(out, data)
     return out
 
 

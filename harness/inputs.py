@@ -6,7 +6,8 @@ composer recurses) or a YAML alias bomb (a few lines that expand to billions of 
 such file ends here in one :class:`~harness.errors.ConfigError` line, before anything is parsed
 further:
 
-- :func:`read_text`: a regular file of at most :data:`MAX_FILE_BYTES`, decoded as UTF-8;
+- :func:`read_text`: a regular file of at most :data:`MAX_FILE_BYTES`, decoded as UTF-8
+  (:func:`read_bytes`: the same file checks, for a caller that decodes it itself);
 - :func:`load_yaml`: one YAML document nested at most :data:`MAX_DEPTH` levels, with at most
   :data:`MAX_ALIASES` aliases and :data:`MAX_NODES` nodes once aliases are expanded, and no key
   given twice in one mapping.
@@ -46,6 +47,20 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     :raise ConfigError: missing, not a regular file, larger than ``max_bytes``, unreadable or
         not UTF-8.
     """
+    data = read_bytes(path, what, max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(path, "", f"not UTF-8: byte {data[exc.start]:#04x} on line {line}",
+                          "save the file as UTF-8") from None
+
+
+def read_bytes(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of input file ``path``: a regular file of at most ``max_bytes``.
+
+    :raise ConfigError: missing, not a regular file, larger than ``max_bytes`` or unreadable.
+    """
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -78,12 +93,7 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     data = b"".join(chunks)
     if len(data) > max_bytes:
         raise _too_large(path, what, len(data), max_bytes)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(path, "", f"not UTF-8: byte {data[exc.start]:#04x} on line {line}",
-                          "save the file as UTF-8") from None
+    return data
 
 
 def _not_regular(path: Path, what: str, mode: int) -> ConfigError:

@@ -67,7 +67,7 @@ class Cell:
         return f"{self.variant}: " + (", ".join(parts) if parts else "base")
 
     def workload_label(self) -> str:
-        return workload_label(self.workload.model_dump(mode="json"))
+        return workload_label(self.workload)
 
     def to_dict(self) -> dict[str, Any]:
         return {

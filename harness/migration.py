@@ -4,6 +4,10 @@ States: boot -> steady -> setup -> migrate -> watch -> (completed | not-converge
 -> verify -> teardown. Every exit path, including exceptions and Ctrl-C, goes through teardown,
 which shuts both QEMUs down. Failures inside a run become a recorded ``failed`` outcome with
 QEMU's own error text; only KeyboardInterrupt propagates (after cleanup).
+
+What QEMU, the guest and the samplers report is parsed into the record's typed parts where it
+arrives (``query-migrate`` answers into :class:`~harness.record.qmp.TimelineSample`, QMP events,
+console lines, CPU and guest series); the :class:`RunRecord` is built from them at the end.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ from __future__ import annotations
 import secrets
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness import workload as wl
 from harness.errors import HarnessError
@@ -25,15 +29,52 @@ from harness.integrity import differing_pages, file_digests
 from harness.matrix import Cell
 from harness.models import QemuBuild
 from harness.netsetup import HostVmNetwork, LocalVmNetwork
+from harness.record.model import (
+    SCHEMA_VERSION,
+    AppliedSettings,
+    AppliedSide,
+    CellRecord,
+    ConsoleLine,
+    CpuRecord,
+    CpuSide,
+    FioPoint,
+    GuestCrash,
+    GuestImpact,
+    GuestSeries,
+    GuestSilent,
+    HostFacts,
+    ImageInfo,
+    Integrity,
+    Metrics,
+    Outcome,
+    PerSide,
+    PingPoint,
+    QemuInfo,
+    RamCheck,
+    RunRecord,
+    StampsCheck,
+    State,
+    StateChange,
+    VmInfo,
+    WriterPoint,
+)
+from harness.record.qmp import (
+    CapabilityList,
+    MigrationInfo,
+    MigrationParameters,
+    QmpEvent,
+    TimelineSample,
+    from_qmp,
+)
+from harness.record.scalars import Role, utc
 from harness.sampling import cpu as cpu_sampling
 from harness.sampling import fio as fio_sampling
 from harness.sampling import ping as ping_sampling
+from harness.sampling import writer as writer_sampling
 from harness.sampling.console import Console
 from harness.vm import Vm, VmConfig
 
-SCHEMA_VERSION = 1
 TERMINAL = {"completed", "failed", "cancelled"}
-WRITER_INTERVAL_S = 0.1
 DIRTY_RING_SIZE = 4096  # entries per vCPU, as QEMU's own dirty-limit tests use
 LEGACY_WINDOW = (0xA0000 // 4096, 0x100000 // 4096)  # pages excluded from the RAM comparison
 
@@ -51,7 +92,7 @@ class RunContext:
     destination_build: QemuBuild
     image: GuestImage
     workdir: Path  # per-run scratch directory on the source host (the fio disk lives here)
-    on_state: Any = None  # callable(str) for progress display
+    on_state: Callable[[str], None] | None = None  # for progress display
     # The image as each host has it ("source"/"destination" -> the host's copy, see
     # harness.provision.place_image); a role not listed boots ``image`` itself (local hosts).
     host_images: dict[str, GuestImage] = field(default_factory=dict)
@@ -64,8 +105,36 @@ class RunContext:
 
 @dataclass
 class _Run:
+    """One run in progress: the processes it drives, and what it has learnt so far (the record's
+    parts, already typed)."""
+
     ctx: RunContext
-    record: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    outcome: Outcome = "failed"
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    workload_errors: list[str] = field(default_factory=list)
+    states: list[StateChange] = field(default_factory=list)
+    qemu: QemuInfo | None = None
+    boot_s: float | None = None
+    steady_rate_mib_s: float | None = None
+    applied: AppliedSettings | None = None
+    postcopy_start_t: float | None = None
+    pause_t: float | None = None
+    timeline: list[TimelineSample] = field(default_factory=list)
+    final: MigrationInfo | None = None
+    source_status: str | None = None
+    destination_status: str | None = None
+    destination_status_before_cont: str | None = None
+    destination_loaded_t: float | None = None
+    integrity: Integrity = field(default_factory=lambda: Integrity(verdict="unchecked"))
+    cpu_record: CpuRecord | None = None
+    guest_impact: GuestImpact = field(default_factory=GuestImpact)
+    ping_series: list[PingPoint] = field(default_factory=list)
+    fio_series: list[FioPoint] = field(default_factory=list)
+    vms: dict[Role, VmInfo] = field(default_factory=dict)
+    events: dict[Role, list[QmpEvent]] = field(default_factory=dict)
+    console: dict[Role, list[ConsoleLine]] = field(default_factory=dict)
     src: Vm | None = None
     dst: Vm | None = None
     t0: float = 0.0  # epoch time of the `migrate` command
@@ -74,10 +143,10 @@ class _Run:
     prober: ping_sampling.Prober | None = None
     probes: list[ping_sampling.Probe] = field(default_factory=list)
     workloads_finished: bool = False
-    cpu: dict[str, cpu_sampling.CpuSampler] = field(default_factory=dict)
+    cpu: dict[Role, cpu_sampling.CpuSampler] = field(default_factory=dict)
 
-    def state(self, name: str) -> None:
-        self.record.setdefault("states", []).append({"state": name, "t": time.time()})
+    def state(self, name: State) -> None:
+        self.states.append(StateChange(state=name, t=time.time()))
         if self.ctx.on_state is not None:
             self.ctx.on_state(name)
 
@@ -89,46 +158,69 @@ def kernel_append(cell: Cell, net: wl.NetAttachment | None = None) -> str:
     return " ".join(parts)
 
 
-def run_migration(ctx: RunContext) -> dict[str, Any]:
-    """Run one migration for ``ctx`` and return its RunRecord (a JSON-ready dict)."""
+def run_migration(ctx: RunContext) -> RunRecord:
+    """Run one migration for ``ctx`` and return its record."""
     run = _Run(ctx)
-    rec = run.record
-    rec.update(
-        schema_version=SCHEMA_VERSION,
-        campaign=ctx.campaign,
-        cell=ctx.cell.to_dict(),
-        repetition=ctx.repetition,
-        started_utc=utc(time.time()),
-        outcome="failed",
-        error=None,
-        integrity="unchecked",
-        integrity_detail={},
-        timing_excluded=ctx.cell.integrity == "ram",
-        image=ctx.image.to_dict(),
-        hosts={"source": ctx.source.facts(), "destination": ctx.destination.facts()},
-    )
+    hosts: PerSide[HostFacts] = PerSide(
+        source=HostFacts.model_validate(ctx.source.facts()),
+                    destination=HostFacts.model_validate(ctx.destination.facts()))
     try:
         _drive(run)
     except HarnessError as exc:
-        rec["outcome"] = "failed"
-        rec["error"] = rec.get("error") or str(exc)
+        run.outcome = "failed"
+        run.error = run.error or str(exc)
     finally:
         _teardown(run)
-    rec["finished_utc"] = utc(time.time())
-    rec["metrics"] = _metrics(run)
-    return rec
+    return _record(run, hosts, finished=time.time())
 
 
-def utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+def _record(run: _Run, hosts: PerSide[HostFacts], finished: float) -> RunRecord:
+    ctx = run.ctx
+    writer = writer_sampling.series(
+        [(vm.cfg.role, vm.console.records("writer")) for vm in (run.src, run.dst)
+         if vm is not None], run.t0)
+    return RunRecord(
+        schema_version=SCHEMA_VERSION, campaign=ctx.campaign,
+        cell=CellRecord.model_validate(ctx.cell.to_dict()), repetition=ctx.repetition,
+        started_utc=utc(run.started), finished_utc=utc(finished), outcome=run.outcome,
+        error=run.error, warnings=tuple(run.warnings),
+        workload_errors=tuple(run.workload_errors), integrity=run.integrity,
+        timing_excluded=ctx.cell.integrity == "ram", qemu=run.qemu or _qemu_info(ctx),
+        hosts=hosts, image=ImageInfo.model_validate(ctx.image.to_dict()),
+        states=tuple(run.states), boot_s=run.boot_s, steady_rate_mib_s=run.steady_rate_mib_s,
+        applied=run.applied, migrate_start_utc=utc(run.t0) if run.t0 > 0 else None,
+        postcopy_start_t=run.postcopy_start_t, pause_t=run.pause_t,
+        timeline=tuple(run.timeline), final=run.final, source_status=run.source_status,
+        destination_status=run.destination_status,
+        destination_status_before_cont=run.destination_status_before_cont,
+        destination_loaded_t=run.destination_loaded_t,
+        events=PerSide(source=tuple(run.events.get("source", ())),
+                       destination=tuple(run.events.get("destination", ()))),
+        console=PerSide(source=tuple(run.console.get("source", ())),
+                        destination=tuple(run.console.get("destination", ()))),
+        vms=PerSide(source=run.vms.get("source"), destination=run.vms.get("destination")),
+        cpu=run.cpu_record,
+        guest=GuestSeries(writer=tuple(writer), ping=tuple(run.ping_series),
+                          fio=tuple(run.fio_series)),
+        guest_impact=run.guest_impact, metrics=_metrics(run, writer),
+    )
 
 
-def vm_workdir(ctx: RunContext, role: str) -> Path:
+def _qemu_info(ctx: RunContext, version: str | None = None) -> QemuInfo:
+    """The QEMU build of the run (its version once a QEMU has answered)."""
+    ids = {role: bid for role, bid in ctx.build_ids.items() if bid}
+    return QemuInfo(build=ctx.cell.build, version=version,
+                    source_binary=str(ctx.source_build.binary),
+                    destination_binary=str(ctx.destination_build.binary),
+                    source_build_id=ids.get("source"), destination_build_id=ids.get("destination"))
+
+
+def vm_workdir(ctx: RunContext, role: Role) -> Path:
     """The folder of ``role``'s VM (its sockets and logs), on that VM's host."""
     return ctx.workdirs.get(role, ctx.workdir / role)
 
 
-def _vm_config(run: _Run, role: str, host: Host, build: QemuBuild) -> VmConfig:
+def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
     ctx = run.ctx
     cell = ctx.cell
     incoming = role == "destination"
@@ -173,7 +265,7 @@ def _vm_network(ctx: RunContext) -> LocalVmNetwork | HostVmNetwork:
 
 
 def _drive(run: _Run) -> None:
-    ctx, rec, cell = run.ctx, run.record, run.ctx.cell
+    ctx, cell = run.ctx, run.ctx.cell
     lim = cell.limits
     run.state("boot")
     spec = cell.workload
@@ -190,20 +282,14 @@ def _drive(run: _Run) -> None:
     dst.launch()
     src.launch()
     src.qmp.execute("cont")
-    rec["qemu"] = {
-        "build": cell.build,
-        "version": _version(src),
-        "source_binary": str(ctx.source_build.binary),
-        "destination_binary": str(ctx.destination_build.binary),
-        **{f"{role}_build_id": bid for role, bid in ctx.build_ids.items() if bid},
-    }
+    run.qemu = _qemu_info(ctx, _version(src))
 
     # Wait for the workload to be steady: its own reports, not a fixed sleep.
     run.state("steady")
     boot = src.console.wait_for("boot", lim.boot_timeout_s)
     if boot is None:
         raise HarnessError(_no_boot_message(src, lim.boot_timeout_s))
-    rec["boot_s"] = round(boot.host_time - src.launched_at, 3)
+    run.boot_s = round(boot.host_time - src.launched_at, 3)
     _wait_ready(run, src)
     _wait_steady(run, src)
     if spec.ping is not None and run.net is not None:
@@ -218,49 +304,54 @@ def _drive(run: _Run) -> None:
     run.state("setup")
     mig = cell.migration
     caps = [{"capability": k, "state": v} for k, v in mig.capabilities.items()]
-    applied: dict[str, Any] = {}
+    applied: dict[Role, AppliedSide] = {}
     for vm in (src, dst):
         vm.qmp.execute("migrate-set-capabilities", {"capabilities": caps})
         params = mig.parameters if vm is src else mig.destination_parameters
         vm.qmp.execute("migrate-set-parameters", dict(params))
-        applied[vm.cfg.role] = {
-            "capabilities": {c["capability"]: c["state"]
-                             for c in vm.qmp.execute("query-migrate-capabilities")},
-            "parameters": vm.qmp.execute("query-migrate-parameters"),
-        }
-    rec["migration"] = {"requested": mig.to_dict(), "applied": applied}
+        applied[vm.cfg.role] = _applied(vm)
     address = ctx.destination.spec.migration_address
     port = ctx.destination.free_port(address)
     uri = f"tcp:{address}:{port}"
-    rec["migration"]["uri"] = uri  # the migration network the stream really took
+    # the uri: the migration network the stream really took
+    run.applied = AppliedSettings(source=applied["source"], destination=applied["destination"],
+                                  uri=uri)
     dst.qmp.execute("migrate-incoming", {"uri": uri})
 
     _start_cpu_sampling(run)
     run.state("migrate")
     run.t0 = time.time()
-    rec["migrate_start_utc"] = utc(run.t0)
     src.qmp.execute("migrate", {"uri": uri})
     final = _watch(run)
-    rec["final"] = final
-    status = final.get("status")
-    if status == "completed":
-        rec["outcome"] = "completed"
+    run.final = final
+    if final.status == "completed":
+        run.outcome = "completed"
         _after_completion(run)
         _finish_workloads(run)
-    elif rec.get("outcome") == "not-converged":
-        rec["source_status"] = src.status()  # the guest must keep running on the source
+    elif run.outcome == "not-converged":
+        run.source_status = src.status()  # the guest must keep running on the source
     else:
-        rec["outcome"] = "failed"
-        desc = final.get("error-desc") or f"migration ended in state {status!r}"
+        run.outcome = "failed"
+        desc = final.error_desc or f"migration ended in state {final.status!r}"
         if not dst.alive():
             desc += (f" (destination QEMU on {dst.host.label} exited with code "
                      f"{dst.proc.poll() if dst.proc else '?'})")
-        rec["error"] = desc
+        run.error = desc
         if src.alive():
             try:
-                rec["source_status"] = src.status()  # the guest keeps running on the source
+                run.source_status = src.status()  # the guest keeps running on the source
             except HarnessError:
                 pass
+
+
+def _applied(vm: Vm) -> AppliedSide:
+    """What ``vm``'s QEMU reports it uses after setup."""
+    caps = from_qmp(CapabilityList, vm.qmp.execute("query-migrate-capabilities"),
+                    "query-migrate-capabilities")
+    params = from_qmp(MigrationParameters, vm.qmp.execute("query-migrate-parameters"),
+                      "query-migrate-parameters")
+    return AppliedSide(capabilities={c.capability: c.state for c in caps.root},
+                       parameters=params.root)
 
 
 def _version(vm: Vm) -> str:
@@ -304,19 +395,18 @@ def _finish_workloads(run: _Run) -> None:
     if run.workloads_finished:
         return
     run.workloads_finished = True
-    rec, spec = run.record, run.ctx.cell.workload
+    spec = run.ctx.cell.workload
     end = time.time()
     if run.prober is not None:
         run.probes = run.prober.stop()
         run.prober = None
     # A workload that died in the guest is part of the result, whatever else the cell ran.
-    deaths = [d for vm in (run.src, run.dst) if vm is not None for d in _workload_deaths(vm)]
-    if deaths:
-        rec["workload_errors"] = deaths
+    run.workload_errors += [d for vm in (run.src, run.dst) if vm is not None
+                            for d in _workload_deaths(vm)]
     if spec.ping is None and spec.fio is None:
         return
     switchover = None
-    if run.dst is not None and rec.get("outcome") == "completed":
+    if run.dst is not None and run.outcome == "completed":
         resumes = [e for e in run.dst.qmp.events("RESUME") if e.host_time >= run.t0]
         switchover = resumes[0].host_time if resumes else None
     consoles = [(vm.cfg.role, vm.console.records("fio")) for vm in (run.src, run.dst)
@@ -325,15 +415,16 @@ def _finish_workloads(run: _Run) -> None:
     t0 = run.t0 or end
     impact = wl.summarise(spec, migrate_start=t0, switchover=switchover, end=end,
                           probes=run.probes, fio_samples=fio_tl)
-    rec["guest_impact"] = impact
-    if switchover is not None and (impact.get("ping") or {}).get("replies_after_switchover") == 0:
+    run.guest_impact = impact
+    if switchover is not None and impact.ping is not None \
+            and impact.ping.replies_after_switchover == 0:
         # The guest moved but stopped answering: its network did not follow it.
-        rec.setdefault("workload_errors", []).append(
+        run.workload_errors.append(
             "ping: the guest answered no probe on the destination after the switchover")
-    rec["guest_series"] = {
-        "ping": ping_sampling.timeline(run.probes, t0) if spec.ping is not None else [],
-        "fio": [{**p, "t": round(p["t"] - t0, 4)} if "t" in p else p for p in fio_tl],
-    }
+    if spec.ping is not None:
+        run.ping_series = [PingPoint.model_validate(p)
+                           for p in ping_sampling.timeline(run.probes, t0)]
+    run.fio_series = [FioPoint.model_validate(p) for p in fio_tl]
 
 
 def _wait_steady(run: _Run, vm: Vm) -> None:
@@ -370,32 +461,32 @@ def _wait_steady(run: _Run, vm: Vm) -> None:
         if exited:
             raise HarnessError(f"guest workload exited: {exited[0].fields}")
         time.sleep(0.1)
-    run.record["steady_rate_mib_s"] = round(statistics.fmean(rates), 2)
+    run.steady_rate_mib_s = round(statistics.fmean(rates), 2)
 
 
-def _watch(run: _Run) -> dict[str, Any]:
+def _query_migrate(vm: Vm) -> MigrationInfo:
+    return from_qmp(MigrationInfo, vm.qmp.execute("query-migrate"), "query-migrate")
+
+
+def _watch(run: _Run) -> MigrationInfo:
     """Sample query-migrate on the source until a terminal state; cancel on the limits."""
-    src, dst, rec = run.src, run.dst, run.record
+    src, dst = run.src, run.dst
     assert src is not None and dst is not None
     lim = run.ctx.cell.limits
     period = 1.0 / max(lim.sample_hz, 10.0)
-    timeline: list[dict[str, Any]] = []
-    rec["timeline"] = timeline
     cancel_reason = ""
     k = 0
-    info: dict[str, Any] = {}
     while True:
         now = time.time()
         if not src.alive():
             raise HarnessError("source QEMU exited during migration: " + src._failure("died"))
-        info = src.qmp.execute("query-migrate")
-        sample = {"t": round(now - run.t0, 4), **info}
-        timeline.append(sample)
-        status = info.get("status", "")
+        info = _query_migrate(src)
+        run.timeline.append(TimelineSample.at(info, round(now - run.t0, 4)))
+        status = info.status or ""
         if status in TERMINAL:
             break
         elapsed = now - run.t0
-        syncs = info.get("ram", {}).get("dirty-sync-count", 0)
+        syncs = (info.ram.dirty_sync_count if info.ram else None) or 0
         if status == "active":
             _maybe_switch(run, elapsed, syncs)
         if status in POSTCOPY_STATES:
@@ -408,53 +499,56 @@ def _watch(run: _Run) -> dict[str, Any]:
             elif lim.max_dirty_syncs is not None and syncs > lim.max_dirty_syncs:
                 cancel_reason = f"did not converge within max_dirty_syncs={lim.max_dirty_syncs}"
             if cancel_reason:
-                rec["outcome"] = "not-converged"
-                rec["error"] = cancel_reason
+                run.outcome = "not-converged"
+                run.error = cancel_reason
                 src.qmp.execute("migrate_cancel")
         if cancel_reason and elapsed > lim.max_time_s + 30:
             raise HarnessError(f"migrate_cancel did not finish within 30 s (state {status!r})")
         k += 1
         time.sleep(max(0.0, run.t0 + k * period - time.time()))
-    if info.get("status") == "completed":
+    if info.status == "completed":
         # QEMU 7.2 can report `completed` before its totals are filled in: ask again.
         for _ in range(20):
-            if info.get("total-time", 0) and info.get("ram", {}).get("total", 0):
+            if info.total_time and info.ram is not None and info.ram.total:
                 break
             time.sleep(0.05)
-            info = src.qmp.execute("query-migrate")
-        timeline.append({"t": round(time.time() - run.t0, 4), **info})
-    if cancel_reason and info.get("status") == "cancelled":
-        rec["outcome"] = "not-converged"
+            info = _query_migrate(src)
+        run.timeline.append(TimelineSample.at(info, round(time.time() - run.t0, 4)))
+    if cancel_reason and info.status == "cancelled":
+        run.outcome = "not-converged"
     return info
 
 
 def _maybe_switch(run: _Run, elapsed: float, syncs: int) -> None:
     """Start postcopy, or pause the guest, once the cell's trigger is reached (once each)."""
-    src, rec = run.src, run.record
+    src = run.src
     assert src is not None
     mig = run.ctx.cell.migration
     opts = mig.harness
-    if "postcopy" in mig.features and "postcopy_start_t" not in rec:
+    if "postcopy" in mig.features and run.postcopy_start_t is None:
         after_syncs = opts.get("postcopy-after-syncs")
         after_s = opts.get("postcopy-after-s")
         if (after_syncs is not None and syncs >= after_syncs) or (
                 after_s is not None and elapsed >= after_s):
             src.qmp.execute("migrate-start-postcopy")
-            rec["postcopy_start_t"] = round(elapsed, 4)
-    if "pause" in mig.features and "pause_t" not in rec:
+            run.postcopy_start_t = round(elapsed, 4)
+    if "pause" in mig.features and run.pause_t is None:
         if syncs >= opts.get("pause-after-syncs", 5):
             src.qmp.execute("stop")
-            rec["pause_t"] = round(elapsed, 4)
+            run.pause_t = round(elapsed, 4)
 
 
 def _after_completion(run: _Run) -> None:
-    src, dst, rec, ctx = run.src, run.dst, run.record, run.ctx
+    src, dst, ctx = run.src, run.dst, run.ctx
     assert src is not None and dst is not None
     cell = ctx.cell
     run.state("verify")
-    checks: dict[str, Any] = {}
+    ram: RamCheck | None = None
+    stamps: StampsCheck | None = None
+    silent: GuestSilent | None = None
+    crash: GuestCrash | None = None
     src_status = src.status()
-    rec["source_status"] = src_status
+    run.source_status = src_status
     # The source reports `completed` once it has sent everything; the destination may still be
     # loading the last bytes (seen over a shaped link). Wait until it has them.
     deadline = time.monotonic() + 60
@@ -462,57 +556,44 @@ def _after_completion(run: _Run) -> None:
         if time.monotonic() > deadline:
             raise HarnessError("destination still loading 60 s after the source completed")
         time.sleep(0.02)
-    rec["destination_loaded_t"] = round(time.time() - run.t0, 4)
+    run.destination_loaded_t = round(time.time() - run.t0, 4)
     if cell.integrity == "ram":
         # Destination was started with -S: both sides are stopped now; compare their RAM.
-        rec["destination_status_before_cont"] = dst.status()
-        checks["ram"] = _compare_ram(run)
+        run.destination_status_before_cont = dst.status()
+        ram = _compare_ram(run)
         dst.qmp.execute("cont")
-    elif "pause_t" in rec and dst.status() == "paused":
+    elif run.pause_t is not None and dst.status() == "paused":
         # The guest was stopped on the source before completion: it arrives paused.
         dst.qmp.execute("cont")
     resume = dst.qmp.wait_event("RESUME", 10.0)
     dst_status = dst.status()
-    rec["destination_status"] = dst_status
+    run.destination_status = dst_status
     if dst_status != "running":
-        rec["outcome"] = "failed"
-        rec["error"] = f"destination is {dst_status!r} after migration, expected 'running'"
+        run.outcome = "failed"
+        run.error = f"destination is {dst_status!r} after migration, expected 'running'"
     if src_status != "postmigrate":
-        rec.setdefault("warnings", []).append(f"source is {src_status!r}, expected 'postmigrate'")
+        run.warnings.append(f"source is {src_status!r}, expected 'postmigrate'")
     if resume is None:
-        rec.setdefault("warnings", []).append("no RESUME event from the destination")
+        run.warnings.append("no RESUME event from the destination")
     # Keep reading the workload on the destination.
     time.sleep(cell.limits.observe_after_s)
     if cell.workload.writer is not None:
-        checks["stamps"] = _verify_stamps(dst.console, src.console)
-        if checks["stamps"]["verdict"] == "unchecked" and not dst.console.records("writer"):
+        stamps = _verify_stamps(dst.console, src.console)
+        if stamps.verdict == "unchecked" and not dst.console.records("writer"):
             # It wrote every 100 ms on the source; on the destination not one line, and no
             # answer to `verify`: the guest stopped running there (QEMU 7.2 under TCG, seen).
-            checks["guest_silent"] = {
-                "reason": "the guest's writer, which reported every 100 ms on the source, wrote "
-                          "nothing on the destination after it resumed there and did not answer "
-                          "`verify`: the guest stopped running"}
+            silent = GuestSilent(
+                reason="the guest's writer, which reported every 100 ms on the source, wrote "
+                       "nothing on the destination after it resumed there and did not answer "
+                       "`verify`: the guest stopped running")
     panics = dst.console.panic_lines()
     if panics:
-        checks["guest_crash"] = {"lines": panics[:10]}
-    rec["integrity_detail"] = checks
-    rec["integrity"] = integrity_verdict(checks)
+        crash = GuestCrash(lines=tuple(panics[:10]))
+    run.integrity = Integrity.judge(stamps=stamps, ram=ram, guest_crash=crash,
+                                    guest_silent=silent)
 
 
-def integrity_verdict(checks: dict[str, Any]) -> str:
-    """``corrupted`` if any check found damage (a guest that crashed or stopped running on the
-    destination counts), ``ok`` if at least one check passed, else unchecked."""
-    if "guest_crash" in checks or "guest_silent" in checks:
-        return "corrupted"
-    verdicts = [c.get("verdict") for k, c in checks.items() if k in ("ram", "stamps")]
-    if "corrupted" in verdicts:
-        return "corrupted"
-    if "ok" in verdicts:
-        return "ok"
-    return "unchecked"
-
-
-def _verify_stamps(dst_console: Console, src_console: Console) -> dict[str, Any]:
+def _verify_stamps(dst_console: Console, src_console: Console) -> StampsCheck:
     """Ask the writer on the destination to check every page's stamp."""
     asked = time.time()
     dst_console.send("verify\n")
@@ -525,16 +606,14 @@ def _verify_stamps(dst_console: Console, src_console: Console) -> dict[str, Any]
     running_bad = max((r.num("bad") for r in dst_console.records("writer")), default=0.0)
     before_bad = max((r.num("bad") for r in src_console.records("writer")), default=0.0)
     if answer is None:
-        return {"verdict": "unchecked", "reason": "the writer did not answer `verify` within 30 s",
-                "continuous_bad": int(running_bad)}
+        return StampsCheck(verdict="unchecked",
+                           reason="the writer did not answer `verify` within 30 s",
+                           continuous_bad=int(running_bad))
     bad = int(answer.num("bad"))
     corrupted = bad > 0 or running_bad > before_bad
-    return {
-        "verdict": "corrupted" if corrupted else "ok",
-        "pages": int(answer.num("pages")),
-        "bad_pages": bad,
-        "continuous_bad": int(running_bad - before_bad),
-    }
+    return StampsCheck(verdict="corrupted" if corrupted else "ok",
+                       pages=int(answer.num("pages")), bad_pages=bad,
+                       continuous_bad=int(running_bad - before_bad))
 
 
 # Per-page BLAKE2b-8 digests of a RAM dump, computed on the host that holds it (hex, one page
@@ -563,12 +642,12 @@ def _ram_digests(vm: Vm, path: Path) -> list[bytes]:
     return [bytes.fromhex(line) for line in out.split()]
 
 
-def _compare_ram(run: _Run) -> dict[str, Any]:
+def _compare_ram(run: _Run) -> RamCheck:
     src, dst = run.src, run.dst
     assert src is not None and dst is not None
     size = run.ctx.cell.guest.memory_mib * 1024 * 1024
     if size > 3 * 1024**3:
-        return {"verdict": "unchecked", "reason": "RAM comparison supports guests up to 3 GiB"}
+        return RamCheck(verdict="unchecked", reason="RAM comparison supports guests up to 3 GiB")
     started = time.time()
 
     def dump_and_hash(vm: Vm) -> list[bytes]:
@@ -584,14 +663,10 @@ def _compare_ram(run: _Run) -> dict[str, Any]:
     # there depends on PAM and ROM mappings, and under load it was seen to differ between the
     # two QEMUs with intact guests. It is reported but not judged.
     diff = [p for p in every if not LEGACY_WINDOW[0] <= p < LEGACY_WINDOW[1]]
-    return {
-        "verdict": "corrupted" if diff else "ok",
-        "pages": len(digests[0]),
-        "differing_pages": len(diff),
-        "first_differing": diff[:20],
-        "legacy_window_differing": len(every) - len(diff),
-        "seconds": round(time.time() - started, 2),
-    }
+    return RamCheck(verdict="corrupted" if diff else "ok", pages=len(digests[0]),
+                    differing_pages=len(diff), first_differing=tuple(diff[:20]),
+                    legacy_window_differing=len(every) - len(diff),
+                    seconds=round(time.time() - started, 2))
 
 
 def _start_cpu_sampling(run: _Run) -> None:
@@ -605,28 +680,25 @@ def _start_cpu_sampling(run: _Run) -> None:
             sampler.start()
             run.cpu[vm.cfg.role] = sampler
         except Exception as exc:  # noqa: BLE001 - sampling must not fail the migration
-            run.record.setdefault("warnings", []).append(
-                f"CPU sampler on the {vm.cfg.role} did not start: {exc}")
+            run.warnings.append(f"CPU sampler on the {vm.cfg.role} did not start: {exc}")
 
 
 def _finish_cpu_sampling(run: _Run) -> None:
     if not run.cpu:
         return
-    rec = run.record
     samplers, run.cpu = run.cpu, {}
     t0 = run.t0
-    final = rec.get("final") or {}
-    if final.get("status") == "completed" and final.get("total-time"):
-        end = t0 + final["total-time"] / 1000
+    final = run.final
+    if final is not None and final.status == "completed" and final.total_time:
+        end = t0 + final.total_time / 1000
     else:
-        tl = rec.get("timeline") or []
-        end = t0 + (tl[-1]["t"] if tl else 0.0)
-    out: dict[str, Any] = {"hz": cpu_sampling.DEFAULT_HZ, "window": [t0, end]}
+        end = t0 + (run.timeline[-1].t if run.timeline else 0.0)
+    sides: dict[Role, CpuSide] = {}
     for role, sampler in samplers.items():
         try:
             trace = sampler.stop()
         except Exception as exc:  # noqa: BLE001
-            rec.setdefault("warnings", []).append(f"CPU sampler on the {role}: {exc}")
+            run.warnings.append(f"CPU sampler on the {role}: {exc}")
             continue
         if t0 <= 0 or end <= t0:
             continue
@@ -635,119 +707,94 @@ def _finish_cpu_sampling(run: _Run) -> None:
             {**p, "t": round(p["t"] - t0, 3)}
             for p in cpu_sampling.timeline(trace, t0 - 1.0, end + 1.0)
         ]
-        out[role] = summary
-    rec["cpu"] = out
+        sides[role] = CpuSide.model_validate(summary)
+    run.cpu_record = CpuRecord(hz=cpu_sampling.DEFAULT_HZ, window=(t0, end),
+                               source=sides.get("source"), destination=sides.get("destination"))
 
 
 def _teardown(run: _Run) -> None:
-    rec = run.record
     run.state("teardown")
     for sampler in run.cpu.values():
         sampler.stop_quietly()
     try:
         _finish_cpu_sampling(run)
     except Exception as exc:  # noqa: BLE001 - a summary problem must not leak QEMUs
-        rec.setdefault("warnings", []).append(f"CPU summary failed: {exc!r}")
+        run.warnings.append(f"CPU summary failed: {exc!r}")
     try:
         _finish_workloads(run)
     except Exception as exc:  # noqa: BLE001 - a summary problem must not leak QEMUs
-        rec.setdefault("warnings", []).append(f"workload summary failed: {exc!r}")
-    vms: dict[str, Any] = {}
-    events: dict[str, Any] = {}
-    lines: dict[str, Any] = {}
+        run.warnings.append(f"workload summary failed: {exc!r}")
     for vm in (run.src, run.dst):
         if vm is None:
             continue
+        role = vm.cfg.role
         try:
             vm.shutdown()
         finally:
-            vms[vm.cfg.role] = vm.describe()
-            events[vm.cfg.role] = [e.to_dict() for e in vm.qmp.events()]
-            lines[vm.cfg.role] = vm.console.to_list()
+            run.vms[role] = VmInfo.model_validate(vm.describe())
+            run.events[role] = [QmpEvent.model_validate(e.to_dict()) for e in vm.qmp.events()]
+            run.console[role] = [ConsoleLine.model_validate(ln) for ln in vm.console.to_list()]
     if run.prober is not None:
         run.prober.stop()
     if run.net is not None:
         run.net.close()
-    rec["vms"] = vms
-    rec["events"] = events
-    rec["console"] = lines
 
 
-def _writer_series(run: _Run) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for role, vm in (("source", run.src), ("destination", run.dst)):
-        if vm is None:
-            continue
-        for r in vm.console.records("writer"):
-            out.append({"t": round(r.host_time - run.t0, 4), "host": role,
-                        "guest_t": r.num("t"), "rate": r.num("rate"),
-                        "stall_ms": r.num("stall_ms"), "bad": r.num("bad")})
-    out.sort(key=lambda x: x["t"])
-    return out
-
-
-def host_stall_ms(series: list[dict[str, Any]], start: float, end: float,
-                  interval_s: float = WRITER_INTERVAL_S) -> float | None:
-    """Longest gap between consecutive writer reports arriving at the host, minus the interval.
-
-    Only reports from ``start`` to ``end`` (seconds relative to the migrate command) count, and
-    the gap before the first and after the last report of the window is ignored.
-    """
-    times: list[float] = sorted(float(p["t"]) for p in series if start <= p["t"] <= end)
-    if len(times) < 2:
-        return None
-    gap = max(b - a for a, b in zip(times, times[1:]))
-    return max(0.0, (gap - interval_s) * 1000.0)
-
-
-def _metrics(run: _Run) -> dict[str, Any]:
-    rec = run.record
-    final: dict[str, Any] = rec.get("final") or {}
-    ram = final.get("ram", {})
+def _metrics(run: _Run, writer: list[WriterPoint]) -> Metrics:
+    """The run's figures. Times of the migration itself (total, downtime, and what the guest saw
+    of the switchover) exist only for a completed migration; a run that did not converge or
+    failed still shows how far it got (bytes, syncs, setup)."""
+    final = run.final
+    ram = final.ram if final is not None else None
     if not ram:
         # A cancelled or failed migration's last answer has no statistics: use the last sample
         # that had them, so "not-converged" still shows how far it got.
-        for sample in reversed(rec.get("timeline", [])):
-            if sample.get("ram"):
-                ram = sample["ram"]
-                break
-    total = final.get("total-time")
-    transferred = ram.get("transferred")
-    m: dict[str, Any] = {
-        "total_time_ms": total if rec["outcome"] == "completed" else None,
-        "downtime_ms": final.get("downtime") if rec["outcome"] == "completed" else None,
-        "setup_time_ms": final.get("setup-time"),
-        "transferred_bytes": transferred,
-        "throughput_mbps": (round(transferred * 8 / total / 1000, 2)
-                            if transferred and total else None),
-        "qemu_mbps": ram.get("mbps"),
-        "dirty_sync_count": ram.get("dirty-sync-count"),
-        "host_pause_ms": None,
-        "guest_max_stall_ms": None,
-        "guest_max_stall_guest_clock_ms": None,
-        "guest_stall_clock": "host-arrival",
-        "samples": len(rec.get("timeline", [])),
-    }
-    events = rec.get("events", {})
-    stops = [e for e in events.get("source", []) if e["event"] == "STOP"
-             and e["host_time"] >= run.t0 > 0]
-    resumes = [e for e in events.get("destination", []) if e["event"] == "RESUME"]
-    if rec["outcome"] == "completed" and stops and resumes:
-        m["host_pause_ms"] = round((resumes[0]["qemu_time"] - stops[0]["qemu_time"]) * 1000, 1)
-    series = _writer_series(run)
-    rec["guest"] = {"writer": series, **rec.pop("guest_series", {})}
-    m.update(wl.summary_columns(rec.get("guest_impact") or {}))
-    during_gap = (((rec.get("guest_impact") or {}).get("ping") or {}).get("during") or {}).get(
-        "max_gap_ms")
-    if series and run.t0 > 0:
-        end = max(p["t"] for p in series)
-        m["guest_max_stall_ms"] = _round(host_stall_ms(series, 0.0, end))
-        in_window = [p["stall_ms"] for p in series if p["t"] >= 0]
-        m["guest_max_stall_guest_clock_ms"] = max(in_window) if in_window else None
-    # What a client of the guest saw: the longest stall any guest workload saw on the host clock.
-    seen = [v for v in (m["guest_max_stall_ms"], during_gap) if v is not None]
-    m["guest_visible_downtime_ms"] = max(seen) if seen else None
-    return m
+        ram = next((s.ram for s in reversed(run.timeline) if s.ram), None)
+    completed = run.outcome == "completed"
+    total = final.total_time if final is not None else None
+    transferred = ram.transferred if ram is not None else None
+    host_pause = None
+    stops = [e for e in run.events.get("source", []) if e.event == "STOP"
+             and e.host_time >= run.t0 > 0]
+    resumes = [e for e in run.events.get("destination", []) if e.event == "RESUME"]
+    if completed and stops and resumes:
+        host_pause = round((resumes[0].qemu_time - stops[0].qemu_time) * 1000, 1)
+    stall = stall_guest = None
+    if writer and run.t0 > 0:
+        end = max(p.t for p in writer)
+        stall = _round(writer_sampling.longest_stall_ms([p.t for p in writer], 0.0, end))
+        in_window = [p.stall_ms for p in writer if p.t >= 0]
+        stall_guest = max(in_window) if in_window else None
+    impact = wl.summary_columns(run.guest_impact)
+    return Metrics(
+        total_time_ms=total if completed else None,
+        downtime_ms=final.downtime if completed and final is not None else None,
+        setup_time_ms=final.setup_time if final is not None else None,
+        transferred_bytes=transferred,
+        throughput_mbps=(round(transferred * 8 / total / 1000, 2)
+                         if transferred and total else None),
+        qemu_mbps=ram.mbps if ram is not None else None,
+        dirty_sync_count=ram.dirty_sync_count if ram is not None else None,
+        host_pause_ms=host_pause, guest_max_stall_ms=stall,
+        guest_max_stall_guest_clock_ms=stall_guest, guest_stall_clock="host-arrival",
+        samples=len(run.timeline),
+        guest_visible_downtime_ms=guest_visible_downtime(
+            completed, stall, run.guest_impact.ping.during.max_gap_ms
+            if run.guest_impact.ping is not None else None),
+        **impact,
+    )
+
+
+def guest_visible_downtime(switched_over: bool, *stalls: float | None) -> float | None:
+    """What a client of the guest saw of the switchover: the longest stall any guest workload
+    saw on the host clock (the writer's, the prober's gap during the migration).
+
+    Defined only when the guest switched over to the destination (the migration completed): a
+    migration that did not converge, or failed, never stopped the guest, so a stall it saw
+    is not a downtime.
+    """
+    seen = [v for v in stalls if v is not None]
+    return max(seen) if switched_over and seen else None
 
 
 def _round(v: float | None) -> float | None:

@@ -26,6 +26,7 @@ from typing import Any
 from harness import compare, config, history, regress, store
 from harness.errors import ConfigError, HarnessError, shorten
 from harness.output import terminal_text, write_atomic, write_failure
+from harness.record import RunRecord
 
 EXIT_OK = 0
 EXIT_REGRESSION = 2
@@ -129,7 +130,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     """:raise StoreError: the file cannot be written (one line naming it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(data, indent=1, default=str) + "\n", mode=0o644)
+        write_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
     except OSError as exc:
         raise write_failure(path, "the file", exc, _WRITE_FIX) from None
 
@@ -147,8 +148,7 @@ def write_outputs(verdict: dict[str, Any], paths: Sequence[Path | None],
         xml = junit_xml(verdict)
         try:
             junit.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(junit, lambda f: xml.write(f, encoding="utf-8", xml_declaration=True),
-                         mode=0o644)
+            write_atomic(junit, lambda f: xml.write(f, encoding="utf-8", xml_declaration=True))
         except OSError as exc:
             raise write_failure(junit, "the JUnit file", exc, _WRITE_FIX) from None
 
@@ -262,10 +262,9 @@ def thresholds_from(args: argparse.Namespace) -> regress.Thresholds:
 def _printing_progress() -> Any:
     from harness.runner import Progress
 
-    def run_finished(cell: Any, rep: int, rec: dict[str, Any]) -> None:
-        m = rec.get("metrics") or {}
-        tt = m.get("total_time_ms")
-        desc = f"{rec['outcome']}, integrity {rec['integrity']}"
+    def run_finished(cell: Any, rep: int, rec: RunRecord) -> None:
+        tt = rec.metrics.total_time_ms
+        desc = f"{rec.outcome}, integrity {rec.integrity.verdict}"
         if tt is not None:
             desc += f", {tt / 1000:.1f} s"
         print(terminal_text(f"  {cell.label} rep {rep}: {desc}"), flush=True)
@@ -327,7 +326,7 @@ def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None
         with contextlib.suppress(OSError):
             staging.rmdir()  # only when the night stored nothing: finished runs stay
         raise
-    records = [rec for _, rec in store.iter_runs(staging)]
+    records = [store.legacy(rec) for _, rec in store.iter_runs(staging)]
     night = history.file_night(hist, staging, records)
     _write_json(night.path / "night.json", {
         "matrix": spec.name, "matrix_file": str(matrix_path), "hosts_file": str(hosts_path),
@@ -520,7 +519,7 @@ def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path 
               flush=True)
     run_matrix(matrix_path, spec2, hosts_path, hosts, runs,
                None if quiet else _printing_progress(), image, pairs=[pair])
-    records = [rec for _, rec in store.iter_runs(runs)]
+    records = [store.legacy(rec) for _, rec in store.iter_runs(runs)]
     if not records:
         raise HarnessError(f"{runs}: the comparison produced no run records")
     verdict = compare_verdict(records, name_b, name_a, th)

@@ -9,9 +9,9 @@ names. Each destination has one helper here, used by every writer:
 - :func:`terminal_text`: escape sequences (CSI, OSC, DCS ...), C0 and C1 control characters, DEL
   and bidirectional overrides are dropped, so a record cannot clear the screen, set the window
   title, hide text or move the cursor. :func:`console_text` also escapes rich markup.
-- :func:`write_atomic` and :func:`write_failure`: a file is written whole or not at all (no
-  temporary file is left behind on a full, read-only or vanished folder), and a write that fails
-  becomes one line naming the path and the fix.
+- :func:`write_atomic` and :func:`write_failure`: the one way the harness writes a file: whole
+  or not at all (no temporary file is left behind on a full, read-only or vanished folder), with
+  one mode (:data:`FILE_MODE`); a write that fails becomes one line naming the path and the fix.
 """
 
 from __future__ import annotations
@@ -107,14 +107,22 @@ def write_failure(path: Path | str, what: str, exc: OSError, fix: str) -> StoreE
     return StoreError(f"{path}: cannot write {what}: {reason}; {remedy} {fix}".rstrip())
 
 
+#: The mode of every file the harness writes (results, summaries, exports, reports, verdicts,
+#: caches): readable by everyone, writable by its owner, as a plain ``open()`` under the usual
+#: umask makes it. A temporary file starts private (0600); results and reports are for sharing.
+FILE_MODE = 0o644
+
+
 def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], None], *,
-                 mode: int | None = None) -> None:
-    """Write ``path`` whole, through a temporary file in its folder and a rename.
+                 overwrite: bool = True) -> None:
+    """Write ``path`` whole: a temporary file in its folder, flushed to disk, given
+    :data:`FILE_MODE`, then renamed to ``path`` (or linked, with ``overwrite=False``).
 
     ``data`` is text (written as UTF-8, newlines as given), bytes, or a function that writes to
     the open binary file. On any failure the temporary file is removed and ``path`` is as it
     was; the folder is not created.
 
+    :raise FileExistsError: ``overwrite`` is False and ``path`` exists (it is left alone).
     :raise OSError: the write failed (callers turn it into :func:`write_failure`).
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -124,10 +132,13 @@ def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], None], *,
                 data(f)
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic, and fails if the file exists: never overwrite
+    finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise

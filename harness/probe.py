@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from harness.errors import CommandFailed, VmError
 from harness.features import MigrationConfig, kvm_requirement
 from harness.host import sh_script
 from harness.models import QemuBuild
+from harness.output import write_atomic
 
 if TYPE_CHECKING:
     from harness.host import Host
@@ -193,9 +193,7 @@ def probe(build: QemuBuild, cache_dir: Path, timeout: float = 20.0,
         except (ValueError, TypeError):
             cached.unlink(missing_ok=True)
     result = _probe_on(host, build, timeout)
-    tmpf = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmpf.write_text(json.dumps(result.to_dict()))
-    os.replace(tmpf, cached)
+    write_atomic(cached, json.dumps(result.to_dict()))
     with _memo_lock:
         _memo[key] = result
     return result

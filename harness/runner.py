@@ -34,11 +34,24 @@ from harness.errors import ConfigError, HarnessError, HostError, StoreError
 from harness.host import Host, make_host
 from harness.image import GuestImage, ensure_image
 from harness.matrix import Cell
-from harness.migration import SCHEMA_VERSION, RunContext, run_migration, utc
+from harness.migration import RunContext, run_migration
 from harness.models import HostPair, HostsConfig, MatrixSpec, QemuBuild
 from harness.output import terminal_text
 from harness.probe import Probe, probe, unsupported_reason
 from harness.provision import PROBE_CACHE, place_image
+from harness.record.model import (
+    SCHEMA_VERSION,
+    CellRecord,
+    HarnessInfo,
+    HostFacts,
+    Integrity,
+    Metrics,
+    Outcome,
+    PerSide,
+    QemuInfo,
+    RunRecord,
+)
+from harness.record.scalars import utc
 
 REPO = Path(__file__).resolve().parent.parent
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C, how long the pairs' runs get to tear down
@@ -64,7 +77,7 @@ class Progress:
     start: Callable[[int, int], None] | None = None  # total runs, already done
     run_started: Callable[[Cell, int], None] | None = None
     state: Callable[[str], None] | None = None
-    run_finished: Callable[[Cell, int, dict[str, Any]], None] | None = None
+    run_finished: Callable[[Cell, int, RunRecord], None] | None = None
     note: Callable[[str], None] | None = None  # a pair skipped, an image uploaded ...
 
 
@@ -92,21 +105,22 @@ def skip_reason(cell: Cell, src_probe: Probe, dst_probe: Probe, src_accel: str,
 
 def skipped_record(cell: Cell, rep: int, campaign: str, reason: str, probe_: Probe | None,
                    build: QemuBuild, source: Host, destination: Host,
-                   outcome: str = "skipped") -> dict[str, Any]:
+                   outcome: Outcome = "skipped") -> RunRecord:
     """The record of a run that was not attempted, with the reason: ``skipped`` (the pair cannot
-    run it) or ``failed`` (a fault kept it from starting)."""
-    now = time.time()
+    run it) or ``failed`` (a fault kept it from starting). It has no figures: every metric null,
+    no image, no timeline."""
+    now = utc(time.time())
     p = probe_
-    return {
-        "schema_version": SCHEMA_VERSION, "campaign": campaign, "cell": cell.to_dict(),
-        "repetition": rep, "started_utc": utc(now), "finished_utc": utc(now),
-        "outcome": outcome, "error": reason, "integrity": "unchecked", "integrity_detail": {},
-        "timing_excluded": True,
-        "qemu": {"build": cell.build, "version": f"{p.version} ({p.package})" if p else None,
-                 "source_binary": str(build.binary)},
-        "hosts": {"source": source.facts(), "destination": destination.facts()},
-        "metrics": {}, "timeline": [], "events": {}, "console": {},
-    }
+    return RunRecord(
+        schema_version=SCHEMA_VERSION, campaign=campaign,
+        cell=CellRecord.model_validate(cell.to_dict()), repetition=rep, started_utc=now,
+        finished_utc=now, outcome=outcome, error=reason, integrity=Integrity(verdict="unchecked"),
+        timing_excluded=True,
+        qemu=QemuInfo(build=cell.build, version=f"{p.version} ({p.package})" if p else None,
+                      source_binary=str(build.binary)),
+        hosts=PerSide(source=HostFacts.model_validate(source.facts()),
+                      destination=HostFacts.model_validate(destination.facts())),
+        metrics=Metrics())
 
 
 def run_workdirs(pair: HostPair, campaign: str, run_id: str) -> dict[str, Path]:
@@ -167,7 +181,7 @@ class _Campaign:
         self.interrupted.set()
         self.stop.set()
 
-    def save(self, pair_name: str, cell: Cell, rep: int, record: dict[str, Any]) -> None:
+    def save(self, pair_name: str, cell: Cell, rep: int, record: RunRecord) -> None:
         """Store a finished run, unless the campaign was interrupted: a run cut short by Ctrl-C
         (its hosts' connections or QEMUs going away under it) is not a result, and it must run
         again on resume."""
@@ -175,8 +189,8 @@ class _Campaign:
             self.note(f"pair {pair_name}: {cell.id} repetition {rep} was interrupted: not "
                       "saved, it runs again on resume")
             return
-        record["harness"] = {"commit": self.commit, "matrix_file": str(self.matrix_path),
-                             "pair": pair_name}
+        record = record.model_copy(update={"harness": HarnessInfo(
+            commit=self.commit, matrix_file=str(self.matrix_path), pair=pair_name)})
         with self.lock:
             self.written.append(store.write_run(self.out, record))
             try:
@@ -187,7 +201,7 @@ class _Campaign:
         if self.progress.run_finished:
             self.progress.run_finished(cell, rep, record)
 
-    def write_summary(self, record: dict[str, Any] | None = None) -> None:
+    def write_summary(self, record: RunRecord | None = None) -> None:
         """Rewrite summary.csv with ``record`` added; the run files are read only the first time.
 
         Call with the lock held.
@@ -195,8 +209,7 @@ class _Campaign:
         if self._summary is None:
             self._summary = store.summary_rows(self.out)
         elif record is not None:
-            self._summary[(record["cell"]["id"], int(record["repetition"]))] = (
-                store.summary_row(record))
+            self._summary[(record.cell.id, record.repetition)] = store.summary_row(record)
         store.write_summary(self.out, self._summary)
 
     def note(self, message: str) -> None:
@@ -237,7 +250,7 @@ class _PairWorker:
             self.accel[role] = host.accel().accel
 
     def unrunnable(self, cell: Cell, rep: int, src_build: QemuBuild, dst_build: QemuBuild
-                   ) -> tuple[dict[str, Any] | None, tuple[Probe, Probe] | None]:
+                   ) -> tuple[RunRecord | None, tuple[Probe, Probe] | None]:
         """(the record of a run that cannot start on this pair, or None if it can; the source's
         and destination's probes, when both answered).
 

@@ -1,8 +1,12 @@
 """Results on disk: ``results/<campaign>/<cell-id>/<repetition>.json`` plus ``summary.csv``.
 
-Run files are versioned (``schema_version``), written atomically and never overwritten: a rerun
-of a finished run is skipped by the runner, and writing one that exists is an error. The summary
-is rebuilt from the run files, so it can never disagree with them.
+The one door out and the one door in for run records: :func:`write_run` stores a
+:class:`~harness.record.RunRecord` as its canonical bytes (:func:`harness.record.dump`), written
+atomically and never overwritten (a rerun of a finished run is skipped by the runner, and writing
+one that exists is an error); :func:`load_run` and :func:`iter_runs` give records back, upgraded
+and validated (:func:`harness.record.read`): a file that does not validate is one line naming
+the file, the field, what was expected and the fix. The summary is rebuilt from the run files,
+so it can never disagree with them.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, StoreError
 from harness.output import csv_cell, csv_row, write_atomic, write_failure
+from harness.record import RunRecord, dump, read
+from harness.record.errors import RecordError
+from harness.record.scalars import CELL_ID_PATTERN
 from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.workload import label as workload_label
 
@@ -34,10 +41,13 @@ SUMMARY_COLUMNS = [
     "fio_lat_p99_us_before", "fio_lat_p99_us_during", "error",
 ]
 
+#: A value of a summary or frame row.
+Cell = str | int | float | bool | None
+Row = dict[str, Cell]
 
-#: A cell id as :func:`harness.matrix.cell_id` makes it: 12 hex digits of a SHA-256. Ids name
-#: folders and report pages, so one read from a file must match before it is used as either.
-CELL_ID = re.compile(r"[0-9a-f]{12}\Z")
+#: A cell id (:data:`harness.record.scalars.CELL_ID_PATTERN`). Ids name folders and report
+#: pages, so one read from a file must match before it is used as either.
+CELL_ID = re.compile(CELL_ID_PATTERN)
 
 _RESUME = "and rerun the same command to resume (finished runs are kept), or choose another " \
           "results folder"
@@ -91,8 +101,8 @@ def check_writable(root: Path) -> None:
                             "or choose another results folder") from None
 
 
-def write_run(root: Path, record: dict[str, Any]) -> Path:
-    """Write one run record atomically into the campaign folder ``root``; never overwrite.
+def write_run(root: Path, record: RunRecord) -> Path:
+    """Write one run record into the campaign folder ``root``: atomically, never overwriting.
 
     ``root`` must exist: a campaign folder removed during a run is not made again, since the
     runs it held would be missing from it. Nothing is left behind when the write fails.
@@ -100,59 +110,39 @@ def write_run(root: Path, record: dict[str, Any]) -> Path:
     :raise HarnessError: when the run file already exists.
     :raise StoreError: the file cannot be written (full, read-only or vanished folder).
     """
-    path = run_path(root, record["cell"]["id"], record["repetition"])
+    path = run_path(root, record.cell.id, record.repetition)
     what = f"run file {path.relative_to(root)}"
     made_dir = False
     try:
         if not path.parent.is_dir():
             path.parent.mkdir()
             made_dir = True
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    except OSError as exc:
-        raise folder_error(root, what, exc) from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # atomic, and fails if the file exists: never overwrite
+        write_atomic(path, dump(record), overwrite=False)
     except FileExistsError:
         raise HarnessError(f"{path} exists already; results are never overwritten") from None
     except OSError as exc:
         if made_dir:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
                 path.parent.rmdir()
         raise folder_error(root, what, exc) from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
     return path
 
 
-def upgrade(record: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older record up to the current schema (version 1 is the first)."""
-    version = record.get("schema_version")
-    if version != 1:
-        raise HarnessError(f"unsupported result schema_version {version!r}")
-    return record
-
-
-def iter_runs(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+def iter_runs(root: Path) -> Iterator[tuple[Path, RunRecord]]:
     """All run records below ``root`` (a campaign folder), in a stable order.
 
-    :raise HarnessError: a run file cannot be read, is not valid JSON or has an unknown schema
-        (one line naming the file and the fix).
+    :raise RecordError: a run file cannot be read, does not validate, is of a newer schema, or
+        lies outside its cell's folder (one line naming the file and the fix).
     """
     paths = sorted(root.glob("*/*.json"), key=lambda p: (p.parent.name, _rep_number(p)))
     for path in paths:
         if path.name.startswith("."):
             continue
         record = load_run(path)
-        if record["cell"]["id"] != path.parent.name:
-            raise HarnessError(f"{path}: cell.id {record['cell']['id']!r} differs from its folder "
-                               f"{path.parent.name!r}: move the file to its cell's folder or "
-                               "delete it")
+        if record.cell.id != path.parent.name:
+            raise RecordError("cell.id", f"{record.cell.id!r} differs from its folder "
+                              f"{path.parent.name!r}", "move the file to its cell's folder or "
+                              "delete it", str(path))
         yield path, record
 
 
@@ -163,87 +153,59 @@ def _rep_number(path: Path) -> int:
         return -1
 
 
-def load_run(path: Path) -> dict[str, Any]:
-    """One run record, upgraded to the current schema.
+def load_run(path: Path) -> RunRecord:
+    """One run record, upgraded to the current schema and validated.
 
-    :raise HarnessError: the file cannot be read, is not a JSON object, or has an unknown schema.
+    :raise RecordError: the file cannot be read or does not hold a valid record (one line).
     """
-    try:
-        with open(path) as f:
-            record = json.load(f)
-    except OSError as exc:
-        raise HarnessError(f"{path}: cannot read result: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        # write_run never leaves a partial file, so this one was damaged after the run.
-        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise HarnessError(f"{path}: cannot read result: not valid JSON{where}: "
-                           "delete it to rerun that repetition") from exc
-    if not isinstance(record, dict):
-        raise HarnessError(f"{path}: cannot read result: not a run record (a JSON "
-                           f"{type(record).__name__}): delete it to rerun that repetition")
-    try:
-        record = upgrade(record)
-    except HarnessError as exc:
-        raise HarnessError(f"{path}: {exc}") from exc
-    problem = _shape_problem(record)
-    if problem:
-        raise HarnessError(f"{path}: cannot read result: {problem}: not a run record migbench "
-                           "wrote (or edited since): delete it to rerun that repetition")
-    return record
+    return read(path)
 
 
-def _shape_problem(record: dict[str, Any]) -> str:
-    """What makes ``record`` unusable (its identity is used as folder, page and link names and
-    as table keys), or ""."""
-    cell = record.get("cell")
-    if not isinstance(cell, dict):
-        return "cell is not an object"
-    if not valid_cell_id(cell.get("id")):
-        return f"cell.id {str(cell.get('id'))!r:.40} is not a cell id (12 hex digits)"
-    rep = record.get("repetition")
-    if isinstance(rep, bool) or not isinstance(rep, int) or rep < 1:
-        return f"repetition {rep!r:.20} is not a positive integer"
-    for key in ("outcome", "integrity"):
-        if not isinstance(record.get(key), str):
-            return f"{key} is not a string"
-    if not isinstance(cell.get("variant"), str):
-        return "cell.variant is not a string"
-    return ""
+def records(root: Path) -> list[RunRecord]:
+    """Every run record of the campaign folder ``root`` (see :func:`iter_runs`).
+
+    :raise HarnessError: ``root`` is not a folder, or holds no run file.
+    :raise RecordError: a run file does not validate.
+    """
+    if not root.is_dir():
+        raise HarnessError(f"{root}: no such results folder (expected <campaign>/<cell-id>/"
+                           "<rep>.json, e.g. results/demo)")
+    out = [rec for _, rec in iter_runs(root)]
+    if not out:
+        raise HarnessError(f"{root}: no run results here (expected <cell-id>/<rep>.json); "
+                           "run `migbench run MATRIX.yaml --out DIR` first")
+    return out
 
 
-def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    cell = record["cell"]
-    m = record.get("metrics", {})
-    row = {
-        "campaign": record.get("campaign"),
-        "cell_id": cell["id"],
-        "variant": cell["variant"],
-        "qemu_version": (record.get("qemu") or {}).get("version"),
-        "features": cell["migration"]["feature"],
-        "workload": _workload_label(cell),
-        "repetition": record["repetition"],
-        "outcome": record["outcome"],
-        "integrity": record["integrity"],
-        "timing_excluded": record.get("timing_excluded", False),
-        "error": (record.get("error") or "").replace("\n", " ")[:300],
+def summary_row(record: RunRecord) -> Row:
+    """One ``summary.csv`` row: the run's identity, outcome and figures."""
+    cell = record.cell
+    m = record.metrics
+    row: Row = {
+        "campaign": record.campaign,
+        "cell_id": cell.id,
+        "variant": cell.variant,
+        "qemu_version": record.qemu.version,
+        "features": cell.migration.feature,
+        "workload": workload_label(cell.workload),
+        "repetition": record.repetition,
+        "outcome": record.outcome,
+        "integrity": record.integrity.verdict,
+        "timing_excluded": record.timing_excluded,
+        "error": (record.error or "").replace("\n", " ")[:300],
     }
     for col in SUMMARY_COLUMNS:
         if col not in row:
-            row[col] = m.get(col)
+            row[col] = getattr(m, col)
     return row
 
 
-def _workload_label(cell: dict[str, Any]) -> str:
-    return workload_label(cell.get("workload"))
-
-
-def summary_rows(root: Path) -> dict[tuple[str, int], dict[str, Any]]:
+def summary_rows(root: Path) -> dict[tuple[str, int], Row]:
     """Summary rows of every run file below ``root``, keyed by (cell id, repetition)."""
-    return {(rec["cell"]["id"], int(rec["repetition"])): summary_row(rec)
-            for _, rec in iter_runs(root)}
+    return {(rec.cell.id, rec.repetition): summary_row(rec) for _, rec in iter_runs(root)}
 
 
-def write_summary(root: Path, rows: dict[tuple[str, int], dict[str, Any]] | None = None) -> Path:
+def write_summary(root: Path, rows: dict[tuple[str, int], Row] | None = None) -> Path:
     """Write ``summary.csv`` (atomic replace) from ``rows``, or rebuilt from the run files.
 
     A runner passes the rows it keeps so that saving one run does not re-read every run file;
@@ -280,25 +242,25 @@ def cpu_column(side: str, cls: str) -> str:
     return f"cpu_{CPU_SIDES[side]}_{cls}_pct"
 
 
-def _flatten_cpu(record: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    cpu = record.get("cpu") or {}
+def _flatten_cpu(record: RunRecord) -> Row:
+    out: Row = {}
+    cpu = record.cpu
     for side in CPU_SIDES:
-        classes = ((cpu.get(side) or {}).get("classes")) or {}
-        for cls, pct in classes.items():
+        cpu_side = getattr(cpu, side) if cpu is not None else None
+        for cls, pct in (cpu_side.classes if cpu_side is not None else {}).items():
             out[cpu_column(side, cls)] = pct
     return out
 
 
-def rows(root: Path) -> list[dict[str, Any]]:
+def rows(runs: Iterable[RunRecord]) -> list[dict[str, object]]:
     """One flat dict per run: the summary columns, every metric, per-class CPU and the axes."""
-    out = []
-    for _, rec in iter_runs(root):
-        row = summary_row(rec)
-        for k, v in (rec.get("metrics") or {}).items():
+    out: list[dict[str, object]] = []
+    for rec in runs:
+        row: dict[str, object] = dict(summary_row(rec))
+        for k, v in rec.metrics.model_dump().items():
             row.setdefault(k, v)
         row.update(_flatten_cpu(rec))
-        for k, v in (rec["cell"].get("axes") or {}).items():
+        for k, v in rec.cell.axes.items():
             row[f"axis_{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
         out.append(row)
     return out
@@ -332,13 +294,17 @@ def load(root: Path) -> Any:
     :raise HarnessError: ``root`` is not a folder, or a run file is unreadable (see
         :func:`load_run`).
     """
-    import pandas as pd
-
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(f"{root}: no such campaign folder")
-    records = rows(root)
-    df = pd.DataFrame(records)
+    return frame(rec for _, rec in iter_runs(root))
+
+
+def frame(runs: Iterable[RunRecord]) -> Any:
+    """The DataFrame of :func:`load` for ``runs``."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows(runs))
     extra = [c for c in df.columns if c not in FRAME_COLUMNS]
     df = df.reindex(columns=FRAME_COLUMNS + extra)
     for col in _FLOAT_COLUMNS:
@@ -381,18 +347,19 @@ def _text(v: Any) -> str | None:
 def export(root: Path, fmt: str, dest: Path | None = None) -> Path:
     """Write the DataFrame of ``root`` as parquet or csv; returns the file written.
 
-    :raise HarnessError: unknown format, unreadable run file, or the file cannot be written.
+    :raise HarnessError: unknown format, no run in ``root``, unreadable run file, or the file
+        cannot be written.
     """
     if fmt not in ("parquet", "csv"):
         raise HarnessError(f"unknown export format {fmt!r}: use parquet or csv")
-    df = load(root)
+    df = frame(records(root))  # an empty folder is refused: an empty table is no export
     path = dest or (root / f"runs.{fmt}")
     try:
         if fmt == "parquet":
-            write_atomic(path, lambda f: df.to_parquet(f, index=False), mode=0o644)
+            write_atomic(path, lambda f: df.to_parquet(f, index=False))
         else:
             text = _csv_safe(df).to_csv(index=False, lineterminator="\n")
-            write_atomic(path, text, mode=0o644)
+            write_atomic(path, text)
     except OSError as exc:
         raise write_failure(path, "the export", exc, "or choose another -o FILE") from None
     return path
@@ -407,3 +374,18 @@ def _csv_safe(df: Any) -> Any:
             continue
         out[col] = out[col].astype(object).map(csv_cell)
     return out
+
+
+def legacy(record: RunRecord) -> dict[str, Any]:
+    """``record`` in the shape of a version-1 file, for the readers not yet moved to the model
+    (temporary: removed once every reader takes a RunRecord)."""
+    d: dict[str, Any] = record.model_dump(mode="json", by_alias=True)
+    integrity = d.pop("integrity")
+    d["integrity"] = integrity.pop("verdict")
+    d["integrity_detail"] = {k: v for k, v in integrity.items() if v is not None}
+    applied = d.pop("applied")
+    d["migration"] = {"requested": d["cell"]["migration"],
+                      "applied": {k: applied[k] for k in ("source", "destination")}
+                      if applied else {}, "uri": applied["uri"] if applied else None}
+    d["schema_version"] = 1
+    return d

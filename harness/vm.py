@@ -28,6 +28,7 @@ from harness.errors import HarnessError, VmError
 from harness.host import Host, Process, SshHost, sh_script
 from harness.models import QemuBuild
 from harness.qmp import QmpSession
+from harness.record.scalars import Role
 from harness.sampling.console import Console
 
 # Runs on an SSH host before QEMU starts: "missing" unless "$1" (the binary) is executable; else
@@ -39,7 +40,7 @@ _PREPARE_SH = ('test -x "$1" || { echo "missing"; exit 0; }; '
 @dataclass(frozen=True)
 class VmConfig:
     name: str  # QEMU -name, also shows as the process name in thread listings
-    role: str  # "source" | "destination"
+    role: Role
     build: QemuBuild
     accel: str
     vcpus: int

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.models import FioSpec, WorkloadSpec
+from harness.record.model import FioImpact, GuestImpact, PingImpact
 from harness.sampling import fio as fio_sampling
 from harness.sampling import ping as ping_sampling
 
@@ -145,52 +146,50 @@ def summarise(
     end: float,
     probes: Sequence[ping_sampling.Probe] = (),
     fio_samples: Sequence[dict[str, Any]] = (),
-) -> dict[str, Any]:
+) -> GuestImpact:
     """Guest-impact block of a run: each workload's before/during/after summary (epoch times).
 
     ``switchover`` is when the guest resumed on the destination (None if it never moved); the
     ``during`` phase is [migrate_start, switchover), ``after`` is [switchover, end].
     """
-    out: dict[str, Any] = {}
+    ping = fio = None
     if spec.ping is not None:
-        out["ping"] = ping_sampling.summarise(
+        ping = PingImpact.model_validate(ping_sampling.summarise(
             probes, migrate_start, switchover, end,
             interval_s=spec.ping.interval_ms / 1000, timeout_s=spec.ping.timeout_ms / 1000,
-        )  # fmt: skip
+        ))  # fmt: skip
     if spec.fio is not None:
-        out["fio"] = fio_sampling.summarise(fio_samples, migrate_start, switchover, end)
-    return out
+        fio = FioImpact.model_validate(
+            fio_sampling.summarise(fio_samples, migrate_start, switchover, end))
+    return GuestImpact(ping=ping, fio=fio)
 
 
-def summary_columns(impact: dict[str, Any]) -> dict[str, float | int | None]:
+def summary_columns(impact: GuestImpact) -> dict[str, float | int | None]:
     """The ``summary.csv`` columns of a guest-impact block (None where a workload did not run)."""
-    ping = impact.get("ping") or {}
-    fio = impact.get("fio") or {}
-    whole = ping.get("total") or {}
-    before = fio.get("before") or {}
-    during = fio.get("during") or {}
+    ping, fio = impact.ping, impact.fio
     return {
-        "ping_lost": whole.get("lost"),
-        "ping_max_gap_ms": whole.get("max_gap_ms"),
-        "ping_rtt_p99_ms": whole.get("rtt_p99_ms"),
-        "fio_iops_before": before.get("iops_host_mean"),
-        "fio_iops_during": during.get("iops_host_mean"),
-        "fio_lat_p99_us_before": before.get("lat_p99_us_max"),
-        "fio_lat_p99_us_during": during.get("lat_p99_us_max"),
+        "ping_lost": ping.total.lost if ping else None,
+        "ping_max_gap_ms": ping.total.max_gap_ms if ping else None,
+        "ping_rtt_p99_ms": ping.total.rtt_p99_ms if ping else None,
+        "fio_iops_before": fio.before.iops_host_mean if fio else None,
+        "fio_iops_during": fio.during.iops_host_mean if fio else None,
+        "fio_lat_p99_us_before": fio.before.lat_p99_us_max if fio else None,
+        "fio_lat_p99_us_during": fio.during.lat_p99_us_max if fio else None,
     }
 
 
-def label(workload: dict[str, Any] | None) -> str:
-    """A short name for a workload as stored in a run record (``cell["workload"]``), e.g.
-    ``writer 64 MiB @ 32 MiB/s random + ping + fio randrw`` (pure)."""
-    w = workload or {}
+def label(workload: WorkloadSpec | None) -> str:
+    """A short name for a workload, e.g. ``writer 64 MiB @ 32 MiB/s random + ping + fio randrw``
+    (pure)."""
+    if workload is None:
+        return "idle"
     parts = []
-    writer = w.get("writer")
-    if writer:
-        rate = "max" if not writer.get("rate_mib_s") else f"{writer['rate_mib_s']:g} MiB/s"
-        parts.append(f"writer {writer.get('working_set_mib')} MiB @ {rate} {writer.get('pattern')}")
-    if w.get("ping"):
+    writer = workload.writer
+    if writer is not None:
+        rate = "max" if not writer.rate_mib_s else f"{writer.rate_mib_s:g} MiB/s"
+        parts.append(f"writer {writer.working_set_mib} MiB @ {rate} {writer.pattern}")
+    if workload.ping is not None:
         parts.append("ping")
-    if w.get("fio"):
-        parts.append(f"fio {w['fio'].get('rw', '')}".strip())
+    if workload.fio is not None:
+        parts.append(f"fio {workload.fio.rw}".strip())
     return " + ".join(parts) if parts else "idle"

@@ -44,8 +44,11 @@ def make_run(
     rec["timing_excluded"] = timing_excluded
     rec["error"] = error
     m = rec["metrics"]
-    m["total_time_ms"] = total_ms if outcome == "completed" else None
-    m["downtime_ms"] = downtime_ms if outcome == "completed" else None
+    # QEMU counts milliseconds in whole numbers: so does the record
+    m["total_time_ms"] = round(total_ms) if total_ms is not None and outcome == "completed" \
+        else None
+    m["downtime_ms"] = round(downtime_ms) if downtime_ms is not None and outcome == "completed" \
+        else None
     if total_ms:
         m["throughput_mbps"] = round(m["transferred_bytes"] * 8 / total_ms / 1000, 2)
     if ping_lost is not None:

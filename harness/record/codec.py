@@ -22,12 +22,17 @@ import json
 import math
 from pathlib import Path
 
-from harness.record.errors import RecordError
+from harness.errors import ConfigError
+from harness.inputs import read_bytes
+from harness.record.errors import DELETE, RecordError
 from harness.record.model import RunRecord
 from harness.record.scalars import HugeInt
 from harness.record.upgrade import upgrade
 
 _MAX_INT_DIGITS = 40
+#: A run file larger than this was not written by migbench (a long run with 20 Hz samples,
+#: consoles and guest series is a few MB).
+MAX_BYTES = 64 * 1024**2
 
 
 class _DuplicateKey(ValueError):
@@ -90,15 +95,17 @@ def loads(data: bytes | str, source: str = "") -> RunRecord:
 
 
 def read(path: Path) -> RunRecord:
-    """The record in the file ``path``.
+    """The record in the file ``path``: a regular file (a FIFO would block the reader) of at most
+    :data:`MAX_BYTES`.
 
     :raise RecordError: the file cannot be read or does not hold a valid record (one line).
     """
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RecordError("", f"cannot read result: {exc.strerror or exc}", "check the path",
-                          str(path)) from exc
+        data = read_bytes(path, "result", MAX_BYTES)
+    except ConfigError as exc:
+        missing = not path.exists() and not path.is_symlink()
+        raise RecordError("", f"cannot read result: {exc.problem}",
+                          "check the path" if missing else DELETE, str(path)) from None
     return loads(data, str(path))
 
 

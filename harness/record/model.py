@@ -75,6 +75,7 @@ class MigrationRequest(Frozen):
     parameters: JsonObject = {}
     harness: JsonObject = {}  # harness knobs: postcopy-after-syncs, pause-after-syncs ...
     destination: JsonObject | None = None  # the destination's parameters, when they differ
+    unlimited: tuple[str, ...] = ()  # parameters given as `unlimited` (QEMU was given 0)
 
 
 # The cell's workload, guest and limits are the matrix file's own models, validated strictly here:
@@ -412,6 +413,22 @@ class Integrity(Frozen):
     ram: RamCheck | None = None
     guest_crash: GuestCrash | None = None
     guest_silent: GuestSilent | None = None
+
+    @classmethod
+    def judge(cls, *, stamps: StampsCheck | None = None, ram: RamCheck | None = None,
+              guest_crash: GuestCrash | None = None,
+              guest_silent: GuestSilent | None = None) -> Integrity:
+        """The checks with their verdict: ``corrupted`` if any check found damage (a guest that
+        crashed or stopped running on the destination counts), ``ok`` if at least one check
+        passed, else ``unchecked``."""
+        verdicts = [c.verdict for c in (ram, stamps) if c is not None]
+        verdict: Verdict
+        if guest_crash is not None or guest_silent is not None or "corrupted" in verdicts:
+            verdict = "corrupted"
+        else:
+            verdict = "ok" if "ok" in verdicts else "unchecked"
+        return cls(verdict=verdict, stamps=stamps, ram=ram, guest_crash=guest_crash,
+                   guest_silent=guest_silent)
 
 
 # ---------------------------------------------------------------------------------------------

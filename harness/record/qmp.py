@@ -9,11 +9,36 @@ written again, so a stored reply says what QEMU said.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    RootModel,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
-from harness.record.scalars import Float, Frozen, Json, JsonObject, OptFloat, OptInt
+from harness.errors import QmpError
+from harness.record.errors import explain
+from harness.record.scalars import Bool, Float, Frozen, Json, JsonObject, OptFloat, OptInt
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def from_qmp(model: type[M], reply: object, command: str) -> M:
+    """QEMU's answer to ``command`` as ``model``: checked once, where it arrives.
+
+    :raise QmpError: the answer does not have the shape QEMU documents (one line: the field and
+        what was expected).
+    """
+    try:
+        return model.model_validate(reply)
+    except ValidationError as exc:
+        field, problem = explain(exc)
+        raise QmpError(f"QEMU's answer to {command} is not what migbench reads: {field}: "
+                       f"{problem}") from None
 
 
 def _kebab(name: str) -> str:
@@ -98,6 +123,30 @@ class TimelineSample(MigrationInfo):
     """A ``query-migrate`` answer of the timeline, ``t`` seconds after the migrate command."""
 
     t: Float
+
+    @classmethod
+    def at(cls, info: MigrationInfo, t: float) -> TimelineSample:
+        """``info`` as the sample taken ``t`` seconds after the migrate command."""
+        return cls.model_validate({**info.model_dump(mode="json"), "t": t})
+
+
+class CapabilityStatus(QmpReply):
+    """One entry of ``query-migrate-capabilities``."""
+
+    capability: str
+    state: Bool
+
+
+class CapabilityList(RootModel[tuple[CapabilityStatus, ...]]):
+    """``query-migrate-capabilities``: every migration capability and whether it is on."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class MigrationParameters(RootModel[JsonObject]):
+    """``query-migrate-parameters``: kept as QEMU sent it (the set differs between versions)."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class QmpEvent(Frozen):

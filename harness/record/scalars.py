@@ -9,6 +9,7 @@ event data, axis values) are JSON of bounded depth with the same rules for their
 from __future__ import annotations
 
 import math
+import time
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, Strict
@@ -103,6 +104,13 @@ JsonObject = dict[str, Json]
 
 #: UTC time as the harness writes it, e.g. ``2026-11-26T00:48:01.391Z``.
 Utc = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")]
+
+
+def utc(t: float) -> str:
+    """Epoch seconds ``t`` as :data:`Utc` text, to the millisecond."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
 #: A cell id as :func:`harness.matrix.cell_id` makes it: 12 hex digits of a SHA-256.
 CELL_ID_PATTERN = r"^[0-9a-f]{12}$"
 CellId = Annotated[str, Field(pattern=CELL_ID_PATTERN)]

@@ -24,7 +24,7 @@ def load_records(root: Path) -> list[dict[str, Any]]:
     if not root.is_dir():
         raise HarnessError(f"{root}: no such results folder (expected <campaign>/<cell-id>/"
                            "<rep>.json, e.g. results/demo)")
-    records = [rec for _, rec in store.iter_runs(root)]
+    records = [store.legacy(rec) for _, rec in store.iter_runs(root)]
     if not records:
         raise HarnessError(f"{root}: no run results here (expected <cell-id>/<rep>.json); "
                            "run `migbench run MATRIX.yaml --out DIR` first")

@@ -317,7 +317,7 @@ def _write(path: Path, text: str) -> None:
     """
     _mkdir(path.parent)
     try:
-        write_atomic(path, text, mode=0o644)  # mode: mkstemp makes 0600; a report is for sharing
+        write_atomic(path, text)
     except OSError as exc:
         raise write_failure(path, "the report", exc, _WRITE_FIX) from None
 

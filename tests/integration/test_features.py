@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness import store
 from harness.image import GuestImage
 from harness.models import HostsConfig
+from harness.record import RunRecord
 from harness.runner import run_matrix
 
 from .conftest import REPO, matrix
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, hosts: HostsConfig,
-         image: GuestImage) -> dict[tuple[str, str], dict[str, Any]]:
+         image: GuestImage) -> dict[tuple[str, str], RunRecord]:
     spec = matrix(
         name="features", repetitions=1,
         limits={"max_time_s": 40, "observe_after_s": 1},
@@ -38,7 +38,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, hosts: HostsConfig,
     out = tmp_path_factory.mktemp("features") / "features"
     run_matrix(Path("features.yaml"), spec, REPO / "hosts.yaml", hosts, out, None, image)
     records = [r for _, r in store.iter_runs(out)]
-    keyed = {(r["cell"]["variant"], r["cell"]["migration"]["feature"]): r for r in records}
+    keyed = {(r.cell.variant, r.cell.migration.feature): r for r in records}
     # every (variant, feature) cell exactly once: no cell lost, none run twice
     assert len(records) == len(keyed) == len(FEATURES) + 1, sorted(keyed)
     return keyed
@@ -48,100 +48,109 @@ FEATURES = ["xbzrle", "compress", "multifd", "auto-converge", "postcopy", "dirty
             "xbzrle+auto-converge", "postcopy+postcopy-preempt", "pause"]
 
 
-def test_every_cell_recorded_once(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_every_cell_recorded_once(runs: dict[tuple[str, str], RunRecord]) -> None:
     assert set(runs) == {("q10", f) for f in FEATURES} | {("q72", "compress")}
 
 
-def test_xbzrle_uses_its_cache(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_xbzrle_uses_its_cache(runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "xbzrle")]
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    assert r["migration"]["applied"]["source"]["capabilities"]["xbzrle"] is True
-    assert r["migration"]["applied"]["source"]["parameters"]["xbzrle-cache-size"] == 64 * 1024**2
-    x = r["final"]["xbzrle-cache"]
-    assert x["pages"] > 0 and x["bytes"] > 0
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    assert r.applied is not None
+    assert r.applied.source.capabilities["xbzrle"] is True
+    assert r.applied.source.parameters["xbzrle-cache-size"] == 64 * 1024**2
+    assert r.final is not None and r.final.xbzrle_cache is not None
+    x = r.final.xbzrle_cache
+    assert (x.pages or 0) > 0 and (x.bytes or 0) > 0
 
 
 def test_legacy_compress_runs_on_72_and_is_skipped_on_10(
-        runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+        runs: dict[tuple[str, str], RunRecord]) -> None:
     skipped = runs[("q10", "compress")]
-    assert skipped["outcome"] == "skipped"
-    assert "compress" in skipped["error"] and "9.1" in skipped["error"]
+    assert skipped.outcome == "skipped" and skipped.error is not None
+    assert "compress" in skipped.error and "9.1" in skipped.error
     r = runs[("q72", "compress")]
-    assert r["outcome"] == "completed", r["error"]
+    assert r.outcome == "completed", r.error
     # 7.2 loses dirty pages under TCG: the run may be corrupted; it is never reported as "ok"
     # without a check, and compression statistics are QEMU's own.
-    assert r["integrity"] in ("ok", "corrupted")
-    assert r["final"]["compression"]["pages"] > 0
-    cpu = r["cpu"]
-    assert cpu["source"]["classes"]["compress"] > 0
-    assert cpu["destination"]["classes"]["decompress"] > 0
-    assert "compress" not in cpu["destination"]["classes"]
-    assert "decompress" not in cpu["source"]["classes"]
+    assert r.integrity.verdict in ("ok", "corrupted")
+    assert r.final is not None and r.final.compression is not None
+    assert (r.final.compression.pages or 0) > 0
+    assert r.cpu is not None and r.cpu.source is not None and r.cpu.destination is not None
+    src, dst = r.cpu.source, r.cpu.destination
+    assert src.classes["compress"] > 0
+    assert dst.classes["decompress"] > 0
+    assert "compress" not in dst.classes
+    assert "decompress" not in src.classes
 
 
-def test_multifd_threads_on_both_sides(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_multifd_threads_on_both_sides(runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "multifd")]
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    assert r["migration"]["applied"]["destination"]["parameters"]["multifd-channels"] == 2
-    send = [t for t in r["cpu"]["source"]["threads"] if t["class"] == "multifd_send"]
-    recv = [t for t in r["cpu"]["destination"]["threads"] if t["class"] == "multifd_recv"]
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    assert r.applied is not None
+    assert r.applied.destination.parameters["multifd-channels"] == 2
+    assert r.cpu is not None and r.cpu.source is not None and r.cpu.destination is not None
+    send = [t for t in r.cpu.source.threads if t.cls == "multifd_send"]
+    recv = [t for t in r.cpu.destination.threads if t.cls == "multifd_recv"]
     assert len(send) >= 2 and len(recv) >= 2
-    assert r["cpu"]["source"]["classes"]["multifd_send"] > 0
-    assert r["cpu"]["destination"]["classes"]["multifd_recv"] > 0
+    assert r.cpu.source.classes["multifd_send"] > 0
+    assert r.cpu.destination.classes["multifd_recv"] > 0
 
 
-def test_auto_converge_throttles(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_auto_converge_throttles(runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "auto-converge")]
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    throttle = [s.get("cpu-throttle-percentage", 0) for s in r["timeline"]]
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    throttle = [s.cpu_throttle_percentage or 0 for s in r.timeline]
     assert max(throttle) > 0
 
 
-def test_xbzrle_combines_with_auto_converge(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_xbzrle_combines_with_auto_converge(runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "xbzrle+auto-converge")]
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    caps = r["migration"]["applied"]["source"]["capabilities"]
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    assert r.applied is not None
+    caps = r.applied.source.capabilities
     assert caps["xbzrle"] is True and caps["auto-converge"] is True
-    assert r["final"]["xbzrle-cache"]["pages"] > 0
+    assert r.final is not None and r.final.xbzrle_cache is not None
+    assert (r.final.xbzrle_cache.pages or 0) > 0
 
 
-def test_postcopy_preempt_uses_its_channel(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_postcopy_preempt_uses_its_channel(runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "postcopy+postcopy-preempt")]
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    for side in ("source", "destination"):
-        caps = r["migration"]["applied"][side]["capabilities"]
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    assert r.applied is not None
+    for caps in (r.applied.source.capabilities, r.applied.destination.capabilities):
         assert caps["postcopy-ram"] is True and caps["postcopy-preempt"] is True
-    assert "postcopy-active" in {s["status"] for s in r["timeline"]}
-    assert r["final"]["ram"]["postcopy-bytes"] > 0  # pages did go over in postcopy
+    assert "postcopy-active" in {s.status for s in r.timeline}
+    assert r.final is not None and r.final.ram is not None
+    assert (r.final.ram.postcopy_bytes or 0) > 0  # pages did go over in postcopy
     # (the mig/dst/preempt thread lives only as long as postcopy, often under one 100 ms
     # sampling interval here, so its CPU row is not asserted on)
 
 
 def test_pause_stops_the_guest_so_the_migration_ends(
-        runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+        runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "pause")]
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    assert r["pause_t"] > 0
-    syncs = [s["ram"]["dirty-sync-count"] for s in r["timeline"]
-             if s.get("ram") and s["t"] <= r["pause_t"]]
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    pause_t = r.pause_t
+    assert pause_t is not None and pause_t > 0
+    syncs = [s.ram.dirty_sync_count or 0 for s in r.timeline if s.ram and s.t <= pause_t]
     assert max(syncs) >= 5  # pause-after-syncs' default
 
 
-def test_postcopy_completes_after_switch(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_postcopy_completes_after_switch(runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "postcopy")]
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    assert "postcopy_start_t" in r
-    assert "postcopy-active" in {s["status"] for s in r["timeline"]}
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    assert r.postcopy_start_t is not None
+    assert "postcopy-active" in {s.status for s in r.timeline}
 
 
-def test_dirty_limit_skipped_with_reason(runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_dirty_limit_skipped_with_reason(runs: dict[tuple[str, str], RunRecord]) -> None:
     r = runs[("q10", "dirty-limit")]
-    assert r["outcome"] == "skipped"
-    assert "KVM" in r["error"] and "tcg" in r["error"]
+    assert r.outcome == "skipped" and r.error is not None
+    assert "KVM" in r.error and "tcg" in r.error

@@ -10,6 +10,7 @@ import pytest
 from harness import store
 from harness.image import GuestImage
 from harness.models import HostsConfig
+from harness.record import RunRecord
 from harness.runner import run_matrix
 
 from .conftest import REPO, matrix
@@ -17,7 +18,7 @@ from .conftest import REPO, matrix
 pytestmark = pytest.mark.integration
 
 
-def _run(tmp: Path, hosts: HostsConfig, image: GuestImage, **fields: Any) -> list[dict[str, Any]]:
+def _run(tmp: Path, hosts: HostsConfig, image: GuestImage, **fields: Any) -> list[RunRecord]:
     spec = matrix(**fields)
     out = tmp / spec.name
     run_matrix(Path("m.yaml"), spec, REPO / "hosts.yaml", hosts, out, None, image)
@@ -35,29 +36,31 @@ def test_ping_and_fio_across_a_migration(tmp_path: Path, hosts: HostsConfig,
                           "rate_iops": 100}},
         migration={"max-bandwidth": "400mbit", "downtime-limit": 300},
     )
-    assert r["outcome"] == "completed", r["error"]
-    assert r["integrity"] == "ok"
-    ping = r["guest_impact"]["ping"]
-    m = r["metrics"]
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok"
+    ping = r.guest_impact.ping
+    assert ping is not None
+    m = r.metrics
     # Nothing lost before the migration; a gap at the switchover; replies on the destination.
-    assert ping["before"]["sent"] > 50 and ping["before"]["lost"] == 0
-    assert ping["during"]["lost"] > 0 or ping["during"]["max_gap_ms"] > 3 * ping["interval_ms"]
-    assert ping["replies_after_switchover"] > 100
-    assert ping["after"]["lost"] == 0
+    assert ping.before.sent > 50 and ping.before.lost == 0
+    gap = ping.during.max_gap_ms
+    assert gap is not None
+    assert ping.during.lost > 0 or gap > 3 * ping.interval_ms
+    assert ping.replies_after_switchover > 100
+    assert ping.after.lost == 0
     # What clients see is at least QEMU's downtime (QEMU understates it; measured, not assumed).
-    downtime = m["downtime_ms"]
-    gap = ping["during"]["max_gap_ms"]
-    print(f"downtime {downtime} ms, host pause {m['host_pause_ms']} ms, ping gap {gap} ms "
-          f"(x{gap / max(downtime, 1):.1f}), writer stall {m['guest_max_stall_ms']} ms")
+    downtime = m.downtime_ms
+    assert downtime is not None
+    print(f"downtime {downtime} ms, host pause {m.host_pause_ms} ms, ping gap {gap} ms "
+          f"(x{gap / max(downtime, 1):.1f}), writer stall {m.guest_max_stall_ms} ms")
     assert gap >= 0.8 * downtime
     # The writer (host arrival times of its 100 ms lines) saw the pause too.
-    assert m["guest_max_stall_ms"] >= 0.8 * downtime
-    assert m["guest_visible_downtime_ms"] >= gap
-    assert m["ping_max_gap_ms"] is not None and m["ping_lost"] is not None
+    assert m.guest_max_stall_ms is not None and m.guest_max_stall_ms >= 0.8 * downtime
+    assert m.guest_visible_downtime_ms is not None and m.guest_visible_downtime_ms >= gap
+    assert m.ping_max_gap_ms is not None and m.ping_lost is not None
     # fio keeps running on the destination.
-    fio_series = r["guest"]["fio"]
-    assert any(p.get("host") == "destination" and p.get("iops", 0) > 0 for p in fio_series)
-    assert m["fio_iops_before"] and m["fio_iops_before"] > 50
+    assert any(p.host == "destination" and (p.iops or 0) > 0 for p in r.guest.fio)
+    assert m.fio_iops_before and m.fio_iops_before > 50
     summary = (tmp_path / "impact" / "summary.csv").read_text().splitlines()
     assert "ping_lost" in summary[0] and "fio_iops_during" in summary[0]
 
@@ -73,14 +76,15 @@ def test_xbzrle_encoding_rate_follows_the_data_pattern(tmp_path: Path, hosts: Ho
     )
     stats = {}
     for r in runs:
-        xs = [s["xbzrle-cache"] for s in r["timeline"] if s.get("xbzrle-cache", {}).get("pages")]
-        assert xs, r["cell"]["axes"]
+        xs = [s.xbzrle_cache for s in r.timeline if s.xbzrle_cache and s.xbzrle_cache.pages]
+        assert xs, r.cell.axes
         last = xs[-1]
-        stats[r["cell"]["axes"]["writer.pattern"]] = {
-            "encoding_rate_max": max(x["encoding-rate"] for x in xs),
-            "bytes_per_page": last["bytes"] / last["pages"],
-            "overflow": last["overflow"], "pages": last["pages"],
-            "cache_miss_rate": last["cache-miss-rate"],
+        assert last.pages and last.bytes is not None and last.overflow is not None
+        stats[str(r.cell.axes["writer.pattern"])] = {
+            "encoding_rate_max": max(x.encoding_rate or 0.0 for x in xs),
+            "bytes_per_page": last.bytes / last.pages,
+            "overflow": last.overflow, "pages": last.pages,
+            "cache_miss_rate": last.cache_miss_rate,
         }
     print("xbzrle statistics by pattern:", stats)
     sparse, rnd = stats["sparse"], stats["random"]
@@ -113,11 +117,13 @@ def test_legacy_compression_rate_follows_the_data_pattern(tmp_path: Path, hosts:
     )
     rates = {}
     for r in runs:
-        assert r["outcome"] == "completed", r["error"]
-        c = r["final"]["compression"]
-        rates[r["cell"]["axes"]["writer.pattern"]] = {
-            "compression-rate": c["compression-rate"],
-            "whole run": c["pages"] * 4096 / c["compressed-size"]}
+        assert r.outcome == "completed", r.error
+        assert r.final is not None and r.final.compression is not None
+        c = r.final.compression
+        assert c.compression_rate is not None and c.pages and c.compressed_size
+        rates[str(r.cell.axes["writer.pattern"])] = {
+            "compression-rate": c.compression_rate,
+            "whole run": c.pages * 4096 / c.compressed_size}
     print("legacy compression by pattern:", rates)
     text, rnd = rates["text"], rates["random"]
     for key in ("compression-rate", "whole run"):

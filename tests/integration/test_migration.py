@@ -17,6 +17,7 @@ import pytest
 from harness import store
 from harness.image import GuestImage
 from harness.models import HostsConfig
+from harness.record import RunRecord, dump
 from harness.runner import Progress, run_matrix
 
 from .conftest import REPO, matrix, qemu_processes
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def _run(tmp_path: Path, hosts: HostsConfig, image: GuestImage, progress: Progress | None = None,
-         **fields: Any) -> list[dict[str, Any]]:
+         **fields: Any) -> list[RunRecord]:
     spec = matrix(**fields)
     out = tmp_path / spec.name
     run_matrix(tmp_path / "m.yaml", spec, REPO / "hosts.yaml", hosts, out, progress, image)
@@ -41,37 +42,44 @@ def test_precopy_on_qemu10_completes_with_integrity_ok(tmp_path: Path, hosts: Ho
         migration={"max-bandwidth": "400mbit"},
         variants={"q10": {"build": "10.0"}}, axes={"feature": ["precopy"]},
     )
-    assert rec["outcome"] == "completed", rec["error"]
-    assert rec["qemu"]["version"].startswith("10.0")
+    assert rec.outcome == "completed", rec.error
+    assert rec.qemu.version is not None and rec.qemu.version.startswith("10.0")
     # the build id of each side's binary, from the capability probe (the nightly identity)
-    assert rec["qemu"]["source_build_id"].startswith("sha256:")
-    assert rec["qemu"]["destination_build_id"] == rec["qemu"]["source_build_id"]
-    assert rec["source_status"] == "postmigrate"
-    assert rec["destination_status"] == "running"
+    assert rec.qemu.source_build_id is not None
+    assert rec.qemu.source_build_id.startswith("sha256:")
+    assert rec.qemu.destination_build_id == rec.qemu.source_build_id
+    assert rec.source_status == "postmigrate"
+    assert rec.destination_status == "running"
     # Both integrity checks ran and passed.
-    assert rec["integrity"] == "ok"
-    assert rec["integrity_detail"]["ram"]["verdict"] == "ok"
-    assert rec["integrity_detail"]["ram"]["differing_pages"] == 0
-    assert rec["integrity_detail"]["stamps"]["verdict"] == "ok"
-    assert rec["integrity_detail"]["stamps"]["pages"] == 64 * 256
-    assert rec["timing_excluded"] is True
+    ram, stamps = rec.integrity.ram, rec.integrity.stamps
+    assert rec.integrity.verdict == "ok"
+    assert ram is not None and ram.verdict == "ok"
+    assert ram.differing_pages == 0
+    assert stamps is not None and stamps.verdict == "ok"
+    assert stamps.pages == 64 * 256
+    assert rec.timing_excluded is True
     # The timeline has >= 10 samples per second of migration, each a full query-migrate answer.
-    m = rec["metrics"]
-    total_s = m["total_time_ms"] / 1000
-    active = [s for s in rec["timeline"] if s["status"] in ("active", "device", "completed")]
+    m = rec.metrics
+    assert m.total_time_ms is not None
+    total_s = m.total_time_ms / 1000
+    active = [s for s in rec.timeline if s.status in ("active", "device", "completed")]
     assert len(active) >= 10 * total_s, (len(active), total_s)
-    assert all("ram" in s for s in active if s["status"] == "active")
+    assert all(s.ram is not None for s in active if s.status == "active")
     # What QEMU actually used was read back and stored.
-    assert rec["migration"]["applied"]["source"]["parameters"]["max-bandwidth"] == 50_000_000
-    assert rec["migration"]["applied"]["source"]["capabilities"]["events"] is True
-    assert m["transferred_bytes"] > 64 * 1024**2
-    assert m["dirty_sync_count"] >= 2
-    assert m["downtime_ms"] is not None and m["host_pause_ms"] is not None
-    events = {e["event"] for e in rec["events"]["source"]}
+    assert rec.applied is not None
+    assert rec.applied.source.parameters["max-bandwidth"] == 50_000_000
+    assert rec.applied.source.capabilities["events"] is True
+    assert m.transferred_bytes is not None and m.transferred_bytes > 64 * 1024**2
+    assert m.dirty_sync_count is not None and m.dirty_sync_count >= 2
+    assert m.downtime_ms is not None and m.host_pause_ms is not None
+    events = {e.event for e in rec.events.source}
     assert {"STOP", "MIGRATION", "MIGRATION_PASS"} <= events
-    assert "RESUME" in {e["event"] for e in rec["events"]["destination"]}
+    assert "RESUME" in {e.event for e in rec.events.destination}
     # The writer kept reporting on the destination after switchover.
-    assert any(p["host"] == "destination" for p in rec["guest"]["writer"])
+    assert any(p.host == "destination" for p in rec.guest.writer)
+    # Written as the record's canonical bytes, readable by everyone (one mode for results).
+    [path] = (tmp_path / "p10").glob("*/1.json")
+    assert path.read_bytes() == dump(rec) and path.stat().st_mode & 0o777 == 0o644
     rows = list(csv.DictReader(open(tmp_path / "p10" / "summary.csv")))
     assert rows[0]["outcome"] == "completed" and rows[0]["integrity"] == "ok"
 
@@ -84,14 +92,14 @@ def test_stamp_check_without_ram_mode_keeps_timing(tmp_path: Path, hosts: HostsC
         workload={"writer": {"working_set_mib": 32, "rate_mib_s": 16, "pattern": "text"}},
         migration={"max-bandwidth": "1gbit"}, axes={"feature": ["precopy"]},
     )
-    assert rec["outcome"] == "completed", rec["error"]
-    assert rec["integrity"] == "ok" and "ram" not in rec["integrity_detail"]
-    assert rec["timing_excluded"] is False
-    m = rec["metrics"]
+    assert rec.outcome == "completed", rec.error
+    assert rec.integrity.verdict == "ok" and rec.integrity.ram is None
+    assert rec.timing_excluded is False
+    m = rec.metrics
     # QEMU's downtime, the host-observed pause and the guest's stall are all measured.
-    assert 0 < m["downtime_ms"] < 2000
-    assert m["host_pause_ms"] >= m["downtime_ms"] * 0.5
-    assert m["guest_max_stall_ms"] is not None
+    assert m.downtime_ms is not None and 0 < m.downtime_ms < 2000
+    assert m.host_pause_ms is not None and m.host_pause_ms >= m.downtime_ms * 0.5
+    assert m.guest_max_stall_ms is not None
 
 
 def test_qemu72_loses_dirty_pages_and_ram_check_catches_it(tmp_path: Path, hosts: HostsConfig,
@@ -105,21 +113,22 @@ def test_qemu72_loses_dirty_pages_and_ram_check_catches_it(tmp_path: Path, hosts
         migration={"max-bandwidth": "400mbit"},
         variants={"q72": {"build": "7.2"}, "q10": {"build": "10.0"}}, axes={"feature": ["precopy"]},
     )
-    recs = [r for r in runs if r["cell"]["variant"] == "q72"]
-    good = [r for r in runs if r["cell"]["variant"] == "q10"]
-    assert all(r["qemu"]["version"].startswith("7.2") for r in recs)
-    assert all(r["qemu"]["version"].startswith("10.0") for r in good)
+    recs = [r for r in runs if r.cell.variant == "q72"]
+    good = [r for r in runs if r.cell.variant == "q10"]
+    assert all((r.qemu.version or "").startswith("7.2") for r in recs)
+    assert all((r.qemu.version or "").startswith("10.0") for r in good)
     for r in good:  # the same guest, the same checks: intact on 10.0
-        assert r["outcome"] == "completed", r["error"]
-        assert r["metrics"]["dirty_sync_count"] >= 3
-        assert r["integrity"] == "ok", r["integrity_detail"]
-        assert r["integrity_detail"]["ram"]["differing_pages"] == 0
-    completed = [r for r in recs if r["outcome"] == "completed"]
-    assert completed, [r["error"] for r in recs]
-    assert all(r["metrics"]["dirty_sync_count"] >= 3 for r in completed)
-    corrupted = [r for r in completed if r["integrity"] == "corrupted"]
-    assert corrupted, [r["integrity_detail"] for r in completed]
-    assert corrupted[0]["integrity_detail"]["ram"]["differing_pages"] > 0
+        assert r.outcome == "completed", r.error
+        assert (r.metrics.dirty_sync_count or 0) >= 3
+        assert r.integrity.verdict == "ok", r.integrity
+        assert r.integrity.ram is not None and r.integrity.ram.differing_pages == 0
+    completed = [r for r in recs if r.outcome == "completed"]
+    assert completed, [r.error for r in recs]
+    assert all((r.metrics.dirty_sync_count or 0) >= 3 for r in completed)
+    corrupted = [r for r in completed if r.integrity.verdict == "corrupted"]
+    assert corrupted, [r.integrity for r in completed]
+    ram = corrupted[0].integrity.ram
+    assert ram is not None and (ram.differing_pages or 0) > 0
     assert "corrupted" in (tmp_path / "q72" / "summary.csv").read_text()
 
 
@@ -131,13 +140,16 @@ def test_migration_that_cannot_converge_is_cancelled(tmp_path: Path, hosts: Host
         workload={"writer": {"working_set_mib": 64, "rate_mib_s": 48, "pattern": "random"}},
         migration={"max-bandwidth": "200mbit"}, axes={"feature": ["precopy"]},
     )
-    assert rec["outcome"] == "not-converged"
-    assert "max_time_s=8" in rec["error"]
-    assert rec["final"]["status"] == "cancelled"
-    assert rec["source_status"] == "running"  # the guest keeps running on the source
-    assert rec["metrics"]["total_time_ms"] is None
-    assert rec["metrics"]["dirty_sync_count"] >= 2
-    assert 7.5 <= rec["timeline"][-1]["t"] < 20
+    assert rec.outcome == "not-converged"
+    assert "max_time_s=8" in (rec.error or "")
+    assert rec.final is not None and rec.final.status == "cancelled"
+    assert rec.source_status == "running"  # the guest keeps running on the source
+    assert rec.metrics.total_time_ms is None
+    assert (rec.metrics.dirty_sync_count or 0) >= 2
+    assert 7.5 <= rec.timeline[-1].t < 20
+    # no switchover happened: the guest's stalls were no downtime
+    assert rec.metrics.guest_max_stall_ms is not None
+    assert rec.metrics.guest_visible_downtime_ms is None
 
 
 def test_migration_is_cancelled_after_max_dirty_syncs(tmp_path: Path, hosts: HostsConfig,
@@ -148,14 +160,14 @@ def test_migration_is_cancelled_after_max_dirty_syncs(tmp_path: Path, hosts: Hos
         workload={"writer": {"working_set_mib": 64, "rate_mib_s": 48, "pattern": "random"}},
         migration={"max-bandwidth": "200mbit"}, axes={"feature": ["precopy"]},
     )
-    assert rec["outcome"] == "not-converged"
-    assert "max_dirty_syncs=3" in rec["error"]
-    assert rec["final"]["status"] == "cancelled"
-    assert rec["source_status"] == "running"
-    active = [s for s in rec["timeline"] if s["status"] == "active" and s.get("ram")]
+    assert rec.outcome == "not-converged"
+    assert "max_dirty_syncs=3" in (rec.error or "")
+    assert rec.final is not None and rec.final.status == "cancelled"
+    assert rec.source_status == "running"
+    active = [s.ram for s in rec.timeline if s.status == "active" and s.ram]
     # cancelled at the first sample past the limit, long before max_time_s
-    assert active[-1]["ram"]["dirty-sync-count"] == 4
-    assert rec["timeline"][-1]["t"] < 40
+    assert active[-1].dirty_sync_count == 4
+    assert rec.timeline[-1].t < 40
 
 
 def test_destination_killed_mid_migration_fails_and_next_cell_runs(
@@ -180,14 +192,15 @@ def test_destination_killed_mid_migration_fails_and_next_cell_runs(
         axes={"feature": ["precopy"], "max-bandwidth": ["40mbit", "1gbit"]},
     )
     assert killed
-    by_bw = {r["cell"]["axes"]["max-bandwidth"]: r for r in recs}
+    by_bw = {r.cell.axes["max-bandwidth"]: r for r in recs}
     failed = by_bw["40mbit"]
-    assert failed["outcome"] == "failed"
-    assert failed["error"] and "destination QEMU on destination (local) exited with code" in (
-        failed["error"])
-    assert failed["vms"]["destination"]["exit_code"] == -signal.SIGKILL
-    assert failed["source_status"] == "running"  # the source guest kept running
-    assert by_bw["1gbit"]["outcome"] == "completed"
+    assert failed.outcome == "failed"
+    assert failed.error and "destination QEMU on destination (local) exited with code" in (
+        failed.error)
+    assert failed.vms.destination is not None
+    assert failed.vms.destination.exit_code == -signal.SIGKILL
+    assert failed.source_status == "running"  # the source guest kept running
+    assert by_bw["1gbit"].outcome == "completed"
     assert qemu_processes() == []
 
 
@@ -230,6 +243,6 @@ def test_combination_refused_by_qemu_is_a_failed_run_with_qemu_text(
         workload={"writer": {"working_set_mib": 16, "rate_mib_s": 4, "pattern": "text"}},
         migration={"max-bandwidth": "1gbit"}, axes={"feature": ["multifd+postcopy"]},
     )
-    assert rec["outcome"] == "failed"
-    assert "migrate-set-capabilities" in rec["error"]
-    assert "Postcopy is not yet compatible with multifd" in rec["error"]
+    assert rec.outcome == "failed" and rec.error is not None
+    assert "migrate-set-capabilities" in rec.error
+    assert "Postcopy is not yet compatible with multifd" in rec.error

@@ -35,7 +35,6 @@ def test_seed_matrix_smoke(path: Path, tmp_path: Path, hosts: HostsConfig,
     runs = [r for _, r in store.iter_runs(out)]
     assert len(runs) == len(cells)
     for r in runs:
-        assert r["outcome"] in ("completed", "not-converged", "skipped"), (
-            r["cell"]["axes"], r["error"])
-        if r["outcome"] == "completed" and r["qemu"]["version"].startswith("10."):
-            assert r["integrity"] == "ok", r["integrity_detail"]
+        assert r.outcome in ("completed", "not-converged", "skipped"), (r.cell.axes, r.error)
+        if r.outcome == "completed" and (r.qemu.version or "").startswith("10."):
+            assert r.integrity.verdict == "ok", r.integrity

@@ -16,6 +16,7 @@ from harness.config import load_hosts
 from harness.errors import CommandFailed, HostError
 from harness.host import SshHost
 from harness.image import GuestImage
+from harness.record import RunRecord
 from harness.runner import Progress, run_matrix
 
 from ._testbed import (
@@ -37,7 +38,7 @@ def _hosts(base: Path) -> Any:
 
 
 def _run(base: Path, tmp_path: Path, image: GuestImage, progress: Progress | None = None,
-         hosts: Path | None = None, **fields: Any) -> list[dict[str, Any]]:
+         hosts: Path | None = None, **fields: Any) -> list[RunRecord]:
     spec = matrix(**fields)
     out = tmp_path / spec.name
     hosts = hosts or base / "hosts.yaml"
@@ -192,25 +193,28 @@ def test_migration_cell_over_ssh_with_ram_integrity(bed: Path, tmp_path: Path,
         workload={"writer": {"working_set_mib": 32, "rate_mib_s": 8, "pattern": "sparse"}},
         migration={"max-bandwidth": "400mbit"},
     )
-    assert rec["outcome"] == "completed", rec["error"]
-    assert rec["integrity"] == "ok", rec["integrity_detail"]
-    assert rec["integrity_detail"]["ram"]["differing_pages"] == 0
-    assert rec["integrity_detail"]["stamps"]["verdict"] == "ok"
-    assert rec["hosts"]["source"]["transport"] == "ssh"
-    assert rec["hosts"]["destination"]["address"] == "10.250.2.2"
-    assert rec["vms"]["destination"]["host"] == "destination"
+    assert rec.outcome == "completed", rec.error
+    assert rec.integrity.verdict == "ok", rec.integrity
+    assert rec.integrity.ram is not None and rec.integrity.ram.differing_pages == 0
+    assert rec.integrity.stamps is not None and rec.integrity.stamps.verdict == "ok"
+    assert rec.hosts.source.transport == "ssh"
+    assert rec.hosts.destination.address == "10.250.2.2"
+    assert rec.vms.destination is not None and rec.vms.destination.host == "destination"
     # The destination listened on the migration link.
-    assert (rec["migration"].get("uri") or "").startswith("tcp:10.250.3.2:"), rec["migration"]
-    assert any(p["host"] == "destination" for p in rec["guest"]["writer"])
+    assert rec.applied is not None
+    assert (rec.applied.uri or "").startswith("tcp:10.250.3.2:"), rec.applied
+    assert any(p.host == "destination" for p in rec.guest.writer)
     # Per-thread CPU was sampled on both hosts over SSH. Precopy's incoming side runs in the
     # destination's main thread (no migration thread there; see the multifd test below).
-    assert not rec.get("warnings"), rec["warnings"]
-    assert rec["cpu"]["source"]["classes"].get("migration", 0) > 0, rec["cpu"]["source"]
-    assert rec["cpu"]["destination"]["classes"].get("main", 0) > 0, rec["cpu"]["destination"]
-    assert all(rec["cpu"][role]["samples"] > 0 for role in ("source", "destination"))
+    assert not rec.warnings, rec.warnings
+    assert rec.cpu is not None and rec.cpu.source is not None and rec.cpu.destination is not None
+    assert rec.cpu.source.classes.get("migration", 0) > 0, rec.cpu.source
+    assert rec.cpu.destination.classes.get("main", 0) > 0, rec.cpu.destination
+    assert rec.cpu.source.samples > 0 and rec.cpu.destination.samples > 0
     assert remote_tunnel_threads() == []
-    for role, work in (("source", src_work), ("destination", dst_work)):
-        argv = rec["vms"][role]["argv"]
+    for vm, work in ((rec.vms.source, src_work), (rec.vms.destination, dst_work)):
+        assert vm is not None
+        role, argv = vm.role, list(vm.argv)
         chardev = argv[argv.index("-chardev") + 1]
         console_log = Path(chardev.split("logfile=")[1].split(",")[0])
         assert console_log.is_relative_to(work / "tb"), (role, console_log)
@@ -226,12 +230,13 @@ def test_remote_cpu_sampling_sees_the_migration_threads_of_both_hosts(
         workload={"writer": {"working_set_mib": 64, "rate_mib_s": 8}},
         migration={"max-bandwidth": "200mbit"},
     )
-    assert rec["outcome"] == "completed", rec["error"]
-    assert not rec.get("warnings"), rec["warnings"]
-    src, dst = rec["cpu"]["source"], rec["cpu"]["destination"]
-    assert src["classes"].get("migration", 0) > 0 and src["classes"].get("multifd_send", 0) > 0, src
-    assert dst["classes"].get("multifd_recv", 0) > 0, dst
-    assert {t["comm"] for t in dst["threads"]} >= {"mig/dst/recv_0", "mig/dst/recv_1"}, dst
+    assert rec.outcome == "completed", rec.error
+    assert not rec.warnings, rec.warnings
+    assert rec.cpu is not None and rec.cpu.source is not None and rec.cpu.destination is not None
+    src, dst = rec.cpu.source, rec.cpu.destination
+    assert src.classes.get("migration", 0) > 0 and src.classes.get("multifd_send", 0) > 0, src
+    assert dst.classes.get("multifd_recv", 0) > 0, dst
+    assert {t.comm for t in dst.threads} >= {"mig/dst/recv_0", "mig/dst/recv_1"}, dst
 
 
 def test_throughput_matches_shaped_link(bed: Path, tmp_path: Path, image: GuestImage) -> None:
@@ -244,9 +249,9 @@ def test_throughput_matches_shaped_link(bed: Path, tmp_path: Path, image: GuestI
         )
     finally:
         testbed.shape("1gbit")
-    assert rec["outcome"] == "completed", rec["error"]
-    mbps = rec["metrics"]["qemu_mbps"]
-    assert abs(mbps - 200) <= 0.15 * 200, mbps
+    assert rec.outcome == "completed", rec.error
+    mbps = rec.metrics.qemu_mbps
+    assert mbps is not None and abs(mbps - 200) <= 0.15 * 200, mbps
 
 
 def test_sshd_killed_mid_run_is_a_recorded_failure_and_next_cell_runs(
@@ -273,13 +278,13 @@ def test_sshd_killed_mid_run_is_a_recorded_failure_and_next_cell_runs(
         axes={"feature": ["precopy"], "max-bandwidth": ["40mbit", "1gbit"]},
     )
     assert killed
-    outcomes = {r["cell"]["id"]: r["outcome"] for r in recs}
-    assert sorted(outcomes.values()) == ["completed", "failed"], [r["error"] for r in recs]
+    outcomes = {r.cell.id: r.outcome for r in recs}
+    assert sorted(outcomes.values()) == ["completed", "failed"], [r.error for r in recs]
     # The run that was migrating when the destination's sshd died failed; the next one ran.
     assert outcomes[target[0]] == "failed", (target, outcomes)
-    failed = next(r for r in recs if r["outcome"] == "failed")
+    failed = next(r for r in recs if r.outcome == "failed")
     # The error names the host whose QEMU went away (its label), not only the role.
-    assert "destination (root@10.250.2.2:22)" in failed["error"], failed["error"]
+    assert "destination (root@10.250.2.2:22)" in (failed.error or ""), failed.error
     assert bed_qemus() == []
 
 
@@ -387,18 +392,20 @@ def test_ping_cell_over_ssh_sees_the_switchover(bed: Path, tmp_path: Path,
         workload={"writer": None, "ping": {"interval_ms": 10}},
         migration={"max-bandwidth": "1gbit"},
     )
-    assert rec["outcome"] == "completed", rec["error"]
-    ping = rec["guest_impact"]["ping"]
-    assert ping["before"]["lost"] == 0 and ping["before"]["sent"] >= 50
+    assert rec.outcome == "completed", rec.error
+    ping = rec.guest_impact.ping
+    assert ping is not None
+    assert ping.before.lost == 0 and ping.before.sent >= 50
     # A gap at switchover, well above the 10 ms interval; replies again afterwards.
-    assert ping["during"]["max_gap_ms"] > 30, ping["during"]
-    assert ping["after"]["sent"] >= 50 and ping["after"]["lost"] <= 2, ping["after"]
+    assert (ping.during.max_gap_ms or 0) > 30, ping.during
+    assert ping.after.sent >= 50 and ping.after.lost <= 2, ping.after
     # Both QEMUs used a tap on their own host's br-vm, and the guest's address is on the bed's
     # VM network (the prober ran here, from mbv-root).
-    for role, short in (("source", "src"), ("destination", "dst")):
-        assert any(a.startswith(f"tap,id=mbnet0,ifname=mbtap-{short}-")
-                   for a in rec["vms"][role]["argv"])
-    assert any("mb.net=ip:10.250.4." in a for a in rec["vms"]["source"]["argv"])
+    for vm, short in ((rec.vms.source, "src"), (rec.vms.destination, "dst")):
+        assert vm is not None
+        assert any(a.startswith(f"tap,id=mbnet0,ifname=mbtap-{short}-") for a in vm.argv)
+    assert rec.vms.source is not None
+    assert any("mb.net=ip:10.250.4." in a for a in rec.vms.source.argv)
     for ns in ("mbsrc", "mbdst"):
         links = subprocess.run(["ip", "-n", ns, "-br", "link"], capture_output=True,
                                text=True).stdout
@@ -419,17 +426,18 @@ def test_two_pairs_share_a_matrix_and_a_broken_pair_is_skipped(
                Progress(note=notes.append), image)
     took = time.monotonic() - started
     recs = [rec for _, rec in store.iter_runs(out)]
-    keys = sorted((r["cell"]["id"], r["repetition"]) for r in recs)
+    keys = sorted((r.cell.id, r.repetition) for r in recs)
     assert len(keys) == 4 and len(set(keys)) == 4  # every run exactly once
-    assert all(r["outcome"] == "completed" for r in recs), [r["error"] for r in recs]
-    assert {r["harness"]["pair"] for r in recs} == {"local", "testbed"}
+    assert all(r.outcome == "completed" for r in recs), [r.error for r in recs]
+    assert {r.harness.pair if r.harness else None for r in recs} == {"local", "testbed"}
     assert any(n.startswith("pair broken skipped: ") and "10.250.1.9" in n for n in notes), notes
     assert len((out / "summary.csv").read_text().splitlines()) == 5
     # The pairs ran at the same time, each one migration at a time.
     spans: dict[str, list[tuple[float, float]]] = {}
     for r in recs:
-        spans.setdefault(r["harness"]["pair"], []).append(
-            (_epoch(r["started_utc"]), _epoch(r["finished_utc"])))
+        assert r.harness is not None and r.harness.pair is not None
+        spans.setdefault(r.harness.pair, []).append(
+            (_epoch(r.started_utc), _epoch(r.finished_utc)))
     for pair, runs in spans.items():
         runs.sort()
         assert all(a[1] <= b[0] for a, b in zip(runs, runs[1:])), (pair, runs)

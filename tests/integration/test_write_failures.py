@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli, store
+from harness.record import upgrade
 from tests.report_data import make_run
 
 from .conftest import REPO, qemu_processes
@@ -132,10 +133,10 @@ def run_then_break(tmp_path: Path, camp: Path, breaker: Callable[[], None]
 def assert_first_run_kept(camp: Path) -> None:
     [first] = list(camp.glob("*/1.json"))
     rec = store.load_run(first)  # whole and valid
-    assert rec["repetition"] == 1 and rec["outcome"] == "completed", rec["error"]
+    assert rec.repetition == 1 and rec.outcome == "completed", rec.error
     assert not list(camp.glob("*/2.json"))
     rows = list(csv.DictReader(open(camp / "summary.csv", newline="")))
-    assert [(r["cell_id"], r["repetition"]) for r in rows] == [(rec["cell"]["id"], "1")]
+    assert [(r["cell_id"], r["repetition"]) for r in rows] == [(rec.cell.id, "1")]
     assert leftovers(camp) == []
 
 
@@ -199,7 +200,7 @@ def _campaign(tmp_path: Path) -> Path:
     camp = tmp_path / "camp"
     camp.mkdir()
     for rep in (1, 2):
-        store.write_run(camp, make_run(cell_id="a00000000001", rep=rep))
+        store.write_run(camp, upgrade(make_run(cell_id="a00000000001", rep=rep)))
     return camp
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness import history, regress, store
 from harness.nightly import NO_BASELINE, judge_night, write_outputs, write_trend_report
+from harness.record import upgrade
 
 from .test_regress import night, record
 
@@ -18,7 +19,7 @@ TH = regress.Thresholds()
 def add_night(hist: Path, stamp: str, records: list[dict[str, Any]]) -> history.NightDir:
     staging = history.incoming_dir(hist, stamp)
     for rec in records:
-        store.write_run(staging, rec)
+        store.write_run(staging, upgrade(rec))
     return history.file_night(hist, staging, records)
 
 

@@ -24,11 +24,11 @@ def test_a_writer_that_dies_is_reported_even_without_ping_or_fio() -> None:
                ["@mb writer t=1.0 seq=1 rate=8.00 stall_ms=0.1 max_stall_ms=0.1 passes=0 bad=0",
                 "@mb exit workload=writer code=139"])
     migration._finish_workloads(run)
-    assert run.record["workload_errors"] == ["source: workload=writer code=139"]
+    assert run.workload_errors == ["source: workload=writer code=139"]
 
 
 def test_healthy_workloads_leave_no_error() -> None:
     run = _run({"writer": {"working_set_mib": 16, "rate_mib_s": 8}},
                ["@mb writer t=1.0 seq=1 rate=8.00 stall_ms=0.1 max_stall_ms=0.1 passes=0 bad=0"])
     migration._finish_workloads(run)
-    assert "workload_errors" not in run.record
+    assert run.workload_errors == []

@@ -28,6 +28,7 @@ from harness.provision import (
     provision_host,
     sha256_of,
 )
+from harness.record import RunRecord
 from harness.runner import skip_reason
 
 
@@ -215,20 +216,20 @@ def test_a_probe_fault_is_a_failed_run_and_only_a_missing_capability_is_skipped(
         answers["destination"] = fault
         rec, probes = worker.unrunnable(xbzrle, 1, build, build)
         assert probes is None
-        assert rec is not None and rec["outcome"] == "failed"
-        assert rec["error"] == f"probing QEMU failed: {fault}"
+        assert rec is not None and rec.outcome == "failed"
+        assert rec.error == f"probing QEMU failed: {fault}"
     answers["destination"] = _probe(version="7.2.0", capabilities=("events",),
                                     parameters=good.parameters)
     rec, _ = worker.unrunnable(xbzrle, 1, build, build)
-    assert rec is not None and rec["outcome"] == "skipped"
-    assert rec["error"] == "QEMU 7.2.0 has no migration capability 'xbzrle'"
+    assert rec is not None and rec.outcome == "skipped"
+    assert rec.error == "QEMU 7.2.0 has no migration capability 'xbzrle'"
     assert worker.unrunnable(plain, 1, build, build)[0] is None  # precopy needs nothing more
 
     # Through the worker's loop: the fault is a stored failed run, and the matrix goes on.
     answers["destination"] = HostError("destination (root@10.0.0.9:22): unreachable: timed out")
     calls: list[str] = []
 
-    def fake_migration(ctx: Any) -> dict[str, Any]:
+    def fake_migration(ctx: Any) -> RunRecord:
         calls.append(ctx.cell.id)
         return runner.skipped_record(ctx.cell, ctx.repetition, ctx.campaign, "", None,
                                      ctx.source_build, ctx.source, ctx.destination,
@@ -236,7 +237,7 @@ def test_a_probe_fault_is_a_failed_run_and_only_a_missing_capability_is_skipped(
 
     monkeypatch.setattr(runner, "run_migration", fake_migration)
     runner._PairWorker("p", camp.hosts.pairs["p"], camp).run()
-    outcomes = {rec["cell"]["id"]: rec["outcome"] for _, rec in store.iter_runs(camp.out)}
+    outcomes = {rec.cell.id: rec.outcome for _, rec in store.iter_runs(camp.out)}
     assert outcomes == {xbzrle.id: "failed", plain.id: "failed"}
     assert calls == []
 
@@ -267,7 +268,7 @@ def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path,
     # The worker gives run_migration each VM's folder under its own host's workdir.
     seen: list[Any] = []
 
-    def fake_migration(ctx: Any) -> dict[str, Any]:
+    def fake_migration(ctx: Any) -> RunRecord:
         seen.append(ctx)
         return runner.skipped_record(ctx.cell, ctx.repetition, ctx.campaign, "", None,
                                      ctx.source_build, ctx.source, ctx.destination,

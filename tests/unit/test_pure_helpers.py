@@ -11,9 +11,11 @@ import pytest
 from harness.host import detect_accel
 from harness.integrity import PAGE, differing_pages, file_digests, page_digests
 from harness.matrix import expand
-from harness.migration import host_stall_ms, integrity_verdict, kernel_append
+from harness.migration import kernel_append
 from harness.models import MatrixSpec, QemuBuild
+from harness.record.model import GuestCrash, GuestSilent, Integrity, RamCheck, StampsCheck
 from harness.sampling.console import ConsoleLine, parse_line
+from harness.sampling.writer import longest_stall_ms
 from harness.vm import VmConfig, qemu_argv
 
 # --- console.parse_line ----------------------------------------------------------------------
@@ -265,11 +267,15 @@ def test_kernel_append_idle() -> None:
     assert kernel_append(c) == "console=ttyS0 quiet panic=0 loglevel=4"
 
 
-# --- host_stall_ms ---------------------------------------------------------------------------
+# --- the writer's longest stall -------------------------------------------------------------
 
 
-def series(times: list[float]) -> list[dict[str, Any]]:
-    return [{"t": t, "host": "source"} for t in times]
+def series(times: list[float]) -> list[float]:
+    return times
+
+
+def host_stall_ms(times: list[float], start: float, end: float) -> float | None:
+    return longest_stall_ms(times, start, end)
 
 
 def test_host_stall_one_gap() -> None:
@@ -317,4 +323,8 @@ def test_host_stall_too_few_reports() -> None:
     ({"other": {"verdict": "corrupted"}}, "unchecked"),
 ])
 def test_integrity_verdict(checks: dict[str, Any], verdict: str) -> None:
-    assert integrity_verdict(checks) == verdict
+    models = {"stamps": StampsCheck, "ram": RamCheck, "guest_crash": GuestCrash,
+              "guest_silent": GuestSilent}
+    # a check the record does not know ("other") has no place in it: it cannot change a verdict
+    typed = {k: models[k].model_validate(v) for k, v in checks.items() if k in models}
+    assert Integrity.judge(**typed).verdict == verdict  # type: ignore[arg-type]

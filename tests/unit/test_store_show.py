@@ -16,6 +16,7 @@ import pytest
 
 from harness import cli, show, store
 from harness.errors import HarnessError
+from harness.record import RunRecord, dump, upgrade
 
 FINAL: dict[str, Any] = {
     "status": "completed",
@@ -86,7 +87,8 @@ def make_record(cell_id: str = "0123456789ab", repetition: int = 1, **over: Any)
         "integrity": "ok",
         "integrity_detail": {"stamps": {"verdict": "ok", "pages": 16384, "bad_pages": 0}},
         "timing_excluded": False,
-        "hosts": {"source": {"accel": "tcg"}, "destination": {"accel": "tcg"}},
+        "hosts": {"source": {"name": "source", "transport": "local", "accel": "tcg"},
+                  "destination": {"name": "destination", "transport": "local", "accel": "tcg"}},
         "qemu": {"build": "10.0", "version": "10.0.2 (Debian 1:10.0.2+ds-1)"},
         "final": {**copy.deepcopy(FINAL), "xbzrle-cache": dict(XBZRLE)},
         "metrics": {
@@ -108,33 +110,39 @@ def make_record(cell_id: str = "0123456789ab", repetition: int = 1, **over: Any)
     return rec
 
 
+def model(cell_id: str = "0123456789ab", repetition: int = 1, **over: Any) -> RunRecord:
+    """:func:`make_record` as the run record the store takes."""
+    return upgrade(make_record(cell_id, repetition, **over))
+
+
 # --- store -----------------------------------------------------------------------------------
 
 
 def test_write_run_path_and_content(tmp_path: Path) -> None:
-    rec = make_record()
+    rec = model()
     path = store.write_run(tmp_path, rec)
     assert path == tmp_path / "0123456789ab" / "1.json"
     assert store.run_path(tmp_path, "0123456789ab", 1) == path
     assert store.exists(tmp_path, "0123456789ab", 1)
     assert not store.exists(tmp_path, "0123456789ab", 2)
-    assert json.loads(path.read_text()) == rec
+    assert path.read_bytes() == dump(rec)
     assert store.load_run(path) == rec
+    assert path.stat().st_mode & 0o777 == 0o644  # one mode for what the harness writes
 
 
 def test_write_run_never_overwrites(tmp_path: Path) -> None:
-    path = store.write_run(tmp_path, make_record())
+    path = store.write_run(tmp_path, model())
     before = path.read_bytes()
     with pytest.raises(HarnessError, match="never overwritten"):
-        store.write_run(tmp_path, make_record(outcome="failed", error="boom"))
+        store.write_run(tmp_path, model(outcome="failed", error="boom"))
     assert path.read_bytes() == before
     assert json.loads(path.read_text())["outcome"] == "completed"
 
 
 def test_write_run_leaves_no_temp_files(tmp_path: Path) -> None:
-    store.write_run(tmp_path, make_record())
+    store.write_run(tmp_path, model())
     with pytest.raises(HarnessError):
-        store.write_run(tmp_path, make_record())
+        store.write_run(tmp_path, model())
     store.write_summary(tmp_path)
     leftovers = [p.name for p in tmp_path.rglob(".*")]
     assert leftovers == []
@@ -142,8 +150,8 @@ def test_write_run_leaves_no_temp_files(tmp_path: Path) -> None:
 
 
 def test_write_summary_columns_and_values(tmp_path: Path) -> None:
-    store.write_run(tmp_path, make_record(repetition=1))
-    store.write_run(tmp_path, make_record(
+    store.write_run(tmp_path, model(repetition=1))
+    store.write_run(tmp_path, model(
         repetition=2, outcome="not-converged", integrity="unchecked",
         error="did not converge\nwithin max_time_s=25",
         metrics={"total_time_ms": None, "downtime_ms": None, "transferred_bytes": 999},
@@ -188,9 +196,9 @@ def test_write_summary_columns_and_values(tmp_path: Path) -> None:
 
 
 def test_summary_rebuild_replaces(tmp_path: Path) -> None:
-    store.write_run(tmp_path, make_record(repetition=1))
+    store.write_run(tmp_path, model(repetition=1))
     store.write_summary(tmp_path)
-    store.write_run(tmp_path, make_record(cell_id="ffffffffffff", repetition=1))
+    store.write_run(tmp_path, model(cell_id="ffffffffffff", repetition=1))
     store.write_summary(tmp_path)
     with open(tmp_path / "summary.csv", newline="") as f:
         ids = [r["cell_id"] for r in csv.DictReader(f)]
@@ -201,8 +209,8 @@ def test_summary_row_idle_workload() -> None:
     rec = make_record()
     rec["cell"]["workload"] = {"writer": None}
     rec["metrics"] = {}
-    rec.pop("qemu")
-    row = store.summary_row(rec)
+    rec["qemu"] = {"build": "10.0"}  # never probed: no version
+    row = store.summary_row(upgrade(rec))
     assert row["workload"] == "idle"
     assert row["qemu_version"] is None
     assert row["total_time_ms"] is None
@@ -210,16 +218,16 @@ def test_summary_row_idle_workload() -> None:
 
 def test_summary_row_max_rate() -> None:
     rec = make_record()
-    rec["cell"]["workload"]["writer"]["rate_mib_s"] = 0
-    assert store.summary_row(rec)["workload"] == "writer 64 MiB @ max sparse"
+    rec["cell"]["workload"]["writer"]["rate_mib_s"] = 0.0
+    assert store.summary_row(upgrade(rec))["workload"] == "writer 64 MiB @ max sparse"
 
 
 def test_iter_runs_order_and_skips_hidden(tmp_path: Path) -> None:
-    store.write_run(tmp_path, make_record(cell_id="bbbbbbbbbbbb", repetition=1))
-    store.write_run(tmp_path, make_record(cell_id="aaaaaaaaaaaa", repetition=2))
-    store.write_run(tmp_path, make_record(cell_id="aaaaaaaaaaaa", repetition=1))
+    store.write_run(tmp_path, model(cell_id="bbbbbbbbbbbb", repetition=1))
+    store.write_run(tmp_path, model(cell_id="aaaaaaaaaaaa", repetition=2))
+    store.write_run(tmp_path, model(cell_id="aaaaaaaaaaaa", repetition=1))
     (tmp_path / "aaaaaaaaaaaa" / ".tmp-junk.json").write_text("{not json")
-    got = [(rec["cell"]["id"], rec["repetition"]) for _, rec in store.iter_runs(tmp_path)]
+    got = [(rec.cell.id, rec.repetition) for _, rec in store.iter_runs(tmp_path)]
     assert got == [("aaaaaaaaaaaa", 1), ("aaaaaaaaaaaa", 2), ("bbbbbbbbbbbb", 1)]
     paths = [p for p, _ in store.iter_runs(tmp_path)]
     assert paths[0] == tmp_path / "aaaaaaaaaaaa" / "1.json"
@@ -229,24 +237,32 @@ def test_iter_runs_empty(tmp_path: Path) -> None:
     assert list(store.iter_runs(tmp_path)) == []
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1"])
+@pytest.mark.parametrize("version", [None, 0, 99, "1"])
 def test_upgrade_rejects_unknown_schema(version: object) -> None:
     rec = make_record()
     if version is None:
         del rec["schema_version"]
     else:
         rec["schema_version"] = version
-    with pytest.raises(HarnessError, match="unsupported result schema_version"):
-        store.upgrade(rec)
+    with pytest.raises(HarnessError, match="schema_version: "):
+        upgrade(rec)
 
 
 def test_upgrade_accepts_v1() -> None:
     rec = make_record()
-    assert store.upgrade(rec) is rec
+    assert upgrade(rec).schema_version == 2
+
+
+def _future(root: Path) -> Path:
+    """A run file of schema version 99 (a newer migbench's)."""
+    path = store.write_run(root, model())
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "schema_version": 99}))
+    return path
 
 
 def test_iter_runs_rejects_future_schema(tmp_path: Path) -> None:
-    store.write_run(tmp_path, make_record(schema_version=99))
+    _future(tmp_path)
     with pytest.raises(HarnessError, match="99"):
         list(store.iter_runs(tmp_path))
 
@@ -254,7 +270,7 @@ def test_iter_runs_rejects_future_schema(tmp_path: Path) -> None:
 def test_load_run_bad_json(tmp_path: Path) -> None:
     p = tmp_path / "x.json"
     p.write_text("{oops")
-    with pytest.raises(HarnessError, match="cannot read result"):
+    with pytest.raises(HarnessError, match="x.json: line 1: not valid JSON"):
         store.load_run(p)
     with pytest.raises(HarnessError, match="cannot read result"):
         store.load_run(tmp_path / "missing.json")
@@ -262,8 +278,8 @@ def test_load_run_bad_json(tmp_path: Path) -> None:
 
 def _truncated_campaign(root: Path) -> Path:
     """A campaign with one good run and one run file cut short after its third line."""
-    store.write_run(root, make_record(repetition=1))
-    bad = store.write_run(root, make_record(repetition=2))
+    store.write_run(root, model(repetition=1))
+    bad = store.write_run(root, model(repetition=2))
     bad.write_text("\n".join(bad.read_text().splitlines()[:3]))
     return bad
 
@@ -273,15 +289,17 @@ def test_iter_runs_truncated_file_names_the_file_and_the_fix(tmp_path: Path) -> 
     with pytest.raises(HarnessError) as info:
         list(store.iter_runs(tmp_path))
     msg = str(info.value)
-    assert msg == (f"{bad}: cannot read result: not valid JSON (line 3): "
-                   "delete it to rerun that repetition")
+    assert msg == (f"{bad}: line 3: not valid JSON (Expecting property name enclosed in double "
+                   "quotes); delete it to rerun that repetition")
     with pytest.raises(HarnessError, match=re.escape(str(bad))):
         store.load(tmp_path)  # a frame silently missing a run is worse than no frame
 
 
 def test_iter_runs_future_schema_names_the_file(tmp_path: Path) -> None:
-    path = store.write_run(tmp_path, make_record(schema_version=99))
-    with pytest.raises(HarnessError, match=re.escape(f"{path}: unsupported result schema_version 99")):
+    path = _future(tmp_path)
+    with pytest.raises(HarnessError, match=re.escape(
+            f"{path}: schema_version: 99 is newer than this migbench reads (2); written by a "
+            "newer migbench: upgrade")):
         list(store.iter_runs(tmp_path))
 
 
@@ -289,7 +307,7 @@ def test_iter_runs_future_schema_names_the_file(tmp_path: Path) -> None:
 def test_load_run_empty_or_not_a_record(tmp_path: Path, text: str) -> None:
     p = tmp_path / "1.json"
     p.write_bytes(text.encode("latin-1"))
-    with pytest.raises(HarnessError, match=r"1\.json: cannot read result: .*delete it"):
+    with pytest.raises(HarnessError, match=r"1\.json: .*(not|expected) .*; delete it"):
         store.load_run(p)
 
 
@@ -299,8 +317,8 @@ def test_cli_show_corrupt_run_file_is_one_line(tmp_path: Path,
     assert cli.main(["show", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        f"migbench: error: {bad}: cannot read result: not valid JSON (line 3): "
-        "delete it to rerun that repetition"]
+        f"migbench: error: {bad}: line 3: not valid JSON (Expecting property name enclosed in "
+        "double quotes); delete it to rerun that repetition"]
     assert "Traceback" not in captured.err
     assert cli.main(["show", str(bad)]) == 1
     assert len(capsys.readouterr().err.splitlines()) == 1
@@ -309,8 +327,10 @@ def test_cli_show_corrupt_run_file_is_one_line(tmp_path: Path,
 def test_rows_cpu_columns_are_named_by_side_and_class(tmp_path: Path) -> None:
     cpu = {"source": {"classes": {"main": 7.3, "migration": 41.5}},
            "destination": {"classes": {"main": 8.05, "vcpu": 0.27}}}
-    store.write_run(tmp_path, make_record(cpu=cpu))
-    (row,) = store.rows(tmp_path)
+    store.write_run(tmp_path, model(cpu={"hz": 10.0, "window": [0.0, 1.0],
+                                         **{k: {**v, "window_s": 1.0, "samples": 10}
+                                            for k, v in cpu.items()}}))
+    (row,) = store.rows(rec for _, rec in store.iter_runs(tmp_path))
     cpu_cols = {k: v for k, v in row.items() if k.startswith("cpu_")}
     assert cpu_cols == {"cpu_src_main_pct": 7.3, "cpu_src_migration_pct": 41.5,
                         "cpu_dst_main_pct": 8.05, "cpu_dst_vcpu_pct": 0.27}
@@ -336,7 +356,7 @@ def skipped_record() -> dict[str, Any]:
 
 def seed_campaign(root: Path) -> Path:
     shutil.copytree(SEED, root)
-    store.write_run(root, skipped_record())
+    store.write_run(root, upgrade(skipped_record()))
     return root
 
 
@@ -415,10 +435,10 @@ def test_load_and_export_mixed_type_axis(tmp_path: Path) -> None:
     for cell_id, bw, n in (("aaaaaaaaaaaa", "100mbit", 1), ("bbbbbbbbbbbb", 25_000_000, 2)):
         rec = make_record(cell_id=cell_id)
         rec["cell"]["axes"] = {"max-bandwidth": bw, "multifd-channels": n, "zero-page": True}
-        store.write_run(tmp_path, rec)
+        store.write_run(tmp_path, upgrade(rec))
     rec = make_record(cell_id="dddddddddddd")
     rec["cell"]["axes"] = {"max-bandwidth": 1.5e6, "zero-page": False}
-    store.write_run(tmp_path, rec)
+    store.write_run(tmp_path, upgrade(rec))
     df = store.load(tmp_path)
     assert pd.api.types.is_string_dtype(df["axis_max-bandwidth"].dtype)
     assert list(df["axis_max-bandwidth"]) == ["100mbit", "25000000", "1500000.0"]
@@ -433,7 +453,7 @@ def test_load_numeric_axis_stays_int(tmp_path: Path) -> None:
     for cell_id, n in (("aaaaaaaaaaaa", 2), ("bbbbbbbbbbbb", 4)):
         rec = make_record(cell_id=cell_id)
         rec["cell"]["axes"] = {"multifd-channels": n}
-        store.write_run(tmp_path, rec)
+        store.write_run(tmp_path, upgrade(rec))
     df = store.load(tmp_path)
     assert df["axis_multifd-channels"].dtype == "int64"
     assert list(df["axis_multifd-channels"]) == [2, 4]
@@ -450,10 +470,9 @@ def test_load_empty_campaign_has_the_typed_columns(tmp_path: Path) -> None:
             assert isinstance(empty[col].dtype, pd.CategoricalDtype), col
         else:
             assert empty[col].dtype == full[col].dtype, col
-    for fmt in ("parquet", "csv"):
-        path = store.export(tmp_path, fmt)
-        back = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
-        assert list(back.columns) == store.FRAME_COLUMNS and len(back) == 0
+    for fmt in ("parquet", "csv"):  # the frame is for Python; an empty export is refused
+        with pytest.raises(HarnessError, match="no run results here"):
+            store.export(tmp_path, fmt)
 
 
 def test_load_and_export_errors(tmp_path: Path) -> None:
@@ -461,6 +480,10 @@ def test_load_and_export_errors(tmp_path: Path) -> None:
         store.load(tmp_path / "nope")
     with pytest.raises(HarnessError, match="unknown export format 'xlsx'"):
         store.export(tmp_path, "xlsx")
+    with pytest.raises(HarnessError, match="no run results here"):
+        store.export(tmp_path, "csv")  # an empty folder: refused, no empty table written
+    assert list(tmp_path.iterdir()) == []
+    store.write_run(tmp_path, model())
     with pytest.raises(HarnessError, match="cannot write the export"):
         store.export(tmp_path, "csv", tmp_path / "no-such-dir" / "x.csv")
 
@@ -603,8 +626,8 @@ def test_write_summary_from_kept_rows_matches_a_rebuild(tmp_path: Path) -> None:
             (("bbbbbbbbbbbb", 2), ("aaaaaaaaaaaa", 1), ("bbbbbbbbbbbb", 10), ("bbbbbbbbbbbb", 1))]
     kept = {}
     for rec in recs:
-        store.write_run(tmp_path, rec)
-        kept[(rec["cell"]["id"], rec["repetition"])] = store.summary_row(rec)
+        store.write_run(tmp_path, upgrade(rec))
+        kept[(rec["cell"]["id"], rec["repetition"])] = store.summary_row(upgrade(rec))
     store.write_summary(tmp_path, kept)
     from_rows = (tmp_path / "summary.csv").read_text()
     store.write_summary(tmp_path)

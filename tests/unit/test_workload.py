@@ -258,6 +258,7 @@ def test_workload_label_names_every_part() -> None:
     from harness.workload import label
 
     assert label(None) == "idle"
-    assert label({"writer": {"working_set_mib": 64, "rate_mib_s": 32, "pattern": "random"},
-                  "ping": {"interval_ms": 10}, "fio": {"rw": "randrw"}}) == (
+    assert label(WorkloadSpec.model_validate(
+        {"writer": {"working_set_mib": 64, "rate_mib_s": 32, "pattern": "random"},
+         "ping": {"interval_ms": 10}, "fio": {"rw": "randrw"}})) == (
         "writer 64 MiB @ 32 MiB/s random + ping + fio randrw")
