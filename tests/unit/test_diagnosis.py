@@ -1,0 +1,282 @@
+"""harness.diagnosis on real run records (tests/data, upgraded from schema 1): the not-converged
+precopy run is link-bound with advice the model confirms, completed runs are converged with
+predicted and measured figures, the corrupted 7.2 run is flagged and not diagnosed; the other
+factors on records edited to show them; cells aggregated over repetitions."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.convergence import MiB, min_throughput, predict
+from harness.diagnosis import Diagnosis, aggregate, diagnose, diagnose_cell, scenarios
+from harness.record import RunRecord, dump, read
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+NOT_CONVERGED = DATA / "v1/ebde118b7008/1.json"  # 10.0 precopy, 60 MiB/s random, 100 Mbit/s
+PAUSE = DATA / "v1/872aefb50589/1.json"  # the same guest, stopped after 2 syncs
+CORRUPTED = DATA / "v1/ca53824e9fde/1.json"  # 7.2, integrity ram: 12 pages differ
+SKIPPED = DATA / "v1/c085dd64c021/1.json"
+FAILED = DATA / "campaign-seed/7f6dfef9435a/2.json"
+XBZRLE = DATA / "run-xbzrle.json"  # 10.0, 128 MiB cache, sparse writer, completed
+POSTCOPY = DATA / "v1/d42cf09851fe/1.json"
+PRECOPY = DATA / "v1/c2ae7ae07f48/1.json"
+COMPLETED = sorted([*DATA.glob("v1/*/1.json"), XBZRLE, *DATA.glob("campaign-seed/*/*.json")])
+
+
+def edited(path: Path, edit: Callable[[dict[str, Any]], None]) -> RunRecord:
+    """The record at ``path`` with ``edit`` applied to its v2 JSON, validated again."""
+    data = json.loads(dump(read(path)))
+    edit(data)
+    return RunRecord.model_validate(data)
+
+
+def set_param(data: dict[str, Any], key: str, value: object) -> None:
+    data["cell"]["migration"]["parameters"][key] = value
+    if data.get("applied"):
+        data["applied"]["source"]["parameters"][key] = value
+
+
+def set_cap(data: dict[str, Any], key: str) -> None:
+    data["cell"]["migration"]["capabilities"][key] = True
+    if data.get("applied"):
+        data["applied"]["source"]["capabilities"][key] = True
+
+
+def not_converged(data: dict[str, Any]) -> None:
+    data["outcome"] = "not-converged"
+    data["metrics"].update(total_time_ms=None, downtime_ms=None)
+
+
+def test_the_not_converged_precopy_run_is_link_bound_with_advice() -> None:
+    """60 MiB/s over a 48 MiB working set on a 100 Mbit/s link, downtime limit 50 ms: each pass
+    leaves the working set dirty (48.6 MiB at the sync), 3.9 s of sending at 12.5 MiB/s."""
+    rec = read(NOT_CONVERGED)
+    d = diagnose(rec)
+    assert d.factor == "link-bound" and d.valid
+    assert "60.0 MiB/s" in d.summary and "12.5 MiB/s" in d.summary and "50 ms" in d.summary
+    labels = {e.label: e for e in d.evidence}
+    assert labels["throughput (QEMU, median)"].value == pytest.approx(12.5, abs=0.1)
+    assert labels["largest remainder at a sync"].value == pytest.approx(48.6, abs=0.1)
+    assert labels["downtime limit"] == ("downtime limit", 50, "ms")
+    # every prediction agrees with what happened
+    for f in (d.predicted, d.early, d.hindsight):
+        assert f is not None and f.converges is False
+    assert d.measured.converges is False and d.measured.passes == 1
+    # the advice: bandwidth first, and its figure is the model's, which converges fed back
+    assert d.advice[0].startswith("bandwidth: ")
+    sc = scenarios(rec).hindsight
+    assert sc is not None
+    b = min_throughput(sc)
+    assert b is not None
+    assert f"{b / MiB:.1f} MiB/s" in d.advice[0]
+    assert predict(replace(sc, link=replace(sc.link, throughput=b))).converges
+    assert not predict(replace(sc, link=replace(sc.link, throughput=b * 0.999))).converges
+    topics = [a.split(":")[0] for a in d.advice]
+    assert topics[:2] == ["bandwidth", "downtime-limit"]
+    assert {"compression", "auto-converge", "postcopy"} <= set(topics)
+    limit_ms = int(re.search(r">= (\d+) ms", d.advice[1]).group(1))  # type: ignore[union-attr]
+    assert predict(replace(sc, downtime_limit=limit_ms / 1000)).converges
+    assert not predict(replace(sc, downtime_limit=limit_ms / 1000 * 0.99)).converges
+    cols = d.columns()
+    assert cols["diagnosis"] == "link-bound" and str(cols["advice"]).startswith("bandwidth: ")
+    assert cols["predicted_outcome"] == "does not converge"
+
+
+def test_the_paused_run_was_too_slow_for_max_time() -> None:
+    """The guest stops after 2 syncs, but pass 0 alone takes 8.2 s of the 12 s max_time and the
+    working set left then needs 3.9 s more: the model completes it at 12.1 s, too late."""
+    d = diagnose(read(PAUSE))
+    assert d.factor == "link-bound" and "too slow for max_time_s (12 s)" in d.summary
+    assert d.hindsight is not None and d.hindsight.converges is False
+    assert d.advice[0].startswith("bandwidth: ")
+
+
+@pytest.mark.parametrize("path", [p for p in COMPLETED if p not in (CORRUPTED, SKIPPED, FAILED)
+                                  and json.loads(p.read_text())["outcome"] == "completed"],
+                         ids=lambda p: p.parent.name)
+def test_completed_runs_are_converged_with_predicted_and_measured_figures(path: Path) -> None:
+    rec = read(path)
+    d = diagnose(rec)
+    assert d.factor == "converged" and d.valid
+    assert d.advice == ()
+    m = d.measured
+    assert m.converges is True
+    assert rec.metrics.total_time_ms is not None and rec.metrics.downtime_ms is not None
+    assert m.total_time == pytest.approx(rec.metrics.total_time_ms / 1000)
+    assert m.downtime == pytest.approx(rec.metrics.downtime_ms / 1000)
+    assert d.predicted is not None and d.predicted.passes is not None
+    cols = d.columns()
+    assert cols["diagnosis"] == "converged"
+    if d.predicted.converges:
+        assert cols["predicted_total_time_ms"] is not None
+    if len(rec.timeline) > 5:  # the campaign-seed files were trimmed to two samples
+        assert d.hindsight is not None
+    text = "\n".join(d.lines())
+    assert "measured: completes" in text and "predicted: " in text
+
+
+def test_a_marginal_run_the_model_gets_wrong_says_so() -> None:
+    """60 MiB/s over 16 MiB at 51 MB/s: the model's fixed point (the 19.6 MiB a pass leaves)
+    exceeds the 14.7 MiB budget, yet QEMU completed it after 7 passes by syncing again every
+    ~100 ms; the diagnosis says the model disagreed."""
+    d = diagnose(read(DATA / "v1/9bce91804f13/1.json"))
+    assert d.factor == "converged" and d.measured.passes == 7
+    assert d.hindsight is not None and d.hindsight.converges is False
+    assert "model predicted no convergence (marginal)" in d.summary
+
+
+def test_the_corrupted_run_is_flagged_not_diagnosed() -> None:
+    rec = read(CORRUPTED)
+    assert rec.outcome == "completed"  # QEMU said completed; the guest disagreed
+    d = diagnose(rec)
+    assert d.factor == "corrupted" and not d.valid
+    assert "12 pages differ" in d.summary and "not diagnosed" in d.summary
+    assert d.predicted is None and d.early is None and d.hindsight is None
+    assert len(d.advice) == 1 and "rerun" in d.advice[0]
+    assert ("differing pages", 12, "pages") in d.evidence
+    assert d.columns()["predicted_total_time_ms"] is None
+
+
+def test_runs_that_did_not_migrate() -> None:
+    skipped = diagnose(read(SKIPPED))
+    assert skipped.factor == "not-migrated" and "legacy compress" in skipped.summary
+    failed = diagnose(read(FAILED))
+    assert failed.factor == "failed" and "Broken pipe" in failed.summary
+    assert not skipped.valid and not failed.valid and failed.advice == ()
+
+
+def test_xbzrle_cache_too_small() -> None:
+    """The XBZRLE run with its 128 MiB cache replaced by 16 MiB and made not to converge: the
+    working set seen (68 MiB) needs a 128 MiB cache, with which the model converges."""
+    def edit(data: dict[str, Any]) -> None:
+        not_converged(data)
+        set_param(data, "xbzrle-cache-size", 16 * MiB)
+    d = diagnose(edited(XBZRLE, edit))
+    assert d.factor == "xbzrle-cache"
+    assert "16 MiB for a 68 MiB working set" in d.summary
+    assert d.advice[0].startswith("xbzrle-cache-size: 128 MiB") and "completes" in d.advice[0]
+    assert ("xbzrle cache", 16.0, "MiB") in d.evidence
+
+
+def test_xbzrle_data_unfriendly() -> None:
+    """The same run with every encoding overflowing (a page costs a whole page)."""
+    def edit(data: dict[str, Any]) -> None:
+        not_converged(data)
+        for s in data["timeline"]:
+            x = s.get("xbzrle-cache")
+            if x and x["pages"]:
+                x.update(overflow=x["pages"], bytes=x["pages"] * 4096)
+    d = diagnose(edited(XBZRLE, edit))
+    assert d.factor == "xbzrle-data" and "100 % of its encodings overflowed" in d.summary
+
+
+def test_throttle_at_max_cpu_throttle() -> None:
+    """The link-bound run under auto-converge capped at 50 %, which it reached."""
+    def edit(data: dict[str, Any]) -> None:
+        set_cap(data, "auto-converge")
+        set_param(data, "max-cpu-throttle", 50)
+        for s in data["timeline"]:
+            if s["t"] > 6:
+                s["cpu-throttle-percentage"] = 50
+    d = diagnose(edited(NOT_CONVERGED, edit))
+    assert d.factor == "throttle-max" and "max-cpu-throttle (50 %)" in d.summary
+    assert d.advice[0].startswith("auto-converge: needs a")
+    assert "max-cpu-throttle must be >= 99 % (now 50 %)" in d.advice[0]
+
+
+def test_cpu_bound_compression() -> None:
+    """The link-bound run as legacy compress with 2 threads at 95 % of a core each and a
+    max-bandwidth 15 times what was sent: more threads move more RAM (6.6 MB/s each)."""
+    def edit(data: dict[str, Any]) -> None:
+        set_cap(data, "compress")
+        set_param(data, "compress-threads", 2)
+        set_param(data, "max-bandwidth", 200_000_000)
+        data["cpu"]["source"]["classes"]["compress"] = 190.0
+    d = diagnose(edited(NOT_CONVERGED, edit))
+    assert d.factor == "cpu-bound" and "2 compress threads" in d.summary
+    assert ("CPU per compress thread", 95.0, "% of a core") in d.evidence
+    assert d.advice[0].startswith("threads: ")
+    n = int(re.search(r"threads: (\d+) compress", d.advice[0]).group(1))  # type: ignore[union-attr]
+    assert n > 2 and "completes" in d.advice[0]
+
+
+def test_bandwidth_far_below_max_bandwidth() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        set_param(data, "max-bandwidth", 50_000_000)
+    d = diagnose(edited(NOT_CONVERGED, edit))
+    assert d.factor == "bandwidth-below" and "26 % of max-bandwidth" in d.summary
+
+
+def test_downtime_limit_below_one_pass() -> None:
+    """With a 3 s limit the 48.6 MiB the working set leaves need 3.9 s: raising the limit to
+    3.88 s (less than twice 3 s) converges, so the limit is named, and advised first."""
+    def edit(data: dict[str, Any]) -> None:
+        set_param(data, "downtime-limit", 3000)
+    d = diagnose(edited(NOT_CONVERGED, edit))
+    assert d.factor == "downtime-limit" and "the limit is 3000 ms" in d.summary
+    assert d.advice[0].startswith("downtime-limit: >= 38")
+
+
+def test_postcopy_faults() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["metrics"]["guest_max_stall_ms"] = 1200.0
+    d = diagnose(edited(POSTCOPY, edit))
+    assert d.factor == "postcopy-faults" and "1200 ms" in d.summary
+    assert d.hindsight is not None and d.hindsight.converges
+
+
+def test_a_cell_takes_the_majority_and_medians_and_leaves_corrupted_runs_out() -> None:
+    link = diagnose(read(NOT_CONVERGED))
+    ok = diagnose(read(PRECOPY))
+    bad = diagnose(read(CORRUPTED))
+    cell = aggregate([link, ok, link, bad])
+    assert cell.factor == "link-bound" and cell.runs == 4
+    assert cell.summary.startswith("link-bound in 2/4 runs: ")
+    assert "1 of 4 runs 1 corrupted, left out" in cell.summary
+    assert dict(cell.factors) == {"link-bound": 2, "converged": 1, "corrupted": 1}
+    assert cell.advice == link.advice
+    assert cell.measured.converges is False
+    only_bad = aggregate([bad, bad])
+    assert only_bad.factor == "corrupted" and not only_bad.valid
+    recs = [read(PRECOPY), read(DATA / "v1/c9a291fdf75e/1.json"), read(DATA / "v1/bc1bf38acf79/1.json")]
+    cell = diagnose_cell(recs)
+    assert cell.factor == "converged" and cell.measured.total_time is not None
+    totals = [r.metrics.total_time_ms / 1000 for r in recs if r.metrics.total_time_ms]
+    assert cell.measured.total_time == pytest.approx(statistics.median(totals))
+    with pytest.raises(ValueError):
+        aggregate([])
+
+
+def relative_errors(which: str) -> list[float]:
+    errs = []
+    for path in COMPLETED:
+        d: Diagnosis = diagnose(read(path))
+        f = getattr(d, which)
+        if d.factor != "converged" or f is None or f.total_time is None:
+            continue
+        assert d.measured.total_time is not None
+        errs.append(f.total_time / d.measured.total_time - 1)
+    return errs
+
+
+def test_total_time_error_on_the_stored_runs_stays_where_it_was_measured() -> None:
+    """Not a fit: the model is not tuned to these runs. This guards the error measured when the
+    model was written against regressions: from the whole run's inputs it overestimated the
+    total time of the 9 completed runs with a full timeline by 9 % (median; 5-11 %), mostly
+    because QEMU ends a pass early, syncing once its estimate falls below the threshold, where
+    the model sends the whole remainder; before the migration (configured inputs) the median
+    error was +6 % but up to +329 % (multifd zstd: the saving is unknown before the run)."""
+    errs = relative_errors("hindsight")
+    assert len(errs) >= 9
+    assert 0 < statistics.median(errs) < 0.15  # an overestimate, as measured
+    assert max(abs(e) for e in errs) < 0.25
+    before = relative_errors("predicted")
+    assert len(before) >= 8 and statistics.median(before) < 0.25
