@@ -15,7 +15,7 @@ N_CELLS, REPS = 50, 10
 def test_report_500_runs(benchmark: Any, tmp_path: Path) -> None:
     records = campaign(N_CELLS, REPS)
     assert len(records) == 500
-    base = [r for r in records if r["cell"]["variant"] == "q72"]
+    base = [r for r in records if r.cell.variant == "q72"]
     out = tmp_path / "report"
 
     def run() -> list[Path]:

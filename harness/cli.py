@@ -199,8 +199,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         raise HarnessError(f"{path}: no such result file or campaign folder")
     for rec in records:
-        out.print(terminal_text(run_block(store.legacy(rec)), newlines=True), highlight=False,
-                  markup=False)
+        out.print(terminal_text(run_block(rec), newlines=True), highlight=False, markup=False)
         out.print()
     return 0
 

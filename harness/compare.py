@@ -1,6 +1,6 @@
 """Pure before/after comparison of run records: cell matching, outcome changes, metric verdicts.
 
-Records are the dicts that :func:`harness.store.iter_runs` yields. Two sides are compared cell by
+Records are the run records :func:`harness.store.iter_runs` yields. Two sides are compared cell by
 cell, where a cell is identified by its matrix axes and workload, *not* by its variant (the
 variant is what differs between the sides: a QEMU build or a configuration).
 
@@ -20,14 +20,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
 
 from harness import stats, workload
-from harness.models import WorkloadSpec
+from harness.record import RunRecord
+from harness.record.model import CpuSide
 from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.store import CPU_SIDES, cpu_column
 
-Record = dict[str, Any]
+Record = RunRecord
 
 
 # Ranking of statuses from worst to best, for "did it get better or worse".
@@ -45,21 +45,21 @@ class Metric:
 
     def value(self, rec: Record) -> float | None:
         v = self.get(rec)
-        if v is None or isinstance(v, bool):
-            return None
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return None
+        return None if v is None else float(v)
 
 
-def _m(name: str) -> Callable[[Record], Any]:
-    return lambda rec: (rec.get("metrics") or {}).get(name)
+def _m(name: str) -> Callable[[Record], float | None]:
+    def get(rec: Record) -> float | None:
+        v = getattr(rec.metrics, name)
+        assert v is None or isinstance(v, (int, float))
+        return v
+    return get
 
 
-def _cpu(side: str, cls: str) -> Callable[[Record], Any]:
-    def get(rec: Record) -> Any:
-        return (((rec.get("cpu") or {}).get(side) or {}).get("classes") or {}).get(cls)
+def _cpu(side: str, cls: str) -> Callable[[Record], float | None]:
+    def get(rec: Record) -> float | None:
+        s: CpuSide | None = getattr(rec.cpu, side) if rec.cpu is not None else None
+        return s.classes.get(cls) if s is not None else None
     return get
 
 
@@ -94,14 +94,14 @@ ALL_METRICS = BASE_METRICS + CPU_METRICS
 
 def status(rec: Record) -> str:
     """``corrupted`` if integrity failed, else the outcome."""
-    if rec.get("integrity") == "corrupted":
+    if rec.integrity.verdict == "corrupted":
         return "corrupted"
-    return str(rec.get("outcome", "failed"))
+    return rec.outcome
 
 
 def usable(rec: Record) -> bool:
     """May this run's figures enter timing statistics?"""
-    return status(rec) == "completed" and not rec.get("timing_excluded", False)
+    return status(rec) == "completed" and not rec.timing_excluded
 
 
 def values(records: Iterable[Record], metric: Metric) -> list[float]:
@@ -122,17 +122,16 @@ def present_metrics(records: Sequence[Record]) -> list[Metric]:
 
 def cell_key(rec: Record, with_variant: bool = False) -> str:
     """A cell's identity for matching across variants: axes + workload (+ variant if asked)."""
-    cell = rec["cell"]
-    ident: dict[str, Any] = {"axes": cell.get("axes", {}), "workload": cell.get("workload"),
-                             "guest": cell.get("guest")}
+    cell = rec.cell
+    ident: dict[str, object] = {"axes": cell.axes, "workload": cell.workload.model_dump(mode="json"),
+                                "guest": cell.guest.model_dump(mode="json")}
     if with_variant:
-        ident["variant"] = cell.get("variant")
+        ident["variant"] = cell.variant
     return json.dumps(ident, sort_keys=True, default=str)
 
 
 def axes_label(rec: Record) -> str:
-    axes = rec["cell"].get("axes") or {}
-    return ", ".join(f"{k}={v}" for k, v in axes.items()) or "base"
+    return ", ".join(f"{k}={v}" for k, v in rec.cell.axes.items()) or "base"
 
 
 def status_counts(records: Iterable[Record]) -> dict[str, int]:
@@ -224,8 +223,7 @@ class CellComparison:
 
 
 def workload_label(rec: Record) -> str:
-    w = (rec.get("cell") or {}).get("workload")
-    return workload.label(WorkloadSpec.model_validate(w) if w else None)
+    return workload.label(rec.cell.workload)
 
 
 def compare_sides(
@@ -255,8 +253,8 @@ def compare_sides(
         cc = CellComparison(
             key=key, label=axes_label(any_rec), workload=workload_label(any_rec),
             base_variant=_variants(b), new_variant=_variants(n),
-            base_cells=sorted({r["cell"]["id"] for r in b}),
-            new_cells=sorted({r["cell"]["id"] for r in n}),
+            base_cells=sorted({r.cell.id for r in b}),
+            new_cells=sorted({r.cell.id for r in n}),
             base_n=len(b), new_n=len(n), outcome=outcome_change(b, n),
         )
         for metric in present_metrics(list(b) + list(n)):
@@ -278,11 +276,12 @@ def compare_sides(
 
 
 def _feature_key(rec: Record, with_variant: bool) -> str:
-    cell = rec["cell"]
-    ident = {"feature": (cell.get("migration") or {}).get("feature"),
-             "workload": cell.get("workload"), "guest": cell.get("guest")}
+    cell = rec.cell
+    ident = {"feature": cell.migration.feature,
+             "workload": cell.workload.model_dump(mode="json"),
+             "guest": cell.guest.model_dump(mode="json")}
     if with_variant:
-        ident["variant"] = cell.get("variant")
+        ident["variant"] = cell.variant
     return json.dumps(ident, sort_keys=True, default=str)
 
 
@@ -304,18 +303,18 @@ def _pair_by_feature(groups: dict[str, tuple[list[Record], list[Record]]],
 
 
 def _variants(records: Sequence[Record]) -> str:
-    return ", ".join(sorted({str(r["cell"].get("variant")) for r in records}))
+    return ", ".join(sorted({r.cell.variant for r in records}))
 
 
 def split_variant(records: Sequence[Record], baseline: str) -> list[tuple[str, list[Record]]]:
     """Group the non-baseline records by variant, for comparing each against ``baseline``."""
     groups: dict[str, list[Record]] = {}
     for rec in records:
-        v = str(rec["cell"].get("variant"))
+        v = rec.cell.variant
         if v != baseline:
             groups.setdefault(v, []).append(rec)
     return sorted(groups.items())
 
 
 def variants(records: Iterable[Record]) -> list[str]:
-    return sorted({str(r["cell"].get("variant")) for r in records})
+    return sorted({r.cell.variant for r in records})

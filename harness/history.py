@@ -39,8 +39,9 @@ from harness import store
 from harness.errors import HarnessError, one_line
 from harness.inputs import read_text
 from harness.output import write_atomic, write_failure
+from harness.record import RunRecord
 
-Record = dict[str, Any]
+Record = RunRecord
 # The history's own JSON files, read through harness.inputs (a FIFO planted there must not
 # hang a night); a verdict of a large matrix is bigger than a matrix file may be.
 _MAX_JSON = 64 * 1024**2
@@ -59,29 +60,26 @@ def identity_of(records: Iterable[Record]) -> dict[str, Any]:
     Skipped runs contribute host facts and QEMU builds; the image digest comes from any run that
     booted a guest.
     """
-    hosts: dict[str, dict[str, Any]] = {}
-    builds: dict[str, dict[str, Any]] = {}
+    hosts: dict[str, dict[str, object]] = {}
+    versions: dict[str, str | None] = {}
+    binaries: dict[str, set[str]] = {}
+    build_ids: dict[str, set[str]] = {}
     images: set[str] = set()
     for rec in records:
-        for role, facts in (rec.get("hosts") or {}).items():
-            if isinstance(facts, dict):
-                hosts.setdefault(str(role), {k: facts.get(k) for k in HOST_FACTS})
-        q = rec.get("qemu") or {}
-        name = str(q.get("build") or rec.get("cell", {}).get("build") or "?")
-        entry = builds.setdefault(name, {"version": None, "binaries": [], "build_ids": []})
-        if q.get("version") and not entry["version"]:
-            entry["version"] = q.get("version")
-        for key, field in (("source_binary", "binaries"), ("destination_binary", "binaries"),
-                           ("source_build_id", "build_ids"),
-                           ("destination_build_id", "build_ids")):
-            if q.get(key) and q[key] not in entry[field]:
-                entry[field].append(q[key])
-        digest = (rec.get("image") or {}).get("digest")
-        if digest:
-            images.add(str(digest))
-    for entry in builds.values():
-        entry["binaries"] = sorted(entry["binaries"])
-        entry["build_ids"] = sorted(entry["build_ids"])
+        for role, facts in (("source", rec.hosts.source), ("destination", rec.hosts.destination)):
+            hosts.setdefault(role, {k: getattr(facts, k) for k in HOST_FACTS})
+        q = rec.qemu
+        name = q.build or rec.cell.build or "?"
+        if not versions.get(name):
+            versions[name] = q.version or None
+        binaries.setdefault(name, set()).update(
+            b for b in (q.source_binary, q.destination_binary) if b)
+        build_ids.setdefault(name, set()).update(
+            b for b in (q.source_build_id, q.destination_build_id) if b)
+        if rec.image is not None and rec.image.digest:
+            images.add(rec.image.digest)
+    builds = {name: {"version": versions[name], "binaries": sorted(binaries[name]),
+                     "build_ids": sorted(build_ids[name])} for name in versions}
     return {"hosts": dict(sorted(hosts.items())), "qemu": dict(sorted(builds.items())),
             "image": sorted(images)[0] if len(images) == 1 else sorted(images)}
 
@@ -121,11 +119,11 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # Cell coordinates (pure)
 
 
-def coordinates(rec: Record) -> dict[str, Any]:
-    cell = rec["cell"]
-    return {"matrix": cell.get("matrix") or rec.get("campaign"), "variant": cell.get("variant"),
-            "axes": cell.get("axes") or {}, "workload": cell.get("workload"),
-            "guest": cell.get("guest")}
+def coordinates(rec: Record) -> dict[str, object]:
+    cell = rec.cell
+    return {"matrix": cell.matrix, "variant": cell.variant, "axes": cell.axes,
+            "workload": cell.workload.model_dump(mode="json"),
+            "guest": cell.guest.model_dump(mode="json")}
 
 
 def coordinate_key(rec: Record) -> str:
@@ -133,9 +131,9 @@ def coordinate_key(rec: Record) -> str:
 
 
 def coordinate_label(rec: Record) -> str:
-    cell = rec["cell"]
-    axes = ", ".join(f"{k}={v}" for k, v in (cell.get("axes") or {}).items()) or "base"
-    return f"{cell.get('variant')}: {axes}"
+    cell = rec.cell
+    axes = ", ".join(f"{k}={v}" for k, v in cell.axes.items()) or "base"
+    return f"{cell.variant}: {axes}"
 
 
 def group_by_cell(records: Iterable[Record]) -> dict[str, list[Record]]:
@@ -146,11 +144,10 @@ def group_by_cell(records: Iterable[Record]) -> dict[str, list[Record]]:
 
 
 def _params(rec: Record) -> dict[str, str]:
-    mig = rec["cell"].get("migration") or {}
-    flat = flatten({"capabilities": mig.get("capabilities") or {},
-                    "parameters": mig.get("parameters") or {}})
-    flat["build"] = str(rec["cell"].get("build"))
-    flat["qemu_args"] = str((rec["cell"].get("variant_spec") or {}).get("qemu_args"))
+    mig = rec.cell.migration
+    flat = flatten({"capabilities": mig.capabilities, "parameters": mig.parameters})
+    flat["build"] = rec.cell.build
+    flat["qemu_args"] = str(list(rec.cell.variant_spec.qemu_args))
     return flat
 
 
@@ -174,7 +171,7 @@ class NightDir:
     path: Path
 
     def records(self) -> list[Record]:
-        return [store.legacy(rec) for _, rec in store.iter_runs(self.path)]
+        return [rec for _, rec in store.iter_runs(self.path)]
 
     def verdict(self) -> dict[str, Any] | None:
         p = self.path / "verdict.json"

@@ -33,7 +33,7 @@ EXIT_REGRESSION = 2
 VERDICT_SCHEMA = 1
 NO_BASELINE = "no baseline with the same identity"
 
-Record = dict[str, Any]
+Record = RunRecord
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def judge_night(hist: Path, night: history.NightDir, th: regress.Thresholds) -> 
     """The verdict of ``night`` against the earlier nights of its identity."""
     records = night.records()
     ident = history.identity_of(records)
-    matrix = str(records[0].get("campaign")) if records else ""
+    matrix = records[0].campaign if records else ""
     earlier = [n for n in history.nights(hist, night.key) if n.stamp < night.stamp]
     current = history.group_by_cell(records)
     cell_nights: dict[str, list[tuple[str, list[Record]]]] = {k: [] for k in current}
@@ -207,7 +207,7 @@ def judge_night(hist: Path, night: history.NightDir, th: regress.Thresholds) -> 
         findings = regress.evaluate_cell(series, th)
         cells.append(cell_entry(key, history.coordinate_label(recs[0]),
                                 compare.workload_label(recs[0]),
-                                [str(r["cell"]["id"]) for r in recs], findings, notes))
+                                [r.cell.id for r in recs], findings, notes))
     cells.sort(key=lambda c: (not any(r["verdict"] == regress.REGRESSION for r in c["results"]),
                               c["workload"], c["cell"]))
     verdict = {
@@ -326,7 +326,7 @@ def run_nightly(matrix_path: Path, hist: Path, *, hosts_path: Path | None = None
         with contextlib.suppress(OSError):
             staging.rmdir()  # only when the night stored nothing: finished runs stay
         raise
-    records = [store.legacy(rec) for _, rec in store.iter_runs(staging)]
+    records = [rec for _, rec in store.iter_runs(staging)]
     night = history.file_night(hist, staging, records)
     _write_json(night.path / "night.json", {
         "matrix": spec.name, "matrix_file": str(matrix_path), "hosts_file": str(hosts_path),
@@ -446,8 +446,8 @@ def resolve_side(token: str, spec: Any, hosts: Any, *, build_cache: Path | None 
 def compare_verdict(records: Sequence[Record], before: str, after: str,
                     th: regress.Thresholds) -> dict[str, Any]:
     """The before/after verdict of a compare campaign (pure)."""
-    base = [r for r in records if r["cell"].get("variant") == before]
-    new = [r for r in records if r["cell"].get("variant") == after]
+    base = [r for r in records if r.cell.variant == before]
+    new = [r for r in records if r.cell.variant == after]
     groups: dict[str, tuple[list[Record], list[Record]]] = {}
     for r in base:
         groups.setdefault(compare.cell_key(r), ([], []))[0].append(r)
@@ -459,17 +459,17 @@ def compare_verdict(records: Sequence[Record], before: str, after: str,
         label = compare.axes_label(any_rec)
         if not b or not n:
             cells.append(cell_entry(key, label, compare.workload_label(any_rec),
-                                    [str(r["cell"]["id"]) for r in b + n], [],
+                                    [r.cell.id for r in b + n], [],
                                     [f"only on the {'before' if b else 'after'} side"]))
             continue
         findings = regress.compare_sides(b, n, th, names=(before, after))
         cells.append(cell_entry(key, label, compare.workload_label(any_rec),
-                                [str(r["cell"]["id"]) for r in b + n], findings))
+                                [r.cell.id for r in b + n], findings))
     ident_b, ident_a = history.identity_of(base), history.identity_of(new)
     diffs = [d for d in history.differences(ident_b, ident_a) if not d.startswith("qemu.")]
     return {
         "schema": VERDICT_SCHEMA, "kind": "compare", "before": before, "after": after,
-        "matrix": str(records[0].get("campaign")) if records else "",
+        "matrix": records[0].campaign if records else "",
         "identity": {"before": ident_b, "after": ident_a},
         "baseline": {"status": "ok", "differences": diffs},
         "thresholds": th.to_dict(), "cells": cells, "summary": summarize(cells),
@@ -519,7 +519,7 @@ def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path 
               flush=True)
     run_matrix(matrix_path, spec2, hosts_path, hosts, runs,
                None if quiet else _printing_progress(), image, pairs=[pair])
-    records = [store.legacy(rec) for _, rec in store.iter_runs(runs)]
+    records = [rec for _, rec in store.iter_runs(runs)]
     if not records:
         raise HarnessError(f"{runs}: the comparison produced no run records")
     verdict = compare_verdict(records, name_b, name_a, th)

@@ -375,17 +375,3 @@ def _csv_safe(df: Any) -> Any:
         out[col] = out[col].astype(object).map(csv_cell)
     return out
 
-
-def legacy(record: RunRecord) -> dict[str, Any]:
-    """``record`` in the shape of a version-1 file, for the readers not yet moved to the model
-    (temporary: removed once every reader takes a RunRecord)."""
-    d: dict[str, Any] = record.model_dump(mode="json", by_alias=True)
-    integrity = d.pop("integrity")
-    d["integrity"] = integrity.pop("verdict")
-    d["integrity_detail"] = {k: v for k, v in integrity.items() if v is not None}
-    applied = d.pop("applied")
-    d["migration"] = {"requested": d["cell"]["migration"],
-                      "applied": {k: applied[k] for k in ("source", "destination")}
-                      if applied else {}, "uri": applied["uri"] if applied else None}
-    d["schema_version"] = 1
-    return d

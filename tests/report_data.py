@@ -12,6 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from harness.record import RunRecord, upgrade
+
 DATA = Path(__file__).resolve().parent / "data"
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 
@@ -33,7 +35,9 @@ def make_run(
     timing_excluded: bool = False, cpu: dict[str, Any] | None = None, error: str | None = None,
     base: dict[str, Any] | None = None, ping_lost: int | None = None,
 ) -> dict[str, Any]:
-    """A record like the fixture with the given identity and headline figures."""
+    """A record like the fixture with the given identity and headline figures, as the JSON of
+    its (version 1) file: a test may change it further before :func:`harness.record.upgrade`
+    (see :func:`run`)."""
     rec = copy.deepcopy(base) if base is not None else real_record()
     rec["cell"]["id"] = cell_id
     rec["cell"]["variant"] = variant
@@ -60,14 +64,24 @@ def make_run(
     return rec
 
 
+def run(**kw: Any) -> RunRecord:
+    """:func:`make_run` as the run record readers take."""
+    return upgrade(make_run(**kw))
+
+
 def cpu_block(scale: float = 1.0) -> dict[str, Any]:
     classes = {"main": 3.0, "migration": 42.0, "compress": 0.0, "decompress": 0.0,
                "multifd_send": 0.0, "multifd_recv": 0.0, "vcpu": 97.0, "other": 1.0}
-    return {"source": {"classes": {k: round(v * scale, 1) for k, v in classes.items()}},
-            "destination": {"classes": {k: round(v * scale / 2, 1) for k, v in classes.items()}}}
+
+    def side(factor: float) -> dict[str, Any]:
+        return {"classes": {k: round(v * factor, 1) for k, v in classes.items()},
+                "window_s": 7.6, "samples": 76}
+
+    return {"hz": 10.0, "window": [0.0, 7.6], "source": side(scale),
+            "destination": side(scale / 2)}
 
 
-def campaign(n_cells: int, reps: int, seed: int = 1) -> list[dict[str, Any]]:
+def campaign(n_cells: int, reps: int, seed: int = 1) -> list[RunRecord]:
     """``n_cells`` x ``reps`` runs over two axes and two variants, with every kind of outcome."""
     rnd = random.Random(seed)
     base = real_record()
@@ -90,10 +104,10 @@ def campaign(n_cells: int, reps: int, seed: int = 1) -> list[dict[str, Any]]:
             elif kind == 0:
                 integrity = "corrupted"
             total = 7600.0 * (1 + 0.3 * (c % 5)) * rnd.uniform(0.95, 1.05)
-            out.append(make_run(
+            out.append(upgrade(make_run(
                 cell_id=cid, variant=variant, axes=axes, rep=r, total_ms=round(total),
                 downtime_ms=round(rnd.uniform(2, 30), 1), outcome=outcome, integrity=integrity,
                 error=error, base=base, cpu=cpu_block(rnd.uniform(0.9, 1.1)),
                 ping_lost=rnd.randint(0, 5),
-            ))
+            )))
     return out

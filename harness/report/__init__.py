@@ -12,23 +12,18 @@ from typing import Any
 
 from harness import store
 from harness.errors import HarnessError
+from harness.record import RunRecord
 
 __all__ = ["cmd_report", "load_records", "make_report", "register"]
 
 
-def load_records(root: Path) -> list[dict[str, Any]]:
+def load_records(root: Path) -> list[RunRecord]:
     """Every run record of a campaign folder.
 
     :raise HarnessError: when the folder does not exist or holds no run files.
+    :raise RecordError: a run file does not validate (one line: file, field, fix).
     """
-    if not root.is_dir():
-        raise HarnessError(f"{root}: no such results folder (expected <campaign>/<cell-id>/"
-                           "<rep>.json, e.g. results/demo)")
-    records = [store.legacy(rec) for _, rec in store.iter_runs(root)]
-    if not records:
-        raise HarnessError(f"{root}: no run results here (expected <cell-id>/<rep>.json); "
-                           "run `migbench run MATRIX.yaml --out DIR` first")
-    return records
+    return store.records(root)
 
 
 def make_report(results: Path, out: Path, baseline: str | None = None) -> list[Path]:
@@ -43,7 +38,7 @@ def make_report(results: Path, out: Path, baseline: str | None = None) -> list[P
     from harness.report.render import render
 
     records = load_records(results)
-    title = f"{', '.join(sorted({str(r.get('campaign')) for r in records}))} — {results.name}"
+    title = f"{', '.join(sorted({r.campaign for r in records}))} — {results.name}"
     kwargs: dict[str, Any] = {}
     if baseline is not None:
         known = variants(records)

@@ -14,16 +14,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
 
 from harness import compare
-from harness.compare import Record
+from harness.record import RunRecord
+from harness.record.model import FioPhase, PingPhase
+from harness.record.qmp import MigrationInfo
+from harness.sampling import writer as writer_sampling
 
 PHASES = ("before", "during", "after")
-# The guest writer reports every 100 ms (writer.c's default --interval-ms, which the harness
-# uses); harness.migration subtracts the same interval for guest_max_stall_ms. Not imported from
-# there: this module stays pure.
-WRITER_INTERVAL_S = 0.1
 #: Runs whose figures enter the median: a migration that ran (completed or cannot complete) on a
 #: guest that was not corrupted. Failed, skipped and corrupted runs are shown, not counted.
 COUNTED = ("completed", "not-converged")
@@ -69,17 +67,13 @@ class GuestImpact:
         return [(rep, st) for rep, st in self.reps if st not in COUNTED]
 
 
-def _num(v: Any) -> TypeGuard[int | float]:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _switchover(rec: Record, t0: float | None) -> float | None:
+def _switchover(rec: RunRecord, t0: float | None) -> float | None:
     """Seconds from the migrate command to the guest's resume on the destination, if it moved."""
-    if t0 is None or rec.get("outcome") != "completed":
+    if t0 is None or rec.outcome != "completed":
         return None
-    for e in (rec.get("events") or {}).get("destination", []):
-        if e.get("event") == "RESUME" and _num(e.get("host_time")) and e["host_time"] >= t0 - 0.5:
-            return float(e["host_time"]) - t0
+    for e in rec.events.destination:
+        if e.event == "RESUME" and e.host_time >= t0 - 0.5:
+            return e.host_time - t0
     return None
 
 
@@ -89,77 +83,96 @@ def _phase(t: float, switchover: float | None) -> str:
     return "during" if switchover is None or t < switchover else "after"
 
 
-def writer_phases(rec: Record, t0: float | None) -> dict[str, dict[str, float | None]]:
+def writer_phases(rec: RunRecord, t0: float | None) -> dict[str, dict[str, float | None]]:
     """Per phase: the longest stall between writer reports and the lowest reported rate.
 
     A stall is the time between two consecutive reports arriving at the host, minus the
-    reporting interval, attributed to the phase in which it began (as ping gaps are); over
+    reporting interval (:func:`harness.sampling.writer.stalls`, as the run's
+    ``guest_max_stall_ms``), attributed to the phase in which it began (as ping gaps are); over
     ``during`` and ``after`` together it is the run's ``guest_max_stall_ms``.
     """
-    pts = sorted(((float(p["t"]), p) for p in (rec.get("guest") or {}).get("writer") or []
-                  if isinstance(p, dict) and _num(p.get("t"))), key=lambda tp: tp[0])
+    pts = sorted(rec.guest.writer, key=lambda p: p.t)
     sw = _switchover(rec, t0)
     out: dict[str, dict[str, float | None]] = {
         ph: {"stall": None, "rate": None} for ph in PHASES}
-    for t, p in pts:
-        ph = out[_phase(t, sw)]
-        if _num(p.get("rate")):
-            ph["rate"] = min(float(p["rate"]), ph["rate"]) if ph["rate"] is not None \
-                else float(p["rate"])
-    for (a, _), (b, _) in zip(pts, pts[1:], strict=False):
-        ph = out[_phase(a, sw)]
-        stall = round(max(0.0, (b - a - WRITER_INTERVAL_S) * 1000.0), 1)
+    for p in pts:
+        ph = out[_phase(p.t, sw)]
+        ph["rate"] = min(p.rate, ph["rate"]) if ph["rate"] is not None else p.rate
+    for start, stall_ms in writer_sampling.stalls(p.t for p in pts):
+        ph = out[_phase(start, sw)]
+        stall = round(stall_ms, 1)
         ph["stall"] = stall if ph["stall"] is None else max(stall, ph["stall"])
     return out
 
 
-def max_throttle(rec: Record) -> float | None:
+def max_throttle(rec: RunRecord) -> float | None:
     """The highest ``cpu-throttle-percentage`` QEMU reported (None: it reported none)."""
-    seen = [float(s["cpu-throttle-percentage"])
-            for s in list(rec.get("timeline") or []) + [rec.get("final") or {}]
-            if isinstance(s, dict) and _num(s.get("cpu-throttle-percentage"))]
+    answers: list[MigrationInfo] = [*rec.timeline, *([rec.final] if rec.final else [])]
+    seen = [float(s.cpu_throttle_percentage) for s in answers
+            if s.cpu_throttle_percentage is not None]
     return max(seen) if seen else None
 
 
-def xbzrle_bytes_per_page(rec: Record) -> float | None:
+def xbzrle_bytes_per_page(rec: RunRecord) -> float | None:
     """``xbzrle-cache.bytes / pages`` of the final answer, else of the last sample that has it."""
-    for s in [rec.get("final") or {}] + list(reversed(rec.get("timeline") or [])):
-        x = s.get("xbzrle-cache") if isinstance(s, dict) else None
-        if isinstance(x, dict) and _num(x.get("pages")) and _num(x.get("bytes")):
-            return round(x["bytes"] / x["pages"], 1) if x["pages"] else None
+    answers: list[MigrationInfo] = [*([rec.final] if rec.final else []), *reversed(rec.timeline)]
+    for s in answers:
+        x = s.xbzrle_cache
+        if x is not None and x.pages is not None and x.bytes is not None:
+            return round(x.bytes / x.pages, 1) if x.pages else None
     return None
 
 
-def _summary(kind: str, key: str) -> Callable[[Record, str], Any]:
-    def get(rec: Record, phase: str) -> Any:
-        return (((rec.get("guest_impact") or {}).get(kind) or {}).get(phase) or {}).get(key)
+def _ping(key: str) -> Callable[[RunRecord, str], float | None]:
+    def get(rec: RunRecord, phase: str) -> float | None:
+        ping = rec.guest_impact.ping
+        if ping is None:
+            return None
+        ph: PingPhase = getattr(ping, phase)
+        v = getattr(ph, key)
+        assert v is None or isinstance(v, (int, float))
+        return v
     return get
 
 
-# (measure, unit, phases, getter(record, phase), integer)
-_SUMMARY_ROWS: tuple[tuple[str, str, Callable[[Record, str], Any], bool], ...] = (
-    ("ping lost", "probes", _summary("ping", "lost"), True),
-    ("ping max gap", "ms", _summary("ping", "max_gap_ms"), False),
-    ("ping RTT p50", "ms", _summary("ping", "rtt_p50_ms"), False),
-    ("ping RTT p99", "ms", _summary("ping", "rtt_p99_ms"), False),
-    ("fio IOPS (host clock, mean)", "IOPS", _summary("fio", "iops_host_mean"), False),
-    ("fio p99 latency (median second)", "µs", _summary("fio", "lat_p99_us_median"), False),
-    ("fio p99 latency (worst second)", "µs", _summary("fio", "lat_p99_us_max"), False),
+def _fio(key: str) -> Callable[[RunRecord, str], float | None]:
+    def get(rec: RunRecord, phase: str) -> float | None:
+        fio = rec.guest_impact.fio
+        if fio is None:
+            return None
+        ph: FioPhase = getattr(fio, phase)
+        v = getattr(ph, key)
+        assert v is None or isinstance(v, (int, float))
+        return v
+    return get
+
+
+# (measure, unit, getter(record, phase), integer)
+_SUMMARY_ROWS: tuple[tuple[str, str, Callable[[RunRecord, str], float | None], bool], ...] = (
+    ("ping lost", "probes", _ping("lost"), True),
+    ("ping max gap", "ms", _ping("max_gap_ms"), False),
+    ("ping RTT p50", "ms", _ping("rtt_p50_ms"), False),
+    ("ping RTT p99", "ms", _ping("rtt_p99_ms"), False),
+    ("fio IOPS (host clock, mean)", "IOPS", _fio("iops_host_mean"), False),
+    ("fio p99 latency (median second)", "µs", _fio("lat_p99_us_median"), False),
+    ("fio p99 latency (worst second)", "µs", _fio("lat_p99_us_max"), False),
 )
 
 
-def guest_impact(records: Sequence[Record], t0: Callable[[Record], float | None]) -> GuestImpact:
+def guest_impact(records: Sequence[RunRecord], t0: Callable[[RunRecord], float | None]
+                 ) -> GuestImpact:
     """The guest impact table of one cell (``records`` sorted by repetition).
 
     ``t0`` gives a record's migrate time (epoch seconds). Rows where no repetition has a figure
     are left out.
     """
-    reps = [(int(r.get("repetition", 0)), compare.status(r)) for r in records]
+    reps = [(r.repetition, compare.status(r)) for r in records]
     counted = [st in COUNTED for _, st in reps]
     rows: list[ImpactRow] = []
 
-    def add(measure: str, unit: str, phase: str, values: list[Any], integer: bool = False) -> None:
-        vals: list[float | None] = [float(v) if _num(v) else None for v in values]
+    def add(measure: str, unit: str, phase: str, values: list[float | None],
+            integer: bool = False) -> None:
+        vals = [None if v is None else float(v) for v in values]
         if any(v is not None for v in vals):
             rows.append(ImpactRow(measure, unit, phase, vals, counted, integer))
 

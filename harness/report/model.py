@@ -12,13 +12,15 @@ import hashlib
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeGuard
 
 from harness import compare, stats, store
 from harness.compare import Metric, Record
+from harness.record.model import FioPoint, PingPoint
+from harness.record.qmp import MigrationInfo, QmpReply, TimelineSample
+from harness.record.scalars import Json
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
 from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.show import info_migrate
@@ -33,17 +35,16 @@ CONSOLE_TAIL = 30
 
 
 
-def corruption_note(records: Sequence[dict[str, Any]]) -> str:
+def corruption_note(records: Sequence[Record]) -> str:
     """What the integrity checks found in corrupted runs, and what it means (pure)."""
-    bad = [r for r in records if r.get("integrity") == "corrupted"]
+    bad = [r for r in records if r.integrity.verdict == "corrupted"]
     if not bad:
         return ""
-    ram = [int(((r.get("integrity_detail") or {}).get("ram") or {}).get("differing_pages") or 0)
-           for r in bad]
-    stamps = sum(1 for r in bad if ((r.get("integrity_detail") or {}).get("stamps") or {})
-                 .get("verdict") == "corrupted")
-    crashes = sum(1 for r in bad if "guest_crash" in (r.get("integrity_detail") or {}))
-    silent = sum(1 for r in bad if "guest_silent" in (r.get("integrity_detail") or {}))
+    ram = [(r.integrity.ram.differing_pages or 0) if r.integrity.ram else 0 for r in bad]
+    stamps = sum(1 for r in bad if r.integrity.stamps is not None
+                 and r.integrity.stamps.verdict == "corrupted")
+    crashes = sum(1 for r in bad if r.integrity.guest_crash is not None)
+    silent = sum(1 for r in bad if r.integrity.guest_silent is not None)
     found = []
     if any(ram):
         found.append(f"guest RAM differed between source and destination in {sum(1 for n in ram if n)} "
@@ -57,8 +58,8 @@ def corruption_note(records: Sequence[dict[str, Any]]) -> str:
                      f"`verify`) in {silent} run(s)")
     text = ("The migration lost guest memory: " + "; ".join(found) + ". "
             if found else "The integrity checks failed. ")
-    versions = sorted({str((r.get("qemu") or {}).get("version", "?")).split(" ")[0] for r in bad})
-    accels = {str(((r.get("hosts") or {}).get("source") or {}).get("accel", "")) for r in bad}
+    versions = sorted({(r.qemu.version or "?").split(" ")[0] for r in bad})
+    accels = {r.hosts.source.accel or "" for r in bad}
     old = [v for v in versions if v[:1].isdigit() and int(v.split(".")[0]) < 9]
     if old and "tcg" in accels:
         text += (f"QEMU {', '.join(old)} under TCG loses dirty pages while the guest writes (fixed "
@@ -67,6 +68,7 @@ def corruption_note(records: Sequence[dict[str, Any]]) -> str:
     else:
         text += f"QEMU {', '.join(versions)}: a fast migration of a corrupted guest is no result."
     return text
+
 
 def fmt(value: float | None, metric: Metric | None = None, digits: int = 3) -> str:
     """A number for a table: scaled to the metric's unit, about ``digits`` significant digits."""
@@ -93,7 +95,7 @@ def safe_id(cell_id: str) -> str:
     return "x" + hashlib.sha256(str(cell_id).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def _natural(v: Any) -> tuple[int, float, str]:
+def _natural(v: object) -> tuple[int, float, str]:
     m = re.match(r"\s*(-?\d+(?:\.\d+)?)", str(v))
     return (0, float(m.group(1)), str(v)) if m else (1, 0.0, str(v))
 
@@ -168,7 +170,7 @@ class CellPage:
     file_id: str
     variant: str
     workload: str
-    axes: dict[str, Any]
+    axes: dict[str, Json]
     label: str
     qemu_versions: list[str]
     status_line: str
@@ -210,81 +212,68 @@ def impact_summary(row: ImpactRow) -> str:
 
 def _t0(rec: Record) -> float | None:
     """Epoch time of the migrate command."""
-    s = rec.get("migrate_start_utc")
+    s = rec.migrate_start_utc
     if s:
         try:
-            return datetime.fromisoformat(str(s)).timestamp()
+            return datetime.fromisoformat(s).timestamp()
         except ValueError:
             pass
-    for e in (rec.get("events") or {}).get("source", []):
-        if e.get("event") == "MIGRATION" and (e.get("data") or {}).get("status") == "setup":
-            return float(e["host_time"])
+    for e in rec.events.source:
+        if e.event == "MIGRATION" and e.data.get("status") == "setup":
+            return e.host_time
     return None
 
 
-def _r(v: Any, nd: int = 4) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return float(f"{f:.{nd}g}")
+def _r(v: float | None, nd: int = 4) -> float | None:
+    return None if v is None else float(f"{v:.{nd}g}")
 
 
-_TIMELINE_FIELDS: tuple[tuple[str, str, str, float], ...] = (
-    # (series name, panel, path in a query-migrate sample, multiplier)
-    ("remaining RAM", "remaining RAM (MiB)", "ram.remaining", 1 / 1024**2),
-    ("throughput", "throughput (Mbit/s)", "ram.mbps", 1.0),
-    ("dirty page rate", "dirty page rate (pages/s)", "ram.dirty-pages-rate", 1.0),
-    ("CPU throttle", "rates (%)", "cpu-throttle-percentage", 1.0),
-    ("xbzrle cache miss", "rates (%)", "xbzrle-cache.cache-miss-rate", 100.0),
-    ("compression busy", "rates (%)", "compression.busy-rate", 100.0),
-    ("xbzrle encoding", "encoding ratio (x)", "xbzrle-cache.encoding-rate", 1.0),
-    ("compression", "encoding ratio (x)", "compression.compression-rate", 1.0),
+def _filled(block: QmpReply | None) -> bool:
+    """Did QEMU send ``block`` with something in it?"""
+    return block is not None and bool(block.model_fields_set or block.model_extra)
+
+
+_TIMELINE_FIELDS: tuple[tuple[str, str, Callable[[TimelineSample], float | None], float],
+                        ...] = (
+    # (series name, panel, the figure in a query-migrate sample, multiplier)
+    ("remaining RAM", "remaining RAM (MiB)", lambda s: s.ram.remaining if s.ram else None,
+     1 / 1024**2),
+    ("throughput", "throughput (Mbit/s)", lambda s: s.ram.mbps if s.ram else None, 1.0),
+    ("dirty page rate", "dirty page rate (pages/s)",
+     lambda s: s.ram.dirty_pages_rate if s.ram else None, 1.0),
+    ("CPU throttle", "rates (%)", lambda s: s.cpu_throttle_percentage, 1.0),
+    ("xbzrle cache miss", "rates (%)",
+     lambda s: s.xbzrle_cache.cache_miss_rate if s.xbzrle_cache else None, 100.0),
+    ("compression busy", "rates (%)",
+     lambda s: s.compression.busy_rate if s.compression else None, 100.0),
+    ("xbzrle encoding", "encoding ratio (x)",
+     lambda s: s.xbzrle_cache.encoding_rate if s.xbzrle_cache else None, 1.0),
+    ("compression", "encoding ratio (x)",
+     lambda s: s.compression.compression_rate if s.compression else None, 1.0),
 )
 
 
-def _path(d: dict[str, Any], path: str) -> Any:
-    cur: Any = d
-    for part in path.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
-_FIO_FIELDS: tuple[tuple[str, str, str, float], ...] = (
+_FIO_FIELDS: tuple[tuple[str, str, Callable[[FioPoint], float | None], float], ...] = (
     # (series name, panel, sample field, multiplier)
-    ("fio IOPS (host clock)", "fio IOPS", "iops_host", 1.0),
-    ("fio IOPS (guest clock)", "fio IOPS", "iops", 1.0),
-    ("fio p99 completion latency", "fio completion latency (ms)", "lat_p99_us", 1 / 1000),
-    ("fio p50 completion latency", "fio completion latency (ms)", "lat_p50_us", 1 / 1000),
+    ("fio IOPS (host clock)", "fio IOPS", lambda p: p.iops_host, 1.0),
+    ("fio IOPS (guest clock)", "fio IOPS", lambda p: p.iops, 1.0),
+    ("fio p99 completion latency", "fio completion latency (ms)", lambda p: p.lat_p99_us,
+     1 / 1000),
+    ("fio p50 completion latency", "fio completion latency (ms)", lambda p: p.lat_p50_us,
+     1 / 1000),
 )
 
 
-def _num(v: Any) -> TypeGuard[int | float]:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _fio_series(raw: Any, t0: float | None) -> list[Series]:
-    """fio's per-second samples on the common axis: host arrival time minus the migrate time.
-
-    Samples carry ``t_host`` (epoch arrival) and ``t_guest`` (the guest's clock, which stops
-    with the VM), not ``t``; a sample with a relative ``t`` is taken as it is.
-    """
-    pts: list[tuple[float, dict[str, Any]]] = []
-    for p in raw if isinstance(raw, list) else []:
-        if not isinstance(p, dict):
-            continue
-        if _num(p.get("t")):
-            pts.append((float(p["t"]), p))
-        elif t0 is not None and _num(p.get("t_host")):
-            pts.append((float(p["t_host"]) - t0, p))
-    pts.sort(key=lambda tp: tp[0])
+def _fio_series(samples: Sequence[FioPoint], t0: float | None) -> list[Series]:
+    """fio's per-second samples on the common axis: host arrival time minus the migrate time
+    (samples carry ``t_host``, epoch arrival, and ``t_guest``, the guest's clock, which stops
+    with the VM)."""
+    if t0 is None:
+        return []
+    pts = sorted(((p.t_host - t0, p) for p in samples), key=lambda tp: tp[0])
     out = []
-    for name, panel, key, mult in _FIO_FIELDS:
-        xs = [(t, p[key]) for t, p in pts if _num(p.get(key))]
+    for name, panel, get, mult in _FIO_FIELDS:
+        xs = [(t, v) for t, p in pts if (v := get(p)) is not None]
         if xs:
             out.append(Series(name, panel, [_r(t) or 0.0 for t, _ in xs],
                               [_r(float(v) * mult) for _, v in xs]))
@@ -298,24 +287,22 @@ def _bin(t: float) -> int:
     return math.floor(t / PING_LOSS_BIN_S + 1e-9)  # 0.3 / 0.1 is 2.9999999999999996
 
 
-def _ping_loss_series(raw: Any, timeout_ms: float) -> list[Series]:
+def _ping_loss_series(probes: Sequence[PingPoint], timeout_ms: float) -> list[Series]:
     """Lost probes per 100 ms bin (by send time), every bin from the first probe to the last.
 
     A probe is lost as the ping summary counts it: no reply, or a reply later than the timeout.
     Unanswered probes sent within the timeout before the last probe are undetermined (the
     prober stopped before their reply was due) and not counted.
     """
-    pts = [p for p in raw if isinstance(p, dict) and _num(p.get("t"))] \
-        if isinstance(raw, list) else []
-    if not pts:
+    if not probes:
         return []
-    times = [float(p["t"]) for p in pts]
+    times = [p.t for p in probes]
     last = max(times)
     lo = _bin(min(times))
     counts = [0] * (_bin(last) - lo + 1)
-    for p, t in zip(pts, times, strict=True):
-        rtt = p.get("rtt_ms")
-        if (rtt is None and t < last - timeout_ms / 1000) or (_num(rtt) and rtt > timeout_ms):
+    for p, t in zip(probes, times, strict=True):
+        rtt = p.rtt_ms
+        if (rtt is None and t < last - timeout_ms / 1000) or (rtt is not None and rtt > timeout_ms):
             counts[_bin(t) - lo] += 1
     xs = [_r((lo + i + 0.5) * PING_LOSS_BIN_S) or 0.0 for i in range(len(counts))]
     return [Series("ping lost probes", "ping lost (probes per 100 ms)", xs,
@@ -324,69 +311,55 @@ def _ping_loss_series(raw: Any, timeout_ms: float) -> list[Series]:
 
 def timeline(rec: Record) -> Timeline:
     """The series and markers of one run, on seconds since the migrate command."""
-    samples = [s for s in rec.get("timeline") or [] if isinstance(s, dict) and "t" in s]
+    samples = rec.timeline
     series: list[Series] = []
-    for name, panel, path, mult in _TIMELINE_FIELDS:
-        pts = [(s["t"], _path(s, path)) for s in samples]
+    for name, panel, get, mult in _TIMELINE_FIELDS:
+        pts = [(s.t, get(s)) for s in samples]
         if not any(v is not None for _, v in pts):
             continue
         series.append(Series(name, panel, [_r(t) or 0.0 for t, _ in pts],
                              [None if v is None else _r(float(v) * mult) for _, v in pts]))
-    guest = rec.get("guest") or {}
+    guest = rec.guest
     for role in ("source", "destination"):
-        wpts = [p for p in guest.get("writer") or [] if p.get("host") == role]
+        wpts = [p for p in guest.writer if p.host == role]
         if wpts:
             series.append(Series(f"guest writer ({role})", "guest writer (MiB/s)",
-                                 [_r(p.get("t")) or 0.0 for p in wpts],
-                                 [_r(p.get("rate")) for p in wpts]))
+                                 [_r(p.t) or 0.0 for p in wpts], [_r(p.rate) for p in wpts]))
     t0 = _t0(rec)
-    series += _fio_series(guest.get("fio"), t0)
-    # Later samplers (ping ...): every numeric field of each sample, one panel per source.
-    for key, raw in guest.items():
-        if key in ("writer", "fio") or not isinstance(raw, list):
-            continue
-        gpts = [p for p in raw if isinstance(p, dict) and isinstance(p.get("t"), (int, float))]
-        fields: list[str] = []
-        for p in gpts:
-            for k, v in p.items():
-                if (k not in ("t", "guest_t", "seq", "host") and k not in fields
-                        and isinstance(v, (int, float)) and not isinstance(v, bool)):
-                    fields.append(k)
-        for f in fields:
-            xs = [p for p in gpts if f in p]
-            series.append(Series(f"{key} {f}", f"{key}", [_r(p["t"]) or 0.0 for p in xs],
-                                 [_r(p[f]) for p in xs]))
-        if key == "ping":
-            timeout = ((rec.get("guest_impact") or {}).get("ping") or {}).get("timeout_ms")
-            series += _ping_loss_series(raw, float(timeout) if _num(timeout) else 1000.0)
+    series += _fio_series(guest.fio, t0)
+    if any(p.rtt_ms is not None for p in guest.ping):
+        series.append(Series("ping rtt_ms", "ping", [_r(p.t) or 0.0 for p in guest.ping],
+                             [_r(p.rtt_ms) for p in guest.ping]))
+    if guest.ping:
+        ping = rec.guest_impact.ping
+        series += _ping_loss_series(guest.ping, ping.timeout_ms if ping is not None else 1000.0)
     markers = [Marker(0.0, "start", "migrate")]
     if t0 is not None:
-        for e in (rec.get("events") or {}).get("source", []):
-            t = float(e.get("host_time", 0)) - t0
+        for e in rec.events.source:
+            t = e.host_time - t0
             if t < -0.5:
                 continue
-            if e.get("event") == "MIGRATION_PASS":
-                n = (e.get("data") or {}).get("pass")
-                markers.append(Marker(round(t, 3), "sync", f"sync {n}"))
-            elif e.get("event") == "STOP":
+            if e.event == "MIGRATION_PASS":
+                markers.append(Marker(round(t, 3), "sync", f"sync {e.data.get('pass')}"))
+            elif e.event == "STOP":
                 markers.append(Marker(round(t, 3), "switchover", "switchover"))
     panels: list[str] = []
     for s in series:
         if s.panel not in panels:
             panels.append(s.panel)
-    return Timeline(int(rec.get("repetition", 0)), compare.status(rec), panels, series, markers)
+    return Timeline(rec.repetition, compare.status(rec), panels, series, markers)
 
 
-def _info_source(rec: Record) -> tuple[dict[str, Any], str]:
-    final = rec.get("final") or {}
-    if final.get("ram"):
+def _info_source(rec: Record) -> tuple[MigrationInfo, str]:
+    final = rec.final or MigrationInfo()
+    if _filled(final.ram):
         return final, ""
-    for sample in reversed(rec.get("timeline") or []):
-        if isinstance(sample, dict) and sample.get("ram"):
-            merged = dict(sample)
-            merged["status"] = f"{final.get('status', '?')} (statistics of the last sample, " \
-                               f"t = {sample.get('t')} s)"
-            return merged, "last sample before the migration ended"
+    for sample in reversed(rec.timeline):
+        if _filled(sample.ram):
+            merged = {k: v for k, v in sample.model_dump(mode="json").items() if k != "t"}
+            merged["status"] = f"{final.status or '?'} (statistics of the last sample, " \
+                               f"t = {sample.t} s)"
+            return MigrationInfo.model_validate(merged), "last sample before the migration ended"
     return final, ""
 
 
@@ -408,22 +381,22 @@ def _rep_cells(rec: Record, metrics: Sequence[Metric]) -> list[str]:
 def _cpu_table(records: Sequence[Record]) -> CpuTable:
     # CPU cost is a real cost even when the migration corrupted the guest (it says what the
     # feature costs); such runs are counted and flagged, not hidden.
-    sampled = [r for r in records if r.get("cpu")]
+    sampled = [r.cpu for r in records if r.cpu is not None]
     if not sampled:
         return CpuTable(False, [], 0)
-    n_bad = sum(1 for r in sampled if compare.status(r) == "corrupted")
+    n_bad = sum(1 for r in records if r.cpu is not None and compare.status(r) == "corrupted")
     classes = list(CPU_CLASSES)
-    for r in sampled:
-        for side in ("source", "destination"):
-            for k in ((r["cpu"].get(side) or {}).get("classes") or {}):
+    for cpu in sampled:
+        for side in (cpu.source, cpu.destination):
+            for k in (side.classes if side is not None else {}):
                 if k not in classes:
                     classes.append(k)
     rows = []
     for cls in classes:
         cols = []
-        for side in ("source", "destination"):
-            vals = stats.clean([((r["cpu"].get(side) or {}).get("classes") or {}).get(cls)
-                                for r in sampled])
+        for role in ("source", "destination"):
+            vals = stats.clean([(side.classes.get(cls) if side is not None else None)
+                                for side in (getattr(cpu, role) for cpu in sampled)])
             s = stats.summarize(vals)
             cols.append("-" if s is None else f"{s.median:.1f}"
                         + (f" ({s.min:.1f}–{s.max:.1f})" if s.max > s.min else ""))
@@ -431,21 +404,25 @@ def _cpu_table(records: Sequence[Record]) -> CpuTable:
     return CpuTable(True, rows, len(sampled), n_bad)
 
 
-def _params(rec: Record) -> tuple[dict[str, Any], list[str]]:
-    applied = ((rec.get("migration") or {}).get("applied") or {}).get("source") or {}
-    params = dict(applied.get("parameters") or {})
-    caps = sorted(k for k, v in (applied.get("capabilities") or {}).items() if v)
+def _params(rec: Record) -> tuple[dict[str, Json], list[str]]:
+    applied = rec.applied.source if rec.applied is not None else None
+    params: dict[str, Json] = dict(applied.parameters) if applied is not None else {}
+    caps = sorted(k for k, v in applied.capabilities.items() if v) if applied is not None else []
     return params, caps
+
+
+#: The integrity checks in the order a run makes them (the RAM comparison before the guest's
+#: own check; a silent or crashed guest is found last).
+_CHECKS = ("ram", "stamps", "guest_silent", "guest_crash")
 
 
 def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
     """The page of one cell from all its repetitions (same cell id)."""
-    recs = sorted(records, key=lambda r: int(r.get("repetition", 0)))
+    recs = sorted(records, key=lambda r: r.repetition)
     first = recs[0]
-    cell = first["cell"]
-    reps = [RepRow(int(r.get("repetition", 0)), compare.status(r), str(r.get("integrity", "")),
-                   bool(r.get("timing_excluded")), _rep_cells(r, metrics),
-                   str(r.get("error") or ""), f"{r.get('repetition')}.json") for r in recs]
+    cell = first.cell
+    reps = [RepRow(r.repetition, compare.status(r), r.integrity.verdict, r.timing_excluded,
+                   _rep_cells(r, metrics), r.error or "", f"{r.repetition}.json") for r in recs]
     stat_rows = []
     warnings: list[str] = []
     for m in metrics:
@@ -453,7 +430,7 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
         w = stats.sample_warnings(s)
         stat_rows.append(StatRow(m, s, w))
         warnings += [f"{m.label}: {x}" for x in w]
-    excluded = sum(1 for r in recs if r.get("timing_excluded"))
+    excluded = sum(1 for r in recs if r.timing_excluded)
     if excluded:
         warnings.append(f"{excluded} run(s) kept out of timing statistics (timing_excluded: "
                         "their RAM was compared after migration)")
@@ -462,10 +439,9 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
         warnings.insert(0, f"{corrupted} of {len(recs)} run(s) corrupted the guest: their "
                            "timings are not shown and not counted. " + corruption_note(recs))
     # The info-migrate block of the median run (by total time), else of the last run.
-    usable = [r for r in recs if compare.usable(r)
-              and (r.get("metrics") or {}).get("total_time_ms") is not None]
+    usable = sorted((r for r in recs if compare.usable(r) and r.metrics.total_time_ms is not None),
+                    key=lambda r: float(r.metrics.total_time_ms or 0))
     if usable:
-        usable.sort(key=lambda r: float(r["metrics"]["total_time_ms"]))
         info_rec = usable[(len(usable) - 1) // 2]
         note = "the run with the median total time" if len(usable) > 1 else ""
     else:
@@ -476,43 +452,44 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
         info_rec, note = recs[-1], f"the last run, as no run has usable timings: {why}"
     src, extra = _info_source(info_rec)
     info_note = "; ".join(x for x in (note, extra) if x)
-    other_info = [(int(r.get("repetition", 0)), info_migrate(_info_source(r)[0]))
+    other_info = [(r.repetition, info_migrate(_info_source(r)[0]))
                   for r in recs if r is not info_rec]
     problems: list[tuple[int, str, str]] = []
     consoles: list[tuple[int, str, list[str]]] = []
     for r in recs:
-        rep = int(r.get("repetition", 0))
-        if r.get("error"):
-            problems.append((rep, "error", str(r["error"])))
-        for w in r.get("warnings") or []:
-            problems.append((rep, "warning", str(w)))
-        for check, detail in (r.get("integrity_detail") or {}).items():
-            if isinstance(detail, dict) and (detail.get("verdict") != "ok"):
+        rep = r.repetition
+        if r.error:
+            problems.append((rep, "error", r.error))
+        for warning in r.warnings:
+            problems.append((rep, "warning", warning))
+        for check in _CHECKS:
+            found = getattr(r.integrity, check)
+            if found is None:
+                continue
+            detail = found.model_dump(mode="json", exclude_none=True)
+            if detail.get("verdict") != "ok":
                 text = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "lines")
                 problems.append((rep, f"integrity {check}", text))
                 for line in detail.get("lines") or []:
                     problems.append((rep, f"integrity {check}", str(line)))
-        for role, vm in (r.get("vms") or {}).items():
-            if isinstance(vm, dict) and vm.get("qemu_log_tail"):
-                problems.append((rep, f"QEMU log ({role})", str(vm["qemu_log_tail"])))
-        for role, lines in (r.get("console") or {}).items():
-            texts = [str(ln.get("line", "")) if isinstance(ln, dict) else str(ln)
-                     for ln in lines or []]
-            texts = [t for t in texts if t.strip()]
+        for role, vm in (("source", r.vms.source), ("destination", r.vms.destination)):
+            if vm is not None and vm.qemu_log_tail:
+                problems.append((rep, f"QEMU log ({role})", vm.qemu_log_tail))
+        for role, lines in (("source", r.console.source), ("destination", r.console.destination)):
+            texts = [ln.line for ln in lines if ln.line.strip()]
             if texts:
-                consoles.append((rep, str(role), texts[-CONSOLE_TAIL:]))
-    versions = sorted({str((r.get("qemu") or {}).get("version", "?")) for r in recs})
+                consoles.append((rep, role, texts[-CONSOLE_TAIL:]))
+    versions = sorted({r.qemu.version or "?" for r in recs})
     counts = compare.status_counts(recs)
     params, caps = _params(first)
-    requested = set(((first.get("migration") or {}).get("requested") or {})
-                    .get("parameters") or {})
+    requested = set(cell.migration.parameters)
     return CellPage(
-        id=str(cell["id"]), file_id=safe_id(str(cell["id"])), variant=str(cell.get("variant")),
-        workload=compare.workload_label(first), axes=dict(cell.get("axes") or {}),
+        id=cell.id, file_id=safe_id(cell.id), variant=cell.variant,
+        workload=compare.workload_label(first), axes=dict(cell.axes),
         label=compare.axes_label(first), qemu_versions=versions,
         status_line=compare.describe_counts(counts), metrics=list(metrics), reps=reps,
         stat_rows=stat_rows, warnings=warnings,
-        info_rep=int(info_rec.get("repetition", 0)), info_note=info_note,
+        info_rep=info_rec.repetition, info_note=info_note,
         info=info_migrate(src), other_info=other_info,
         timelines=[timeline(r) for r in recs], cpu=_cpu_table(recs), problems=problems,
         consoles=consoles,
@@ -575,7 +552,7 @@ def _cell_text(page: CellPage, recs: Sequence[Record], m: Metric) -> tuple[float
     if s is None:
         worst = _worst(recs)
         if worst == "skipped":
-            reason = next((str(r.get("error") or "") for r in recs if r.get("error")), "")
+            reason = next((r.error for r in recs if r.error), "")
             return None, "skipped" + (f": {reason}" if reason else "")
         if worst == "completed":
             return None, "-"
@@ -624,7 +601,7 @@ def overview_group(workload: str, variant: str, pages: Sequence[CellPage],
         z[i][j] = float(STATUS_CODE.get(worst, 1))
         text[i][j] = STATUS_LABEL.get(worst, worst)
         if worst == "skipped":
-            reason = next((str(r.get("error")) for r in by_cell[p.id] if r.get("error")), "")
+            reason = next((r.error for r in by_cell[p.id] if r.error), "")
             text[i][j] = "skipped" + (f": {reason}" if reason else "")
         links[i][j] = p.file_id
     heatmaps.append(Heatmap("outcome", xk, yk, xs, ys, z, text, links, "status"))
@@ -717,13 +694,12 @@ class Report:
 def _hosts(records: Sequence[Record]) -> list[dict[str, str]]:
     seen: dict[tuple[str, ...], dict[str, str]] = {}
     for r in records:
-        for role, facts in (r.get("hosts") or {}).items():
-            if not isinstance(facts, dict):
-                continue
-            row = {"role": str(role)}
+        for role, facts in (("source", r.hosts.source), ("destination", r.hosts.destination)):
+            row = {"role": role}
             for k in ("name", "hostname", "transport", "kernel", "cpu_model", "cpus", "accel",
                       "accel_reason"):
-                row[k] = str(facts.get(k, "-"))
+                v = getattr(facts, k)
+                row[k] = "-" if v is None else str(v)
             seen.setdefault(tuple(row.values()), row)
     return list(seen.values())
 
@@ -741,7 +717,7 @@ def build_report(
     metrics = compare.present_metrics(records)
     by_cell: dict[str, list[Record]] = {}
     for r in records:
-        by_cell.setdefault(str(r["cell"]["id"]), []).append(r)
+        by_cell.setdefault(r.cell.id, []).append(r)
     pages = {cid: cell_page(recs, metrics) for cid, recs in by_cell.items()}
     groups_map: dict[tuple[str, str], list[CellPage]] = {}
     for page in pages.values():
@@ -749,8 +725,7 @@ def build_report(
     groups = [overview_group(w, v, ps, by_cell, metrics)
               for (w, v), ps in sorted(groups_map.items())]
 
-    qemu = Counter((str(r["cell"].get("variant")), str((r.get("qemu") or {}).get("version", "?")))
-                   for r in records)
+    qemu = Counter((r.cell.variant, r.qemu.version or "?") for r in records)
     params_by_cell = {cid: _params(recs[0])[0] for cid, recs in by_cell.items()}
     all_keys = sorted({k for p in params_by_cell.values() for k in p})
     common, varying = [], []
@@ -765,7 +740,7 @@ def build_report(
 
     comparisons = []
     if baseline_variant is not None:
-        base = [r for r in records if str(r["cell"].get("variant")) == baseline_variant]
+        base = [r for r in records if r.cell.variant == baseline_variant]
         for variant, recs in compare.split_variant(records, baseline_variant):
             cells, unmatched = compare.compare_sides(base, recs, method=method)
             comparisons.append(ComparisonSection(f"{variant} vs {baseline_variant}",
@@ -777,7 +752,7 @@ def build_report(
         comparisons.append(ComparisonSection(f"{source or 'results'} vs {baseline_name}",
                                              baseline_name, source or "results", cells, unmatched))
     warnings = []
-    n_corrupted = sum(1 for r in records if r.get("integrity") == "corrupted")
+    n_corrupted = sum(1 for r in records if r.integrity.verdict == "corrupted")
     if n_corrupted:
         warnings.append(f"{n_corrupted} of {len(records)} runs corrupted the guest. "
                         + corruption_note(records))
@@ -792,10 +767,10 @@ def build_report(
                         "pages and add repetitions")
     return Report(
         title=title, source=source,
-        campaigns=sorted({str(r.get("campaign")) for r in records}),
+        campaigns=sorted({r.campaign for r in records}),
         n_runs=len(records), n_cells=len(pages), metrics=metrics, hosts=_hosts(records),
         qemu=[(v, ver, n) for (v, ver), n in sorted(qemu.items())],
-        commits=sorted({str((r.get("harness") or {}).get("commit", "?"))[:12] for r in records}),
+        commits=sorted({(r.harness.commit if r.harness else "?")[:12] for r in records}),
         common_params=common, varying_params=varying, param_rows=param_rows,
         groups=groups, cells=ordered, comparisons=comparisons,
         warnings=warnings,

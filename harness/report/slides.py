@@ -337,7 +337,7 @@ def info_block(runs: Sequence[RunRecord]) -> InfoBlock:
                          (("error", rec.error or "-"),))
     if t is not None:
         shown = f"last sample, {t:.2f} s"
-    rows = tuple(info_migrate(info.model_dump(mode="json", by_alias=True)))
+    rows = tuple(info_migrate(info))
     return InfoBlock(verdict, outcomes, rec.repetition, shown, rows)
 
 

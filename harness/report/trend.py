@@ -106,8 +106,7 @@ def build_trend(cell_nights: Mapping[str, Sequence[tuple[str, Sequence[Record]]]
         outcome_marks = [(i, v, r) for (m, i), (v, r) in flagged.items() if m == "outcome"]
         if outcome_marks and out_series:
             out_series[0].marks.extend(outcome_marks)
-        link = (f"cells/{safe_id(str(first['cell']['id']))}.html"
-                if series[-1][0] == latest else None)
+        link = f"cells/{safe_id(first.cell.id)}.html" if series[-1][0] == latest else None
         cells.append(TrendCell(key, history_label(first), compare.workload_label(first), link,
                                statuses, out_series, current_rows, cell_notes))
     cells.sort(key=lambda c: (not c.flagged, c.workload, c.label))
@@ -115,9 +114,9 @@ def build_trend(cell_nights: Mapping[str, Sequence[tuple[str, Sequence[Record]]]
 
 
 def history_label(rec: Record) -> str:
-    cell = rec["cell"]
-    axes = ", ".join(f"{k}={v}" for k, v in (cell.get("axes") or {}).items()) or "base"
-    return f"{cell.get('variant')}: {axes}"
+    cell = rec.cell
+    axes = ", ".join(f"{k}={v}" for k, v in cell.axes.items()) or "base"
+    return f"{cell.variant}: {axes}"
 
 
 def trend_figure(cell: TrendCell, nights: Sequence[str]) -> dict[str, Any]:

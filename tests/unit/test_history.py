@@ -9,24 +9,25 @@ from typing import Any
 
 from harness import history, regress, store
 from harness.nightly import NO_BASELINE, judge_night, write_outputs, write_trend_report
-from harness.record import upgrade
+from harness.record import RunRecord
 
 from .test_regress import night, record
 
 TH = regress.Thresholds()
 
 
-def add_night(hist: Path, stamp: str, records: list[dict[str, Any]]) -> history.NightDir:
+def add_night(hist: Path, stamp: str, records: list[RunRecord]) -> history.NightDir:
     staging = history.incoming_dir(hist, stamp)
     for rec in records:
-        store.write_run(staging, upgrade(rec))
+        store.write_run(staging, rec)
     return history.file_night(hist, staging, records)
 
 
 def test_identity_key_is_stable_and_ignores_the_host_name() -> None:
     a = history.identity_of([record(8000)])
     other = record(8000)
-    other["hosts"]["source"]["hostname"] = "renamed"
+    other = other.model_copy(update={"hosts": other.hosts.model_copy(update={
+        "source": other.hosts.source.model_copy(update={"hostname": "renamed"})})})
     assert history.identity_key(history.identity_of([other])) == history.identity_key(a)
     b = history.identity_of([record(8000, kernel="6.19.0")])
     assert history.identity_key(a) != history.identity_key(b)
@@ -39,9 +40,9 @@ def test_identity_key_is_stable_and_ignores_the_host_name() -> None:
 
 
 def test_a_rebuilt_binary_with_the_same_version_and_path_is_another_identity() -> None:
-    a, b = record(8000), record(8000)
-    a["qemu"]["source_build_id"] = a["qemu"]["destination_build_id"] = "sha256:1111"
-    b["qemu"]["source_build_id"] = b["qemu"]["destination_build_id"] = "sha256:2222"
+    a, b = (r.model_copy(update={"qemu": r.qemu.model_copy(update={
+        "source_build_id": bid, "destination_build_id": bid})})
+        for r, bid in ((record(8000), "sha256:1111"), (record(8000), "sha256:2222")))
     ia, ib = history.identity_of([a]), history.identity_of([b])
     assert ia["qemu"]["10.0"]["build_ids"] == ["sha256:1111"]
     assert history.identity_key(ia) != history.identity_key(ib)
@@ -50,7 +51,7 @@ def test_a_rebuilt_binary_with_the_same_version_and_path_is_another_identity() -
 
 def test_coordinates_match_across_a_parameter_change() -> None:
     old, new = record(8000), record(8000, max_bandwidth=12_500_000)
-    assert old["cell"]["id"] != new["cell"]["id"]
+    assert old.cell.id != new.cell.id
     assert history.coordinate_key(old) == history.coordinate_key(new)
     assert history.parameter_changes([old], [new]) == [
         "parameters.max-bandwidth: 25000000 -> 12500000"]

@@ -14,6 +14,7 @@ import pytest
 
 from harness import regress
 from harness.nightly import cell_entry, compare_verdict, junit_xml, summarize
+from harness.record import RunRecord, upgrade
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TEMPLATE = json.loads((DATA / "run-xbzrle.json").read_text())
@@ -22,8 +23,9 @@ TH = regress.Thresholds()
 
 def record(total_ms: float, *, rep: int = 1, outcome: str = "completed", integrity: str = "ok",
            timing_excluded: bool = False, variant: str = "default", kernel: str | None = None,
-           max_bandwidth: int | None = None, throughput: float | None = None) -> dict[str, Any]:
-    """A run record shaped like a real one (tests/data/run-xbzrle.json), with chosen figures."""
+           max_bandwidth: int | None = None, throughput: float | None = None) -> RunRecord:
+    """A run record shaped like a real one (tests/data/run-xbzrle.json), with chosen figures
+    (QEMU's total time is whole milliseconds: ``total_ms`` is rounded)."""
     rec = copy.deepcopy(TEMPLATE)
     rec["repetition"] = rep
     rec["outcome"] = outcome
@@ -31,7 +33,7 @@ def record(total_ms: float, *, rep: int = 1, outcome: str = "completed", integri
     rec["timing_excluded"] = timing_excluded
     rec["cell"]["variant"] = variant
     m = rec["metrics"]
-    m["total_time_ms"] = total_ms
+    m["total_time_ms"] = round(total_ms)
     m["throughput_mbps"] = throughput if throughput is not None else 1.6e9 / total_ms
     m["transferred_bytes"] = 198957966
     if kernel is not None:
@@ -41,17 +43,17 @@ def record(total_ms: float, *, rep: int = 1, outcome: str = "completed", integri
         rec["cell"]["migration"]["parameters"]["max-bandwidth"] = max_bandwidth
         # another cell (ids hash the parameters): 12 hex digits, as the store requires
         rec["cell"]["id"] = hashlib.sha256(str(max_bandwidth).encode()).hexdigest()[:12]
-    return rec
+    return upgrade(rec)
 
 
-def night(stamp: str, values: list[float], **kw: Any) -> tuple[str, list[dict[str, Any]]]:
+def night(stamp: str, values: list[float], **kw: Any) -> tuple[str, list[RunRecord]]:
     return stamp, [record(v, rep=i + 1, **kw) for i, v in enumerate(values)]
 
 
 def noisy_history(n: int, *, seed: int, cv: float = 0.02, reps: int = 5, base: float = 8000.0,
                   step_at: int | None = None, step: float = 0.10,
                   outlier_at: int | None = None, outlier: float = 0.25
-                  ) -> list[tuple[str, list[dict[str, Any]]]]:
+                  ) -> list[tuple[str, list[RunRecord]]]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -94,7 +96,7 @@ def test_injected_step_is_found_at_the_right_night() -> None:
     assert later.verdict != regress.REGRESSION
     assert later.changepoint == hist[5][0] and "known step" in later.reason
     # The trend page's step list finds the same night.
-    values = [[r["metrics"]["total_time_ms"] for r in recs] for _, recs in hist]
+    values = [[float(r.metrics.total_time_ms or 0) for r in recs] for _, recs in hist]
     steps = regress.all_steps(values, regress.METRICS[0], TH)
     assert [s.index for s in steps] == [5] and steps[0].verdict == regress.REGRESSION
 
@@ -121,7 +123,7 @@ def test_a_single_outlier_night_is_not_a_regression() -> None:
     for n in range(8, 11):
         f = total(regress.evaluate_cell(hist[:n], TH))
         assert f.verdict not in (regress.REGRESSION, regress.IMPROVEMENT), (n, f)
-    values = [[r["metrics"]["total_time_ms"] for r in recs] for _, recs in hist]
+    values = [[float(r.metrics.total_time_ms or 0) for r in recs] for _, recs in hist]
     assert regress.all_steps(values, regress.METRICS[0], TH) == []
 
 
@@ -156,7 +158,7 @@ def test_small_or_insignificant_changes_are_not_regressions() -> None:
 def test_higher_is_better_for_throughput() -> None:
     base = [record(8000, rep=i, throughput=200.0 + i) for i in range(1, 4)]
     worse = [record(8000, rep=i, throughput=150.0 + i) for i in range(1, 4)]
-    hist = [("n1", base), ("n2", copy.deepcopy(base)), ("n3", worse)]
+    hist = [("n1", base), ("n2", list(base)), ("n3", worse)]
     f = next(x for x in regress.evaluate_cell(hist, TH) if x.metric == "throughput_mbps")
     assert f.verdict == regress.REGRESSION and f.change is not None and f.change < 0
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harness import compare
+from harness.record import RunRecord, upgrade
 from harness.report.model import build_report, cell_page, impact_summary, impact_text, timeline
 from harness.stats import Verdict
-from tests.report_data import HOSTILE, cpu_block, make_run, real_record
+from tests.report_data import HOSTILE, cpu_block, make_run, real_record, run
 
 Q10 = [7600, 7650, 7580, 7620, 7610, 7590, 7640, 7605]
 
 
-def _side(variant: str, cell: str, totals: list[float], **kw: object) -> list[dict[str, object]]:
-    return [make_run(cell_id=cell, variant=variant, rep=i + 1, total_ms=t, **kw)  # type: ignore[arg-type]
+def _side(variant: str, cell: str, totals: list[float], **kw: object) -> list[RunRecord]:
+    return [run(cell_id=cell, variant=variant, rep=i + 1, total_ms=t, **kw)
             for i, t in enumerate(totals)]
 
 
 def test_timeline_markers_from_events() -> None:
-    tl = timeline(real_record())
+    tl = timeline(upgrade(real_record()))
     kinds = [m.kind for m in tl.markers]
     assert kinds[0] == "start" and kinds.count("sync") == 5 and kinds.count("switchover") == 1
     stop = next(m for m in tl.markers if m.kind == "switchover")
@@ -31,8 +33,8 @@ def test_timeline_markers_from_events() -> None:
 
 def test_extra_guest_series_are_drawn() -> None:
     rec = real_record()
-    rec["guest"]["ping"] = [{"t": 0.1 * i, "rtt_ms": 0.5, "lost": 0} for i in range(50)]
-    tl = timeline(rec)
+    rec["guest"]["ping"] = [{"seq": i, "t": 0.1 * i, "rtt_ms": 0.5} for i in range(50)]
+    tl = timeline(upgrade(rec))
     assert "ping" in tl.panels and "ping rtt_ms" in {s.name for s in tl.series}
 
 
@@ -58,7 +60,7 @@ def fio_samples(t0: float, n: int = 12) -> list[dict[str, object]]:
 def test_fio_series_are_drawn_on_the_host_time_axis() -> None:
     rec = real_record()
     rec["guest"]["fio"] = fio_samples(_epoch(rec))
-    tl = timeline(rec)
+    tl = timeline(upgrade(rec))
     by_name = {s.name: s for s in tl.series}
     assert {"fio IOPS", "fio completion latency (ms)"} <= set(tl.panels)
     iops = by_name["fio IOPS (host clock)"]
@@ -80,8 +82,10 @@ def test_ping_loss_is_drawn_per_100ms() -> None:
     probes[260]["rtt_ms"] = 1500.0  # t = 1.60: a reply after the 1 s timeout is a loss
     probes[399]["rtt_ms"] = None  # the last probe: its reply was not due yet, undetermined
     rec["guest"]["ping"] = probes
-    rec["guest_impact"] = {"ping": {"timeout_ms": 1000.0}}
-    tl = timeline(rec)
+    empty = {"sent": 0, "lost": 0, "max_lost_run": 0}
+    rec["guest_impact"] = {"ping": {"interval_ms": 10.0, "timeout_ms": 1000.0,
+                                    **dict.fromkeys(("before", "during", "after", "total"), empty)}}
+    tl = timeline(upgrade(rec))
     loss = next(s for s in tl.series if s.name == "ping lost probes")
     assert loss.kind == "bar" and loss.panel in tl.panels
     assert "ping rtt_ms" in {s.name for s in tl.series}  # RTT still drawn, same time axis
@@ -98,8 +102,8 @@ def test_ping_loss_is_drawn_per_100ms() -> None:
 
 def test_corrupted_is_never_shown_as_fast() -> None:
     recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580])
-    recs.append(make_run(cell_id="aaaaaaaaaaaa", variant="q10", rep=4, total_ms=10,
-                         integrity="corrupted"))
+    recs.append(run(cell_id="aaaaaaaaaaaa", variant="q10", rep=4, total_ms=10,
+                    integrity="corrupted"))
     page = cell_page(recs, compare.present_metrics(recs))
     bad = page.reps[-1]
     assert bad.status == "corrupted"
@@ -116,7 +120,7 @@ def test_info_note_says_why_no_run_is_usable() -> None:
     page = cell_page(bad, compare.present_metrics(bad))
     assert page.info_rep == 3 and "none completed" not in page.info_note
     assert page.info_note == "the last run, as no run has usable timings: corrupted 3/3"
-    nc = [make_run(cell_id="aaaaaaaaaaaa", rep=i, outcome="not-converged") for i in (1, 2)]
+    nc = [run(cell_id="aaaaaaaaaaaa", rep=i, outcome="not-converged") for i in (1, 2)]
     assert "timings: not-converged 2/2" in cell_page(nc, compare.present_metrics(nc)).info_note
     ok = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580])
     assert cell_page(ok, compare.present_metrics(ok)).info_note == \
@@ -143,10 +147,10 @@ def test_cv_and_repetition_warnings() -> None:
 
 def test_overview_marks_cannot_complete_and_skipped() -> None:
     recs = _side("q10", "aaaaaaaaaaaa", [7600, 7650, 7580], axes={"feature": "xbzrle"})
-    recs += [make_run(cell_id="bbbbbbbbbbbb", axes={"feature": "precopy"}, variant="q10",
-                      outcome="not-converged", error="did not converge within max_time_s=25")]
-    recs += [make_run(cell_id="cccccccccccc", axes={"feature": "dirty-limit"}, variant="q10",
-                      outcome="skipped", error="dirty-limit needs KVM's dirty ring")]
+    recs += [run(cell_id="bbbbbbbbbbbb", axes={"feature": "precopy"}, variant="q10",
+                 outcome="not-converged", error="did not converge within max_time_s=25")]
+    recs += [run(cell_id="cccccccccccc", axes={"feature": "dirty-limit"}, variant="q10",
+                 outcome="skipped", error="dirty-limit needs KVM's dirty ring")]
     rep = build_report(recs, title="t")
     (group,) = rep.groups
     outcome, total = group.heatmaps[0], group.heatmaps[1]
@@ -190,8 +194,8 @@ def test_outcome_changes_come_first() -> None:
     plain = {"feature": "precopy"}
     xb = {"feature": "xbzrle"}
     base = _side("q72", "a00000000001", Q10, axes=xb)
-    base += [make_run(cell_id="a00000000002", variant="q72", axes=plain, rep=i,
-                      outcome="not-converged") for i in (1, 2, 3)]
+    base += [run(cell_id="a00000000002", variant="q72", axes=plain, rep=i,
+                 outcome="not-converged") for i in (1, 2, 3)]
     new = _side("q10", "b00000000001", Q10, axes=xb, integrity="corrupted")
     new += _side("q10", "b00000000002", Q10[:3], axes=plain)
     cells, _ = compare.compare_sides(base, new)
@@ -205,13 +209,13 @@ def test_outcome_changes_come_first() -> None:
     assert all(r.comparison.new is None for r in first.rows)
 
 
-def _outcomes(*statuses: str) -> list[dict[str, object]]:
+def _outcomes(*statuses: str) -> list[RunRecord]:
     out = []
     for i, st in enumerate(statuses, 1):
         corrupted = st == "corrupted"
-        out.append(make_run(cell_id="a00000000001", variant="q10", rep=i,
-                            outcome="completed" if corrupted else st,
-                            integrity="corrupted" if corrupted else "ok"))
+        out.append(run(cell_id="a00000000001", variant="q10", rep=i,
+                       outcome="completed" if corrupted else st,
+                       integrity="corrupted" if corrupted else "ok"))
     return out
 
 
@@ -256,8 +260,9 @@ def test_report_with_baseline_variant() -> None:
 
 
 def test_model_keeps_hostile_text_raw() -> None:
-    rec = make_run(error=HOSTILE, outcome="failed")
-    rec["console"]["destination"].append({"t": 0, "line": HOSTILE})
+    raw = make_run(error=HOSTILE, outcome="failed")
+    raw["console"]["destination"].append({"t": 0, "line": HOSTILE})
+    rec = upgrade(raw)
     page = cell_page([rec], compare.present_metrics([rec]))
     assert any(HOSTILE in text for _, _, text in page.problems)
     assert any(HOSTILE in lines for _, _, lines in page.consoles)
@@ -273,17 +278,23 @@ def test_cells_with_changed_axes_pair_by_feature() -> None:
 def test_corruption_note_explains_the_72_tcg_bug() -> None:
     from harness.report.model import corruption_note
 
-    bad = {"integrity": "corrupted", "qemu": {"version": "7.2.22 (Debian)"},
-           "hosts": {"source": {"accel": "tcg"}},
-           "integrity_detail": {"ram": {"verdict": "corrupted", "differing_pages": 36},
-                                "guest_crash": {"lines": ["Kernel panic"]}}}
-    note = corruption_note([bad, {"integrity": "ok"}])
+    def rec(version: str, **detail: object) -> RunRecord:
+        raw = make_run(integrity="corrupted")
+        raw["qemu"]["version"] = version
+        raw["hosts"]["source"]["accel"] = "tcg"
+        raw["integrity_detail"] = detail
+        return upgrade(raw)
+
+    bad = rec("7.2.22 (Debian)", ram={"verdict": "corrupted", "differing_pages": 36},
+              guest_crash={"lines": ["Kernel panic"]})
+    note = corruption_note([bad, run(integrity="ok")])
     assert "36-36 pages" in note and "crashed" in note and "fixed upstream in 9.0" in note
-    assert corruption_note([{"integrity": "ok"}]) == ""
-    bad10 = {**bad, "qemu": {"version": "10.0.2"}}
+    assert corruption_note([run(integrity="ok")]) == ""
+    bad10 = rec("10.0.2", ram={"verdict": "corrupted", "differing_pages": 36},
+                guest_crash={"lines": ["Kernel panic"]})
     assert "9.0" not in corruption_note([bad10]) and "no result" in corruption_note([bad10])
-    silent = {**bad, "integrity_detail": {"stamps": {"verdict": "unchecked"},
-                                          "guest_silent": {"reason": "stopped"}}}
+    silent = rec("7.2.22 (Debian)", stamps={"verdict": "unchecked"},
+                 guest_silent={"reason": "stopped"})
     assert "stopped running on the destination" in corruption_note([silent])
 
 
@@ -299,8 +310,8 @@ def test_csv_tables_beside_the_pages(tmp_path: Path) -> None:
 
     xb, plain = {"feature": "xbzrle"}, {"feature": "precopy"}
     recs = _side("q10", "a00000000001", [7600, 7650, 7620], axes=xb, cpu=cpu_block())
-    recs += [make_run(cell_id="a00000000002", variant="q10", axes=plain, rep=1,
-                      outcome="not-converged", error="did not converge within max_time_s=25")]
+    recs += [run(cell_id="a00000000002", variant="q10", axes=plain, rep=1,
+                 outcome="not-converged", error="did not converge within max_time_s=25")]
     recs += _side("q72", "b00000000001", [9900, 9950, 9920], axes=xb)
     recs += _side("q72", "b00000000002", [12000, 12100, 12050], axes=plain)
     pages = render(build_report(recs, title="t", baseline_variant="q72"), tmp_path)
@@ -357,7 +368,12 @@ def test_csv_tables_beside_the_pages(tmp_path: Path) -> None:
 
 
 def _impact_run(rep: int, lost: int, *, integrity: str = "ok",
-                throttle: float | None = None) -> dict[str, object]:
+                throttle: float | None = None) -> RunRecord:
+    return upgrade(_impact_raw(rep, lost, integrity=integrity, throttle=throttle))
+
+
+def _impact_raw(rep: int, lost: int, *, integrity: str = "ok",
+                throttle: float | None = None) -> dict[str, Any]:
     rec = make_run(cell_id="a00000000001", rep=rep, integrity=integrity)
     # writer reports every 100 ms; resume on the destination at 7.6256 s (fixture events)
     writer: list[dict[str, object]] = [
@@ -367,22 +383,25 @@ def _impact_run(rep: int, lost: int, *, integrity: str = "ok",
     writer += [{"t": round(2.1 + 0.1 * i, 4), "host": "source", "rate": 30.0} for i in range(55)]
     writer += [{"t": 7.7, "host": "destination", "rate": 1.5},  # covers the pause: "after"
                {"t": 7.8, "host": "destination", "rate": 32.0}]
+    for p in writer:  # the writer's own clock and counters (not read by the table)
+        p.update(guest_t=p["t"], stall_ms=0.0, bad=0.0)
     rec["guest"] = {"writer": writer}
-    phase = {"sent": 100, "lost": 0, "max_gap_ms": 12.0, "rtt_p50_ms": 0.6, "rtt_p99_ms": 2.0}
+    phase = {"sent": 100, "lost": 0, "max_lost_run": 0, "max_gap_ms": 12.0, "rtt_p50_ms": 0.6,
+             "rtt_p99_ms": 2.0}
     rec["guest_impact"] = {
-        "ping": {"timeout_ms": 1000.0, "before": dict(phase),
+        "ping": {"interval_ms": 10.0, "timeout_ms": 1000.0, "before": dict(phase),
                  "during": {**phase, "lost": lost, "max_gap_ms": 100.0 * lost,
                             "rtt_p99_ms": 900.0 + rep},
-                 "after": dict(phase)},
-        "fio": {"before": {"iops_host_mean": 200.2, "lat_p99_us_median": 3000.0,
+                 "after": dict(phase), "total": dict(phase)},
+        "fio": {"before": {"samples": 3, "iops_host_mean": 200.2, "lat_p99_us_median": 3000.0,
                            "lat_p99_us_max": 3500.0},
-                "during": {"iops_host_mean": 180.0 + rep, "lat_p99_us_median": 12000.0,
-                           "lat_p99_us_max": 1002438.7},
-                "after": {"iops_host_mean": None, "lat_p99_us_median": None,
+                "during": {"samples": 8, "iops_host_mean": 180.0 + rep,
+                           "lat_p99_us_median": 12000.0, "lat_p99_us_max": 1002438.7},
+                "after": {"samples": 0, "iops_host_mean": None, "lat_p99_us_median": None,
                           "lat_p99_us_max": None}},
     }
     if throttle is not None:
-        rec["timeline"][3]["cpu-throttle-percentage"] = throttle
+        rec["timeline"][3]["cpu-throttle-percentage"] = int(throttle)  # QEMU: whole percent
     return rec
 
 
@@ -424,22 +443,25 @@ def test_guest_impact_table_per_repetition_and_phase(tmp_path: Path) -> None:
 
 
 def test_guest_impact_without_samplers() -> None:
-    rec = make_run()
-    del rec["guest"]
+    raw = make_run()
+    del raw["guest"]
+    rec = upgrade(raw)
     page = cell_page([rec], compare.present_metrics([rec]))
     assert [r.measure for r in page.impact.rows] == ["xbzrle bytes per page"]
-    rec = make_run(outcome="skipped")
-    rec.pop("guest", None)
-    rec["final"], rec["timeline"] = {"status": "skipped"}, []
+    raw = make_run(outcome="skipped")
+    raw.pop("guest", None)
+    raw["final"], raw["timeline"] = {"status": "skipped"}, []
+    rec = upgrade(raw)
     assert cell_page([rec], compare.present_metrics([rec])).impact.rows == []
 
 
 def test_guest_impact_with_lines_that_arrive_together() -> None:
     """Two guest lines read in one chunk share an arrival time: ordering them must not compare
     the samples themselves (a real seed run crashed the report so)."""
-    rec = _impact_run(1, 8)
-    writer = rec["guest"]["writer"]
+    raw = _impact_raw(1, 8)
+    writer = raw["guest"]["writer"]
     writer.insert(5, dict(writer[5], rate=12.5))  # the same t as its neighbour
+    rec = upgrade(raw)
     page = cell_page([rec], compare.present_metrics([rec]))
     rows = {(r.measure, r.phase): r for r in page.impact.rows}
     assert rows[("writer lowest rate (per 100 ms report)", "during")].values == [12.5]

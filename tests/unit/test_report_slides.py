@@ -126,7 +126,7 @@ def test_info_block_of_a_cell_that_cannot_complete_uses_the_last_sample() -> Non
     block = info_block([rec])
     assert block.verdict == "cannot complete" and block.outcomes == "not-converged 1/1"
     last = [s for s in rec.timeline if s.ram is not None][-1]
-    assert block.rows == tuple(info_migrate(last.model_dump(mode="json", by_alias=True)))
+    assert block.rows == tuple(info_migrate(last))
     assert dict(block.rows)["Migration status"] == "active"
     assert block.shown == f"last sample, {last.t:.2f} s"
 

@@ -90,9 +90,9 @@ def _csv_cells(root: Path) -> dict[Path, list[list[str]]]:
 def test_every_csv_written_from_hostile_records_is_neutralised(tmp_path: Path) -> None:
     camp = tmp_path / "camp"
     camp.mkdir()
-    recs = _hostile_runs()
+    recs = [upgrade(rec) for rec in _hostile_runs()]
     for rec in recs:
-        store.write_run(camp, upgrade(rec))
+        store.write_run(camp, rec)
     store.write_summary(camp)
     store.export(camp, "csv", tmp_path / "export.csv")
     make_report(camp, tmp_path / "report", baseline="@SUM(1)")

@@ -17,6 +17,7 @@ import pytest
 from harness import cli, show, store
 from harness.errors import HarnessError
 from harness.record import RunRecord, dump, upgrade
+from harness.record.qmp import MigrationInfo
 
 FINAL: dict[str, Any] = {
     "status": "completed",
@@ -503,12 +504,16 @@ def test_cli_export_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 # --- show ------------------------------------------------------------------------------------
 
 
+def info(final: dict[str, Any]) -> MigrationInfo:
+    return MigrationInfo.model_validate(final)
+
+
 def rows_of(final: dict[str, Any]) -> dict[str, str]:
-    return dict(show.info_migrate(final))
+    return dict(show.info_migrate(info(final)))
 
 
 def test_info_migrate_core_lines() -> None:
-    rows = show.info_migrate(FINAL)
+    rows = show.info_migrate(info(FINAL))
     assert rows[0] == ("Migration status", "completed")
     d = dict(rows)
     assert d["total time"] == "5123 ms"
@@ -531,13 +536,14 @@ def test_info_migrate_missing_values_are_dashes() -> None:
 
 
 def test_info_migrate_float_formatting() -> None:
-    d = rows_of({"total-time": 100.0, "ram": {"mbps": 33.333333}})
+    d = rows_of({"total-time": 100, "ram": {"mbps": 33.333333}})  # QEMU's ms are whole
     assert d["total time"] == "100 ms"
     assert d["throughput"] == "33.33 mbps"
+    assert rows_of({"ram": {"mbps": 100.0}})["throughput"] == "100 mbps"
 
 
 def test_info_migrate_expected_downtime_position() -> None:
-    rows = show.info_migrate({**FINAL, "status": "active", "expected-downtime": 300})
+    rows = show.info_migrate(info({**FINAL, "status": "active", "expected-downtime": 300}))
     assert rows[3] == ("expected downtime", "300 ms")
     assert "expected downtime" not in rows_of(FINAL)
 
@@ -568,7 +574,7 @@ def test_info_migrate_compression_block_only_when_present() -> None:
 
 
 def test_run_block() -> None:
-    text = show.run_block(make_record())
+    text = show.run_block(model())
     lines = text.splitlines()
     assert lines[0] == ("== demo / 0123456789ab rep 1: default "
                         "(feature=xbzrle, xbzrle-cache-size=128MiB)")
@@ -598,7 +604,7 @@ def test_run_block_without_xbzrle_and_with_error() -> None:
     rec = make_record(outcome="failed", integrity="unchecked", error="QEMU said no",
                       final=copy.deepcopy(FINAL), timing_excluded=True)
     rec["cell"]["integrity"] = "ram"
-    text = show.run_block(rec)
+    text = show.run_block(upgrade(rec))
     assert "outcome failed, integrity unchecked (RAM compared; timing excluded)" in text
     assert "\nerror: QEMU said no\n" in text
     assert "xbzrle" not in text.split("\n", 3)[3]  # not in the info migrate rows
@@ -606,18 +612,23 @@ def test_run_block_without_xbzrle_and_with_error() -> None:
 
 
 def test_run_block_skipped_prints_the_reason_only() -> None:
-    rec = make_record(outcome="skipped", integrity="unchecked", timing_excluded=True,
-                      error="QEMU 10.0.2 has no migration capability 'compress'")
+    rec = model(outcome="skipped", integrity="unchecked", timing_excluded=True,
+                error="QEMU 10.0.2 has no migration capability 'compress'")
     text = show.run_block(rec)
     assert "skipped: QEMU 10.0.2 has no migration capability 'compress'" in text
     assert "Migration status" not in text and "RAM compared" not in text
 
 
 def test_run_block_minimal_record() -> None:
-    rec = {"campaign": "c", "cell": {"id": "x", "variant": "v"}, "repetition": 3,
-           "outcome": "failed", "integrity": "unchecked"}
-    text = show.run_block(rec)
-    assert text.splitlines()[0] == "== c / x rep 3: v (base)"
+    """A record with only what every record has: no version, accelerator, answer or figure."""
+    rec = make_record(campaign="c", repetition=3, outcome="failed", integrity="unchecked",
+                      integrity_detail={}, qemu={"build": "10.0"}, metrics={},
+                      hosts={side: {"name": side, "transport": "local"}
+                             for side in ("source", "destination")})
+    del rec["final"]
+    rec["cell"].update(variant="v", axes={})
+    text = show.run_block(upgrade(rec))
+    assert text.splitlines()[0] == "== c / 0123456789ab rep 3: v (base)"
     assert "QEMU ?, accel ?" in text
 
 
@@ -637,14 +648,14 @@ def test_write_summary_from_kept_rows_matches_a_rebuild(tmp_path: Path) -> None:
                      ["bbbbbbbbbbbb", "10"]]
 
 
-def guest_impact_record() -> dict[str, Any]:
+def guest_impact_record() -> RunRecord:
     """The real fio run of tests/data/campaign-seed with the ping block of its ping run added,
     and two workload deaths (the shape harness.migration._workload_deaths writes)."""
     rec = json.loads((SEED / "50d2149269e0" / "1.json").read_text())
     ping = json.loads((SEED / "38edd36b762e" / "1.json").read_text())["guest_impact"]["ping"]
     rec["guest_impact"]["ping"] = ping
     rec["workload_errors"] = ["source: what=fio code=1", "destination: what=ping signal=9"]
-    return rec
+    return upgrade(rec)
 
 
 def block_values(text: str) -> dict[str, list[str]]:
@@ -680,15 +691,15 @@ def test_run_block_guest_impact() -> None:
 def test_run_block_fio_during_is_on_the_host_clock() -> None:
     """Under TCG the guest's clock stops with the VM: its IOPS hide the pause, the host's show
     it, and summary.csv's fio_iops_during is the host figure too."""
-    rec = guest_impact_record()
-    rec["guest_impact"]["fio"]["during"].update(iops_mean=200.0, iops_host_mean=120.5)
-    rec["guest_impact"]["fio"]["before"] = {}
-    d = block_values(show.run_block(rec))
+    raw = json.loads(dump(guest_impact_record()))
+    raw["guest_impact"]["fio"]["during"].update(iops_mean=200.0, iops_host_mean=120.5)
+    raw["guest_impact"]["fio"]["before"] = {"samples": 0}
+    d = block_values(show.run_block(upgrade(raw)))
     assert d["fio during (host clock)"] == ["iops 120.5, lat p99 max 10944.5 us"]
     assert d["fio before (host clock)"] == ["iops -, lat p99 max -"]
     assert not any(k.startswith("fio") and "host clock" not in k for k in d)
 
 
 def test_run_block_without_guest_impact_has_no_workload_lines() -> None:
-    d = block_values(show.run_block(make_record()))
+    d = block_values(show.run_block(model()))
     assert not any(k.startswith(("ping", "fio", "workload died", "guest-visible")) for k in d)
