@@ -15,88 +15,39 @@ Rules shared with the report:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from harness import stats, workload
+from harness.matrix import coordinate_key
 from harness.record import RunRecord
-from harness.record.model import CpuSide
-from harness.sampling.cpu import CLASSES as CPU_CLASSES
-from harness.store import CPU_SIDES, cpu_column
+from harness.record.metrics import CATALOGUE, CPU, Metric
+from harness.record.model import STATUS_RANK, Status
 
 Record = RunRecord
 
 
-# Ranking of statuses from worst to best, for "did it get better or worse".
-_STATUS_RANK = {"corrupted": 0, "failed": 1, "not-converged": 2, "skipped": 3, "completed": 4}
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str
-    unit: str
-    lower_is_better: bool
-    get: Callable[[Record], float | None]
-    scale: float = 1.0  # divide raw values by this for display
-
-    def value(self, rec: Record) -> float | None:
-        v = self.get(rec)
-        return None if v is None else float(v)
-
-
-def _m(name: str) -> Callable[[Record], float | None]:
-    def get(rec: Record) -> float | None:
-        v = getattr(rec.metrics, name)
-        assert v is None or isinstance(v, (int, float))
-        return v
-    return get
-
-
-def _cpu(side: str, cls: str) -> Callable[[Record], float | None]:
-    def get(rec: Record) -> float | None:
-        s: CpuSide | None = getattr(rec.cpu, side) if rec.cpu is not None else None
-        return s.classes.get(cls) if s is not None else None
-    return get
-
-
-#: Every metric read from a run's ``metrics`` block, defined once; reports and the nightly
-#: regression check each pick the ones they show.
-SUMMARY_METRICS: dict[str, Metric] = {m.key: m for m in (
-    Metric("total_time_ms", "total time", "s", True, _m("total_time_ms"), 1000.0),
-    Metric("downtime_ms", "downtime", "ms", True, _m("downtime_ms")),
-    Metric("transferred_bytes", "transferred", "MiB", True, _m("transferred_bytes"), 1024.0**2),
-    Metric("throughput_mbps", "throughput", "Mbit/s", False, _m("throughput_mbps")),
-    Metric("guest_max_stall_ms", "guest max stall", "ms", True, _m("guest_max_stall_ms")),
-    Metric("host_pause_ms", "host pause", "ms", True, _m("host_pause_ms")),
-    Metric("guest_visible_downtime_ms", "guest-visible downtime", "ms", True,
-           _m("guest_visible_downtime_ms")),
-    Metric("ping_lost", "ping loss", "packets", True, _m("ping_lost")),
-    Metric("ping_max_gap_ms", "ping max gap", "ms", True, _m("ping_max_gap_ms")),
-)}
+#: The metrics a comparison or a night judges, in report order.
+SUMMARY_METRICS: dict[str, Metric] = {k: CATALOGUE[k] for k in (
+    "total_time_ms", "downtime_ms", "transferred_bytes", "throughput_mbps",
+    "guest_max_stall_ms", "host_pause_ms", "guest_visible_downtime_ms", "ping_lost",
+    "ping_max_gap_ms")}
 
 BASE_METRICS: tuple[Metric, ...] = tuple(SUMMARY_METRICS[k] for k in (
     "total_time_ms", "downtime_ms", "transferred_bytes", "throughput_mbps",
     "guest_max_stall_ms", "ping_lost"))
 
 # Keyed like the store's per-class CPU columns, so a metric and its DataFrame column share a name.
-CPU_METRICS: tuple[Metric, ...] = tuple(
-    Metric(cpu_column(side, cls), f"CPU {short} {cls.replace('_', ' ')}", "%", True,
-           _cpu(side, cls))
-    for side, short in CPU_SIDES.items() for cls in CPU_CLASSES
-)
+CPU_METRICS: tuple[Metric, ...] = CPU
 
 ALL_METRICS = BASE_METRICS + CPU_METRICS
 
 
-def status(rec: Record) -> str:
-    """``corrupted`` if integrity failed, else the outcome."""
-    if rec.integrity.verdict == "corrupted":
-        return "corrupted"
-    return rec.outcome
+def status(rec: Record) -> Status:
+    """``corrupted`` if integrity failed, else the outcome (:attr:`RunRecord.status`)."""
+    return rec.status
 
 
 def usable(rec: Record) -> bool:
@@ -121,13 +72,9 @@ def present_metrics(records: Sequence[Record]) -> list[Metric]:
 
 
 def cell_key(rec: Record, with_variant: bool = False) -> str:
-    """A cell's identity for matching across variants: axes + workload (+ variant if asked)."""
-    cell = rec.cell
-    ident: dict[str, object] = {"axes": cell.axes, "workload": cell.workload.model_dump(mode="json"),
-                                "guest": cell.guest.model_dump(mode="json")}
-    if with_variant:
-        ident["variant"] = cell.variant
-    return json.dumps(ident, sort_keys=True, default=str)
+    """A cell's identity for matching across variants and folders: its coordinates without the
+    matrix name (:func:`harness.matrix.coordinate_key`), and without the variant unless asked."""
+    return coordinate_key(rec.cell, variant=with_variant, matrix=False)
 
 
 def axes_label(rec: Record) -> str:
@@ -142,7 +89,7 @@ def describe_counts(counts: dict[str, int]) -> str:
     total = sum(counts.values())
     if not total:
         return "no runs"
-    order = sorted(counts, key=lambda s: _STATUS_RANK.get(s, -1), reverse=True)
+    order = sorted(counts, key=lambda s: STATUS_RANK.get(s, -1), reverse=True)
     return ", ".join(f"{s} {counts[s]}/{total}" for s in order)
 
 
@@ -160,7 +107,7 @@ def _share(counts: dict[str, int], status_: str) -> Fraction:
 
 def _majority(counts: dict[str, int]) -> str:
     # ties go to the worse status: "completed 1/2, failed 1/2" is not a completed cell
-    return max(counts, key=lambda s: (counts[s], -_STATUS_RANK.get(s, 0)))
+    return max(counts, key=lambda s: (counts[s], -STATUS_RANK.get(s, 0)))
 
 
 def outcome_change(base: Sequence[Record], new: Sequence[Record]) -> OutcomeChange | None:
@@ -180,7 +127,7 @@ def outcome_change(base: Sequence[Record], new: Sequence[Record]) -> OutcomeChan
         return None
 
     def score(c: dict[str, int]) -> float:
-        return sum(_STATUS_RANK.get(s, 0) * n for s, n in c.items()) / sum(c.values())
+        return sum(STATUS_RANK.get(s, 0) * n for s, n in c.items()) / sum(c.values())
 
     sb, sn = score(cb), score(cn)
     direction = "better" if sn > sb else "worse" if sn < sb else "mixed"
@@ -276,13 +223,8 @@ def compare_sides(
 
 
 def _feature_key(rec: Record, with_variant: bool) -> str:
-    cell = rec.cell
-    ident = {"feature": cell.migration.feature,
-             "workload": cell.workload.model_dump(mode="json"),
-             "guest": cell.guest.model_dump(mode="json")}
-    if with_variant:
-        ident["variant"] = cell.variant
-    return json.dumps(ident, sort_keys=True, default=str)
+    return coordinate_key(rec.cell, variant=with_variant, matrix=False,
+                          axes={"feature": rec.cell.migration.feature})
 
 
 def _pair_by_feature(groups: dict[str, tuple[list[Record], list[Record]]],

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import store
+from harness import matrix, store
 from harness.errors import HarnessError, one_line
 from harness.inputs import read_text
 from harness.output import write_atomic, write_failure
@@ -86,8 +86,7 @@ def identity_of(records: Iterable[Record]) -> dict[str, Any]:
 
 def identity_key(ident: dict[str, Any]) -> str:
     """A short, stable folder name for an identity: first CPU word + a hash."""
-    canonical = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(matrix.canonical(ident).encode()).hexdigest()[:12]
     accel = next((str(h.get("accel")) for h in ident.get("hosts", {}).values() if h), "x")
     # The key is a folder name and the accelerator comes from the records: a word, or "x".
     return f"{accel if re.fullmatch(r'[a-z0-9]{1,16}', accel) else 'x'}-{digest}"
@@ -119,15 +118,9 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # Cell coordinates (pure)
 
 
-def coordinates(rec: Record) -> dict[str, object]:
-    cell = rec.cell
-    return {"matrix": cell.matrix, "variant": cell.variant, "axes": cell.axes,
-            "workload": cell.workload.model_dump(mode="json"),
-            "guest": cell.guest.model_dump(mode="json")}
-
-
 def coordinate_key(rec: Record) -> str:
-    return json.dumps(coordinates(rec), sort_keys=True, separators=(",", ":"), default=str)
+    """The cell's coordinates (:func:`harness.matrix.coordinate_key`): a night's key for it."""
+    return matrix.coordinate_key(rec.cell)
 
 
 def coordinate_label(rec: Record) -> str:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.digest import sha256_file
 from harness.errors import ImageError
 from harness.models import WorkloadSpec
 from harness.output import write_atomic
@@ -255,14 +256,6 @@ def compute_digest(parts: Mapping[str, str]) -> str:
     h = hashlib.sha256()
     for label in sorted(parts):
         h.update(f"{label}={parts[label]}\n".encode())
-    return h.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

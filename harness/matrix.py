@@ -14,8 +14,9 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from harness.errors import shorten
 from harness.features import (
@@ -85,9 +86,51 @@ class Cell:
         }
 
 
+def canonical(value: object) -> str:
+    """``value`` as canonical JSON text (sorted keys, no spaces): equal values, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def cell_id(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    """A cell's id: 12 hex digits of the SHA-256 of its canonical parameters (``payload``)."""
+    return hashlib.sha256(canonical(payload).encode()).hexdigest()[:12]
+
+
+class Coordinates(Protocol):
+    """Where a cell stands in the experiment: a :class:`Cell`, or a run record's cell."""
+
+    @property
+    def matrix(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def axes(self) -> Mapping[str, object]: ...
+    @property
+    def workload(self) -> WorkloadSpec: ...
+    @property
+    def guest(self) -> GuestSpec: ...
+
+
+def coordinate_key(cell: Coordinates, *, variant: bool = True, matrix: bool = True,
+                   axes: Mapping[str, object] | None = None) -> str:
+    """The identity of a cell's point in the experiment (canonical JSON): matrix name, variant,
+    axes, workload and guest, not the cell id, which hashes every QEMU parameter, so a cell
+    keeps its coordinates when the matrix's fixed settings change.
+
+    What stays out when two sets of runs are put side by side: ``variant=False`` (it is what
+    differs between two variants, and what run order interleaves), ``matrix=False`` (two
+    results folders may come from differently named matrices). ``axes`` replaces the cell's
+    axes (compare pairs cells whose axes changed by their feature alone).
+    """
+    ident: dict[str, object] = {
+        "axes": dict(cell.axes if axes is None else axes),
+        "workload": cell.workload.model_dump(mode="json"),
+        "guest": cell.guest.model_dump(mode="json")}
+    if matrix:
+        ident["matrix"] = cell.matrix
+    if variant:
+        ident["variant"] = cell.variant
+    return canonical(ident)
 
 
 def _excluded(point: dict[str, Any], rules: list[dict[str, Any]]) -> bool:

@@ -57,6 +57,7 @@ from harness.record.model import (
     StateChange,
     VmInfo,
     WriterPoint,
+    guest_visible_downtime,
 )
 from harness.record.qmp import (
     CapabilityList,
@@ -779,22 +780,10 @@ def _metrics(run: _Run, writer: list[WriterPoint]) -> Metrics:
         guest_max_stall_guest_clock_ms=stall_guest, guest_stall_clock="host-arrival",
         samples=len(run.timeline),
         guest_visible_downtime_ms=guest_visible_downtime(
-            completed, stall, run.guest_impact.ping.during.max_gap_ms
+            run.outcome, stall, run.guest_impact.ping.during.max_gap_ms
             if run.guest_impact.ping is not None else None),
         **impact,
     )
-
-
-def guest_visible_downtime(switched_over: bool, *stalls: float | None) -> float | None:
-    """What a client of the guest saw of the switchover: the longest stall any guest workload
-    saw on the host clock (the writer's, the prober's gap during the migration).
-
-    Defined only when the guest switched over to the destination (the migration completed): a
-    migration that did not converge, or failed, never stopped the guest, so a stall it saw
-    is not a downtime.
-    """
-    seen = [v for v in stalls if v is not None]
-    return max(seen) if switched_over and seen else None
 
 
 def _round(v: float | None) -> float | None:

@@ -145,6 +145,15 @@ class HostSpec(Frozen):
     vm_network: str | None = None
     qemu: dict[Name, QemuBuild] = Field(default_factory=dict)
 
+    def same_machine(self, other: HostSpec) -> bool:
+        """Do both entries name one machine? Both ``local``, or both SSH to the same address and
+        port (another user there is another account on the same machine: it shares memory, the
+        clock, and the files of a common folder)."""
+        if self.transport == "local" and other.transport == "local":
+            return True
+        return (self.transport == other.transport == "ssh" and self.address == other.address
+                and self.port == other.port)
+
     @model_validator(mode="after")
     def _check_ssh(self) -> HostSpec:
         if self.transport == "ssh" and not self.address:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.digest import sha256_file
 from harness.errors import CommandFailed, HarnessError
 from harness.host import Host, make_host, sh_script
 from harness.models import HostsConfig, HostSpec, QemuBuild
@@ -268,8 +269,7 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
                            f"(log {build_log})")
     meta: dict[str, Any] = {
         "key": key, "commit": commit, "tree": str(src.tree),
-        "patches": [{"file": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                    for p in src.patches],
+        "patches": [{"file": str(p), "sha256": sha256_file(p)} for p in src.patches],
         "configure": configure, "target": TARGET, "seconds": seconds,
         "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -283,12 +283,6 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
     return BuildResult(key, _build_from(host, dest), build_log, False, seconds, commit)
 
 
-def _same_machine(a: HostSpec, b: HostSpec) -> bool:
-    if a.transport == "local" and b.transport == "local":
-        return True
-    return (a.transport, a.address, a.port, a.user) == (b.transport, b.address, b.port, b.user)
-
-
 def build_for_pair(src: SourceSpec, hosts: HostsConfig, *, cache: Path | None = None,
                    configure_args: Sequence[str] = (), pair_name: str | None = None,
                    log: Callable[[str], None] | None = None) -> tuple[str, HostsConfig]:
@@ -300,7 +294,8 @@ def build_for_pair(src: SourceSpec, hosts: HostsConfig, *, cache: Path | None = 
     with make_host("source", pair.source) as source:
         results["source"] = build_on_host(source, src, cache=cache,
                                           configure_args=configure_args, log=log)
-    if _same_machine(pair.source, pair.destination) and (
+    # One machine, and the build where both hosts look for it: build once.
+    if pair.source.same_machine(pair.destination) and (
             cache is not None or pair.source.workdir == pair.destination.workdir):
         results["destination"] = results["source"]
     else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import secrets
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config import hosts_path
+from harness.digest import sha256_file
 from harness.errors import CommandFailed, HarnessError, HostError
 from harness.host import _ACCEL_SH, Host, make_host, sh_script
 from harness.image import GuestImage
@@ -201,7 +201,7 @@ def doctor_pair(name: str, pair: HostPair, cfg: HostsConfig, *,
                 quick: bool = False) -> PairReport:
     """Check both hosts of ``pair`` (and, unless ``quick``, the clock offset between them)."""
     report = PairReport(name)
-    same = _same_machine(pair.source, pair.destination)
+    same = pair.source.same_machine(pair.destination)
     hosts = {role: make_host(role, spec) for role, spec in
              (("source", pair.source), ("destination", pair.destination))}
     try:
@@ -247,29 +247,10 @@ def preflight(name: str, pair: HostPair, cfg: HostsConfig, builds: Iterable[str]
     return doctor_pair(name, pair, cfg, builds=builds, quick=True)
 
 
-def _same_machine(a: HostSpec, b: HostSpec) -> bool:
-    if a.transport == "local" and b.transport == "local":
-        return True
-    return a.transport == b.transport == "ssh" and a.address == b.address and a.port == b.port
-
-
 # ---------------------------------------------------------------------------------------------
 # images on hosts
 
-_hash_memo: dict[tuple[str, int, int], str] = {}
 _place_lock = threading.Lock()
-
-
-def sha256_of(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hash_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_memo[key] = h.hexdigest()
-    return _hash_memo[key]
 
 
 def image_dir(spec: HostSpec, image: GuestImage) -> Path:
@@ -295,7 +276,7 @@ def place_image(host: Host, image: GuestImage,
         return image, []
     d = image_dir(host.spec, image)
     files = _image_files(image)
-    want = {f.name: sha256_of(f) for f in files}
+    want = {f.name: sha256_file(f) for f in files}
     uploaded: list[str] = []
 
     def remote_hashes() -> dict[str, str]:

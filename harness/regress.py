@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import compare, stats
-from harness.compare import Metric, Record
+from harness.compare import Record
+from harness.record.metrics import Metric
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"

@@ -33,7 +33,7 @@ from harness.config import plan
 from harness.errors import ConfigError, HarnessError, HostError, StoreError
 from harness.host import Host, make_host
 from harness.image import GuestImage, ensure_image
-from harness.matrix import Cell
+from harness.matrix import Cell, coordinate_key
 from harness.migration import RunContext, run_migration
 from harness.models import HostPair, HostsConfig, MatrixSpec, QemuBuild
 from harness.output import terminal_text
@@ -140,8 +140,7 @@ def run_order(cells: list[Cell], repetitions: int, order: str) -> list[tuple[Cel
         return [(c, r) for c in cells for r in reps]
     points: dict[str, list[Cell]] = {}
     for c in cells:
-        key = repr(sorted(c.axes.items())) + c.workload.model_dump_json()
-        points.setdefault(key, []).append(c)
+        points.setdefault(coordinate_key(c, variant=False), []).append(c)
     grouped = [c for group in points.values() for c in group]
     return [(c, r) for r in reps for c in grouped]
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from harness.output import terminal_text as _t
 from harness.record import RunRecord
-from harness.record.model import FioPhase, PingPhase
+from harness.record.metrics import CATALOGUE
+from harness.record.model import FioPhase, Integrity, PingPhase
 from harness.record.qmp import MigrationInfo, RamStats
 
 
@@ -82,7 +83,7 @@ def run_block(record: RunRecord) -> str:
            f"{cell.variant} ({axes})"),
         _t(f"QEMU {record.qemu.version or '?'}, "
            f"accel {record.hosts.source.accel or '?'}, "
-           f"outcome {record.outcome}, integrity {record.integrity.verdict}")
+           f"outcome {record.outcome}, integrity {integrity_text(record.integrity)}")
         + (" (RAM compared; timing excluded)"
            if record.timing_excluded and cell.integrity == "ram" else ""),
     ]
@@ -91,13 +92,10 @@ def run_block(record: RunRecord) -> str:
     if record.error:
         head.append(f"error: {_t(record.error)}")
     rows = info_migrate(record.final or MigrationInfo())
-    rows += [
-        ("host-observed pause", _v(m.host_pause_ms, "ms")),
-        ("guest max stall (host clock)", _v(m.guest_max_stall_ms, "ms")),
-        ("guest max stall (guest clock)", _v(m.guest_max_stall_guest_clock_ms, "ms")),
-        ("average throughput", _v(m.throughput_mbps, "mbps")),
-        ("query-migrate samples", _v(m.samples)),
-    ]
+    rows += [_metric(record, key) for key in (
+        "host_pause_ms", "guest_max_stall_ms", "guest_max_stall_guest_clock_ms",
+        "throughput_mbps")]
+    rows.append(("query-migrate samples", _v(m.samples)))
     ping = record.guest_impact.ping
     if ping is not None:
         for phase in ("before", "during", "after"):
@@ -113,8 +111,8 @@ def run_block(record: RunRecord) -> str:
             fp: FioPhase = getattr(fio, phase)
             rows.append((f"fio {phase} (host clock)", f"iops {_v(fp.iops_host_mean)}, "
                          f"lat p99 max {_v(fp.lat_p99_us_max, 'us')}"))
-    if m.guest_visible_downtime_ms is not None:
-        rows.append(("guest-visible downtime", _v(m.guest_visible_downtime_ms, "ms")))
+    if m.guest_visible_downtime_ms is not None:  # only a run that switched over has one
+        rows.append(_metric(record, "guest_visible_downtime_ms"))
     for err in record.workload_errors:
         rows.append(("workload died", str(err)))
     cpu = record.cpu
@@ -133,3 +131,34 @@ def run_block(record: RunRecord) -> str:
             rows.append((f"cpu {cls} (src / dst)", " / ".join(vals)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(head + [f"  {_t(k) + ':':<{width + 1}} {_t(v)}" for k, v in rows])
+
+
+def _metric(record: RunRecord, key: str) -> tuple[str, str]:
+    """A figure's line as the catalogue names it (its stored value, in its stored unit)."""
+    metric = CATALOGUE[key]
+    return metric.title, _v(metric.get(record), metric.show_unit)
+
+
+def integrity_text(integrity: Integrity) -> str:
+    """The verdict, and for a corrupted guest what the checks found: ``corrupted (12 of 65536
+    pages differ; the guest crashed)``."""
+    if integrity.verdict != "corrupted":
+        return integrity.verdict
+    found = []
+    ram, stamps = integrity.ram, integrity.stamps
+    if ram is not None and ram.verdict == "corrupted":
+        found.append(f"{_n(ram.differing_pages)} of {_n(ram.pages)} pages differ")
+    if stamps is not None and stamps.verdict == "corrupted":
+        parts = [f"{_n(stamps.bad_pages)} of {_n(stamps.pages)} pages with a wrong stamp"]
+        if stamps.continuous_bad:
+            parts.append(f"{stamps.continuous_bad} stale while it ran")
+        found.append("stamps: " + ", ".join(parts))
+    if integrity.guest_crash is not None:
+        found.append("the guest crashed")
+    if integrity.guest_silent is not None:
+        found.append("the guest stopped running")
+    return "corrupted" + (f" ({'; '.join(found)})" if found else "")
+
+
+def _n(v: int | None) -> str:
+    return "?" if v is None else str(v)

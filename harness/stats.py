@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _sp  # type: ignore[import-untyped]
+import numpy.typing as npt
 
 CV_WARN = 0.10  # coefficient of variation at or above which a sample is called noisy
 MIN_REPS = 3  # fewer repetitions than this get a warning
@@ -32,6 +32,19 @@ ALPHA = 0.05
 MIN_EFFECT = 0.05
 BOOTSTRAP_SEED = 20240611
 BOOTSTRAP_ROUNDS = 2000
+
+
+def percentile(values: Sequence[float] | npt.NDArray[np.float64], q: float) -> float | None:
+    """The ``q``-th percentile (0 to 100) of ``values``, None when there are none.
+
+    Linear interpolation between the two nearest ranks: the value at rank ``(n - 1) q / 100``
+    of the sorted values, a fractional rank falling between its neighbours (Hyndman and Fan's
+    definition 7, the default of numpy and R). The one definition of the harness: quartiles,
+    bootstrap intervals and the ping prober's RTT percentiles all use it.
+    """
+    if len(values) == 0:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 def clean(values: Sequence[float | int | None]) -> list[float]:
@@ -72,7 +85,8 @@ def summarize(values: Sequence[float | int | None]) -> Summary | None:
     xs = clean(values)
     if not xs:
         return None
-    q1, q3 = (float(q) for q in np.percentile(xs, [25, 75]))
+    q1, q3 = percentile(xs, 25), percentile(xs, 75)
+    assert q1 is not None and q3 is not None
     return Summary(
         n=len(xs),
         median=float(statistics.median(xs)),
@@ -125,10 +139,7 @@ def bootstrap_ratio_ci(
     sb = stat(b[rng.integers(0, b.size, (rounds, b.size))], axis=1)
     if np.any(sa == 0):
         return None
-    ratios = sb / sa - 1.0
-    tail = (1.0 - level) / 2 * 100
-    lo, hi = np.percentile(ratios, [tail, 100 - tail])
-    return float(lo), float(hi)
+    return _interval(np.asarray(sb / sa - 1.0, dtype=np.float64), level)
 
 
 def bootstrap_diff_ci(
@@ -142,9 +153,15 @@ def bootstrap_diff_ci(
     rng = np.random.default_rng(seed)
     sa = np.median(a[rng.integers(0, a.size, (rounds, a.size))], axis=1)
     sb = np.median(b[rng.integers(0, b.size, (rounds, b.size))], axis=1)
+    return _interval(sb - sa, level)
+
+
+def _interval(estimates: npt.NDArray[np.float64], level: float) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap ``estimates`` (percentile method)."""
     tail = (1.0 - level) / 2 * 100
-    lo, hi = np.percentile(sb - sa, [tail, 100 - tail])
-    return float(lo), float(hi)
+    lo, hi = percentile(estimates, tail), percentile(estimates, 100 - tail)
+    assert lo is not None and hi is not None
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -170,7 +187,9 @@ def mann_whitney(base: Sequence[float], new: Sequence[float]) -> TestResult:
         return TestResult(None, cliffs_delta(a, b), "Mann-Whitney U")
     if len(set(a) | set(b)) == 1:
         return TestResult(1.0, 0.0, "Mann-Whitney U")
-    res = _sp.mannwhitneyu(b, a, alternative="two-sided")
+    from scipy import stats as sp  # type: ignore[import-untyped]  # slow to import: when needed
+
+    res = sp.mannwhitneyu(b, a, alternative="two-sided")
     return TestResult(float(res.pvalue), cliffs_delta(a, b), "Mann-Whitney U")
 
 
@@ -181,7 +200,9 @@ def welch(base: Sequence[float], new: Sequence[float]) -> TestResult:
         return TestResult(None, cliffs_delta(a, b), "Welch's t")
     if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
         return TestResult(1.0 if a[0] == b[0] else 0.0, cliffs_delta(a, b), "Welch's t")
-    res = _sp.ttest_ind(b, a, equal_var=False)
+    from scipy import stats as sp
+
+    res = sp.ttest_ind(b, a, equal_var=False)
     p = float(res.pvalue)
     return TestResult(p if math.isfinite(p) else None, cliffs_delta(a, b), "Welch's t")
 

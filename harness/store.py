@@ -28,17 +28,14 @@ from harness.errors import HarnessError, StoreError
 from harness.output import csv_cell, csv_row, write_atomic, write_failure
 from harness.record import RunRecord, dump, read
 from harness.record.errors import RecordError
+from harness.record.metrics import CPU, CPU_SIDES, SUMMARY, cpu_column
 from harness.record.scalars import CELL_ID_PATTERN
-from harness.sampling.cpu import CLASSES as CPU_CLASSES
 from harness.workload import label as workload_label
 
+#: The run's identity and outcome, its figures (:data:`harness.record.metrics.SUMMARY`), its error.
 SUMMARY_COLUMNS = [
     "campaign", "cell_id", "variant", "qemu_version", "features", "workload", "repetition",
-    "outcome", "integrity", "timing_excluded", "total_time_ms", "downtime_ms", "host_pause_ms",
-    "setup_time_ms", "transferred_bytes", "throughput_mbps", "dirty_sync_count",
-    "guest_max_stall_ms", "guest_max_stall_guest_clock_ms", "guest_visible_downtime_ms",
-    "ping_lost", "ping_max_gap_ms", "ping_rtt_p99_ms", "fio_iops_before", "fio_iops_during",
-    "fio_lat_p99_us_before", "fio_lat_p99_us_during", "error",
+    "outcome", "integrity", "timing_excluded", *(m.key for m in SUMMARY), "error",
 ]
 
 #: A value of a summary or frame row.
@@ -192,11 +189,10 @@ def summary_row(record: RunRecord) -> Row:
         "outcome": record.outcome,
         "integrity": record.integrity.verdict,
         "timing_excluded": record.timing_excluded,
-        "error": (record.error or "").replace("\n", " ")[:300],
     }
-    for col in SUMMARY_COLUMNS:
-        if col not in row:
-            row[col] = getattr(m, col)
+    for metric in SUMMARY:
+        row[metric.key] = getattr(m, metric.key)  # as stored: an integer stays one in the CSV
+    row["error"] = (record.error or "").replace("\n", " ")[:300]
     return row
 
 
@@ -233,16 +229,8 @@ def drop_summary(root: Path) -> None:
         (root / "summary.csv").unlink()
 
 
-CPU_SIDES = {"source": "src", "destination": "dst"}
-
-
-def cpu_column(side: str, cls: str) -> str:
-    """The frame column of one side's CPU use by one thread class, e.g. ``cpu_src_migration_pct``
-    (percent of one CPU over the migration window)."""
-    return f"cpu_{CPU_SIDES[side]}_{cls}_pct"
-
-
 def _flatten_cpu(record: RunRecord) -> Row:
+    """Each side's CPU share per thread class the run had (a class no thread had is absent)."""
     out: Row = {}
     cpu = record.cpu
     for side in CPU_SIDES:
@@ -271,8 +259,7 @@ EXTRA_METRIC_COLUMNS = ["qemu_mbps", "samples", "guest_stall_clock"]
 
 #: Columns every frame of :func:`load` has, even an empty one, before any other metric and the
 #: ``axis_*`` columns of the campaign's matrix.
-FRAME_COLUMNS = SUMMARY_COLUMNS + EXTRA_METRIC_COLUMNS + [
-    cpu_column(side, cls) for side in CPU_SIDES for cls in CPU_CLASSES]
+FRAME_COLUMNS = SUMMARY_COLUMNS + EXTRA_METRIC_COLUMNS + [m.key for m in CPU]
 
 _CATEGORY_COLUMNS = ("campaign", "variant", "features", "workload", "outcome", "integrity")
 _STRING_COLUMNS = ("cell_id", "qemu_version", "error", "guest_stall_clock")

@@ -42,6 +42,12 @@ from harness.record.scalars import (
 
 SCHEMA_VERSION = 2
 Outcome = Literal["completed", "not-converged", "failed", "skipped"]
+#: What a run came to: its outcome, or ``corrupted`` when an integrity check found damage
+#: (whatever its timing: a fast migration of a corrupted guest is no result).
+Status = Literal["corrupted", "failed", "not-converged", "skipped", "completed"]
+#: Statuses from worst to best, for "did it get better or worse".
+STATUS_RANK: dict[str, int] = {"corrupted": 0, "failed": 1, "not-converged": 2, "skipped": 3,
+                               "completed": 4}
 #: The harness's states of one run, in order (see harness.migration).
 State = Literal["boot", "steady", "setup", "migrate", "verify", "teardown"]
 
@@ -371,6 +377,23 @@ class Metrics(Frozen):
     guest_visible_downtime_ms: OptFloat = None
 
 
+def switched_over(outcome: str) -> bool:
+    """Did the guest switch over to the destination? Only a completed migration stops the guest
+    and resumes it there; one that did not converge, or failed, leaves it on the source."""
+    return outcome == "completed"
+
+
+def guest_visible_downtime(outcome: str, *stalls: float | None) -> float | None:
+    """What a client of the guest saw of the switchover: the longest stall any guest workload
+    saw on the host clock (the writer's, the prober's gap during the migration).
+
+    Defined only when the guest switched over (:func:`switched_over`): a migration that did not
+    converge never stopped the guest, so a stall it saw is not a downtime.
+    """
+    seen = [v for v in stalls if v is not None]
+    return max(seen) if switched_over(outcome) and seen else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Integrity
 
@@ -474,3 +497,8 @@ class RunRecord(Frozen):
     guest: GuestSeries = GuestSeries()
     guest_impact: GuestImpact = GuestImpact()
     metrics: Metrics
+
+    @property
+    def status(self) -> Status:
+        """``corrupted`` if an integrity check found damage, else the outcome."""
+        return "corrupted" if self.integrity.verdict == "corrupted" else self.outcome

@@ -14,7 +14,11 @@ failed) in ``harness.runner``, which lacks the image, states, VMs and CPU. Versi
   every metric, null), and so is an empty ``image`` or ``migration.applied``; non-finite numbers
   are null.
 
-Values are not recomputed: an upgraded record has the figures its file had.
+Values are not recomputed: an upgraded record has the figures its file had, but for one that
+version 1 got wrong: the guest-visible downtime of a run that never switched over (it did not
+converge, or failed) is null, as version 2 defines it (:func:`harness.record.model.
+guest_visible_downtime`). A file without ``qemu`` (its run failed before a QEMU answered) gets
+the cell's build.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from harness.record.errors import NEWER, Loc, RecordError, from_validation, path, shown
-from harness.record.model import SCHEMA_VERSION, RunRecord
+from harness.record.model import SCHEMA_VERSION, RunRecord, switched_over
 
 _CHECKS = ("stamps", "ram", "guest_crash", "guest_silent")
+_GVD = "guest_visible_downtime_ms"
 _SIDES = ("source", "destination")
 
 
@@ -96,6 +101,16 @@ def _from_v1(raw: Mapping[str, object]) -> dict[str, object]:
         data["applied"] = {**applied, "uri": mig.get("uri")} if applied or mig.get("uri") else None
     if raw.get("image") == {}:
         data["image"] = None
+    cell = raw.get("cell")
+    if "qemu" not in raw and isinstance(cell, Mapping):
+        # a run that failed before a QEMU answered (its launch, the guest's boot) had none
+        data["qemu"] = {"build": cell.get("build")}
+    metrics = raw.get("metrics")
+    if isinstance(metrics, Mapping) and metrics.get(_GVD) is not None \
+            and not switched_over(str(raw.get("outcome"))):
+        # version 1 gave a run that never switched over the writer's longest stall as its
+        # guest-visible downtime; the guest never stopped: it has none
+        data["metrics"] = {**metrics, _GVD: None}
     # The run's writer series, and ping / fio series that a run cut short left unmerged.
     guest = {**(_section(raw, "guest_series") or {}), **(_section(raw, "guest") or {})}
     if guest:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from harness import compare
 from harness.record import RunRecord
-from harness.record.model import FioPhase, PingPhase
 from harness.record.qmp import MigrationInfo
 from harness.sampling import writer as writer_sampling
 
@@ -123,25 +122,13 @@ def xbzrle_bytes_per_page(rec: RunRecord) -> float | None:
     return None
 
 
-def _ping(key: str) -> Callable[[RunRecord, str], float | None]:
+def _summary(kind: str, key: str) -> Callable[[RunRecord, str], float | None]:
+    """A figure of the run's per-phase ``guest_impact.<kind>`` summaries (ping or fio)."""
     def get(rec: RunRecord, phase: str) -> float | None:
-        ping = rec.guest_impact.ping
-        if ping is None:
+        block = getattr(rec.guest_impact, kind)
+        if block is None:
             return None
-        ph: PingPhase = getattr(ping, phase)
-        v = getattr(ph, key)
-        assert v is None or isinstance(v, (int, float))
-        return v
-    return get
-
-
-def _fio(key: str) -> Callable[[RunRecord, str], float | None]:
-    def get(rec: RunRecord, phase: str) -> float | None:
-        fio = rec.guest_impact.fio
-        if fio is None:
-            return None
-        ph: FioPhase = getattr(fio, phase)
-        v = getattr(ph, key)
+        v = getattr(getattr(block, phase), key)
         assert v is None or isinstance(v, (int, float))
         return v
     return get
@@ -149,13 +136,13 @@ def _fio(key: str) -> Callable[[RunRecord, str], float | None]:
 
 # (measure, unit, getter(record, phase), integer)
 _SUMMARY_ROWS: tuple[tuple[str, str, Callable[[RunRecord, str], float | None], bool], ...] = (
-    ("ping lost", "probes", _ping("lost"), True),
-    ("ping max gap", "ms", _ping("max_gap_ms"), False),
-    ("ping RTT p50", "ms", _ping("rtt_p50_ms"), False),
-    ("ping RTT p99", "ms", _ping("rtt_p99_ms"), False),
-    ("fio IOPS (host clock, mean)", "IOPS", _fio("iops_host_mean"), False),
-    ("fio p99 latency (median second)", "µs", _fio("lat_p99_us_median"), False),
-    ("fio p99 latency (worst second)", "µs", _fio("lat_p99_us_max"), False),
+    ("ping lost", "probes", _summary("ping", "lost"), True),
+    ("ping max gap", "ms", _summary("ping", "max_gap_ms"), False),
+    ("ping RTT p50", "ms", _summary("ping", "rtt_p50_ms"), False),
+    ("ping RTT p99", "ms", _summary("ping", "rtt_p99_ms"), False),
+    ("fio IOPS (host clock, mean)", "IOPS", _summary("fio", "iops_host_mean"), False),
+    ("fio p99 latency (median second)", "µs", _summary("fio", "lat_p99_us_median"), False),
+    ("fio p99 latency (worst second)", "µs", _summary("fio", "lat_p99_us_max"), False),
 )
 
 
@@ -166,7 +153,7 @@ def guest_impact(records: Sequence[RunRecord], t0: Callable[[RunRecord], float |
     ``t0`` gives a record's migrate time (epoch seconds). Rows where no repetition has a figure
     are left out.
     """
-    reps = [(r.repetition, compare.status(r)) for r in records]
+    reps: list[tuple[int, str]] = [(r.repetition, compare.status(r)) for r in records]
     counted = [st in COUNTED for _, st in reps]
     rows: list[ImpactRow] = []
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from harness import compare, stats, store
-from harness.compare import Metric, Record
-from harness.record.model import FioPoint, PingPoint
+from harness.compare import Record
+from harness.record.metrics import Metric
+from harness.record.model import STATUS_RANK, FioPoint, PingPoint
 from harness.record.qmp import MigrationInfo, QmpReply, TimelineSample
 from harness.record.scalars import Json
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
@@ -539,11 +540,8 @@ class OverviewGroup:
     _metrics: list[Metric] = field(default_factory=list)
 
 
-STATUS_CODE = {"corrupted": 0, "failed": 1, "not-converged": 2, "skipped": 3, "completed": 4}
-
-
 def _worst(recs: Sequence[Record]) -> str:
-    return min((compare.status(r) for r in recs), key=lambda s: STATUS_CODE.get(s, 1))
+    return min((compare.status(r) for r in recs), key=lambda s: STATUS_RANK.get(s, 1))
 
 
 def _cell_text(page: CellPage, recs: Sequence[Record], m: Metric) -> tuple[float | None, str]:
@@ -598,7 +596,7 @@ def overview_group(workload: str, variant: str, pages: Sequence[CellPage],
     for p in pages:
         i, j = pos[p.id]
         worst = _worst(by_cell[p.id])
-        z[i][j] = float(STATUS_CODE.get(worst, 1))
+        z[i][j] = float(STATUS_RANK.get(worst, 1))
         text[i][j] = STATUS_LABEL.get(worst, worst)
         if worst == "skipped":
             reason = next((r.error for r in by_cell[p.id] if r.error), "")

@@ -48,7 +48,7 @@ ASSETS = "assets"
 PANEL_HEIGHT = 150
 COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563",
            "#be185d"]
-STATUS_SCALE = [  # z = STATUS_CODE: corrupted 0, failed 1, not-converged 2, skipped 3, ok 4
+STATUS_SCALE = [  # z = STATUS_RANK: corrupted 0, failed 1, not-converged 2, skipped 3, ok 4
     [0.0, "#7f1d1d"], [0.2, "#7f1d1d"], [0.2, "#ef4444"], [0.4, "#ef4444"],
     [0.4, "#f59e0b"], [0.6, "#f59e0b"], [0.6, "#d1d5db"], [0.8, "#d1d5db"],
     [0.8, "#22c55e"], [1.0, "#22c55e"],

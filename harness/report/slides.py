@@ -33,27 +33,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import stats
+from harness.compare import usable  # may a run's timings enter statistics
 from harness.errors import UsageError
 from harness.output import terminal_text as _t
 from harness.record import RunRecord
+from harness.record.metrics import CATALOGUE
 from harness.report.featurestats import FeatureStats, feature_stats, figure_text, last_info
+from harness.report.model import STATUS_LABEL
 from harness.report.threads import ThreadTable, thread_table
 from harness.show import info_migrate
 
-#: Figures compared on every slide: (metrics field, label, unit, divide by).
-DIFFERENCES: tuple[tuple[str, str, str, float], ...] = (
-    ("total_time_ms", "total time", "s", 1000.0),
-    ("downtime_ms", "downtime", "ms", 1.0),
-    ("transferred_bytes", "transferred", "MiB", 1024.0**2),
-)
+#: Figures compared on every slide (the catalogue's): (metrics field, label, unit, divide by).
+DIFFERENCES: tuple[tuple[str, str, str, float], ...] = tuple(
+    (m.key, m.label, m.unit, m.scale)
+    for m in (CATALOGUE[k] for k in ("total_time_ms", "downtime_ms", "transferred_bytes")))
 KEY_WIDTH = 26
 VALUE_WIDTH = 26
-
-
-def usable(rec: RunRecord) -> bool:
-    """May this run's timings enter statistics? (:func:`harness.compare.usable`'s rule.)"""
-    return (rec.outcome == "completed" and rec.integrity.verdict != "corrupted"
-            and not rec.timing_excluded)
 
 
 def cell_label(rec: RunRecord) -> str:
@@ -309,15 +304,12 @@ _VERDICTS = ("completed", "cannot complete", "corrupted", "failed", "skipped")
 def _verdict(rec: RunRecord) -> str:
     if usable(rec):
         return "completed"
-    if rec.integrity.verdict == "corrupted":
-        return "corrupted"
-    return {"not-converged": "cannot complete"}.get(rec.outcome, rec.outcome)
+    return STATUS_LABEL.get(rec.status, rec.status)
 
 
 def info_block(runs: Sequence[RunRecord]) -> InfoBlock:
     """The ``info migrate`` block that stands for ``runs`` (one cell); see the module rules."""
-    counts = Counter(("corrupted" if r.integrity.verdict == "corrupted" else r.outcome)
-                     for r in runs)
+    counts = Counter(r.status for r in runs)
     outcomes = ", ".join(f"{k} {n}/{len(runs)}" for k, n in counts.most_common())
     if not runs:
         return InfoBlock("no runs", "", None, "", ())

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import compare, regress
-from harness.compare import Metric, Record
+from harness.compare import Record
+from harness.record.metrics import Metric
 from harness.report.model import safe_id
 
 MARK = {regress.REGRESSION: ("#dc2626", "x"), regress.IMPROVEMENT: ("#16a34a", "triangle-down"),

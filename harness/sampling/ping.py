@@ -4,7 +4,8 @@
 receiver thread; each :class:`Probe` keeps its send time (epoch seconds, host clock) and, when
 answered, the reply's arrival time. :func:`summarise` (pure) splits them into before / during /
 after a migration: probes sent and lost, the longest gap between two replies (the
-network-visible downtime), and RTT percentiles.
+network-visible downtime), and RTT percentiles (:func:`harness.stats.percentile`, linear between
+ranks since issue 13; runs stored before kept their nearest-rank figures).
 
 UDP probes go to the guest's echo responder (``workloads/udpecho.c``); ICMP probes need a raw
 socket (root) and are answered by the guest kernel.
@@ -25,6 +26,7 @@ from itertools import pairwise
 from typing import Any, Literal, Self
 
 from harness.errors import HostError
+from harness.stats import percentile
 
 MAGIC = b"MBPG"
 PAYLOAD = struct.Struct(">4sIQ")  # magic, seq, send time in ns (monotonic)
@@ -201,15 +203,6 @@ class Prober:
 
 
 # --------------------------------------------------------------------------- summaries (pure)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, math.ceil(q / 100 * len(s)) - 1)
-    return s[min(k, len(s) - 1)]
 
 
 def _r(v: float | None, nd: int = 3) -> float | None:

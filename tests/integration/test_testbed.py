@@ -354,7 +354,8 @@ def test_provision_uploads_the_image_once_into_a_fresh_workdir(
         bed: Path, tmp_path: Path, image: GuestImage) -> None:
     import yaml
 
-    from harness.provision import provision, sha256_of
+    from harness.digest import sha256_file
+    from harness.provision import provision
 
     data = yaml.safe_load((bed / "hosts.yaml").read_text())
     fresh = tmp_path / "fresh work"
@@ -373,13 +374,13 @@ def test_provision_uploads_the_image_once_into_a_fresh_workdir(
     assert all(r.bridge == "br-vm present" for r in first)
     d = fresh / "images" / image.digest[:16]
     for f in (image.kernel, image.initrd, image.fio_initrd):
-        assert f is not None and sha256_of(d / f.name) == sha256_of(f)
+        assert f is not None and sha256_file(d / f.name) == sha256_file(f)
     assert not list(d.glob(".*part"))
     # A damaged copy is replaced; an intact one is left alone.
     (d / image.initrd.name).write_bytes(b"damaged")
     again = provision(cfg, image)
     assert again[0].image.startswith(f"{image.digest[:16]} uploaded initrd.cpio.gz (")
-    assert sha256_of(d / image.initrd.name) == sha256_of(image.initrd)
+    assert sha256_file(d / image.initrd.name) == sha256_file(image.initrd)
     assert provision(cfg, image)[0].image.startswith(f"{image.digest[:16]} present")
     assert _cli("provision", "--hosts", str(path), "--check") == 0
 

@@ -15,6 +15,7 @@ import pytest
 from harness import migration, runner, store
 from harness import probe as probe_mod
 from harness.config import load_hosts
+from harness.digest import sha256_file
 from harness.errors import CommandFailed, HostError, VmError
 from harness.host import Host, LocalHost
 from harness.image import GuestImage
@@ -26,7 +27,6 @@ from harness.provision import (
     doctor_pair,
     place_image,
     provision_host,
-    sha256_of,
 )
 from harness.record import RunRecord
 from harness.runner import skip_reason
@@ -69,7 +69,7 @@ def test_place_image_uploads_missing_or_damaged_files_only(tmp_path: Path) -> No
     d = work / "images" / ("ab" * 8)
     assert placed.kernel == d / "vmlinux" and placed.initrd == d / "initrd.cpio.gz"
     assert uploaded == ["vmlinux", "initrd.cpio.gz"]
-    assert sha256_of(d / "vmlinux") == sha256_of(img.kernel)
+    assert sha256_file(d / "vmlinux") == sha256_file(img.kernel)
     assert all(p.name.startswith(".") and p.name.endswith(".part") for p in host.puts)
     assert sorted(p.name for p in d.iterdir()) == ["initrd.cpio.gz", "vmlinux"]
     assert place_image(host, img)[1] == []

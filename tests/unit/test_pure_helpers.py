@@ -328,3 +328,51 @@ def test_integrity_verdict(checks: dict[str, Any], verdict: str) -> None:
     # a check the record does not know ("other") has no place in it: it cannot change a verdict
     typed = {k: models[k].model_validate(v) for k, v in checks.items() if k in models}
     assert Integrity.judge(**typed).verdict == verdict  # type: ignore[arg-type]
+
+
+# --- one definition each: host identity, file hashes, cell coordinates -----------------------
+
+
+def test_same_machine_is_one_rule_for_doctor_and_builds() -> None:
+    from harness.models import HostSpec
+
+    local, other_local = HostSpec(), HostSpec(workdir=Path("/srv/mb"))
+    ssh = HostSpec(transport="ssh", address="10.0.0.9")
+    assert local.same_machine(other_local)
+    assert ssh.same_machine(ssh.model_copy(update={"user": "mb"}))  # another account there
+    assert not ssh.same_machine(ssh.model_copy(update={"port": 2222}))
+    assert not ssh.same_machine(ssh.model_copy(update={"address": "10.0.0.10"}))
+    assert not ssh.same_machine(local) and not local.same_machine(ssh)
+
+
+def test_sha256_file_is_the_content_hash_and_follows_changes(tmp_path: Path) -> None:
+    import hashlib
+
+    from harness.digest import sha256_file
+
+    f = tmp_path / "f"
+    f.write_bytes(b"a" * 3_000_000)
+    assert sha256_file(f) == hashlib.sha256(b"a" * 3_000_000).hexdigest()
+    f.write_bytes(b"b")  # a new version of the file: read again
+    assert sha256_file(f) == hashlib.sha256(b"b").hexdigest()
+
+
+def test_cell_coordinates_are_one_key_for_history_compare_and_run_order() -> None:
+    from harness import compare, history
+    from harness.matrix import coordinate_key
+    from harness.record import read
+    from harness.runner import run_order
+
+    spec = MatrixSpec.model_validate({
+        "name": "m", "variants": {"a": {"build": "10.0"}, "b": {"build": "7.2"}},
+        "axes": {"feature": ["precopy", "xbzrle"]}})
+    cells = expand(spec, "10.0")
+    order = run_order(cells, 1, "interleaved")
+    # the variants of one point run next to each other: the key leaves the variant out
+    assert [(c.variant, c.feature) for c, _ in order] == [
+        ("a", "precopy"), ("b", "precopy"), ("a", "xbzrle"), ("b", "xbzrle")]
+    rec = read(Path(__file__).resolve().parent.parent / "data/v1/615439fa7f3c/1.json")
+    assert history.coordinate_key(rec) == coordinate_key(rec.cell)
+    assert compare.cell_key(rec) == coordinate_key(rec.cell, variant=False, matrix=False)
+    assert compare.cell_key(rec, with_variant=True) == coordinate_key(rec.cell, matrix=False)
+    assert '"variant":"new"' in history.coordinate_key(rec)

@@ -90,6 +90,10 @@ def test_upgrade_keeps_every_figure(path: Path) -> None:
     assert rec.outcome == old["outcome"] and rec.error == old["error"]
     assert rec.integrity.verdict == old["integrity"]
     for name, value in old["metrics"].items():
+        if name == "guest_visible_downtime_ms" and old["outcome"] != "completed":
+            # version 1's one wrong figure: no switchover, so no guest-visible downtime
+            assert rec.metrics.guest_visible_downtime_ms is None
+            continue
         assert getattr(rec.metrics, name) == value, name
     assert len(rec.timeline) == len(old.get("timeline", []))
     for sample, before in zip(rec.timeline, old.get("timeline", []), strict=True):
@@ -112,6 +116,28 @@ def test_upgrade_keeps_every_figure(path: Path) -> None:
         assert rec.applied.source.parameters == mig["applied"]["source"]["parameters"]
         assert mig["requested"] == old["cell"]["migration"]  # why v2 drops it
     assert rec.cell.migration.model_dump(mode="json", exclude_unset=True) == old["cell"]["migration"]
+
+
+def test_guest_visible_downtime_only_where_the_guest_switched_over() -> None:
+    """Version 1 reported the writer's longest stall as the guest-visible downtime of runs that
+    never switched over (the guest kept running on the source); the upgrade drops it."""
+    nulled = [p for p in V1_FILES if raw(p)["outcome"] != "completed"
+              and raw(p)["metrics"].get("guest_visible_downtime_ms") is not None]
+    assert {raw(p)["outcome"] for p in nulled} == {"not-converged", "failed"}  # real cases
+    for p in nulled:
+        assert read(p).metrics.guest_visible_downtime_ms is None
+        assert read(p).metrics.guest_max_stall_ms == raw(p)["metrics"]["guest_max_stall_ms"]
+    kept = [p for p in V1_FILES if raw(p)["outcome"] == "completed"
+            and raw(p)["metrics"].get("guest_visible_downtime_ms") is not None]
+    assert kept and all(read(p).metrics.guest_visible_downtime_ms
+                        == raw(p)["metrics"]["guest_visible_downtime_ms"] for p in kept)
+
+
+def test_a_run_that_failed_before_qemu_answered_upgrades() -> None:
+    d = raw(NOT_CONVERGED)
+    del d["qemu"]
+    rec = upgrade(d)
+    assert rec.qemu.build == d["cell"]["build"] and rec.qemu.version is None
 
 
 def test_runner_skipped_record_upgrades() -> None:

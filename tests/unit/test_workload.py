@@ -157,10 +157,19 @@ def test_ping_summary_without_probes() -> None:
     assert s["total"]["sent"] == 0 and s["max_gap"] is None
 
 
-def test_percentile_nearest_rank() -> None:
-    assert ping.percentile([], 50) is None
-    assert ping.percentile(list(range(1, 101)), 99) == 99
-    assert ping.percentile([5.0], 99) == 5.0
+def test_rtt_percentiles_are_the_one_percentile_linear_between_ranks() -> None:
+    """Nearest rank until issue 13 (p99 of 1..100 was 99); the harness's one definition now
+    (harness.stats.percentile): linear between the two nearest ranks, numpy's and R's default."""
+    from harness.stats import percentile
+
+    assert percentile([], 50) is None
+    assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    ps = probes(0.0, 4, 0.01, 0.001) + probes(0.04, 4, 0.01, 0.003)  # RTTs 1 ms x4, 3 ms x4
+    s = ping.summarise(ps, 5.0, None, 10.0, interval_s=0.01, timeout_s=1.0)
+    assert s["before"]["rtt_p50_ms"] == pytest.approx(2.0)  # nearest rank said 1.0
+    assert s["before"]["rtt_p99_ms"] == pytest.approx(3.0)
 
 
 def test_icmp_echo_checksum_verifies() -> None:
