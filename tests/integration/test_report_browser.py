@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from harness.record import upgrade
 from harness.report.model import build_report
 from harness.report.render import render
 from tests.report_data import HOSTILE, cpu_block, make_run
@@ -94,7 +95,8 @@ def report_dir() -> Iterator[Path]:
     recs += [make_run(cell_id="b00000000001", variant="q72", rep=r, total_ms=t * 1.3,
                       axes={"feature": "xbzrle"})
              for r, t in enumerate([7600, 7650, 7580, 7620], 1)]
-    render(build_report(recs, title="browser test", baseline_variant="q72"), tmp)
+    render(build_report([upgrade(r) for r in recs], title="browser test",
+                        baseline_variant="q72"), tmp)
     yield tmp
     shutil.rmtree(tmp, ignore_errors=True)
 
