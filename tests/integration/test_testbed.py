@@ -185,7 +185,7 @@ def test_migration_cell_over_ssh_with_ram_integrity(bed: Path, tmp_path: Path,
                                                      image: GuestImage) -> None:
     # The destination has its own workdir: its QEMU, image and RAM dump live there.
     src_work = _hosts(bed).pairs["testbed"].source.workdir
-    dst_work = tmp_path / "destination work"
+    dst_work = tmp_path / "destination-work"  # workdirs take no spaces (issue 12)
     hosts = _hosts_file(bed, tmp_path / "hosts.yaml", {"destination": {"workdir": str(dst_work)}})
     [rec] = _run(
         bed, tmp_path, image, hosts=hosts, name="tb", integrity="ram",
@@ -358,7 +358,7 @@ def test_provision_uploads_the_image_once_into_a_fresh_workdir(
     from harness.provision import provision
 
     data = yaml.safe_load((bed / "hosts.yaml").read_text())
-    fresh = tmp_path / "fresh work"
+    fresh = tmp_path / "fresh-work"
     for role in ("source", "destination"):
         data["pairs"]["testbed"][role]["workdir"] = str(fresh)
     path = tmp_path / "hosts.yaml"
