@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from harness import store
 from harness import workload as wl
@@ -167,7 +166,7 @@ class _Campaign:
         self.interrupted = threading.Event()  # Ctrl-C: a run that ends now is not a result
         self.written: list[Path] = []
         self.commit = harness_commit()
-        self._summary: dict[tuple[str, int], dict[str, Any]] | None = None  # read once, then kept
+        self._summary: dict[tuple[str, int], store.Row] | None = None  # read once, then kept
 
     def next(self) -> tuple[Cell, int] | None:
         with self.lock:
