@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from harness.sampling.cpu import CpuSampler, read_threads
+from harness.run.sampling.cpu import CpuSampler
+from harness.run.sampling.cpuprobe import read_threads
 
 THREADS = 10
 SECONDS = 3.0

@@ -2,7 +2,7 @@
 
 ``migbench`` parses its flags, then :func:`preflight` checks each flag's value (every option a
 command takes has a check in :data:`FLAG_CHECKS`: a range, a pattern, a known name) and loads the
-input files the command names (hosts, matrix) through :mod:`harness.config`. A bad value ends the
+input files the command names (hosts, matrix) through :mod:`harness.plan.config`. A bad value ends the
 command in one line, before a host is contacted, a folder made or a process started.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, UsageError, shorten
-from harness.models import MAX_MEMORY_MIB, NAME_PATTERN, WORKDIR_PATTERN
+from harness.plan.models import MAX_MEMORY_MIB, NAME_PATTERN, WORKDIR_PATTERN
 
 #: (flag as typed, value) -> None, or UsageError
 Check = Callable[[str, Any], None]
@@ -88,7 +88,7 @@ def configure_arg(flag: str, value: Any) -> None:
 
 
 def metric_effect(flag: str, value: Any) -> None:
-    from harness.regress import METRIC_KEYS
+    from harness.analysis.regress import METRIC_KEYS
 
     text(flag, value)
     key, sep, pct = str(value).partition("=")
@@ -201,8 +201,8 @@ def preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 
     :raise HarnessError: one line naming the file or flag, the key and the fix.
     """
-    from harness import config
-    from harness.matrix import ExpansionError, expand
+    from harness.plan import config
+    from harness.plan.matrix import ExpansionError, expand
 
     check_flags(parser, args)
     command = getattr(args, "command", "")
@@ -242,7 +242,7 @@ def _check_side(flag: str, token: str, variants: Sequence[str], builds: Sequence
     if token in variants or token in builds:
         return
     if token.startswith("src:"):
-        from harness.patchbuild import parse_source
+        from harness.ci.patchbuild import parse_source
 
         parse_source(token)  # the tree and patches exist (built later, once both sides pass)
         return

@@ -25,19 +25,20 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from harness import store
 from harness.checks import preflight
-from harness.config import hosts_path, load_hosts, load_matrix, plan
+from harness.ci.abtest import register as register_compare
+from harness.ci.nightly import register as register_nightly
 from harness.errors import MAX_LINE, HarnessError, UsageError, one_line
-from harness.matrix import Cell
-from harness.models import MatrixSpec
-from harness.nightly import register as register_nightly
+from harness.hosts.provision import register as register_provision
+from harness.hosts.testbed import register as register_testbed
 from harness.output import console_text, terminal_text
-from harness.provision import register as register_provision
-from harness.record import RunRecord
+from harness.plan.config import hosts_path, load_hosts, load_matrix, plan
+from harness.plan.matrix import Cell
+from harness.plan.models import MatrixSpec
 from harness.report import register as register_report
-from harness.show import run_block
-from harness.testbed import register as register_testbed
+from harness.results import store
+from harness.results.record import RunRecord
+from harness.results.show import run_block
 
 REPO = Path(__file__).resolve().parent.parent
 # emoji=False: ":name:" in text from a result file must print as written, not as an emoji
@@ -81,8 +82,8 @@ class RunEtaColumn(ProgressColumn):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import Progress as RunProgress
-    from harness.runner import run_matrix
+    from harness.run.runner import Progress as RunProgress
+    from harness.run.runner import run_matrix
 
     matrix_path = Path(args.matrix)
     hosts_file = hosts_path(args.hosts)
@@ -211,7 +212,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from harness.image import ensure_image
+    from harness.guest.image import ensure_image
 
     img = ensure_image(Path(args.cache), force=args.force, fio=args.fio,
                        log=lambda s: out.print(s))
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_report(sub)
     register_testbed(sub)
     register_nightly(sub)
+    register_compare(sub)
     register_provision(sub)
 
     i = sub.add_parser("image", help="guest image commands")

@@ -13,7 +13,7 @@ once, prints its one-line message and exits 1. Anything else is a bug and keeps 
      +-- QmpError           a QMP command failed (carries QEMU's own error text)
      +-- MigrationError     a migration could not be set up
      +-- StoreError         a results, report or export file could not be written
-     +-- RecordError        a run file that does not validate (harness.record.errors: one line
+     +-- RecordError        a run file that does not validate (harness.results.record.errors: one line
                             naming file, field, what was expected and the fix)
 """
 

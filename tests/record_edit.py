@@ -1,6 +1,6 @@
 """Real run records for the report's pure modules, and edits of them that stay valid records.
 
-Every edited record goes back through :func:`harness.record.loads`, so a test can only build
+Every edited record goes back through :func:`harness.results.record.loads`, so a test can only build
 what a reader could meet in a file.
 """
 
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.record import RunRecord, dump, loads, read
+from harness.results.record import RunRecord, dump, loads, read
 
 DATA = Path(__file__).resolve().parent / "data"
 COMPRESS_72 = DATA / "v1/8fcf85a3052a/1.json"  # 7.2 legacy compress, 2 threads

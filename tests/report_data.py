@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness.record import RunRecord, upgrade
+from harness.results.record import RunRecord, upgrade
 
 DATA = Path(__file__).resolve().parent / "data"
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -36,7 +36,7 @@ def make_run(
     base: dict[str, Any] | None = None, ping_lost: int | None = None,
 ) -> dict[str, Any]:
     """A record like the fixture with the given identity and headline figures, as the JSON of
-    its (version 1) file: a test may change it further before :func:`harness.record.upgrade`
+    its (version 1) file: a test may change it further before :func:`harness.results.record.upgrade`
     (see :func:`run`)."""
     rec = copy.deepcopy(base) if base is not None else real_record()
     rec["cell"]["id"] = cell_id

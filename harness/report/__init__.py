@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness import store
 from harness.errors import HarnessError
-from harness.record import RunRecord
+from harness.results import store
+from harness.results.record import RunRecord
 
 __all__ = ["cmd_report", "load_records", "make_report", "register"]
 
@@ -33,7 +33,7 @@ def make_report(results: Path, out: Path, baseline: str | None = None) -> list[P
 
     :raise HarnessError: unreadable results, or a baseline that is neither.
     """
-    from harness.compare import variants
+    from harness.analysis.compare import variants
     from harness.report.model import build_report
     from harness.report.render import render
 

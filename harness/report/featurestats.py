@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.output import csv_row
-from harness.record import RunRecord
-from harness.record.qmp import CompressionStats, MigrationInfo, XbzrleStats
 from harness.report.threads import Spread
+from harness.results.record import RunRecord
+from harness.results.record.qmp import CompressionStats, MigrationInfo, XbzrleStats
 
 PAGE_SIZE = 4096  # x86's target page, for an answer without ram.page-size
 

@@ -3,8 +3,8 @@
 Phases are those of the run's ``guest_impact`` summaries: ``before`` the migrate command,
 ``during`` the migration (until the guest resumed on the destination; until the end when it never
 moved) and ``after``. Ping and fio figures are the harness's own per-phase summaries
-(``guest_impact.ping`` / ``guest_impact.fio`` of each run, see :mod:`harness.sampling.ping` and
-:mod:`harness.sampling.fio`); the writer's figures are computed here from its reports on the host
+(``guest_impact.ping`` / ``guest_impact.fio`` of each run, see :mod:`harness.run.sampling.ping` and
+:mod:`harness.run.sampling.fio`); the writer's figures are computed here from its reports on the host
 clock, the way the run's ``guest_max_stall_ms`` is; the CPU throttle and XBZRLE figures come from
 ``query-migrate``.
 """
@@ -15,10 +15,9 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from harness import compare
-from harness.record import RunRecord
-from harness.record.qmp import MigrationInfo
-from harness.sampling import writer as writer_sampling
+from harness.analysis import compare, stalls
+from harness.results.record import RunRecord
+from harness.results.record.qmp import MigrationInfo
 
 PHASES = ("before", "during", "after")
 #: Runs whose figures enter the median: a migration that ran (completed or cannot complete) on a
@@ -86,7 +85,7 @@ def writer_phases(rec: RunRecord, t0: float | None) -> dict[str, dict[str, float
     """Per phase: the longest stall between writer reports and the lowest reported rate.
 
     A stall is the time between two consecutive reports arriving at the host, minus the
-    reporting interval (:func:`harness.sampling.writer.stalls`, as the run's
+    reporting interval (:func:`harness.analysis.stalls.stalls`, as the run's
     ``guest_max_stall_ms``), attributed to the phase in which it began (as ping gaps are); over
     ``during`` and ``after`` together it is the run's ``guest_max_stall_ms``.
     """
@@ -97,7 +96,7 @@ def writer_phases(rec: RunRecord, t0: float | None) -> dict[str, dict[str, float
     for p in pts:
         ph = out[_phase(p.t, sw)]
         ph["rate"] = min(p.rate, ph["rate"]) if ph["rate"] is not None else p.rate
-    for start, stall_ms in writer_sampling.stalls(p.t for p in pts):
+    for start, stall_ms in stalls.stalls(p.t for p in pts):
         ph = out[_phase(start, sw)]
         stall = round(stall_ms, 1)
         ph["stall"] = stall if ph["stall"] is None else max(stall, ph["stall"])

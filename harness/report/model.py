@@ -1,6 +1,6 @@
 """The report model: run records in, plain data for the pages out (pure: no files, no clock).
 
-:func:`build_report` turns the records of a campaign (as :func:`harness.store.iter_runs` yields
+:func:`build_report` turns the records of a campaign (as :func:`harness.results.store.iter_runs` yields
 them) and, optionally, a baseline into a :class:`Report`: an overview per workload and variant,
 one :class:`CellPage` per cell and a before/after comparison. Strings taken from records (QEMU
 errors, guest console lines) are kept raw here; escaping is the renderer's job.
@@ -16,15 +16,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from harness import compare, stats, store
-from harness.compare import Record
-from harness.record.metrics import Metric
-from harness.record.model import STATUS_RANK, FioPoint, PingPoint
-from harness.record.qmp import MigrationInfo, QmpReply, TimelineSample
-from harness.record.scalars import Json
+from harness.analysis import compare, stats
+from harness.analysis.compare import Record
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
-from harness.sampling.cpu import CLASSES as CPU_CLASSES
-from harness.show import info_migrate
+from harness.results import store
+from harness.results.record.metrics import Metric
+from harness.results.record.model import STATUS_RANK, FioPoint, PingPoint
+from harness.results.record.qmp import MigrationInfo, QmpReply, TimelineSample
+from harness.results.record.scalars import Json
+from harness.results.record.threadclass import CLASSES as CPU_CLASSES
+from harness.results.show import info_migrate
 
 # Heatmap metrics of the overview: (metric key, title).
 OVERVIEW_METRICS = ("total_time_ms", "downtime_ms", "guest_max_stall_ms", "ping_lost")
@@ -86,7 +87,7 @@ def fmt(value: float | None, metric: Metric | None = None, digits: int = 3) -> s
 
 
 def safe_id(cell_id: str) -> str:
-    """The page name of a cell: its id when it is one (:data:`harness.store.CELL_ID`), else a
+    """The page name of a cell: its id when it is one (:data:`harness.results.store.CELL_ID`), else a
     hash of it (records are untrusted; the store refuses such ids, this guards other callers).
 
     Never a path (no ``/``, ``..``, ``%``, quotes or scheme) and never shared by two ids.

@@ -30,7 +30,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from harness import stats
+from harness.analysis import stats
 from harness.output import csv_row, write_atomic, write_failure
 from harness.report.model import (
     CellPage,

@@ -3,11 +3,11 @@
 A slide puts two cells of a campaign side by side: both ``info migrate`` blocks, both per-thread
 CPU tables (:mod:`harness.report.threads`), the compression and XBZRLE statistics
 (:mod:`harness.report.featurestats`) and the differences in total time, downtime and
-transferred data with their significance (:func:`harness.stats.compare`). :meth:`Slide.text`
+transferred data with their significance (:func:`harness.analysis.stats.compare`). :meth:`Slide.text`
 renders it as a fixed-width block that reads well pasted into a mailing-list reply (QEMU patches
 are reviewed there), with the QEMU builds, the host facts and the command that reproduces it.
 
-Rules, shared with :mod:`harness.compare`:
+Rules, shared with :mod:`harness.analysis.compare`:
 
 * only completed runs whose guest survived and whose timing counts (not ``timing_excluded``)
   feed the differences; a corrupted run is never shown as fast;
@@ -32,16 +32,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness import stats
-from harness.compare import usable  # may a run's timings enter statistics
+from harness.analysis import stats
+from harness.analysis.compare import usable  # may a run's timings enter statistics
 from harness.errors import UsageError
 from harness.output import terminal_text as _t
-from harness.record import RunRecord
-from harness.record.metrics import CATALOGUE
 from harness.report.featurestats import FeatureStats, feature_stats, figure_text, last_info
 from harness.report.model import STATUS_LABEL
 from harness.report.threads import ThreadTable, thread_table
-from harness.show import info_migrate
+from harness.results.record import RunRecord
+from harness.results.record.metrics import CATALOGUE
+from harness.results.show import info_migrate
 
 #: Figures compared on every slide (the catalogue's): (metrics field, label, unit, divide by).
 DIFFERENCES: tuple[tuple[str, str, str, float], ...] = tuple(
@@ -178,7 +178,7 @@ class InfoBlock:
     outcomes: str  # e.g. "completed 2/3, not-converged 1/3"
     repetition: int | None  # the run shown; None: no run has figures
     shown: str  # why this run: "median total time of 3", "last sample at 29.95 s"
-    rows: tuple[tuple[str, str], ...]  # harness.show.info_migrate's lines
+    rows: tuple[tuple[str, str], ...]  # harness.results.show.info_migrate's lines
 
 
 @dataclass(frozen=True)

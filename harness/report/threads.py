@@ -2,7 +2,7 @@
 
 Each run stores, per side, the busiest QEMU threads with their CPU share over the migration
 window (``cpu.<side>.threads``: tid, name, class, % of one core; see
-:mod:`harness.sampling.cpu`). A table puts the runs of one or more cells side by side: one row
+:mod:`harness.run.sampling.cpu`). A table puts the runs of one or more cells side by side: one row
 per thread *role and index* (``main``, ``migration``, ``compress 0`` ..., ``vcpu 0``) and side,
 one column per cell, each cell the median over the repetitions with its range, and per class of
 numbered threads an imbalance figure: the busiest thread over the idlest (max/min) and the
@@ -21,7 +21,7 @@ role and index, both read from the thread's name:
 
 Limits of that rule: tids wrap at ``/proc/sys/kernel/pid_max`` (a wrap between two thread starts
 swaps their indices); the record keeps only the 16 busiest threads of a side (``top`` in
-:func:`harness.sampling.cpu.summarise`), so an idle thread past that list is missing and the
+:func:`harness.run.sampling.cpu.summarise`), so an idle thread past that list is missing and the
 same-name threads after it shift down by one: the table notes every side whose list is full;
 a thread that exited and was started again within the window is a second thread (a new tid) and
 gets the next index; the kernel cuts names to 15 bytes, so a 3-digit channel number of
@@ -42,12 +42,12 @@ from typing import Any
 
 from harness.output import csv_row
 from harness.output import terminal_text as _t
-from harness.record import RunRecord
-from harness.record.model import CpuSide, CpuThread
-from harness.sampling import cpu as cpu_classes
+from harness.results.record import RunRecord
+from harness.results.record import threadclass as cpu_classes
+from harness.results.record.model import CpuSide, CpuThread
 
 SIDES: tuple[str, str] = ("source", "destination")
-#: How many threads a side's list holds at most (harness.sampling.cpu.summarise's ``top``).
+#: How many threads a side's list holds at most (harness.run.sampling.cpu.summarise's ``top``).
 STORED_THREADS = 16
 
 # Roles, in table order, with the CPU class each belongs to. Numbered roles are those whose

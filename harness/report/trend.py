@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import compare, regress
-from harness.compare import Record
-from harness.record.metrics import Metric
+from harness.analysis import compare, regress
+from harness.analysis.compare import Record
 from harness.report.model import safe_id
+from harness.results.record.metrics import Metric
 
 MARK = {regress.REGRESSION: ("#dc2626", "x"), regress.IMPROVEMENT: ("#16a34a", "triangle-down"),
         regress.SUSPECT: ("#f59e0b", "circle-open")}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import testbed
+from harness.hosts import testbed
 
 
 def remote_tunnel_threads() -> list[str]:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from harness.config import load_hosts
-from harness.image import GuestImage, ensure_image
-from harness.models import HostsConfig, MatrixSpec
+from harness.guest.image import GuestImage, ensure_image
+from harness.plan.config import load_hosts
+from harness.plan.models import HostsConfig, MatrixSpec
 
 REPO = Path(__file__).resolve().parents[2]
 

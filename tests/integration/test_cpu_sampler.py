@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.image import GuestImage
-from harness.models import HostsConfig
-from harness.sampling.cpu import CpuSampler, CpuTrace, summarise, timeline
+from harness.guest.image import GuestImage
+from harness.plan.models import HostsConfig
+from harness.run.sampling.cpu import CpuSampler, CpuTrace, summarise, timeline
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.image import REPO_ROOT, GuestImage, ensure_image
+from harness.guest.image import REPO_ROOT, GuestImage, ensure_image
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from harness import store
-from harness.image import GuestImage
-from harness.models import HostsConfig
-from harness.record import RunRecord
-from harness.runner import run_matrix
+from harness.guest.image import GuestImage
+from harness.plan.models import HostsConfig
+from harness.results import store
+from harness.results.record import RunRecord
+from harness.run.runner import run_matrix
 
 from .conftest import REPO, matrix
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.config import load_hosts
-from harness.host import SshHost, sh_script
+from harness.hosts.host import SshHost, sh_script
+from harness.plan.config import load_hosts
 
 from ._testbed import bed, no_leftover_qemu
 from .conftest import REPO

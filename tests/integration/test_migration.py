@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from harness import store
-from harness.image import GuestImage
-from harness.models import HostsConfig
-from harness.record import RunRecord, dump
-from harness.runner import Progress, run_matrix
+from harness.guest.image import GuestImage
+from harness.plan.models import HostsConfig
+from harness.results import store
+from harness.results.record import RunRecord, dump
+from harness.run.runner import Progress, run_matrix
 
 from .conftest import REPO, matrix, qemu_processes
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import nightly
+from harness.ci import abtest, nightly, verdict
 from harness.errors import HarnessError
-from harness.image import GuestImage
-from harness.models import HostsConfig
+from harness.guest.image import GuestImage
+from harness.plan.models import HostsConfig
 
 from .conftest import REPO
 
@@ -54,6 +54,7 @@ def migbench(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="migbench")
     sub = parser.add_subparsers(dest="command", required=True)
     nightly.register(sub)
+    abtest.register(sub)
     args = parser.parse_args([str(a) for a in argv])
     try:
         return int(args.func(args))
@@ -72,7 +73,7 @@ def test_nightly_history_flags_a_worse_night(tmp_path: Path, hosts: HostsConfig,
     t0 = time.monotonic()
     assert migbench("nightly", good, *common, "--verdict", tmp_path / "v1.json") == 0
     v1 = json.loads((tmp_path / "v1.json").read_text())
-    assert v1["baseline"]["status"] == nightly.NO_BASELINE
+    assert v1["baseline"]["status"] == verdict.NO_BASELINE
     assert migbench("nightly", good, *common, "--junit", tmp_path / "j2.xml",
                     "--verdict", tmp_path / "v2.json") == 0
     v2 = json.loads((tmp_path / "v2.json").read_text())

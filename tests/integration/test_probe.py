@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import probe as probe_mod
-from harness.host import LocalHost
-from harness.models import HostSpec, QemuBuild
+from harness.hosts import probe as probe_mod
+from harness.hosts.host import LocalHost
+from harness.plan.models import HostSpec, QemuBuild
 
 
 def test_probe_of_a_real_binary_carries_its_sha256(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from harness.record import upgrade
 from harness.report.model import build_report
 from harness.report.render import render
+from harness.results.record import upgrade
 from tests.report_data import HOSTILE, cpu_block, make_run
 
 webdriver = pytest.importorskip("selenium.webdriver")

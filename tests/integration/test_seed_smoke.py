@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import store
 from harness.cli import smoke
-from harness.config import load_matrix, plan
-from harness.image import GuestImage
-from harness.models import HostsConfig
-from harness.runner import run_matrix
+from harness.guest.image import GuestImage
+from harness.plan.config import load_matrix, plan
+from harness.plan.models import HostsConfig
+from harness.results import store
+from harness.run.runner import run_matrix
 
 from .conftest import REPO
 

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from harness import store, testbed
-from harness.config import load_hosts
 from harness.errors import CommandFailed, HostError
-from harness.host import SshHost
-from harness.image import GuestImage
-from harness.record import RunRecord
-from harness.runner import Progress, run_matrix
+from harness.guest.image import GuestImage
+from harness.hosts import testbed
+from harness.hosts.host import SshHost
+from harness.plan.config import load_hosts
+from harness.results import store
+from harness.results.record import RunRecord
+from harness.run.runner import Progress, run_matrix
 
 from ._testbed import (
     bed,
@@ -151,7 +152,7 @@ def test_cpu_sampler_ssh_takes_hostile_key_paths_and_pins_the_key(bed: Path,
 
 
 def test_timed_out_remote_command_is_killed_on_the_host(bed: Path) -> None:
-    from harness.host import KILL_AFTER_S
+    from harness.hosts.host import KILL_AFTER_S
 
     with SshHost("source", _hosts(bed).pairs["testbed"].source) as h:
         for script in ("sleep 30 & sleep 30", "trap '' TERM; sleep 30"):  # the second needs KILL
@@ -294,7 +295,7 @@ def test_sshd_killed_mid_run_is_a_recorded_failure_and_next_cell_runs(
 def _cli(*argv: str) -> int:
     import argparse
 
-    from harness import provision
+    from harness.hosts import provision
 
     parser = argparse.ArgumentParser(prog="migbench")
     provision.register(parser.add_subparsers(dest="command", required=True))
@@ -322,7 +323,7 @@ def _multi_hosts(base: Path, path: Path, broken: bool = True,
 
 def test_doctor_passes_on_the_bed_and_names_the_broken_host(
         bed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.provision import doctor_pair
+    from harness.hosts.provision import doctor_pair
 
     cfg = _hosts(bed)
     report = doctor_pair("testbed", cfg.pairs["testbed"], cfg, memory_mib=512)
@@ -355,7 +356,7 @@ def test_provision_uploads_the_image_once_into_a_fresh_workdir(
     import yaml
 
     from harness.digest import sha256_file
-    from harness.provision import provision
+    from harness.hosts.provision import provision
 
     data = yaml.safe_load((bed / "hosts.yaml").read_text())
     fresh = tmp_path / "fresh-work"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import workload
-from harness.host import LocalHost
-from harness.image import REPO_ROOT, GuestImage, create_shared_disk, ensure_image, initrd_for
-from harness.models import HostsConfig, HostSpec, WorkloadSpec
-from harness.netsetup import LocalVmNetwork
-from harness.sampling import fio as fio_sampling
-from harness.sampling import ping
-from harness.vm import Vm, VmConfig
+from harness.guest.image import REPO_ROOT, GuestImage, create_shared_disk, ensure_image, initrd_for
+from harness.hosts.host import LocalHost
+from harness.hosts.netsetup import GUEST_MAC, LocalVmNetwork
+from harness.plan.models import HostsConfig, HostSpec, WorkloadSpec
+from harness.run import workload
+from harness.run.sampling import fio as fio_sampling
+from harness.run.sampling import ping
+from harness.run.vm import Vm, VmConfig
 
 from .conftest import qemu_processes
 
@@ -92,7 +92,7 @@ def test_guest_answers_ping_on_the_bridge(tmp_path: Path, hosts: HostsConfig, im
         _ready(vm, spec)
         ready = vm.console.records("net-ready")[0]
         assert ready.fields["ip"] == f"{net.guest_ip}/24"
-        assert ready.fields["mac"] == workload.GUEST_MAC
+        assert ready.fields["mac"] == GUEST_MAC
         with ping.Prober(net.guest_ip or "", interval_s=0.01, mode=mode,  # type: ignore[arg-type]
                          source=net.host_ip) as prober:
             time.sleep(3.0)

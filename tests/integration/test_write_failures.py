@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, store
-from harness.record import upgrade
+from harness import cli
+from harness.results import store
+from harness.results.record import upgrade
 from tests.report_data import make_run
 
 from .conftest import REPO, qemu_processes

@@ -72,7 +72,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_run(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("run_matrix reached: validation must fail before any host action")
 
-    monkeypatch.setattr("harness.runner.run_matrix", no_run)
+    monkeypatch.setattr("harness.run.runner.run_matrix", no_run)
     return tmp_path
 
 

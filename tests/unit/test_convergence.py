@@ -1,4 +1,4 @@
-"""harness.convergence: the precopy model against cases computed by hand, the advice fed back into
+"""harness.analysis.convergence: the precopy model against cases computed by hand, the advice fed back into
 the model, and properties (monotonicity, the closed-form fast-forward against a plain loop)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from harness import convergence
-from harness.convergence import (
+from harness.analysis import convergence
+from harness.analysis.convergence import (
     AutoConverge,
     Guest,
     Link,

@@ -10,22 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from harness.sampling import cpu
-from harness.sampling.cpu import (
+from harness.results.record.threadclass import CLASSES, classify, classify_thread
+from harness.run.sampling import cpu, cpuprobe
+from harness.run.sampling.cpu import (
     CpuSample,
     CpuSampler,
     CpuStreamError,
     CpuTrace,
     ThreadTicks,
-    classify,
-    classify_thread,
-    parse_stat,
     parse_stream,
-    read_threads,
-    sample_loop,
     summarise,
     timeline,
 )
+from harness.run.sampling.cpuprobe import parse_stat, read_threads, sample_loop
 
 PID = 4242
 
@@ -162,7 +159,7 @@ def test_classify_qemu_10_names(comm: str, cls: str) -> None:
 
 def test_classify_every_result_is_a_known_class() -> None:
     for comm in [*QEMU_7, *QEMU_10, "", "CPU", "mig", "compressor"]:
-        assert classify(comm) in cpu.CLASSES
+        assert classify(comm) in CLASSES
     assert classify("compressor") == "other"  # exact names, not prefixes, for compress
 
 
@@ -241,7 +238,7 @@ def test_sample_loop_missing_process_gives_header_and_trailer(tmp_path: Path) ->
 def test_main_cli_duration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fp = FakeProc(tmp_path)
     fp.set(PID, "qemu-system-x86", 1)
-    assert cpu.main(["--pid", str(PID), "--hz", "50", "--duration", "0.1",
+    assert cpuprobe.main(["--pid", str(PID), "--hz", "50", "--duration", "0.1",
                      "--proc-root", str(tmp_path)]) == 0
     tr = parse_stream(capsys.readouterr().out.splitlines())
     assert 5 <= len(tr.samples) <= 7  # t=0, 20 ms, ... 100 ms
@@ -254,7 +251,7 @@ def test_probe_argv_is_self_contained() -> None:
     assert argv[3:] == ["--pid", "123", "--hz", "10", "--duration", "60", "--until-eof"]
     # the probe part imports nothing from the harness
     assert "from harness" not in argv[2] and "import harness" not in argv[2]
-    assert cpu.probe_argv(1, 2.5, inline=False, until_eof=False)[1].endswith("cpu.py")
+    assert cpu.probe_argv(1, 2.5, inline=False, until_eof=False)[1].endswith("cpuprobe.py")
 
 
 # -- CpuSampler ----------------------------------------------------------------------------

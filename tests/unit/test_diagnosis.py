@@ -1,4 +1,4 @@
-"""harness.diagnosis on real run records (tests/data, upgraded from schema 1): the not-converged
+"""harness.analysis.diagnosis on real run records (tests/data, upgraded from schema 1): the not-converged
 precopy run is link-bound with advice the model confirms, completed runs are converged with
 predicted and measured figures, the corrupted 7.2 run is flagged and not diagnosed; the other
 factors on records edited to show them; cells aggregated over repetitions."""
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from harness.convergence import MiB, min_throughput, predict
-from harness.diagnosis import Diagnosis, aggregate, diagnose, diagnose_cell, scenarios
-from harness.record import RunRecord, dump, read
+from harness.analysis.convergence import MiB, min_throughput, predict
+from harness.analysis.diagnosis import Diagnosis, aggregate, diagnose, diagnose_cell, scenarios
+from harness.results.record import RunRecord, dump, read
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 NOT_CONVERGED = DATA / "v1/ebde118b7008/1.json"  # 10.0 precopy, 60 MiB/s random, 100 Mbit/s

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from harness.cli import smoke
-from harness.config import load_matrix
 from harness.errors import ConfigError
-from harness.features import migration_config
-from harness.matrix import ExpansionError, expand
-from harness.models import MatrixSpec
-from harness.probe import Probe, unsupported_reason
-from harness.runner import run_order
+from harness.hosts.probe import Probe, unsupported_reason
+from harness.plan.config import load_matrix
+from harness.plan.features import migration_config
+from harness.plan.matrix import ExpansionError, expand
+from harness.plan.models import MatrixSpec
+from harness.run.runner import run_order
 
 RAM = 512 * 1024**2
 
@@ -97,7 +97,7 @@ def test_exclude_of_a_valid_value_off_the_axis_is_accepted() -> None:
 
 
 def test_exclude_unknown_variant_through_plan_is_one_line(tmp_path: Path) -> None:
-    from harness.config import load_hosts, plan
+    from harness.plan.config import load_hosts, plan
 
     binary = tmp_path / "qemu"
     binary.write_text("")

@@ -24,7 +24,10 @@ from typing import Any
 
 import pytest
 
-from harness import cli, history, nightly, regress, store
+from harness import cli
+from harness.analysis import history, regress
+from harness.ci import abtest
+from harness.results import store
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GOLDEN = DATA / "golden-report"
@@ -125,7 +128,7 @@ def test_compare_verdict_and_history_keys_are_unchanged(rendered: Path) -> None:
     camp = rendered / "verdict"
     shutil.copytree(DATA / "v1", camp, ignore=shutil.ignore_patterns("README.md", "summary.csv"))
     records = [r for _, r in store.iter_runs(camp)]
-    verdict = nightly.compare_verdict(records, "old", "new", regress.Thresholds())
+    verdict = abtest.compare_verdict(records, "old", "new", regress.Thresholds())
     del verdict["finished_utc"]
     new = json.loads(json.dumps(verdict, sort_keys=True))
     old = json.loads((GOLDEN / "verdict.json").read_text())

@@ -7,9 +7,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from harness import history, regress, store
-from harness.nightly import NO_BASELINE, judge_night, write_outputs, write_trend_report
-from harness.record import RunRecord
+from harness.analysis import history, regress
+from harness.ci.nightly import judge_night, write_trend_report
+from harness.ci.verdict import NO_BASELINE, write_outputs
+from harness.results import store
+from harness.results.record import RunRecord
 
 from .test_regress import night, record
 
@@ -168,11 +170,12 @@ def test_nightly_and_compare_exit_1_on_a_harness_error(tmp_path: Path,
 def test_nightly_and_compare_run_on_one_named_pair(tmp_path: Path, capsys: Any) -> None:
     """A history describes one machine and a comparison cancels drift on one: an unknown
     --pair is one line naming the pairs there are."""
-    from harness import cli, nightly
-    from harness.config import hosts_path, load_hosts
+    from harness import cli
+    from harness.ci import verdict
+    from harness.plan.config import hosts_path, load_hosts
 
     hosts = load_hosts(hosts_path(None))
-    assert nightly.one_pair(hosts, Path("h.yaml"), None) == next(iter(hosts.pairs))
+    assert verdict.one_pair(hosts, Path("h.yaml"), None) == next(iter(hosts.pairs))
     m = tmp_path / "m.yaml"
     m.write_text("name: m\n")
     assert cli.main(["nightly", str(m), "--history", str(tmp_path / "h"), "--pair", "nope"]) == 1

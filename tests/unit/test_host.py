@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import testbed
-from harness.config import load_hosts
 from harness.errors import CommandFailed, HostError
-from harness.host import LocalHost, RemoteProcess, SshHost, make_host
-from harness.models import HostSpec, QemuBuild
-from harness.vm import VmConfig, qemu_argv
+from harness.hosts import testbed
+from harness.hosts.host import LocalHost, RemoteProcess, SshHost, make_host
+from harness.plan.config import load_hosts
+from harness.plan.models import HostSpec, QemuBuild
+from harness.run.vm import VmConfig, qemu_argv
 
 HOSTILE = ["a b", "it's", '"q"', "$(touch /tmp/mb-pwned)", "; touch /tmp/mb-pwned", "`id`", "*"]
 
@@ -119,7 +119,7 @@ def test_relay_carries_bytes_both_ways_and_exits_when_nothing_listens(tmp_path: 
     import subprocess
     import sys
 
-    from harness.host import _RELAY_PY
+    from harness.hosts.host import _RELAY_PY
 
     path = tmp_path / "qmp.sock"
     missing = subprocess.run([sys.executable, "-c", _RELAY_PY, str(path)], capture_output=True,
@@ -302,7 +302,7 @@ def test_remote_commands_run_under_the_hosts_timeout() -> None:
     import subprocess
     import time
 
-    from harness.host import KILL_AFTER_S, remote_command
+    from harness.hosts.host import KILL_AFTER_S, remote_command
 
     inner = shlex.join(["printf", "%s\\n", *HOSTILE])
     line = remote_command(inner, 60.25)

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import checks, cli
-from harness.config import load_matrix
 from harness.errors import MAX_LINE
-from harness.matrix import expand
-from harness.models import HOSTNAME_PATTERN, NAME_PATTERN, USER_PATTERN, WORKDIR_PATTERN
+from harness.plan.config import load_matrix
+from harness.plan.matrix import expand
+from harness.plan.models import HOSTNAME_PATTERN, NAME_PATTERN, USER_PATTERN, WORKDIR_PATTERN
 
 PREFIX = "migbench: error: "
 
@@ -94,7 +94,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("run_matrix reached: validation must fail before any host action")
 
     monkeypatch.setattr(subprocess, "Popen", no_process)
-    monkeypatch.setattr("harness.runner.run_matrix", no_run)
+    monkeypatch.setattr("harness.run.runner.run_matrix", no_run)
 
 
 class Case:

@@ -1,4 +1,4 @@
-"""Pure helpers of harness.image: no downloads, no QEMU."""
+"""Pure helpers of harness.guest.image: no downloads, no QEMU."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import image
-from harness.image import (
+from harness.guest import image
+from harness.guest.image import (
     CpioEntry,
     KernelSource,
     compute_digest,
@@ -180,8 +180,8 @@ def test_digest_changes_when_a_workload_source_changes(tmp_path: Path) -> None:
 
 def test_initrd_for_picks_the_fio_part_only_when_fio_runs(tmp_path: Path) -> None:
     from harness.errors import ImageError
-    from harness.image import GuestImage, create_shared_disk, initrd_for
-    from harness.models import WorkloadSpec
+    from harness.guest.image import GuestImage, create_shared_disk, initrd_for
+    from harness.plan.models import WorkloadSpec
 
     base = GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.cpio.gz", "d", "6.1", True)
     with_fio = GuestImage(base.kernel, base.initrd, "d", "6.1", True,

@@ -1,4 +1,4 @@
-"""harness.matrix expansion and harness.config loading: concrete cells, ids and error messages."""
+"""harness.plan.matrix expansion and harness.plan.config loading: concrete cells, ids and error messages."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.config import load_hosts, load_matrix, plan
 from harness.errors import ConfigError, HarnessError
-from harness.matrix import ExpansionError, expand
-from harness.models import HostsConfig, MatrixSpec
+from harness.plan.config import load_hosts, load_matrix, plan
+from harness.plan.matrix import ExpansionError, expand
+from harness.plan.models import HostsConfig, MatrixSpec
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1024**2

@@ -1,13 +1,13 @@
-"""Pure parts of harness.migration's record keeping, on fake VMs with real console buffers."""
+"""Pure parts of harness.run.migration's record keeping, on fake VMs with real console buffers."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
-from harness import migration
-from harness.matrix import MatrixSpec, expand
-from harness.sampling.console import Console, ConsoleLine
+from harness.plan.matrix import MatrixSpec, expand
+from harness.run import migration
+from harness.run.sampling.console import Console, ConsoleLine
 
 
 def _run(workload: dict[str, Any], src_lines: list[str]) -> Any:

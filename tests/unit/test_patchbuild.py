@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import patchbuild
-from harness.config import load_hosts
+from harness.ci import patchbuild
 from harness.errors import HarnessError
-from harness.host import LocalHost
-from harness.models import HostSpec
+from harness.hosts.host import LocalHost
+from harness.plan.config import load_hosts
+from harness.plan.models import HostSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FAKE = DATA / "fake-qemu-src"
@@ -127,7 +127,7 @@ def test_directory_symlinks_are_packed_as_links(tmp_path: Path) -> None:
     import io
     import tarfile
 
-    from harness.patchbuild import _files, pack
+    from harness.ci.patchbuild import _files, pack
 
     tree = tmp_path / "src"
     (tree / "include" / "std").mkdir(parents=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import probe as probe_mod
-from harness.host import LocalHost
-from harness.models import HostSpec, QemuBuild
+from harness.hosts import probe as probe_mod
+from harness.hosts.host import LocalHost
+from harness.plan.models import HostSpec, QemuBuild
 
 
 def test_probe_is_cached_and_redone_when_the_binary_changes(tmp_path: Path,

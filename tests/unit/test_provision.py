@@ -12,24 +12,25 @@ from typing import IO, Any
 
 import pytest
 
-from harness import migration, runner, store
-from harness import probe as probe_mod
-from harness.config import load_hosts
 from harness.digest import sha256_file
 from harness.errors import CommandFailed, HostError, VmError
-from harness.host import Host, LocalHost
-from harness.image import GuestImage
-from harness.matrix import expand
-from harness.models import HostPair, HostsConfig, HostSpec, MatrixSpec, QemuBuild
-from harness.provision import (
+from harness.guest.image import GuestImage
+from harness.hosts import probe as probe_mod
+from harness.hosts.host import Host, LocalHost
+from harness.hosts.placement import place_image
+from harness.hosts.provision import (
     check_host,
     clock_offset,
     doctor_pair,
-    place_image,
     provision_host,
 )
-from harness.record import RunRecord
-from harness.runner import skip_reason
+from harness.plan.config import load_hosts
+from harness.plan.matrix import expand
+from harness.plan.models import HostPair, HostsConfig, HostSpec, MatrixSpec, QemuBuild
+from harness.results import store
+from harness.results.record import RunRecord
+from harness.run import migration, runner
+from harness.run.runner import skip_reason
 
 
 class FakeRemote(LocalHost):
@@ -388,9 +389,9 @@ class ScriptedHost(Host):
         return f"source ({self.spec.user}@{self.spec.address}:{self.spec.port})"
 
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
-        from harness.host import _ACCEL_SH
-        from harness.probe import _STAT_SH
-        from harness.provision import _PKG_SH
+        from harness.hosts.host import _ACCEL_SH
+        from harness.hosts.probe import _STAT_SH
+        from harness.hosts.provision import _PKG_SH
 
         argv = list(argv)
         self.calls.append(argv)
@@ -451,7 +452,7 @@ APT_SH = 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "
 @pytest.fixture
 def fake_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """probe() answers for a binary the scripted host has, and fails like probe for others."""
-    from harness import provision
+    from harness.hosts import provision
 
     def answer(build: QemuBuild, cache: Path, host: Any) -> probe_mod.Probe:
         if str(build.binary) not in host.binaries:
@@ -547,7 +548,7 @@ def test_provision_check_installs_nothing_and_says_what_it_would() -> None:
 
 
 def test_sudo_is_used_unless_root_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.provision import _sudo
+    from harness.hosts.provision import _sudo
 
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     assert _sudo(LocalHost("source", HostSpec())) == ["sudo", "-n"]

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from harness.host import detect_accel
-from harness.integrity import PAGE, differing_pages, file_digests, page_digests
-from harness.matrix import expand
-from harness.migration import kernel_append
-from harness.models import MatrixSpec, QemuBuild
-from harness.record.model import GuestCrash, GuestSilent, Integrity, RamCheck, StampsCheck
-from harness.sampling.console import ConsoleLine, parse_line
-from harness.sampling.writer import longest_stall_ms
-from harness.vm import VmConfig, qemu_argv
+from harness.analysis.stalls import longest_stall_ms
+from harness.hosts.host import detect_accel
+from harness.plan.matrix import expand
+from harness.plan.models import MatrixSpec, QemuBuild
+from harness.results.record.model import GuestCrash, GuestSilent, Integrity, RamCheck, StampsCheck
+from harness.run.integrity import PAGE, differing_pages, file_digests, page_digests
+from harness.run.migration import kernel_append
+from harness.run.sampling.console import ConsoleLine, parse_line
+from harness.run.vm import VmConfig, qemu_argv
 
 # --- console.parse_line ----------------------------------------------------------------------
 
@@ -334,7 +334,7 @@ def test_integrity_verdict(checks: dict[str, Any], verdict: str) -> None:
 
 
 def test_same_machine_is_one_rule_for_doctor_and_builds() -> None:
-    from harness.models import HostSpec
+    from harness.plan.models import HostSpec
 
     local, other_local = HostSpec(), HostSpec(workdir=Path("/srv/mb"))
     ssh = HostSpec(transport="ssh", address="10.0.0.9")
@@ -358,10 +358,10 @@ def test_sha256_file_is_the_content_hash_and_follows_changes(tmp_path: Path) -> 
 
 
 def test_cell_coordinates_are_one_key_for_history_compare_and_run_order() -> None:
-    from harness import compare, history
-    from harness.matrix import coordinate_key
-    from harness.record import read
-    from harness.runner import run_order
+    from harness.analysis import compare, history
+    from harness.plan.matrix import coordinate_key
+    from harness.results.record import read
+    from harness.run.runner import run_order
 
     spec = MatrixSpec.model_validate({
         "name": "m", "variants": {"a": {"build": "10.0"}, "b": {"build": "7.2"}},

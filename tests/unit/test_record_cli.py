@@ -19,9 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import cli, history, regress
-from harness.nightly import judge_night
-from harness.record.errors import DELETE, NEWER, RecordError
+from harness import cli
+from harness.analysis import history, regress
+from harness.ci.nightly import judge_night
+from harness.results.record.errors import DELETE, NEWER, RecordError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 FULL = DATA / "v1/615439fa7f3c/1.json"  # 10.0 multifd with writer, ping and fio
@@ -134,7 +135,7 @@ def test_the_nightly_judge_refuses_a_damaged_earlier_night(tmp_path: Path) -> No
         staging = history.incoming_dir(hist, stamp)
         (staging / CELL).mkdir()
         shutil.copyfile(FULL, staging / CELL / "1.json")
-        from harness import store
+        from harness.results import store
 
         nights.append(history.file_night(hist, staging, [r for _, r in store.iter_runs(staging)]))
     damaged = nights[0].path / CELL / "1.json"

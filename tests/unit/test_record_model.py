@@ -1,4 +1,4 @@
-"""harness.record: the v2 run record, the upgrade of real v1 files, canonical bytes, and one-line
+"""harness.results.record: the v2 run record, the upgrade of real v1 files, canonical bytes, and one-line
 errors for every damaged or hand-edited file (including Hypothesis-mutated records)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from harness.errors import HarnessError
-from harness.record import RecordError, RunRecord, dump, loads, read, upgrade, validation_line
-from harness.record.errors import DELETE, NEWER
-from harness.record.model import Metrics
+from harness.results.record import RecordError, RunRecord, dump, loads, read, upgrade, validation_line
+from harness.results.record.errors import DELETE, NEWER
+from harness.results.record.model import Metrics
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 V1_FILES = sorted([*DATA.glob("v1/*/*.json"), *DATA.glob("campaign-seed/*/*.json"),

@@ -1,4 +1,4 @@
-"""Regression detection on synthetic histories (harness.regress) and CI verdict documents."""
+"""Regression detection on synthetic histories (harness.analysis.regress) and CI verdict documents."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness import regress
-from harness.nightly import cell_entry, compare_verdict, junit_xml, summarize
-from harness.record import RunRecord, upgrade
+from harness.analysis import regress
+from harness.ci.abtest import compare_verdict
+from harness.ci.verdict import cell_entry, junit_xml, summarize
+from harness.results.record import RunRecord, upgrade
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TEMPLATE = json.loads((DATA / "run-xbzrle.json").read_text())

@@ -8,7 +8,6 @@ import io
 
 import pytest
 
-from harness.record import read
 from harness.report.featurestats import (
     COMPRESSION,
     XBZRLE,
@@ -19,6 +18,7 @@ from harness.report.featurestats import (
     pages_saved,
 )
 from harness.report.threads import Spread
+from harness.results.record import read
 from tests.record_edit import (
     CANCELLED_1T,
     COMPRESS_72,

@@ -1,14 +1,14 @@
-"""harness.report.model and harness.compare on fixed records (no QEMU, no browser)."""
+"""harness.report.model and harness.analysis.compare on fixed records (no QEMU, no browser)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from harness import compare
-from harness.record import RunRecord, upgrade
+from harness.analysis import compare
+from harness.analysis.stats import Verdict
 from harness.report.model import build_report, cell_page, impact_summary, impact_text, timeline
-from harness.stats import Verdict
+from harness.results.record import RunRecord, upgrade
 from tests.report_data import HOSTILE, cpu_block, make_run, real_record, run
 
 Q10 = [7600, 7650, 7580, 7620, 7610, 7590, 7640, 7605]
@@ -45,7 +45,7 @@ def _epoch(rec: dict[str, object]) -> float:
 
 
 def fio_samples(t0: float, n: int = 12) -> list[dict[str, object]]:
-    """Samples as harness.sampling.fio.timeline writes them: host epoch + guest clock, no ``t``."""
+    """Samples as harness.run.sampling.fio.timeline writes them: host epoch + guest clock, no ``t``."""
     out: list[dict[str, object]] = []
     for i in range(n):
         t_host = t0 - 3.0 + i
@@ -220,7 +220,7 @@ def _outcomes(*statuses: str) -> list[RunRecord]:
 
 
 def test_outcome_change_compares_shares_not_only_the_set() -> None:
-    from harness import regress
+    from harness.analysis import regress
 
     before = _outcomes("completed", "completed", "completed")
     after = _outcomes("completed", "not-converged", "not-converged")

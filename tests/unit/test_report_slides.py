@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from harness.errors import UsageError
-from harness.record import RunRecord, read
 from harness.report.slides import (
     by_cell,
     default_pairs,
@@ -19,7 +18,8 @@ from harness.report.slides import (
     slide,
     slides,
 )
-from harness.show import info_migrate
+from harness.results.record import RunRecord, read
+from harness.results.show import info_migrate
 from tests.record_edit import (
     CANCELLED_1T,
     COMPRESS_72,

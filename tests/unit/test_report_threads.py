@@ -12,8 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.record import read
-from harness.record.model import CpuSide, CpuThread
 from harness.report.threads import (
     STORED_THREADS,
     Spread,
@@ -23,6 +21,8 @@ from harness.report.threads import (
     thread_role,
     thread_table,
 )
+from harness.results.record import read
+from harness.results.record.model import CpuSide, CpuThread
 from tests.record_edit import (
     COMPRESS_72,
     MULTIFD_100,

@@ -19,13 +19,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness import cli, history, regress, store
+from harness import cli
+from harness.analysis import history, regress
 from harness.errors import HarnessError, StoreError
 from harness.output import console_text, csv_cell, terminal_text, write_atomic, write_failure
-from harness.record import RunRecord, upgrade
 from harness.report import make_report
 from harness.report.model import safe_id
 from harness.report.trend import build_trend, render_trend
+from harness.results import store
+from harness.results.record import RunRecord, upgrade
 from tests.report_data import make_run
 
 FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1)", "+1", "-2+3", "\t=1+1", "\r=1+1"]
@@ -216,7 +218,7 @@ def test_run_progress_and_summary_table_print_no_control_character(
         capsys: pytest.CaptureFixture[str]) -> None:
     """`migbench run`'s progress lines, notes and final table, fed a hostile record by a runner
     that replaces the real one (the printing is the CLI's own)."""
-    from harness import runner
+    from harness.run import runner
 
     camp = _terminal_record(tmp_path)
     rec = store.load_run(camp / "a00000000001" / "1.json")
@@ -225,7 +227,7 @@ def test_run_progress_and_summary_table_print_no_control_character(
 
     def fake_run(matrix_path: Path, spec: Any, hosts_path: Path, hosts: Any, out: Path,
                  progress: runner.Progress, *args: Any, **kwargs: Any) -> list[Path]:
-        from harness.config import plan
+        from harness.plan.config import plan
 
         [cell] = plan(matrix_path, spec, hosts_path, hosts)
         assert progress.start and progress.run_started and progress.run_finished
@@ -424,7 +426,7 @@ def test_write_run_into_a_removed_campaign_folder_says_so_and_makes_nothing(
 
 
 def test_nightly_outputs_into_a_file_not_a_folder_are_one_line(tmp_path: Path) -> None:
-    from harness.nightly import write_outputs
+    from harness.ci.verdict import write_outputs
 
     (tmp_path / "file").write_text("")
     verdict = {"kind": "nightly", "matrix": "m", "cells": [], "summary": {}}
@@ -442,9 +444,9 @@ def test_a_summary_that_cannot_be_written_goes_and_comes_back_with_the_next_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The run file is stored, summary.csv cannot be rewritten (disk full just then): the stale
     summary is removed rather than left missing that run, and the next run rebuilds it."""
-    from harness import runner
-    from harness.matrix import expand
-    from harness.models import HostPair, HostsConfig, HostSpec, MatrixSpec, QemuBuild
+    from harness.plan.matrix import expand
+    from harness.plan.models import HostPair, HostsConfig, HostSpec, MatrixSpec, QemuBuild
+    from harness.run import runner
     from tests.unit.test_provision import _image
 
     spec = MatrixSpec.model_validate({"name": "m", "repetitions": 2})

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import load_matrix
-from harness.matrix import Cell, expand
+from harness.plan.config import load_matrix
+from harness.plan.matrix import Cell, expand
 
 MATRIX = Path(__file__).resolve().parents[2] / "matrices" / "seed-compress-bound.yaml"
 

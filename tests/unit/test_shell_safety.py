@@ -25,9 +25,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import netsetup, patchbuild, provision, testbed, vm
+from harness.ci import patchbuild
 from harness.errors import HarnessError, HostError
-from harness.host import (
+from harness.hosts import netsetup, placement, provision, testbed
+from harness.hosts.host import (
     Host,
     LocalHost,
     SshHost,
@@ -38,9 +39,10 @@ from harness.host import (
     shell_line,
     supervise_command,
 )
-from harness.models import HostSpec
-from harness.probe import binary_identity
-from harness.sampling.cpu import CpuSampler
+from harness.hosts.probe import binary_identity
+from harness.plan.models import HostSpec
+from harness.run import vm
+from harness.run.sampling.cpu import CpuSampler
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = REPO / "tests" / "data" / "fake-qemu-src"
@@ -342,7 +344,7 @@ def test_patchbuild_refuses_a_build_folder_configure_cannot_take(here: Path) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# provision.py, netsetup.py, probe.py, vm.py: fixed scripts with positional parameters
+# provision.py, placement.py, netsetup.py, probe.py, vm.py: fixed scripts with positional parameters
 
 
 def test_provision_bridge_check_takes_hostile_names_literally(here: Path) -> None:
@@ -360,7 +362,7 @@ def test_provision_image_hashes_take_a_hostile_folder_and_file_names(here: Path)
     names = [n for n in HOSTILE_NAMES if "\n" not in n and "\\" not in n]  # sha256sum escapes
     for n in names:
         (folder / n).write_text(n)
-    out = host.run(sh_script(provision._HASHES_SH, folder, *names))
+    out = host.run(sh_script(placement._HASHES_SH, folder, *names))
     got = dict(line.split("  ", 1)[::-1] for line in out.splitlines())
     assert got == {n: hashlib.sha256(n.encode()).hexdigest() for n in names}
 

@@ -1,11 +1,11 @@
-"""harness.stats on fixed data: summaries, warnings, bootstrap CI, tests and verdicts."""
+"""harness.analysis.stats on fixed data: summaries, warnings, bootstrap CI, tests and verdicts."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness import stats
-from harness.stats import Verdict
+from harness.analysis import stats
+from harness.analysis.stats import Verdict
 
 BASE = [100.0, 101.0, 99.0, 102.0, 98.0, 100.5, 99.5, 101.5]
 FASTER = [80.0, 81.0, 79.0, 82.0, 78.0, 80.5, 79.5, 81.5]  # clearly separated, -20 %

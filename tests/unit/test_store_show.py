@@ -1,4 +1,4 @@
-"""harness.store (result files, summary.csv) and harness.show (info migrate rendering)."""
+"""harness.results.store (result files, summary.csv) and harness.results.show (info migrate rendering)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness import cli, show, store
+from harness import cli
 from harness.errors import HarnessError
-from harness.record import RunRecord, dump, upgrade
-from harness.record.qmp import MigrationInfo
+from harness.results import show, store
+from harness.results.record import RunRecord, dump, upgrade
+from harness.results.record.qmp import MigrationInfo
 
 FINAL: dict[str, Any] = {
     "status": "completed",
@@ -345,7 +346,7 @@ one with ping (38edd36b762e/1), both QEMU 10.0, and a QEMU 7.2 run that failed (
 
 
 def skipped_record() -> dict[str, Any]:
-    """Shaped like harness.runner.skipped_record: no final answer, no metrics, no CPU."""
+    """Shaped like harness.run.runner.skipped_record: no final answer, no metrics, no CPU."""
     rec = make_record(cell_id="cccccccccccc", outcome="skipped", integrity="unchecked",
                       timing_excluded=True, error="QEMU 10.0.2 has no migration capability "
                       "'compress'", metrics={}, timeline=[], events={}, console={})
@@ -650,7 +651,7 @@ def test_write_summary_from_kept_rows_matches_a_rebuild(tmp_path: Path) -> None:
 
 def guest_impact_record() -> RunRecord:
     """The real fio run of tests/data/campaign-seed with the ping block of its ping run added,
-    and two workload deaths (the shape harness.migration._workload_deaths writes)."""
+    and two workload deaths (the shape harness.run.migration._workload_deaths writes)."""
     rec = json.loads((SEED / "50d2149269e0" / "1.json").read_text())
     ping = json.loads((SEED / "38edd36b762e" / "1.json").read_text())["guest_impact"]["ping"]
     rec["guest_impact"]["ping"] = ping

@@ -1,10 +1,10 @@
-"""harness.units and harness.features: sizes, rates, and QEMU migration settings (pure)."""
+"""harness.plan.units and harness.plan.features: sizes, rates, and QEMU migration settings (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.features import (
+from harness.plan.features import (
     DEFAULT_MAX_BANDWIDTH,
     DEFAULT_XBZRLE_CACHE,
     KnobError,
@@ -12,7 +12,7 @@ from harness.features import (
     migration_config,
     xbzrle_cache_size,
 )
-from harness.units import ZeroSize, human_bytes, is_power_of_two, parse_bytes, round_down_pow2
+from harness.plan.units import ZeroSize, human_bytes, is_power_of_two, parse_bytes, round_down_pow2
 
 MiB = 1024**2
 GiB = 1024**3

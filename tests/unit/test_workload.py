@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from harness import workload
 from harness.errors import HostError
-from harness.models import MatrixSpec, WorkloadSpec
-from harness.netsetup import LocalVmNetwork, check_subnet
-from harness.sampling import fio, ping
-from harness.sampling.console import parse_line
-from harness.workload import NetAttachment
+from harness.hosts.netsetup import GUEST_MAC, LocalVmNetwork, NetAttachment, check_subnet
+from harness.plan.models import MatrixSpec, WorkloadSpec
+from harness.run import workload
+from harness.run.sampling import fio, ping
+from harness.run.sampling.console import parse_line
 
 NET = NetAttachment(tap="mbtap-src-x1", guest_ip="10.251.0.2", prefix_len=24,
                     host_ip="10.251.0.1")
@@ -75,7 +74,7 @@ def test_qemu_args_nic_and_shared_disk(tmp_path: Path) -> None:
     args = workload.qemu_args(s, NET, tmp_path / "d.raw")
     joined = " ".join(args)
     assert "-netdev tap,id=mbnet0,ifname=mbtap-src-x1,script=no,downscript=no" in joined
-    assert f"virtio-net-pci,netdev=mbnet0,mac={workload.GUEST_MAC},romfile=" in joined
+    assert f"virtio-net-pci,netdev=mbnet0,mac={GUEST_MAC},romfile=" in joined
     assert f"file={tmp_path / 'd.raw'},format=raw,if=none,id=mbdisk0,cache=none" in joined
     assert "virtio-blk-pci,drive=mbdisk0" in joined
     assert "cache=writeback" in " ".join(workload.qemu_args(s, NET, tmp_path / "d", direct_io=False))
@@ -159,8 +158,8 @@ def test_ping_summary_without_probes() -> None:
 
 def test_rtt_percentiles_are_the_one_percentile_linear_between_ranks() -> None:
     """Nearest rank until issue 13 (p99 of 1..100 was 99); the harness's one definition now
-    (harness.stats.percentile): linear between the two nearest ranks, numpy's and R's default."""
-    from harness.stats import percentile
+    (harness.analysis.stats.percentile): linear between the two nearest ranks, numpy's and R's default."""
+    from harness.analysis.stats import percentile
 
     assert percentile([], 50) is None
     assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
@@ -264,7 +263,7 @@ def test_tap_names_fit_ifnamsiz() -> None:
 
 
 def test_workload_label_names_every_part() -> None:
-    from harness.workload import label
+    from harness.plan.models import workload_label as label
 
     assert label(None) == "idle"
     assert label(WorkloadSpec.model_validate(

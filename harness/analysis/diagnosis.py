@@ -1,0 +1,801 @@
+"""Why a run converged or not: the limiting factor in plain words, its evidence, and advice with
+numbers that the convergence model (:mod:`harness.analysis.convergence`) predicts would converge.
+
+Pure: a :class:`~harness.results.record.RunRecord` in, a :class:`Diagnosis` out. Each run gets three
+predictions of the same model, so that the model is held to account beside what happened:
+
+* ``predicted``: before the migration, from what was configured (writer rate and working set,
+  guest RAM, ``max-bandwidth``, ``downtime-limit``, feature parameters) and what was measured
+  before it (:class:`Premeasured`; until the runner records those, the share of zero pages is
+  taken from the run's own pass 0 and the evidence says so, and no compression saving is assumed);
+* ``early``: from the timeline up to the first sync after pass 0 (QEMU's measured throughput,
+  zero pages, compression ratio, the working set a pass leaves dirty);
+* ``hindsight``: from the whole run; the advice is computed from it.
+
+The factor (:data:`Factor`) is a short string for tables; ``summary`` one line; ``evidence``
+(label, value, unit) triples; ``advice`` one line per remedy, each with the figure the model
+needs and what it predicts then. A corrupted run is not diagnosed as if its figures were valid.
+:func:`diagnose_cell` (or :func:`aggregate` of diagnoses) combines the repetitions of a cell: the
+majority factor and median figures.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, NamedTuple
+
+from harness.analysis.convergence import (
+    AutoConverge,
+    Guest,
+    Link,
+    MiB,
+    Observation,
+    Prediction,
+    Scenario,
+    max_wire_ratio,
+    max_xbzrle_ratio,
+    min_downtime_limit,
+    min_encode_rate,
+    min_throughput,
+    observe,
+    plan_throttle,
+    predict,
+    xbzrle_cache_size,
+)
+from harness.results.record.model import RunRecord
+from harness.results.record.scalars import Json
+
+Factor = Literal["converged", "link-bound", "downtime-limit", "cpu-bound", "xbzrle-cache",
+                 "xbzrle-data", "throttle-max", "postcopy-faults", "bandwidth-below",
+                 "corrupted", "failed", "not-migrated", "undiagnosed"]
+#: Factors of a run whose figures are not a valid migration result (or not one the model takes).
+INVALID: tuple[Factor, ...] = ("corrupted", "failed", "not-migrated", "undiagnosed")
+
+#: QEMU's defaults, for parameters a record does not carry.
+DEFAULT_MAX_BANDWIDTH = 128 * MiB
+DEFAULT_DOWNTIME_LIMIT_MS = 300
+DEFAULT_XBZRLE_CACHE = 64 * MiB
+#: QEMU above max-bandwidth by more than this is reported (2-9 % over were measured here).
+ABOVE = 0.02
+#: Below this share of max-bandwidth something else (the link, the CPU) set the pace.
+BELOW = 0.7
+#: Compress threads busier than this (percent of one core each), or a legacy compress
+#: busy-rate above BUSY_RATE, make the encoder the limit.
+CPU_BOUND_PCT = 85.0
+BUSY_RATE = 0.2
+#: An XBZRLE hit that costs more than this share of a page, or this share of overflowing
+#: encodings, means the data does not suit XBZRLE.
+XBZRLE_UNFRIENDLY = 0.5
+#: A run the working set keeps from converging is blamed on the downtime limit when raising
+#: the limit by at most this factor would converge (the cheaper knob), on the link otherwise.
+DOWNTIME_FACTOR = 2.0
+#: A remainder above the budget by less than this factor is called marginal: QEMU syncs again
+#: every ~100 ms once its estimate falls below the threshold, and may complete on a short sync.
+MARGINAL = 2 / 3
+
+
+class Evidence(NamedTuple):
+    label: str
+    value: float | int | str
+    unit: str
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Outcome, total time, downtime (seconds) and live passes: predicted or measured."""
+
+    converges: bool | None
+    total_time: float | None
+    downtime: float | None
+    passes: int | None
+
+    @staticmethod
+    def of(p: Prediction) -> Figures:
+        return Figures(p.converges, p.total_time, p.downtime, p.passes)
+
+
+@dataclass(frozen=True)
+class Premeasured:
+    """Figures measured before the migration (the runner does not record them yet)."""
+
+    dirty_rate: float | None = None  # bytes/s, e.g. calc-dirty-rate
+    nonzero: float | None = None  # bytes of guest RAM that are not zero pages
+    ratio: float | None = None  # wire bytes per RAM byte with the cell's compression
+    xbzrle_ratio: float | None = None  # wire bytes per RAM byte of an XBZRLE hit
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    factor: Factor
+    summary: str
+    evidence: tuple[Evidence, ...]
+    advice: tuple[str, ...]
+    predicted: Figures | None  # before the migration
+    early: Figures | None  # from the timeline up to the end of pass 0
+    hindsight: Figures | None  # from the whole run
+    measured: Figures
+    runs: int = 1
+    factors: tuple[tuple[Factor, int], ...] = ()  # per factor, how many runs (cells)
+
+    @property
+    def valid(self) -> bool:
+        return self.factor not in INVALID
+
+    def columns(self) -> dict[str, str | float | int | None]:
+        """The ``summary.csv`` columns."""
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v * 1000, 1)
+        p, e = self.predicted, self.early
+        return {
+            "diagnosis": self.factor,
+            "advice": " | ".join(self.advice),
+            "predicted_outcome": _outcome(p),
+            "predicted_total_time_ms": ms(p.total_time) if p else None,
+            "predicted_downtime_ms": ms(p.downtime) if p else None,
+            "predicted_passes": p.passes if p else None,
+            "early_total_time_ms": ms(e.total_time) if e else None,
+            "early_downtime_ms": ms(e.downtime) if e else None,
+        }
+
+    def lines(self) -> list[str]:
+        """Plain text for ``show``."""
+        out = [f"diagnosis: {self.factor}: {self.summary}"]
+        out += [f"  {e.label}: {_fmt(e.value)}{' ' + e.unit if e.unit else ''}"
+                for e in self.evidence]
+        rows = (("predicted", self.predicted), ("early", self.early),
+                ("hindsight", self.hindsight), ("measured", self.measured))
+        for name, f in rows:
+            if f is not None:
+                out.append(f"  {name}: {_outcome(f)}, total {_opt_s(f.total_time)}, downtime "
+                           f"{_opt_ms(f.downtime)}, passes {f.passes if f.passes is not None else '-'}")
+        out += [f"  advice: {a}" for a in self.advice]
+        return out
+
+
+def _outcome(f: Figures | None) -> str | None:
+    if f is None or f.converges is None:
+        return None
+    return "completes" if f.converges else "does not converge"
+
+
+def _fmt(v: float | int | str) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def _opt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def _opt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f} ms"
+
+
+def _mib(b: float) -> float:
+    return round(b / MiB, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the record says
+
+
+def _num(params: dict[str, Json], key: str, lo: float = 0.0, hi: float = math.inf
+         ) -> float | None:
+    """A numeric parameter within [lo, hi] (a record is validated, not its values' ranges)."""
+    v = params.get(key)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    return min(max(float(v), lo), hi)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The cell's configuration as the model needs it."""
+
+    ram: float
+    max_bandwidth: float
+    downtime_limit: float  # s
+    writer_rate: float | None  # bytes/s
+    working_set: float | None
+    xbzrle: bool
+    xbzrle_cache: float
+    compression: str | None  # "compress", or multifd's method; None: none
+    threads: int  # compress threads or multifd channels
+    auto_converge: AutoConverge | None
+    postcopy_after_syncs: int | None
+    postcopy_after_s: float | None
+    pause_after_syncs: int | None
+    postcopy_bandwidth: float | None
+    max_time: float
+    max_passes: int | None
+
+
+def _settings(rec: RunRecord) -> _Settings:
+    cell = rec.cell
+    # what QEMU reported using wins over what the cell asked for
+    params: dict[str, Json] = {**cell.migration.parameters,
+                               **(rec.applied.source.parameters if rec.applied else {})}
+    caps = {**cell.migration.capabilities,
+            **(rec.applied.source.capabilities if rec.applied else {})}
+    harness = cell.migration.harness
+    writer = cell.workload.writer
+    rate = None
+    if writer is not None:
+        rate = writer.rate_mib_s * MiB if writer.rate_mib_s > 0 else None
+        if rate is None and rec.steady_rate_mib_s:
+            rate = rec.steady_rate_mib_s * MiB  # "as fast as it can": its measured steady rate
+    compression: str | None = None
+    threads = 1
+    if caps.get("compress"):
+        compression, threads = "compress", int(_num(params, "compress-threads") or 8)
+    elif caps.get("multifd"):
+        method = params.get("multifd-compression")
+        compression = method if isinstance(method, str) and method != "none" else None
+        threads = int(_num(params, "multifd-channels") or 2)
+    ac = None
+    if caps.get("auto-converge"):
+        ac = AutoConverge(_num(params, "cpu-throttle-initial", 1, 99) or 20.0,
+                          _num(params, "cpu-throttle-increment", 1, 99) or 10.0,
+                          _num(params, "max-cpu-throttle", 1, 99) or 99.0,
+                          _num(params, "throttle-trigger-threshold", 1, 100) or 50.0)
+    postcopy = bool(caps.get("postcopy-ram"))
+    syncs = _num(harness, "postcopy-after-syncs")
+    after_s = _num(harness, "postcopy-after-s")
+    pause = _num(harness, "pause-after-syncs")
+    limits = cell.limits
+    limit_ms = _num(params, "downtime-limit")
+    return _Settings(
+        ram=cell.guest.memory_mib * MiB,
+        max_bandwidth=_num(params, "max-bandwidth", 1.0) or DEFAULT_MAX_BANDWIDTH,
+        downtime_limit=(DEFAULT_DOWNTIME_LIMIT_MS if limit_ms is None else limit_ms) / 1000,
+        writer_rate=rate,
+        working_set=writer.working_set_mib * MiB if writer else None,
+        xbzrle=bool(caps.get("xbzrle")),
+        xbzrle_cache=_num(params, "xbzrle-cache-size") or DEFAULT_XBZRLE_CACHE,
+        compression=compression,
+        threads=threads,
+        auto_converge=ac,
+        postcopy_after_syncs=int(syncs) if postcopy and syncs else None,
+        postcopy_after_s=after_s if postcopy else None,
+        pause_after_syncs=int(pause) if pause else None,
+        postcopy_bandwidth=_num(params, "max-postcopy-bandwidth") or None,  # 0: unlimited
+        max_time=float(limits.max_time_s),
+        max_passes=limits.max_dirty_syncs - 1 if limits.max_dirty_syncs else None,
+    )
+
+
+def _measured(rec: RunRecord, obs: Observation) -> Figures:
+    m = rec.metrics
+    syncs = m.dirty_sync_count if m.dirty_sync_count is not None else obs.syncs
+    if rec.outcome == "completed":
+        return Figures(True, None if m.total_time_ms is None else m.total_time_ms / 1000,
+                       None if m.downtime_ms is None else m.downtime_ms / 1000,
+                       max(syncs - 2, 0) if syncs else None)
+    if rec.outcome == "not-converged":
+        return Figures(False, None, None, max(syncs - 1, 0) if syncs else None)
+    return Figures(None, None, None, None)
+
+
+def _cpu(rec: RunRecord, cls: str) -> float | None:
+    """Percent of one core the source's ``cls`` threads used together."""
+    side = rec.cpu.source if rec.cpu else None
+    return side.classes.get(cls) if side else None
+
+
+def _cpu_share(rec: RunRecord, steady: float | None) -> float:
+    """s: the vCPU share the writer needs, from its rate under QEMU's throttle (1 if unseen).
+
+    Under a throttle of p the vCPU runs (1 - p) of the time; a writer that needed s of it keeps
+    its rate while 1 - p >= s and slows to rate (1 - p) / s beyond.
+    """
+    if not steady:
+        return 1.0
+    throttles = [(s.t, s.cpu_throttle_percentage) for s in rec.timeline
+                 if s.cpu_throttle_percentage]
+    shares = []
+    for w in rec.guest.writer:
+        if w.host != "source" or w.t <= 0 or w.rate <= 0:
+            continue
+        p = next((pct for t, pct in reversed(throttles) if t <= w.t), None)
+        if p and w.rate < steady:
+            shares.append(min((1 - p / 100) * steady / w.rate, 1.0))
+    return statistics.median(shares) if shares else 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The three scenarios
+
+
+def _scenario(st: _Settings, rate: float, ws: float | None, zero: float, link: Link,
+              setup: float = 0.0, share: float = 1.0) -> Scenario:
+    return Scenario(
+        Guest(st.ram, rate, ws, min(max(zero, 0.0), 1.0), share),
+        link, st.downtime_limit, setup,
+        auto_converge=st.auto_converge, postcopy_after_syncs=st.postcopy_after_syncs,
+        postcopy_after_s=st.postcopy_after_s, pause_after_syncs=st.pause_after_syncs,
+        max_time=st.max_time, max_passes=st.max_passes)
+
+
+def _seen_rate(obs: Observation) -> float | None:
+    """Bytes/s the guest dirtied as QEMU saw it: what pass 0 left dirty over its duration, or
+    QEMU's dirty-pages-rate (both count background dirtying the writer's rate leaves out; both
+    are lower bounds once the working set is saturated)."""
+    rates = [obs.dirty_rate or 0.0]
+    if obs.pass0_dirtied is not None and obs.pass0_end:
+        rates.append(obs.pass0_dirtied / max(obs.pass0_end - (obs.setup_time or 0.0), 1e-3))
+    return max(rates) or None
+
+
+def _ws(st: _Settings, obs: Observation | None) -> float | None:
+    seen = obs.dirtied_at_sync if obs else None
+    if st.working_set is None:
+        return seen
+    return max(st.working_set, seen or 0.0)
+
+
+@dataclass(frozen=True)
+class Scenarios:
+    """The model's inputs for one run: before it, at the end of its pass 0, and after it."""
+
+    configured: Scenario | None
+    early: Scenario | None
+    hindsight: Scenario | None
+    zero_from_run: bool  # the configured prediction took the zero pages from the run
+    encoder_bound: bool  # the hindsight link is the encoder, not the wire
+
+
+def scenarios(rec: RunRecord, pre: Premeasured | None = None) -> Scenarios:
+    """The three scenarios :func:`diagnose` predicts for ``rec``."""
+    whole = observe(rec.timeline)
+    st = _settings(rec)
+    early = observe(rec.timeline, whole.pass0_end) if whole.pass0_end is not None else None
+    return _inputs(rec, st, whole, early, pre or Premeasured(), _cpu_bound(rec, st, whole)[0])
+
+
+def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observation | None,
+            pre: Premeasured, cpu_bound: bool) -> Scenarios:
+    rate = pre.dirty_rate if pre.dirty_rate is not None else st.writer_rate
+    zero_run = whole.zero_fraction
+    if pre.nonzero is not None:
+        zero: float | None = 1 - pre.nonzero / st.ram
+    else:
+        zero = zero_run
+    configured = None
+    if rate is not None:
+        link = Link(st.max_bandwidth, pre.ratio or 1.0,
+                    (pre.xbzrle_ratio or 1.0) if st.xbzrle else None, st.xbzrle_cache,
+                    postcopy_throughput=st.postcopy_bandwidth)
+        configured = _scenario(st, rate, st.working_set, zero or 0.0, link)
+    early_sc = None
+    if rate is not None and early is not None:
+        link = Link(early.throughput or st.max_bandwidth, early.ratio or 1.0,
+                    (pre.xbzrle_ratio or 1.0) if st.xbzrle else None, st.xbzrle_cache,
+                    postcopy_throughput=st.postcopy_bandwidth)
+        early_sc = _scenario(st, max(rate, _seen_rate(early) or 0.0), _ws(st, early),
+                             early.zero_fraction or zero or 0.0, link, early.setup_time or 0.0)
+    hindsight = None
+    steady = rec.steady_rate_mib_s * MiB if rec.steady_rate_mib_s else rate
+    h_rate = max(steady or 0.0, _seen_rate(whole) or 0.0)
+    if whole.throughput:
+        ratio = whole.ratio or 1.0
+        final = rec.final.ram if rec.final else None
+        m = rec.metrics
+        switchover = None
+        if final and final.downtime_bytes and m.downtime_ms:
+            switchover = final.downtime_bytes / (m.downtime_ms / 1000)
+        post = st.postcopy_bandwidth
+        if (final and final.postcopy_bytes and rec.postcopy_start_t is not None
+                and m.total_time_ms and m.total_time_ms / 1000 > rec.postcopy_start_t):
+            post = final.postcopy_bytes / (m.total_time_ms / 1000 - rec.postcopy_start_t)
+        if cpu_bound:
+            # the encoder set the pace: the wire could carry max-bandwidth
+            link = Link(max(st.max_bandwidth, whole.throughput), ratio, whole.xbzrle_ratio,
+                        st.xbzrle_cache, encode_rate=whole.throughput / ratio,
+                        switchover_throughput=switchover, postcopy_throughput=post)
+        else:
+            link = Link(whole.throughput, ratio, whole.xbzrle_ratio if st.xbzrle else None,
+                        st.xbzrle_cache, switchover_throughput=switchover,
+                        postcopy_throughput=post)
+        if st.xbzrle and link.xbzrle_ratio is None:
+            link = replace(link, xbzrle_ratio=1.0)  # no page was encoded: no saving seen
+        hindsight = _scenario(st, h_rate, _ws(st, whole), zero or 0.0, link,
+                              whole.setup_time or 0.0, _cpu_share(rec, steady))
+    return Scenarios(configured, early_sc, hindsight,
+                     pre.nonzero is None and zero_run is not None, cpu_bound)
+
+
+# ---------------------------------------------------------------------------------------------
+# The diagnosis of one run
+
+
+def _invalid(factor: Factor, summary: str, measured: Figures, advice: tuple[str, ...] = (),
+             evidence: tuple[Evidence, ...] = ()) -> Diagnosis:
+    return Diagnosis(factor, summary, evidence, advice, None, None, None, measured)
+
+
+def _corrupted(rec: RunRecord, measured: Figures) -> Diagnosis:
+    integ = rec.integrity
+    parts: list[str] = []
+    ev: list[Evidence] = []
+    if integ.ram and integ.ram.differing_pages:
+        parts.append(f"{integ.ram.differing_pages} pages differ between source and destination")
+        ev.append(Evidence("differing pages", integ.ram.differing_pages, "pages"))
+    if integ.stamps and integ.stamps.bad_pages:
+        parts.append(f"{integ.stamps.bad_pages} pages carry a stale stamp")
+        ev.append(Evidence("stale pages", integ.stamps.bad_pages, "pages"))
+    if integ.guest_crash:
+        parts.append("the guest crashed on the destination")
+    if integ.guest_silent:
+        parts.append("the guest went silent")
+    what = "; ".join(parts) or "the integrity check failed"
+    ev.append(Evidence("QEMU", rec.qemu.version or rec.qemu.build, ""))
+    return _invalid("corrupted", f"corrupted: {what}; its times are not a result and are not "
+                    "diagnosed", measured,
+                    ("none for the migration settings: rerun on a QEMU build whose integrity "
+                     "checks pass before reading its times",), tuple(ev))
+
+
+def diagnose(rec: RunRecord, pre: Premeasured | None = None) -> Diagnosis:
+    """The diagnosis of one run (see the module docstring)."""
+    pre = pre or Premeasured()
+    whole = observe(rec.timeline)
+    measured = _measured(rec, whole)
+    if rec.integrity.verdict == "corrupted":
+        return _corrupted(rec, measured)
+    if rec.outcome == "skipped":
+        return _invalid("not-migrated", f"not migrated: {rec.error or 'skipped'}", measured)
+    if rec.outcome == "failed":
+        return _invalid("failed", f"the migration failed: {rec.error or 'no error recorded'}",
+                        measured)
+    if whole.samples == 0:
+        return _invalid("not-migrated", "no query-migrate samples with RAM figures were recorded",
+                        measured)
+    st = _settings(rec)
+    cpu_bound, cpu_ev = _cpu_bound(rec, st, whole)
+    early_obs = observe(rec.timeline, whole.pass0_end) if whole.pass0_end is not None else None
+    try:
+        ins = _inputs(rec, st, whole, early_obs, pre, cpu_bound)
+    except ValueError as exc:  # figures the model cannot take (a record edited by hand)
+        return _invalid("undiagnosed", f"not diagnosed: {exc}", measured)
+    preds = {name: predict(sc) if sc else None for name, sc in
+             (("configured", ins.configured), ("early", ins.early), ("hindsight", ins.hindsight))}
+    hind = preds["hindsight"]
+    ev = _evidence(rec, st, whole, ins, hind) + cpu_ev
+    factor, summary = _factor(rec, st, whole, ins, hind, measured, cpu_bound)
+    advice: tuple[str, ...] = ()
+    if measured.converges is False and ins.hindsight is not None:
+        advice = tuple(_advice(ins.hindsight, st, whole, factor))
+
+    def figs(p: Prediction | None) -> Figures | None:
+        return Figures.of(p) if p else None
+    return Diagnosis(factor, summary, tuple(ev), advice, figs(preds["configured"]),
+                     figs(preds["early"]), figs(hind), measured)
+
+
+def _cpu_bound(rec: RunRecord, st: _Settings, whole: Observation
+               ) -> tuple[bool, list[Evidence]]:
+    if st.compression is None:
+        return False, []
+    cls = "compress" if st.compression == "compress" else "multifd_send"
+    total = _cpu(rec, cls)
+    ev = []
+    per = None
+    if total is not None:
+        per = total / max(st.threads, 1)
+        ev.append(Evidence(f"{cls} threads", st.threads, ""))
+        ev.append(Evidence(f"CPU per {cls} thread", round(per, 1), "% of a core"))
+    if whole.busy_rate is not None:
+        ev.append(Evidence("compression busy rate", round(whole.busy_rate, 3), ""))
+    slow = (whole.throughput or 0) < 0.9 * st.max_bandwidth
+    busy = (per is not None and per >= CPU_BOUND_PCT) or (whole.busy_rate or 0) >= BUSY_RATE
+    return slow and busy, ev
+
+
+def _evidence(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
+              hind: Prediction | None) -> list[Evidence]:
+    ev: list[Evidence] = []
+    if st.writer_rate is not None:
+        ev.append(Evidence("writer dirty rate (configured)", _mib(st.writer_rate), "MiB/s"))
+    if rec.steady_rate_mib_s:
+        ev.append(Evidence("writer dirty rate (measured before)", rec.steady_rate_mib_s, "MiB/s"))
+    if whole.dirty_rate is not None:
+        ev.append(Evidence("QEMU dirty-pages-rate", _mib(whole.dirty_rate), "MiB/s"))
+    if st.working_set is not None:
+        ev.append(Evidence("working set (configured)", _mib(st.working_set), "MiB"))
+    if whole.dirtied_at_sync is not None:
+        ev.append(Evidence("largest remainder at a sync", _mib(whole.dirtied_at_sync), "MiB"))
+    ev.append(Evidence("max-bandwidth", _mib(st.max_bandwidth), "MiB/s"))
+    if whole.throughput:
+        ev.append(Evidence("throughput (QEMU, median)", _mib(whole.throughput), "MiB/s"))
+        over = whole.throughput / st.max_bandwidth - 1
+        ev.append(Evidence("throughput vs max-bandwidth", round(100 * over, 1), "%"))
+    if whole.ratio is not None:
+        ev.append(Evidence("wire bytes per RAM byte", round(whole.ratio, 3), ""))
+    zero = whole.zero_fraction
+    if zero is not None:
+        src = " (from the run: no pre-migration figure)" if ins.zero_from_run else ""
+        ev.append(Evidence("zero pages at the start" + src, round(100 * zero, 1), "%"))
+    ev.append(Evidence("downtime limit", round(st.downtime_limit * 1000), "ms"))
+    if hind is not None:
+        ev.append(Evidence("budget at the last sync (model)", _mib(hind.budget), "MiB"))
+    if st.xbzrle:
+        ev.append(Evidence("xbzrle cache", _mib(st.xbzrle_cache), "MiB"))
+        for label, v in (("xbzrle miss ratio", whole.xbzrle_miss_ratio),
+                         ("xbzrle miss ratio after the cold pass", whole.xbzrle_steady_miss_ratio),
+                         ("xbzrle overflow ratio", whole.xbzrle_overflow_ratio)):
+            if v is not None:
+                ev.append(Evidence(label, round(v, 3), ""))
+        if whole.xbzrle_ratio is not None:
+            ev.append(Evidence("xbzrle bytes per encoded page",
+                               round(whole.xbzrle_ratio * whole.page_size, 1), "B"))
+    if st.auto_converge is not None:
+        ev.append(Evidence("max-cpu-throttle", st.auto_converge.maximum, "%"))
+        ev.append(Evidence("throttle reached", whole.throttle or 0.0, "%"))
+    if rec.postcopy_start_t is not None:
+        ev.append(Evidence("postcopy switch", round(rec.postcopy_start_t, 2), "s"))
+        if rec.final and rec.final.ram and rec.final.ram.postcopy_bytes is not None:
+            ev.append(Evidence("postcopy bytes", _mib(rec.final.ram.postcopy_bytes), "MiB"))
+    if rec.metrics.guest_max_stall_ms is not None:
+        ev.append(Evidence("guest max stall", rec.metrics.guest_max_stall_ms, "ms"))
+    return ev
+
+
+def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
+            hind: Prediction | None, measured: Figures, cpu_bound: bool) -> tuple[Factor, str]:
+    tp = whole.throughput or st.max_bandwidth
+    limit_ms = st.downtime_limit * 1000
+    if measured.converges:
+        note = ""
+        if hind is not None and not hind.converges and hind.bound != "postcopy":
+            marginal = " (marginal)" if hind.margin > MARGINAL else ""
+            note = (f"; the model predicted no convergence{marginal}: {hind.reason}")
+        if rec.postcopy_start_t is not None:
+            stall = rec.metrics.guest_max_stall_ms
+            phase = (rec.metrics.total_time_ms / 1000 - rec.postcopy_start_t
+                     if rec.metrics.total_time_ms else None)
+            if stall is not None and stall > limit_ms:
+                return "postcopy-faults", (
+                    f"guest stopped by postcopy faults: it made no progress for {stall:.0f} ms "
+                    f"(the downtime limit is {limit_ms:.0f} ms) after the switch at "
+                    f"{rec.postcopy_start_t:.2f} s; the rest arrived in {_opt_s(phase)}")
+            return "converged", (f"converged through postcopy: switched at "
+                                 f"{rec.postcopy_start_t:.2f} s, completed in "
+                                 f"{_opt_s(measured.total_time)}{note}")
+        return "converged", (f"converged: {measured.passes} passes, "
+                             f"{_opt_s(measured.total_time)}, downtime "
+                             f"{_opt_ms(measured.downtime)}{note}")
+    sc = ins.hindsight
+    ws = sc.guest.ws if sc else (st.working_set or st.ram)
+    rate = sc.guest.dirty_rate if sc else (st.writer_rate or 0.0)
+    rem = whole.dirtied_at_sync
+    ac = st.auto_converge
+    if ac is not None and (whole.throttle or 0) >= ac.maximum - 0.5:
+        seen = _writer_rate_during(rec)
+        still = f"; the guest still dirtied {seen:.1f} MiB/s" if seen is not None else ""
+        return "throttle-max", (f"throttle at max-cpu-throttle ({ac.maximum:.0f} %) without "
+                                f"convergence{still} (unthrottled {rate / MiB:.1f} MiB/s)")
+    if st.xbzrle and sc is not None:
+        fits = xbzrle_cache_size(ws, whole.page_size)
+        bigger = predict(replace(sc, link=replace(sc.link, xbzrle_cache=float(fits))))
+        miss = whole.xbzrle_steady_miss_ratio or whole.xbzrle_miss_ratio
+        if st.xbzrle_cache < ws and bigger.converges:
+            return "xbzrle-cache", (
+                f"XBZRLE cache too small: {st.xbzrle_cache / MiB:.0f} MiB for a {ws / MiB:.0f} MiB "
+                f"working set; {_pct(miss)} of its lookups missed"
+                + (" after the cold pass" if whole.xbzrle_steady_miss_ratio is not None else ""))
+        if ((whole.xbzrle_ratio or 0) > XBZRLE_UNFRIENDLY
+                or (whole.xbzrle_overflow_ratio or 0) > XBZRLE_UNFRIENDLY):
+            return "xbzrle-data", (
+                f"data unfriendly to XBZRLE: {_pct(whole.xbzrle_overflow_ratio)} of its encodings "
+                f"overflowed, an encoded page cost "
+                f"{(whole.xbzrle_ratio or 0) * whole.page_size:.0f} of {whole.page_size} bytes")
+    if cpu_bound:
+        raw = tp / (whole.ratio or 1.0)
+        return "cpu-bound", (
+            f"CPU-bound compression: {st.threads} {st.compression} threads moved "
+            f"{raw / MiB:.1f} MiB/s of RAM ({tp / MiB:.1f} MiB/s on the wire), below the "
+            f"{st.max_bandwidth / MiB:.1f} MiB/s max-bandwidth allows")
+    if whole.throughput and whole.throughput < BELOW * st.max_bandwidth:
+        return "bandwidth-below", (
+            f"QEMU sent {whole.throughput / MiB:.1f} MiB/s, "
+            f"{100 * whole.throughput / st.max_bandwidth:.0f} % of max-bandwidth "
+            f"({st.max_bandwidth / MiB:.1f} MiB/s): the link or the host, not max-bandwidth, "
+            "set the pace")
+    left = rem if rem is not None else (hind.remaining if hind else ws)
+    send_ms = 1000 * left * (whole.ratio or 1.0) / tp
+    downtime_txt = (f"downtime limit below what one pass needs: the {left / MiB:.1f} MiB a pass "
+                    f"leaves take {send_ms:.0f} ms at {tp / MiB:.1f} MiB/s; the limit is "
+                    f"{limit_ms:.0f} ms")
+    if hind is not None and sc is not None:
+        if hind.converges:
+            # the model says it completes in time; a pass cannot be shorter than QEMU's syncs
+            floor = rate * (whole.min_sync_interval or 0.0)
+            if floor > hind.budget:
+                return "downtime-limit", downtime_txt
+            return "link-bound", (
+                f"link-bound: the guest dirties {rate / MiB:.1f} MiB/s, the link carried "
+                f"{tp / MiB:.1f} MiB/s; the model predicted completion at "
+                f"{_opt_s(hind.total_time)}, QEMU did not get there ({left / MiB:.1f} MiB "
+                "left at a sync)")
+        # without the harness's limits: does it converge at all, and why not
+        free = predict(replace(sc, max_time=None, max_passes=None))
+        if free.converges:
+            return "link-bound", (
+                f"link-bound: too slow for max_time_s ({st.max_time:g} s): at {tp / MiB:.1f} "
+                f"MiB/s it would complete at {_opt_s(free.total_time)} after {free.passes} "
+                f"passes (pass 0 alone: {free.schedule[0].duration:.1f} s)")
+        need = min_downtime_limit(sc)
+        if (free.bound == "working-set" and need is not None
+                and need <= DOWNTIME_FACTOR * st.downtime_limit):
+            return "downtime-limit", downtime_txt
+    ws_txt = f" over a {ws / MiB:.0f} MiB working set" if ws < st.ram else ""
+    return "link-bound", (
+        f"link-bound: the guest dirties {rate / MiB:.1f} MiB/s{ws_txt}, the link carried "
+        f"{tp / MiB:.1f} MiB/s: each pass left {left / MiB:.1f} MiB dirty, {send_ms:.0f} ms of "
+        f"sending against a {limit_ms:.0f} ms downtime limit")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f} %"
+
+
+def _writer_rate_during(rec: RunRecord) -> float | None:
+    rates = [w.rate for w in rec.guest.writer if w.host == "source" and w.t > 0]
+    return min(rates) if rates else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Advice
+
+
+def _then(p: Prediction) -> str:
+    if not p.converges:
+        return "still does not converge"
+    if p.postcopy is not None:
+        return f"completes in {_opt_s(p.total_time)}"
+    return f"completes in {_opt_s(p.total_time)} with {_opt_ms(p.downtime)} of downtime"
+
+
+def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor) -> list[str]:
+    lines: dict[str, str] = {}
+    tp = sc.link.throughput
+    over = (whole.throughput / st.max_bandwidth) if whole.throughput else 1.0
+
+    def scaled(key: str, fn: Callable[[Scenario], float | None], change: Callable[[float], Scenario],
+               text: Callable[[float, Prediction], str]) -> None:
+        v = fn(sc)
+        lines[key] = (text(v, predict(change(v))) if v is not None else
+                      f"{key}: no value converges within max_time_s ({st.max_time:g} s)")
+
+    scaled("bandwidth", min_throughput,
+           lambda b: replace(sc, link=replace(sc.link, throughput=b)),
+           lambda b, p: (f"bandwidth: {b / MiB:.1f} MiB/s ({b * 8 / 1e6:.0f} Mbit/s) on the wire, "
+                         f"{b / tp:.2f}x the {tp / MiB:.1f} MiB/s measured (max-bandwidth "
+                         f">= {b / over / MiB:.1f} MiB/s at QEMU's measured "
+                         f"{100 * (over - 1):+.0f} %): {_then(p)}"))
+    scaled("downtime", min_downtime_limit, lambda limit: replace(sc, downtime_limit=limit),
+           lambda limit, p: (f"downtime-limit: >= {math.ceil(limit * 1000)} ms (now "
+                             f"{st.downtime_limit * 1000:.0f} ms): {_then(p)}"))
+    ws = sc.guest.ws
+    cache = xbzrle_cache_size(ws, whole.page_size)
+    with_cache = replace(sc, link=replace(sc.link, xbzrle_cache=float(cache)))
+    if st.xbzrle:
+        if st.xbzrle_cache < cache:
+            lines["xbzrle"] = (f"xbzrle-cache-size: {cache // MiB} MiB (holds the "
+                               f"{ws / MiB:.0f} MiB working set; now "
+                               f"{st.xbzrle_cache / MiB:.0f} MiB): {_then(predict(with_cache))}")
+    else:
+        x = max_xbzrle_ratio(replace(with_cache, link=replace(with_cache.link, xbzrle_ratio=1.0)))
+        if x is not None and x < 1.0:
+            p = predict(replace(with_cache, link=replace(with_cache.link, xbzrle_ratio=x)))
+            lines["xbzrle"] = (f"XBZRLE with a {cache // MiB} MiB cache: converges if a re-sent "
+                               f"page encodes to at most {x * whole.page_size:.0f} bytes: "
+                               f"{_then(p)}")
+    c = max_wire_ratio(sc)
+    if c is not None and c < sc.link.ratio:
+        p = predict(replace(sc, link=replace(sc.link, ratio=c)))
+        lines["compression"] = (f"compression: at most {c:.3f} wire bytes per RAM byte "
+                                f"({1 / c:.1f}:1, e.g. multifd zstd): {_then(p)}")
+    if factor == "cpu-bound" and sc.link.encode_rate:
+        need = min_encode_rate(sc)
+        per = sc.link.encode_rate / max(st.threads, 1)
+        if need is not None:
+            n = math.ceil(need / per)
+            more = predict(replace(sc, link=replace(sc.link, encode_rate=n * per)))
+            lines["threads"] = (f"threads: {n} {st.compression} threads (now {st.threads}; "
+                                f"{per / MiB:.1f} MiB/s of RAM each): {_then(more)}")
+        else:
+            lines["threads"] = (f"threads: more {st.compression} threads alone do not converge: "
+                                f"the link ({tp / MiB:.1f} MiB/s) is the next limit")
+    plan = plan_throttle(sc)
+    ac = sc.auto_converge or AutoConverge()
+    if plan.needed is None:
+        lines["throttle"] = "auto-converge: not even a 99 % throttle converges"
+    elif plan.needed > 0 and plan.step is not None and plan.step_value is not None:
+        when = (f", reached about {plan.reached_at:.1f} s in" if plan.reached_at is not None
+                else f", not reached within max_time_s ({st.max_time:g} s)")
+        cap = ("max-cpu-throttle allows it" if plan.reachable else
+               f"max-cpu-throttle must be >= {plan.step_value:.0f} % (now {ac.maximum:.0f} %)")
+        lines["throttle"] = (f"auto-converge: needs a {plan.needed:.0f} % throttle: step "
+                             f"{plan.step} ({plan.step_value:.0f} %) of cpu-throttle-initial "
+                             f"{ac.initial:.0f} / increment {ac.increment:.0f}{when}; {cap}")
+    if st.postcopy_after_syncs is None and st.postcopy_after_s is None:
+        p = predict(replace(sc, auto_converge=None, postcopy_after_syncs=2, pause_after_syncs=None))
+        if p.postcopy is not None:
+            lines["postcopy"] = (f"postcopy: switch after pass 0 at {p.postcopy.switch_at:.1f} s; "
+                                 f"{p.postcopy.remaining / MiB:.1f} MiB then arrive in "
+                                 f"{_opt_s(p.postcopy.fault_phase)} of page faults (the guest "
+                                 f"waits on each missing page): {_then(p)}")
+    first = {"cpu-bound": "threads", "xbzrle-cache": "xbzrle", "xbzrle-data": "compression",
+             "throttle-max": "throttle", "downtime-limit": "downtime"}.get(factor, "bandwidth")
+    order = [first] + [k for k in lines if k != first]
+    return [lines[k] for k in order if k in lines]
+
+
+# ---------------------------------------------------------------------------------------------
+# A cell: the repetitions together
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    vs = [v for v in values if v is not None]
+    return statistics.median(vs) if vs else None
+
+
+def _median_figures(figs: Sequence[Figures | None]) -> Figures | None:
+    fs = [f for f in figs if f is not None]
+    if not fs:
+        return None
+    conv = [f.converges for f in fs if f.converges is not None]
+    passes = _median([f.passes for f in fs])
+    return Figures(None if not conv else sum(conv) * 2 > len(conv),
+                   _median([f.total_time for f in fs]), _median([f.downtime for f in fs]),
+                   None if passes is None else round(passes))
+
+
+def aggregate(diagnoses: Sequence[Diagnosis]) -> Diagnosis:
+    """The repetitions of one cell together: the majority factor among valid runs (invalid runs
+    are counted, not diagnosed), median figures, the evidence medians of the runs with that
+    factor and the advice of the first of them."""
+    if not diagnoses:
+        raise ValueError("a cell needs at least one diagnosis")
+    counts = Counter(d.factor for d in diagnoses)
+    valid = [d for d in diagnoses if d.valid]
+    pool = valid or list(diagnoses)
+    tally = Counter(d.factor for d in pool)
+    # ties: the factor of the earlier repetition
+    factor = max(tally, key=lambda f: (tally[f], -[d.factor for d in pool].index(f)))
+    chosen = [d for d in pool if d.factor == factor]
+    rep = chosen[0]
+    evidence: list[Evidence] = []
+    for e in rep.evidence:
+        vals = [x.value for d in chosen for x in d.evidence if x.label == e.label]
+        nums = [float(v) for v in vals if isinstance(v, (int, float))]
+        if isinstance(e.value, (int, float)) and len(nums) == len(vals):
+            evidence.append(Evidence(e.label, round(statistics.median(nums), 3), e.unit))
+        else:
+            evidence.append(e)
+    left = len(diagnoses) - len(valid)
+    note = f" ({left} of {len(diagnoses)} runs {_invalid_words(counts)}, left out)" if (
+        valid and left) else ""
+    summary = f"{factor} in {len(chosen)}/{len(diagnoses)} runs: {rep.summary}{note}"
+    return Diagnosis(
+        factor, summary, tuple(evidence), rep.advice,
+        _median_figures([d.predicted for d in chosen]), _median_figures([d.early for d in chosen]),
+        _median_figures([d.hindsight for d in chosen]),
+        _median_figures([d.measured for d in chosen]) or rep.measured,
+        runs=len(diagnoses),
+        factors=tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+
+
+def _invalid_words(counts: Counter[Factor]) -> str:
+    return ", ".join(f"{n} {f}" for f, n in sorted(counts.items()) if f in INVALID)
+
+
+def diagnose_cell(records: Sequence[RunRecord], pre: Premeasured | None = None) -> Diagnosis:
+    """The diagnosis of a cell from the records of its repetitions."""
+    return aggregate([diagnose(r, pre) for r in records])

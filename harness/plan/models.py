@@ -1,0 +1,408 @@
+"""Validated, frozen models for hosts and matrix files, and the Cell a run executes.
+
+Everything past :mod:`harness.plan.config` is one of these models: no raw dicts from YAML travel further.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from harness.errors import shorten
+from harness.plan.units import parse_bytes
+
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # no leading '-': not an option
+# qemu_args of a matrix: only options that shape the virtual machine, each followed by its value,
+# and no value naming something on the host (a file QEMU would open or create as its user, a
+# directory, a device, a descriptor or a program to run). Anything else belongs in hosts.yaml.
+QEMU_ARG_OPTIONS = ("-cpu", "-machine", "-M", "-global", "-device", "-object", "-overcommit",
+                    "-rtc", "-icount")
+_HOST_RESOURCE = re.compile(r"(?:^|[,.])(script|downscript|helper|file|filename|path|mem-path|"
+                            r"dir|evdev|sock|fd|fds|romfile|logfile|chardev|drive|netdev|"
+                            r"vhostfd|vhostfds)=")
+KEBAB = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+# Limits of the validation pass (README, Security). Names become folder names, labels and
+# arguments: a conservative alphabet, no leading dot or dash.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+#: A working folder on a host: absolute, plain characters (it reaches remote shells and paths).
+WORKDIR_PATTERN = r"^/[A-Za-z0-9._/+-]{0,199}$"
+USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
+HOSTNAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB of guest RAM
+MAX_VCPUS = 64
+
+# Strict: YAML's `yes` is not 1 and 1.5 is not 1; a float field takes 1 or 1.5, never .inf.
+Int = StrictInt
+Real = Annotated[float, Strict()]
+
+#: Validation context of the files harness.plan.config reads: the rules below that name a pattern
+#: apply to them. A model built by code is trusted, and the quoting layer treats every value as
+#: data either way (its tests build hosts with hostile workdirs on purpose).
+FILE_INPUT = {"file": True}
+
+
+def _file_rule(check: Callable[[Any], None]) -> AfterValidator:
+    def validator(value: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("file") and value is not None:
+            check(value)
+        return value
+
+    return AfterValidator(validator)
+
+
+def _pattern(pattern: str, what: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not re.fullmatch(pattern, str(value)):
+            raise ValueError(f"{shorten(str(value))} must match {pattern} ({what})")
+
+    return check
+
+
+def _absolute(path: Path) -> None:
+    if not path.is_absolute():
+        raise ValueError(f"{shorten(str(path))} is not an absolute path: start it with /")
+
+
+def _workdir(path: Path) -> None:
+    text = str(path)
+    if not re.fullmatch(WORKDIR_PATTERN, text) or ".." in path.parts:
+        raise ValueError(f"{shorten(text)} must match {WORKDIR_PATTERN} without '..' (an "
+                         "absolute path of letters, digits and ._/+-)")
+
+
+def _address(value: str) -> None:
+    try:
+        ip = ipaddress.ip_address(value)
+        # Python takes anything after % as an IPv6 scope: only an interface name is one
+        scope = getattr(ip, "scope_id", None)
+        if scope is None or _IFNAME.fullmatch(scope):
+            return
+    except ValueError:
+        pass
+    if not re.fullmatch(HOSTNAME_PATTERN, value):
+        raise ValueError(f"{shorten(value)} is neither an IP address nor a host name matching "
+                         f"{HOSTNAME_PATTERN}")
+
+
+#: A name from a file (pair, build, variant, workload): a dict key or a value.
+Name = Annotated[str, _file_rule(_pattern(NAME_PATTERN, "letters, digits and _.+-"))]
+AbsPath = Annotated[Path, _file_rule(_absolute)]
+Address = Annotated[str, _file_rule(_address)]
+User = Annotated[str, _file_rule(_pattern(USER_PATTERN, "a user name"))]
+Workdir = Annotated[Path, _file_rule(_workdir)]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# hosts.yaml
+
+
+class QemuBuild(Frozen):
+    """One QEMU build on a host: the binary, and where its firmware and modules live."""
+
+    binary: AbsPath
+    datadirs: tuple[AbsPath, ...] = ()  # each passed as -L (QEMU data, then firmware)
+    moduledir: AbsPath | None = None  # QEMU_MODULE_DIR for a build unpacked outside /usr
+
+
+class HostSpec(Frozen):
+    """One host of a pair: this machine (``local``) or a machine reached over SSH (``ssh``)."""
+
+    transport: Literal["local", "ssh"] = "local"
+    address: Address | None = None  # ssh: host name or IP the harness connects to
+    user: User = "root"
+    port: Int = Field(22, gt=0, lt=65536)
+    identity_file: AbsPath | None = None  # ssh: private key; default: the user's keys / agent
+    known_hosts: AbsPath | None = None  # ssh: pinned host keys; default ~/.ssh/known_hosts
+    connect_timeout_s: Real = Field(10.0, gt=0, le=300)
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    workdir: Workdir = Path("/tmp/migbench")
+    migration_address: Address = "127.0.0.1"  # where the destination listens for migration
+    vm_bridge: str | None = None  # bridge for guest NICs (the VM network)
+    # The VM network's subnet as "<prober address>/<prefix>": guests get addresses in it and the
+    # ping prober sends from <prober address>, which must be on this machine and reach
+    # ``vm_bridge`` (the source host's value is used). Needed for ping workloads over SSH.
+    vm_network: str | None = None
+    qemu: dict[Name, QemuBuild] = Field(default_factory=dict)
+
+    def same_machine(self, other: HostSpec) -> bool:
+        """Do both entries name one machine? Both ``local``, or both SSH to the same address and
+        port (another user there is another account on the same machine: it shares memory, the
+        clock, and the files of a common folder)."""
+        if self.transport == "local" and other.transport == "local":
+            return True
+        return (self.transport == other.transport == "ssh" and self.address == other.address
+                and self.port == other.port)
+
+    @model_validator(mode="after")
+    def _check_ssh(self) -> HostSpec:
+        if self.transport == "ssh" and not self.address:
+            raise ValueError("transport 'ssh' needs an 'address' (host name or IP)")
+        if self.vm_bridge is not None and not _IFNAME.fullmatch(self.vm_bridge):
+            raise ValueError(f"vm_bridge {shorten(self.vm_bridge)} is not an interface name "
+                             f"(1-15 letters, digits, '-', '_', '.', not starting with '-' or "
+                             f"'.': {_IFNAME.pattern})")
+        if self.vm_network is not None:
+            import ipaddress
+
+            try:
+                if "/" not in self.vm_network:
+                    raise ValueError("no prefix")
+                iface = ipaddress.IPv4Interface(self.vm_network)
+            except ValueError:
+                raise ValueError(f"vm_network {self.vm_network!r} is not like 10.250.4.1/24 "
+                                 "(the prober's address and the prefix)") from None
+            if iface.network.prefixlen < 16 or not iface.network.is_private:
+                raise ValueError(f"vm_network {self.vm_network}: use a private subnet of at "
+                                 "most a /16")
+        return self
+
+
+class HostPair(Frozen):
+    source: HostSpec
+    destination: HostSpec
+
+
+class HostsConfig(Frozen):
+    """Contents of hosts.yaml (paths already resolved against the file's folder)."""
+
+    qemu_builds: dict[Name, QemuBuild] = Field(default_factory=dict)
+    default_build: Name = "10.0"
+    pairs: dict[Name, HostPair]
+
+    @model_validator(mode="after")
+    def _check(self) -> HostsConfig:
+        if not self.pairs:
+            raise ValueError("at least one host pair is needed under 'pairs'")
+        return self
+
+    def build_for(self, host: HostSpec, name: str) -> QemuBuild | None:
+        return host.qemu.get(name) or self.qemu_builds.get(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# matrix files
+
+Pattern = Literal["zero", "text", "random", "sparse"]
+
+
+class WriterSpec(Frozen):
+    """The guest memory writer."""
+
+    working_set_mib: Int = Field(64, gt=0, le=MAX_MEMORY_MIB)
+    rate_mib_s: Real = Field(32.0, ge=0, le=1024 * 1024)  # 0: as fast as it can
+    pattern: Pattern = "sparse"
+    threads: Int | None = Field(None, gt=0, le=256)  # default: one per vCPU
+
+
+class PingSpec(Frozen):
+    """A prober beside the guest: a probe every ``interval_ms`` to the guest's IP on the VM bridge."""
+
+    mode: Literal["udp", "icmp"] = "udp"  # udp: echo responder in the guest; icmp: the kernel
+    interval_ms: Real = Field(10.0, ge=1.0, le=1000.0)
+    port: Int = Field(7777, ge=1, le=65535)  # UDP echo port in the guest
+    timeout_ms: Real = Field(1000.0, gt=0, le=10000.0)  # a probe without reply by then is lost
+
+    @model_validator(mode="after")
+    def _check(self) -> PingSpec:
+        if self.timeout_ms < self.interval_ms:
+            raise ValueError(
+                f"ping.timeout_ms={self.timeout_ms:g} is shorter than ping.interval_ms="
+                f"{self.interval_ms:g}: make the timeout at least one interval"
+            )
+        return self
+
+
+FioRw = Literal["randread", "randwrite", "randrw", "read", "write", "rw"]
+
+
+class FioSpec(Frozen):
+    """fio in the guest on the shared virtio-blk disk (``/dev/vda``)."""
+
+    rw: FioRw = "randrw"
+    rwmixread: Int = Field(70, ge=0, le=100)  # percent reads, for rw/randrw
+    bs: str = Field("4k", pattern=r"^[1-9][0-9]{0,8}[kKmM]?$")
+    iodepth: Int = Field(4, ge=1, le=256)
+    rate_iops: Int = Field(200, ge=0, le=10_000_000)  # total over reads and writes; 0: no limit
+    ioengine: Literal["io_uring", "psync"] = "io_uring"
+    direct: StrictBool = True
+    disk_mib: Int = Field(256, ge=16, le=65536)  # size of the shared disk file
+
+    @model_validator(mode="after")
+    def _check(self) -> FioSpec:
+        if self.rw in ("randrw", "rw") and self.rwmixread in (0, 100):
+            only = "randwrite/write" if self.rwmixread == 0 else "randread/read"
+            raise ValueError(
+                f"fio rw={self.rw} with rwmixread={self.rwmixread} is not a mix: "
+                f"use rw={only}, or a rwmixread between 1 and 99"
+            )
+        if self.bs_bytes() % 512:
+            raise ValueError(f"fio bs={self.bs} is not a multiple of 512 bytes (the sector size)")
+        if self.bs_bytes() > self.disk_mib * 1024 * 1024:
+            raise ValueError(f"fio bs={self.bs} is larger than the disk (disk_mib={self.disk_mib})")
+        return self
+
+    def bs_bytes(self) -> int:
+        mult = {"k": 1024, "m": 1024 * 1024}.get(self.bs[-1].lower(), 1)
+        return int(self.bs.rstrip("kKmM")) * mult
+
+
+class WorkloadSpec(Frozen):
+    """Guest workloads that run together, e.g. writer + ping (IO-sensitive VM under memory load)."""
+
+    writer: WriterSpec | None = None
+    ping: PingSpec | None = None
+    fio: FioSpec | None = None
+
+
+def workload_label(workload: WorkloadSpec | None) -> str:
+    """A short name for a workload, e.g. ``writer 64 MiB @ 32 MiB/s random + ping + fio randrw``
+    (pure)."""
+    if workload is None:
+        return "idle"
+    parts = []
+    writer = workload.writer
+    if writer is not None:
+        rate = "max" if not writer.rate_mib_s else f"{writer.rate_mib_s:g} MiB/s"
+        parts.append(f"writer {writer.working_set_mib} MiB @ {rate} {writer.pattern}")
+    if workload.ping is not None:
+        parts.append("ping")
+    if workload.fio is not None:
+        parts.append(f"fio {workload.fio.rw}".strip())
+    return " + ".join(parts) if parts else "idle"
+
+
+class GuestSpec(Frozen):
+    vcpus: Int = Field(1, gt=0, le=MAX_VCPUS)
+    memory_mib: Int = Field(512, ge=128, le=MAX_MEMORY_MIB)
+
+
+class Limits(Frozen):
+    max_time_s: Real = Field(120.0, gt=0, le=86400)  # cancel and record not-converged after this
+    max_dirty_syncs: Int | None = Field(None, gt=0, le=100_000)  # ... or after this many syncs
+    steady_timeout_s: Real = Field(60.0, gt=0, le=3600)  # wait for the workload's steady rate
+    boot_timeout_s: Real = Field(60.0, gt=0, le=3600)
+    observe_after_s: Real = Field(3.0, ge=0, le=3600)  # keep reading the workload afterwards
+    sample_hz: Real = Field(20.0, ge=10, le=100)  # query-migrate samples per second
+
+
+class Variant(Frozen):
+    """A named QEMU build and/or extra QEMU arguments; the unit of before/after comparisons."""
+
+    build: Name | None = None  # name in hosts.yaml qemu_builds; default: hosts' default_build
+    qemu_args: tuple[str, ...] = Field((), max_length=256)
+    migration: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("qemu_args")
+    @classmethod
+    def _only_machine_options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # A matrix is data, not a way to reach the hosts: QEMU runs as the hosts' user, and an
+        # option such as -chardev file, -drive or tap's script= would open, create or run
+        # something there. Options that shape the guest machine are enough for a variant.
+        options = v[0::2]
+        for j, opt in enumerate(options):
+            if opt not in QEMU_ARG_OPTIONS:
+                raise ValueError(f"qemu_args[{2 * j}] {shorten(opt)} is not an option a matrix "
+                                 f"may set (allowed: {' '.join(QEMU_ARG_OPTIONS)}, each followed "
+                                 "by its value): put host-side set-up in hosts.yaml")
+        if len(v) % 2:
+            raise ValueError(f"qemu_args[{len(v) - 1}] {shorten(v[-1])} has no value after it")
+        for i in range(1, len(v), 2):
+            found = _HOST_RESOURCE.search(v[i])
+            if found:
+                raise ValueError(f"qemu_args[{i}] {shorten(v[i])} names a host file, device or "
+                                 f"program ({found.group(1)}=): set it up in hosts.yaml instead")
+        return v
+
+
+class MatrixSpec(Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a folder name
+    description: str = Field("", max_length=2000)
+    repetitions: Int = Field(3, gt=0, le=1000)
+    guest: GuestSpec = GuestSpec()
+    limits: Limits = Limits()
+    integrity: Literal["stamps", "ram"] = "stamps"
+    workload: WorkloadSpec = WorkloadSpec(writer=WriterSpec())
+    workloads: dict[Name, WorkloadSpec] = Field(default_factory=dict)  # named, for a workload axis
+    migration: dict[str, Any] = Field(default_factory=dict)  # applied to every cell
+    variants: dict[Name, Variant] = Field(default_factory=lambda: {"default": Variant()})
+    axes: dict[str, list[Any]] = Field(default_factory=lambda: {"feature": ["precopy"]})
+    exclude: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    include: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)  # extra points
+    destination_migration: dict[str, Any] = Field(default_factory=dict)  # destination-only params
+    shuffle_seed: Int | None = Field(None, ge=0, lt=2**64)
+    # run order: all repetitions of a cell before the next ("cells"), or repetition by
+    # repetition across cells and variants (A B A B ...) so that machine drift cancels.
+    order: Literal["cells", "interleaved"] = "cells"
+
+    @field_validator("axes")
+    @classmethod
+    def _axes_nonempty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"axis {key!r} is empty: list at least one value")
+            if len({repr(x) for x in values}) != len(values):
+                raise ValueError(f"axis {key!r} lists a value twice")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_nonempty(cls, v: dict[str, Variant]) -> dict[str, Variant]:
+        if not v:
+            raise ValueError("list at least one variant")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> MatrixSpec:
+        w = self.workload.writer
+        if w is not None and w.working_set_mib >= self.guest.memory_mib - 64:
+            raise ValueError(
+                f"workload.writer.working_set_mib: {w.working_set_mib} MiB does not fit in "
+                f"guest.memory_mib={self.guest.memory_mib} (leave 64 MiB for the guest kernel)"
+            )
+        for v in self.axes.get("workload", []):
+            if v not in self.workloads:
+                raise ValueError(
+                    f"axes.workload: names {v!r}, which is not under `workloads` "
+                    f"(defined: {', '.join(self.workloads) or 'none'})")
+        for wname, wspec in self.workloads.items():
+            ww = wspec.writer
+            if ww is not None and ww.working_set_mib >= self.guest.memory_mib - 64:
+                raise ValueError(
+                    f"workloads.{wname}.writer.working_set_mib: {ww.working_set_mib} MiB does not "
+                    f"fit in guest.memory_mib={self.guest.memory_mib}")
+        for name, rules in (("exclude", self.exclude), ("include", self.include)):
+            for i, rule in enumerate(rules):
+                if not rule:
+                    raise ValueError(f"{name}[{i}]: is empty: name at least one axis")
+                for key in rule:
+                    if key not in self.axes and key != "variant":
+                        raise ValueError(
+                            f"{name}[{i}]: names {key!r}, which is not an axis "
+                            f"(axes: {', '.join(self.axes)})")
+        return self
+
+
+def bandwidth_param(value: object) -> int:
+    """``max-bandwidth`` in bytes/s from an int or "200mbit"/"25MiB"."""
+    return parse_bytes(value)
