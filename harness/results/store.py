@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.plan.models import workload_label
 from harness.errors import HarnessError, StoreError
 from harness.output import csv_cell, csv_row, write_atomic, write_failure
+from harness.plan.models import workload_label
 from harness.results.record import RunRecord, dump, read
 from harness.results.record.errors import RecordError
 from harness.results.record.metrics import CPU, CPU_SIDES, SUMMARY, cpu_column
