@@ -224,7 +224,7 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
         cache = host.spec.workdir / "qemu-builds"
         check_build_dir(f"{host.label}: build cache (workdir/qemu-builds)", cache)
     else:
-        cache = cache.absolute() if host.is_local else cache
+        cache = host.absolute(cache)
         check_build_dir(f"{host.label}: --build-cache", cache)
     commit = source_commit(src.tree)
     key = cache_key(commit, patch_hash(src.patches), configure_args)

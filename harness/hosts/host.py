@@ -26,17 +26,20 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
-from harness.errors import CommandFailed, HostError
+from harness.errors import CommandFailed, HarnessError, HostError, VmError
 from harness.plan.models import HostSpec
 
 PVM_MODULE = Path("/sys/module/kvm_pvm")
@@ -154,6 +157,20 @@ class Process(Protocol):
 _P = TypeVar("_P", bound=Process)
 
 
+class SocketLinks:
+    """Local addresses of unix sockets on a host, in the order asked; ``close()`` stops reaching
+    them (idempotent). A local host's sockets are their own addresses."""
+
+    def __init__(self, paths: Sequence[Path], close: Callable[[], None] | None = None) -> None:
+        self.paths = list(paths)
+        self._close = close
+
+    def close(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            close()
+
+
 class Host(abc.ABC):
     """A machine that runs commands and QEMU. ``name`` labels it in errors and results."""
 
@@ -215,6 +232,37 @@ class Host(abc.ABC):
     def cpu_sampler_prefix(self) -> list[str] | None:
         """A command prefix that runs the CPU sampler's stream on the host; None: in-process."""
         return None
+
+    #: The Python that runs our small scripts there (``python3 -c SCRIPT ARGS``).
+    python = "python3"
+
+    @property
+    def where(self) -> str:
+        """`` on <label>`` for messages about what runs on another machine; empty here."""
+        return ""
+
+    def absolute(self, path: Path) -> Path:
+        """``path`` as the host reads it: locally against this process's working folder; over
+        SSH as given (the remote shell resolves a relative path against the login folder)."""
+        return path
+
+    @abc.abstractmethod
+    def vm_dirs(self, workdir: Path, binary: Path, sockets: Sequence[Path]) -> Path | None:
+        """Make a VM's work folder and return a folder for its unix sockets, or None to keep
+        ``sockets`` where they are (which it then frees of stale sockets).
+
+        :raise VmError: the QEMU binary is missing there (checked where starting it cannot say).
+        :raise HostError: the host cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def reach_sockets(self, paths: Sequence[Path], tag: str) -> SocketLinks:
+        """Local addresses that reach the unix sockets ``paths`` on the host (``tag`` names
+        the local folder); close the result to stop reaching them."""
+
+    def discard_vm_dirs(self, workdir: Path | None, socket_dir: Path | None) -> None:
+        """Remove a finished VM's folders on the host once its logs are read. Here they stay:
+        the runner removes a run's local folders (or keeps them for a failed run's logs)."""
 
     @abc.abstractmethod
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
@@ -325,6 +373,22 @@ class LocalHost(Host):
     """This machine. The CPU sampler runs in a thread of this process."""
 
     transport = "local"
+    python = sys.executable
+
+    def absolute(self, path: Path) -> Path:
+        return path.absolute()
+
+    def vm_dirs(self, workdir: Path, binary: Path, sockets: Sequence[Path]) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for p in sockets:
+            p.unlink(missing_ok=True)
+        return None
+
+    def reach_sockets(self, paths: Sequence[Path], tag: str) -> SocketLinks:
+        return SocketLinks(paths)
+
+    def remove_tree(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
 
     def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
         command = shell_line(argv)  # for messages; refuses a NUL byte as SshHost.run does
@@ -358,7 +422,6 @@ class LocalHost(Host):
 
     def put(self, local: Path, remote: Path) -> None:
         if Path(local).resolve() != Path(remote).resolve():
-            import shutil
             shutil.copyfile(local, remote)
 
     def get(self, remote: Path, local: Path) -> None:
@@ -598,6 +661,52 @@ class SshHost(Host):
     def identity(self) -> str:
         return f"ssh:{self.spec.user}@{self.spec.address}:{self.spec.port}"
 
+    @property
+    def where(self) -> str:
+        return f" on {self.label}"
+
+    # -- VM folders and sockets ---------------------------------------------------------------
+
+    def vm_dirs(self, workdir: Path, binary: Path, sockets: Sequence[Path]) -> Path:
+        """Checks the binary, makes the work folder private and returns a new private socket
+        folder: QMP and the console live in a short folder (mktemp makes it mode 700, and a unix
+        socket path must be shorter than 108 bytes, which a deep workdir is not), so only its
+        owner can reach them and no port is open."""
+        out = self.run(sh_script(_VM_DIRS_SH, binary, workdir), timeout=30).strip()
+        if out == "missing":
+            raise VmError(f"{self.label}: QEMU binary {binary} not found or not executable "
+                          "(run `migbench provision`, or fix qemu_builds in hosts.yaml)")
+        return Path(out)
+
+    def reach_sockets(self, paths: Sequence[Path], tag: str) -> SocketLinks:
+        """Tunnels (:class:`harness.hosts.remote.Tunnel`) from unix sockets in a private local
+        folder."""
+        from harness.hosts.remote import Tunnel
+
+        folder = Path(tempfile.mkdtemp(prefix=f"mb-tun-{tag}-"))
+        tunnels: list[Tunnel] = []
+
+        def close() -> None:
+            for tunnel in tunnels:
+                tunnel.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        try:
+            for remote in paths:
+                tunnel = Tunnel(self, remote, folder / remote.name)
+                tunnel.open()
+                tunnels.append(tunnel)
+        except BaseException:
+            close()
+            raise
+        return SocketLinks([t.path for t in tunnels], close)
+
+    def discard_vm_dirs(self, workdir: Path | None, socket_dir: Path | None) -> None:
+        for d in (workdir, socket_dir):
+            if d is not None:
+                with contextlib.suppress(HarnessError):
+                    self.remove_tree(d)
+
     # -- connection ---------------------------------------------------------------------------
 
     def connection(self) -> Any:
@@ -835,6 +944,10 @@ class SshHost(Host):
                             f"{_reason(exc)}") from None
 
 
+# Runs before a remote QEMU starts: "missing" unless "$1" (the binary) is executable; else makes
+# the work folder "$2" private and prints a new private socket folder (see SshHost.vm_dirs).
+_VM_DIRS_SH = ('test -x "$1" || { echo "missing"; exit 0; }; '
+               'mkdir -p -- "$2" && chmod 700 -- "$2" && mktemp -d /tmp/mb-vm.XXXXXXXX')
 # Prints the host's clock for each line read (see SshHost.clock_samples).
 _CLOCK_PY = "import sys,time\nfor _ in sys.stdin: print(repr(time.time()), flush=True)"
 # Prints a free TCP port on the address sys.argv[1] (see SshHost.free_port).

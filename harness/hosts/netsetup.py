@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Self
 
 from harness.errors import CommandFailed, HostError
 from harness.hosts.host import sh_script
+from harness.plan.models import HostSpec
 
 if TYPE_CHECKING:
     from harness.hosts.host import Host
@@ -55,6 +56,13 @@ class NetAttachment:
     prefix_len: int  # e.g. 24
     host_ip: str  # the bridge's address: the prober's source
     mac: str = GUEST_MAC
+
+
+def private_network(source: HostSpec, destination: HostSpec) -> bool:
+    """Does a pair get the private bridge on this machine (:class:`LocalVmNetwork`)? Yes for two
+    local entries without ``vm_bridge``; otherwise guests use each host's own ``vm_bridge``."""
+    return (source.transport == destination.transport == "local"
+            and not (source.vm_bridge or destination.vm_bridge))
 
 
 def check_ifname(what: str, name: str) -> None:

@@ -126,7 +126,7 @@ def plan(matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsConf
                         f"QEMU build {build!r} is not defined in {hosts_path}",
                         f"define it under qemu_builds or use one of {', '.join(hosts.qemu_builds)}",
                     )
-                if host.transport == "local" and not qb.binary.exists():
+                if host.lacks_here(qb.binary):
                     raise ConfigError(
                         hosts_path, f"qemu_builds.{build}.binary",
                         f"{qb.binary} does not exist (needed by variant {vname!r}, pair {pname} {role})",

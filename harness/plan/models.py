@@ -154,6 +154,12 @@ class HostSpec(Frozen):
         return (self.transport == other.transport == "ssh" and self.address == other.address
                 and self.port == other.port)
 
+    def lacks_here(self, path: Path) -> bool:
+        """Is ``path`` known to be missing on this entry's machine before anything connects?
+        Only for this machine (``local``): an SSH host's files are checked on the host (doctor,
+        the runner's preflight)."""
+        return self.transport == "local" and not path.exists()
+
     @model_validator(mode="after")
     def _check_ssh(self) -> HostSpec:
         if self.transport == "ssh" and not self.address:

@@ -24,7 +24,7 @@ from harness.analysis import stalls
 from harness.errors import HarnessError
 from harness.guest.image import GuestImage, create_shared_disk, initrd_for
 from harness.hosts.host import Host
-from harness.hosts.netsetup import HostVmNetwork, LocalVmNetwork, NetAttachment
+from harness.hosts.netsetup import HostVmNetwork, LocalVmNetwork, NetAttachment, private_network
 from harness.plan.features import POSTCOPY_STATES, kvm_requirement
 from harness.plan.matrix import Cell
 from harness.plan.models import QemuBuild
@@ -68,7 +68,7 @@ from harness.results.record.qmp import (
 )
 from harness.results.record.scalars import Role, utc
 from harness.run import workload as wl
-from harness.run.integrity import differing_pages, file_digests
+from harness.run.integrity import HASH_PAGES_PY, differing_pages
 from harness.run.sampling import cpu as cpu_sampling
 from harness.run.sampling import fio as fio_sampling
 from harness.run.sampling import ping as ping_sampling
@@ -257,7 +257,7 @@ def _vm_network(ctx: RunContext) -> LocalVmNetwork | HostVmNetwork:
     otherwise a tap on each host's own ``vm_bridge`` with the prober on this machine."""
     src, dst = ctx.source, ctx.destination
     tag = secrets.token_hex(2)
-    if src.is_local and dst.is_local and not (src.spec.vm_bridge or dst.spec.vm_bridge):
+    if private_network(src.spec, dst.spec):
         return LocalVmNetwork(tag)
     cidr = src.spec.vm_network or dst.spec.vm_network
     if cidr is None:
@@ -619,29 +619,9 @@ def _verify_stamps(dst_console: Console, src_console: Console) -> StampsCheck:
                        continuous_bad=int(running_bad - before_bad))
 
 
-# Per-page BLAKE2b-8 digests of a RAM dump, computed on the host that holds it (hex, one page
-# per line), then the dump is deleted: only digests travel over SSH, never guest RAM.
-_HASH_PAGES = (
-    "import hashlib,os,sys\n"
-    "p=sys.argv[1]\n"
-    "w=sys.stdout.write\n"
-    "with open(p,'rb') as f:\n"
-    "    while True:\n"
-    "        b=f.read(4096*4096)\n"
-    "        if not b: break\n"
-    "        w(''.join(hashlib.blake2b(b[i:i+4096],digest_size=8).hexdigest()+'\\n'"
-    " for i in range(0,len(b),4096)))\n"
-    "os.unlink(p)\n"
-)
-
-
 def _ram_digests(vm: Vm, path: Path) -> list[bytes]:
-    if vm.host.is_local:
-        try:
-            return file_digests(path)
-        finally:
-            path.unlink(missing_ok=True)
-    out = vm.host.run(["python3", "-c", _HASH_PAGES, str(path)], timeout=300)
+    # Hashed on the host that holds the dump, which it then deletes: only digests travel.
+    out = vm.host.run([vm.host.python, "-c", HASH_PAGES_PY, str(path)], timeout=300)
     return [bytes.fromhex(line) for line in out.split()]
 
 

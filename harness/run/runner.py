@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import logging
 import secrets
-import shutil
 import signal
 import subprocess
 import threading
@@ -29,6 +28,7 @@ from types import FrameType
 from harness.errors import ConfigError, HarnessError, HostError, StoreError
 from harness.guest.image import GuestImage, ensure_image
 from harness.hosts.host import Host, make_host
+from harness.hosts.netsetup import private_network
 from harness.hosts.placement import place_image
 from harness.hosts.probe import PROBE_CACHE, Probe, probe, unsupported_reason
 from harness.output import terminal_text
@@ -90,9 +90,7 @@ def skip_reason(cell: Cell, src_probe: Probe, dst_probe: Probe, src_accel: str,
             return reason
     if pair is not None and wl.needs_network(cell.workload):
         src, dst = pair.source, pair.destination
-        private = src.transport == dst.transport == "local" and not (src.vm_bridge
-                                                                     or dst.vm_bridge)
-        if not private:
+        if not private_network(src, dst):
             if not (src.vm_bridge and dst.vm_bridge):
                 return ("the ping workload needs vm_bridge on both hosts of this pair "
                         "(hosts.yaml)")
@@ -243,8 +241,7 @@ class _PairWorker:
             if uploaded:
                 self.camp.note(f"pair {self.name}: uploaded {', '.join(uploaded)} to "
                                f"{host.label}:{placed.kernel.parent}")
-            if not host.is_local:
-                self.images[role] = placed
+            self.images[role] = placed
             self.accel[role] = host.accel().accel
 
     def unrunnable(self, cell: Cell, rep: int, src_build: QemuBuild, dst_build: QemuBuild
@@ -338,11 +335,8 @@ class _PairWorker:
             if key in done:
                 continue
             done.add(key)
-            if host.is_local:
-                shutil.rmtree(dirs[role], ignore_errors=True)
-            else:
-                with contextlib.suppress(HarnessError):  # unreachable: nothing more to do
-                    host.remove_tree(dirs[role])
+            with contextlib.suppress(HarnessError):  # unreachable: nothing more to do
+                host.remove_tree(dirs[role])
 
     def close(self) -> None:
         self.source.close()

@@ -4,11 +4,13 @@ Follows QEMUMachine's shape: the constructor only records settings, :meth:`Vm.la
 :meth:`Vm.shutdown` is the one idempotent cleanup path (QMP ``quit``, then SIGTERM, then SIGKILL),
 which a ``with`` block always runs. A failed launch reports argv, exit code and the log's tail.
 
-On an SSH host QEMU serves QMP and the serial console on unix sockets in a short private folder
-(``mktemp -d``, mode 700: no open port, nobody else on that host can reach them), and the harness
-reaches both through :class:`harness.hosts.remote.Tunnel` (local unix sockets), so the QMP and console
-code is the same for both kinds of host. QEMU runs under a small supervisor that kills it
-when the SSH channel closes: a lost connection or a dead harness leaves no QEMU behind.
+Everything that differs between a local and an SSH host is the host's (:class:`Host`): where
+the work and socket folders are (:meth:`Host.vm_dirs`; on an SSH host a short private folder,
+no open port), how the harness reaches QMP and the console (:meth:`Host.reach_sockets`: the
+sockets themselves, or tunnels), and what is left on the host afterwards
+(:meth:`Host.discard_vm_dirs`). So the QMP and console code is the same for both kinds of host.
+On an SSH host QEMU runs under a small supervisor that kills it when the SSH channel closes: a
+lost connection or a dead harness leaves no QEMU behind.
 """
 
 from __future__ import annotations
@@ -16,25 +18,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shlex
-import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, VmError
-from harness.hosts.host import Host, Process, SshHost, sh_script
+from harness.hosts.host import Host, Process, SocketLinks
 from harness.plan.models import QemuBuild
 from harness.results.record.scalars import Role
 from harness.run.qmp import QmpSession
 from harness.run.sampling.console import Console
-
-# Runs on an SSH host before QEMU starts: "missing" unless "$1" (the binary) is executable; else
-# makes the work folder "$2" private and prints a new private socket folder.
-_PREPARE_SH = ('test -x "$1" || { echo "missing"; exit 0; }; '
-               'mkdir -p -- "$2" && chmod 700 -- "$2" && mktemp -d /tmp/mb-vm.XXXXXXXX')
 
 
 @dataclass(frozen=True)
@@ -109,14 +104,6 @@ def qemu_argv(cfg: VmConfig) -> list[str]:
     return argv
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        data = path.read_bytes()[-16384:]
-    except OSError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-
 @dataclass
 class Vm:
     """One QEMU process with its QMP session and serial console, on ``host``."""
@@ -129,8 +116,7 @@ class Vm:
     proc: Process | None = field(default=None, init=False)
     exit_code: int | None = field(default=None, init=False)
     launched_at: float = field(default=0.0, init=False)
-    _tunnels: list[Any] = field(default_factory=list, init=False, repr=False)
-    _tunnel_dir: Path | None = field(default=None, init=False, repr=False)
+    _links: SocketLinks | None = field(default=None, init=False, repr=False)
     _log_tail: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,10 +129,6 @@ class Vm:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-
-    @property
-    def remote(self) -> bool:
-        return isinstance(self.host, SshHost)
 
     @property
     def pid(self) -> int | None:
@@ -164,12 +146,7 @@ class Vm:
         env = {}
         if self.cfg.build.moduledir is not None:
             env["QEMU_MODULE_DIR"] = str(self.cfg.build.moduledir)
-        if isinstance(self.host, SshHost):
-            self._prepare_remote()
-        else:
-            self.cfg.workdir.mkdir(parents=True, exist_ok=True)
-            for p in (self.cfg.qmp_path, self.cfg.serial_path):
-                p.unlink(missing_ok=True)
+        self._prepare()
         self.launched_at = time.time()
         try:
             self.proc = self.host.start(self.argv, self.cfg.qemu_log, env)
@@ -182,48 +159,35 @@ class Vm:
             time.sleep(0.2)
             raise VmError(self._failure(f"did not come up ({exc})")) from exc
 
-    def _prepare_remote(self) -> None:
-        """Check the binary, make the (private) work folder, open the tunnels to its sockets."""
-        host = self.host
-        assert isinstance(host, SshHost)
-        from harness.hosts.remote import Tunnel
-
-        binary = str(self.cfg.build.binary)
-        # QMP and the console live in a short private folder (mktemp makes it mode 700): only
-        # its owner can reach them, and no port is open. The work folder (logs, console output)
-        # is private too.
-        out = host.run(sh_script(_PREPARE_SH, binary, self.cfg.workdir), timeout=30).strip()
-        if out == "missing":
-            raise VmError(f"{host.label}: QEMU binary {binary} not found or not executable "
-                          "(run `migbench provision`, or fix qemu_builds in hosts.yaml)")
-        self.cfg = dataclasses.replace(self.cfg, socket_dir=Path(out))
-        self.argv = qemu_argv(self.cfg)
-        self._tunnel_dir = Path(tempfile.mkdtemp(prefix=f"mb-tun-{self.cfg.role[:3]}-"))
-        for remote, name in ((self.cfg.qmp_path, "qmp.sock"), (self.cfg.serial_path, "serial.sock")):
-            tunnel = Tunnel(host, remote, self._tunnel_dir / name)
-            tunnel.open()
-            self._tunnels.append(tunnel)
-        self.qmp = QmpSession(self.cfg.role, str(self._tunnel_dir / "qmp.sock"))
-        self.console = Console(self.cfg.role, str(self._tunnel_dir / "serial.sock"))
+    def _prepare(self) -> None:
+        """Make the work folder, learn where the sockets live, and reach them from here."""
+        socket_dir = self.host.vm_dirs(self.cfg.workdir, self.cfg.build.binary,
+                                       (self.cfg.qmp_path, self.cfg.serial_path))
+        if socket_dir is not None:
+            self.cfg = dataclasses.replace(self.cfg, socket_dir=socket_dir)
+            self.argv = qemu_argv(self.cfg)
+        self._links = self.host.reach_sockets((self.cfg.qmp_path, self.cfg.serial_path),
+                                              self.cfg.role[:3])
+        qmp, serial = self._links.paths
+        self.qmp = QmpSession(self.cfg.role, str(qmp))
+        self.console = Console(self.cfg.role, str(serial))
 
     def log_tail(self, lines: int = 20) -> str:
         """The tail of QEMU's own log (stdout/stderr), wherever QEMU runs."""
-        if self._log_tail is not None:
-            return "\n".join(self._log_tail.splitlines()[-lines:])
-        if not self.remote:
-            return tail(self.cfg.qemu_log, lines)
-        try:
-            data = self.host.read_file(self.cfg.qemu_log, max_bytes=16384)
-        except HarnessError:
-            return ""
-        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+        text = self._log_tail
+        if text is None:
+            try:
+                text = self.host.read_file(self.cfg.qemu_log, max_bytes=16384).decode(
+                    "utf-8", "replace")
+            except HarnessError:
+                return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def _failure(self, what: str) -> str:
         code = self.proc.poll() if self.proc is not None else None
         status = f"exit code {code}" if code is not None else "still running"
         log = self.log_tail(5).replace("\n", " | ")
-        where = f" on {self.host.label}" if isinstance(self.host, SshHost) else ""
-        return (f"{self.cfg.role} QEMU{where} {what}; {status}; argv: {shlex.join(self.argv)}; "
+        return (f"{self.cfg.role} QEMU{self.host.where} {what}; {status}; argv: {shlex.join(self.argv)}; "
                 f"log: {log}")
 
     def status(self) -> str:
@@ -270,25 +234,19 @@ class Vm:
                 if close is not None:
                     close()
             self.console.close()
-            self._close_remote()
+            self._release()
 
-    def _close_remote(self) -> None:
-        for tunnel in self._tunnels:
-            tunnel.close()
-        self._tunnels = []
-        if self._tunnel_dir is not None:
-            shutil.rmtree(self._tunnel_dir, ignore_errors=True)
-            self._tunnel_dir = None
-        if isinstance(self.host, SshHost) and self._log_tail is None and self.proc is not None:
-            # Keep QEMU's log tail for the record, then remove this VM's remote work folder.
+    def _release(self) -> None:
+        if self._links is not None:
+            self._links.close()
+            self._links = None
+        if self._log_tail is None and self.proc is not None:
+            # Keep QEMU's log tail for the record before the host may remove its folder.
             with contextlib.suppress(HarnessError):
                 self._log_tail = self.host.read_file(self.cfg.qemu_log, 16384).decode(
                     "utf-8", "replace")
-            with contextlib.suppress(HarnessError):
-                self.host.remove_tree(self.cfg.workdir)
-        if isinstance(self.host, SshHost) and self.cfg.socket_dir is not None:
-            with contextlib.suppress(HarnessError):
-                self.host.remove_tree(self.cfg.socket_dir)
+        self.host.discard_vm_dirs(self.cfg.workdir if self.proc is not None else None,
+                                  self.cfg.socket_dir)
 
     def describe(self) -> dict[str, Any]:
         return {

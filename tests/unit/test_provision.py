@@ -16,7 +16,7 @@ from harness.digest import sha256_file
 from harness.errors import CommandFailed, HostError, VmError
 from harness.guest.image import GuestImage
 from harness.hosts import probe as probe_mod
-from harness.hosts.host import Host, LocalHost
+from harness.hosts.host import Host, LocalHost, SocketLinks
 from harness.hosts.placement import place_image
 from harness.hosts.provision import (
     check_host,
@@ -440,6 +440,12 @@ class ScriptedHost(Host):
 
     def free_port(self, address: str) -> int:
         raise NotImplementedError
+
+    def vm_dirs(self, workdir: Path, binary: Path, sockets: Sequence[Path]) -> Path | None:
+        raise AssertionError("provisioning starts no VM")
+
+    def reach_sockets(self, paths: Sequence[Path], tag: str) -> SocketLinks:
+        raise AssertionError("provisioning starts no VM")
 
 
 APT = {"qemu-system-x86": "/usr/bin/qemu-system-x86_64", "iproute2": "ip", "python3": "python3"}

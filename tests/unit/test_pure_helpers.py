@@ -13,7 +13,7 @@ from harness.hosts.host import detect_accel
 from harness.plan.matrix import expand
 from harness.plan.models import MatrixSpec, QemuBuild
 from harness.results.record.model import GuestCrash, GuestSilent, Integrity, RamCheck, StampsCheck
-from harness.run.integrity import PAGE, differing_pages, file_digests, page_digests
+from harness.run.integrity import HASH_PAGES_PY, PAGE, differing_pages, file_digests, page_digests
 from harness.run.migration import kernel_append
 from harness.run.sampling.console import ConsoleLine, parse_line
 from harness.run.vm import VmConfig, qemu_argv
@@ -110,6 +110,21 @@ def test_file_digests_match_page_digests(tmp_path: Path) -> None:
     p = tmp_path / "ram.dump"
     p.write_bytes(data)
     assert file_digests(p) == page_digests(data)
+
+
+def test_host_hash_script_gives_file_digests_and_deletes_the_dump(tmp_path: Path) -> None:
+    """The script a host runs on its RAM dump (local or SSH) is the same hash as file_digests."""
+    import subprocess
+    import sys
+
+    data = bytes(ram(4100)) + b"tail"  # more than one read chunk
+    p = tmp_path / "ram.dump"
+    p.write_bytes(data)
+    want = file_digests(p)
+    out = subprocess.run([sys.executable, "-c", HASH_PAGES_PY, str(p)], capture_output=True,
+                         text=True, check=True).stdout
+    assert [bytes.fromhex(line) for line in out.split()] == want == page_digests(data)
+    assert not p.exists()
 
 
 # --- detect_accel ----------------------------------------------------------------------------

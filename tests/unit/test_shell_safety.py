@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from harness.ci import patchbuild
 from harness.errors import HarnessError, HostError
+from harness.hosts import host as host_mod
 from harness.hosts import netsetup, placement, provision, testbed
 from harness.hosts.host import (
     Host,
@@ -41,7 +42,6 @@ from harness.hosts.host import (
 )
 from harness.hosts.probe import binary_identity
 from harness.plan.models import HostSpec
-from harness.run import vm
 from harness.run.sampling.cpu import CpuSampler
 
 REPO = Path(__file__).resolve().parents[2]
@@ -344,7 +344,7 @@ def test_patchbuild_refuses_a_build_folder_configure_cannot_take(here: Path) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# provision.py, placement.py, netsetup.py, probe.py, vm.py: fixed scripts with positional parameters
+# provision, placement, netsetup, probe, host (VM folders): fixed scripts with positional parameters
 
 
 def test_provision_bridge_check_takes_hostile_names_literally(here: Path) -> None:
@@ -403,14 +403,14 @@ def test_probe_stat_script_takes_hostile_and_dash_binary_names(here: Path) -> No
         assert binary_identity(host, exe) is None
 
 
-def test_vm_prepare_script_takes_a_hostile_workdir_literally(here: Path) -> None:
+def test_vm_dirs_script_takes_a_hostile_workdir_literally(here: Path) -> None:
     host = LocalHost("source", HostSpec())
     exe = here / "qemu"
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
     for name in HOSTILE_NAMES:
         for workdir in (here / "w" / name, Path(name)):
-            out = host.run(sh_script(vm._PREPARE_SH, exe, workdir)).strip()
+            out = host.run(sh_script(host_mod._VM_DIRS_SH, exe, workdir)).strip()
             try:
                 assert out.startswith("/tmp/mb-vm.") and Path(out).is_dir()
             finally:
@@ -418,7 +418,7 @@ def test_vm_prepare_script_takes_a_hostile_workdir_literally(here: Path) -> None
             made = workdir if workdir.is_absolute() else here / workdir
             assert made.is_dir() and stat.S_IMODE(made.stat().st_mode) == 0o700
             shutil.rmtree(made)
-        assert host.run(sh_script(vm._PREPARE_SH, here / name, here)).strip() == "missing"
+        assert host.run(sh_script(host_mod._VM_DIRS_SH, here / name, here)).strip() == "missing"
 
 
 # --------------------------------------------------------------------------------------------
