@@ -1,7 +1,15 @@
 """``migbench report``: a results folder -> a self-contained HTML report folder.
 
-The pure model lives in :mod:`harness.report.model`, rendering in :mod:`harness.report.render`.
-This module loads records (I/O) and adds the ``report`` subcommand via :func:`register`.
+Where it stands in the flow (the last stage)::
+
+    plan -> run -> results -> analysis -> [report]
+
+The pure model lives in :mod:`harness.report.model` (with ``impact``, ``threads``,
+``featurestats``, ``slides``, ``trend``), rendering in :mod:`harness.report.render` (jinja2 +
+plotly). This module loads records (through :mod:`harness.results.store`) and adds the ``report``
+subcommand via :func:`register`.
+
+May import: errors, inputs, output, digest; plan, results, analysis.
 """
 
 from __future__ import annotations
