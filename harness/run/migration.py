@@ -268,10 +268,20 @@ def _vm_network(ctx: RunContext) -> LocalVmNetwork | HostVmNetwork:
 
 
 def _drive(run: _Run) -> None:
-    ctx, cell = run.ctx, run.ctx.cell
-    lim = cell.limits
+    """The run's steps in order; each one raises HarnessError to end the run as ``failed``."""
+    _boot(run)
+    _wait_workload(run)
+    uri = _setup(run)
+    _before_migrate(run)
+    final = _migrate(run, uri)
+    _conclude(run, final)
+
+
+def _boot(run: _Run) -> None:
+    """The VM network and disk if the workload needs them, both QEMUs, the source running."""
+    ctx = run.ctx
     run.state("boot")
-    spec = cell.workload
+    spec = ctx.cell.workload
     if wl.needs_network(spec):
         run.net = _vm_network(ctx)
         run.net.__enter__()
@@ -281,13 +291,17 @@ def _drive(run: _Run) -> None:
     run.dst = Vm(ctx.destination, _vm_config(run, "destination", ctx.destination,
                                              ctx.destination_build))
     run.src = Vm(ctx.source, _vm_config(run, "source", ctx.source, ctx.source_build))
-    src, dst = run.src, run.dst
-    dst.launch()
-    src.launch()
-    src.qmp.execute("cont")
-    run.qemu = _qemu_info(ctx, _version(src))
+    run.dst.launch()
+    run.src.launch()
+    run.src.qmp.execute("cont")
+    run.qemu = _qemu_info(ctx, _version(run.src))
 
-    # Wait for the workload to be steady: its own reports, not a fixed sleep.
+
+def _wait_workload(run: _Run) -> None:
+    """Wait for the workload to be steady (its own reports, not a fixed sleep); start the
+    prober."""
+    src, lim, spec = run.src, run.ctx.cell.limits, run.ctx.cell.workload
+    assert src is not None
     run.state("steady")
     boot = src.console.wait_for("boot", lim.boot_timeout_s)
     if boot is None:
@@ -303,9 +317,14 @@ def _drive(run: _Run) -> None:
         run.prober.start()
         time.sleep(1.0)  # a baseline of replies before the migration starts
 
-    # Capabilities and parameters on both sides; read back what QEMU actually uses.
+
+def _setup(run: _Run) -> str:
+    """Capabilities and parameters on both sides, read back as QEMU uses them; the destination
+    listening. Returns the migration URI."""
+    src, dst, ctx = run.src, run.dst, run.ctx
+    assert src is not None and dst is not None
     run.state("setup")
-    mig = cell.migration
+    mig = ctx.cell.migration
     caps = [{"capability": k, "state": v} for k, v in mig.capabilities.items()]
     applied: dict[Role, AppliedSide] = {}
     for vm in (src, dst):
@@ -320,13 +339,30 @@ def _drive(run: _Run) -> None:
     run.applied = AppliedSettings(source=applied["source"], destination=applied["destination"],
                                   uri=uri)
     dst.qmp.execute("migrate-incoming", {"uri": uri})
+    return uri
 
+
+def _before_migrate(run: _Run) -> None:
+    """The last step before ``migrate``, with the guest steady and both sides set up: where a
+    measurement of the running guest before the migration belongs. Starts the CPU samplers."""
     _start_cpu_sampling(run)
+
+
+def _migrate(run: _Run, uri: str) -> MigrationInfo:
+    """Start the migration and watch it to its end; returns QEMU's last answer."""
+    src = run.src
+    assert src is not None
     run.state("migrate")
     run.t0 = time.time()
     src.qmp.execute("migrate", {"uri": uri})
-    final = _watch(run)
-    run.final = final
+    run.final = _watch(run)
+    return run.final
+
+
+def _conclude(run: _Run, final: MigrationInfo) -> None:
+    """The outcome from how the migration ended; after a completion, the integrity checks."""
+    src, dst = run.src, run.dst
+    assert src is not None and dst is not None
     if final.status == "completed":
         run.outcome = "completed"
         _after_completion(run)
