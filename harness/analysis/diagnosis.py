@@ -796,6 +796,11 @@ def _invalid_words(counts: Counter[Factor]) -> str:
     return ", ".join(f"{n} {f}" for f, n in sorted(counts.items()) if f in INVALID)
 
 
+def summary_columns(rec: RunRecord) -> dict[str, str | float | int | None]:
+    """The run's ``summary.csv`` columns (:data:`harness.results.store.DIAGNOSIS_COLUMNS`)."""
+    return diagnose(rec).columns()
+
+
 def diagnose_cell(records: Sequence[RunRecord], pre: Premeasured | None = None) -> Diagnosis:
     """The diagnosis of a cell from the records of its repetitions."""
     return aggregate([diagnose(r, pre) for r in records])

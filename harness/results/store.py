@@ -20,7 +20,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,30 @@ from harness.results.record.errors import RecordError
 from harness.results.record.metrics import CPU, CPU_SIDES, SUMMARY, cpu_column
 from harness.results.record.scalars import CELL_ID_PATTERN
 
-#: The run's identity and outcome, its figures (:data:`harness.results.record.metrics.SUMMARY`), its error.
+#: The diagnosis of a run (:meth:`harness.analysis.diagnosis.Diagnosis.columns`, which the
+#: writer of the summary passes in: this stage does not import the analysis): the limiting
+#: factor, the advice, and the model's prediction before the run (and from its first pass)
+#: beside the measured ``total_time_ms`` and ``downtime_ms``.
+DIAGNOSIS_COLUMNS = [
+    "diagnosis", "advice", "predicted_outcome", "predicted_total_time_ms",
+    "predicted_downtime_ms", "predicted_passes", "early_total_time_ms", "early_downtime_ms",
+]
+
+#: The run's identity and outcome, its figures (:data:`harness.results.record.metrics.SUMMARY`),
+#: its diagnosis, its error.
 SUMMARY_COLUMNS = [
     "campaign", "cell_id", "variant", "qemu_version", "features", "workload", "repetition",
-    "outcome", "integrity", "timing_excluded", *(m.key for m in SUMMARY), "error",
+    "outcome", "integrity", "timing_excluded", *(m.key for m in SUMMARY), *DIAGNOSIS_COLUMNS,
+    "error",
 ]
+
 
 #: A value of a summary or frame row.
 Cell = str | int | float | bool | None
 Row = dict[str, Cell]
+
+#: Extra columns of a run's summary row computed by a later stage (the diagnosis).
+Annotate = Callable[[RunRecord], Row]
 
 #: A cell id (:data:`harness.results.record.scalars.CELL_ID_PATTERN`). Ids name folders and report
 #: pages, so one read from a file must match before it is used as either.
@@ -174,8 +189,9 @@ def records(root: Path) -> list[RunRecord]:
     return out
 
 
-def summary_row(record: RunRecord) -> Row:
-    """One ``summary.csv`` row: the run's identity, outcome and figures."""
+def summary_row(record: RunRecord, annotate: Annotate | None = None) -> Row:
+    """One ``summary.csv`` row: the run's identity, outcome and figures, and the columns
+    ``annotate`` adds (:data:`DIAGNOSIS_COLUMNS`; left empty without it)."""
     cell = record.cell
     m = record.metrics
     row: Row = {
@@ -192,22 +208,26 @@ def summary_row(record: RunRecord) -> Row:
     }
     for metric in SUMMARY:
         row[metric.key] = getattr(m, metric.key)  # as stored: an integer stays one in the CSV
+    if annotate is not None:
+        row.update({k: v for k, v in annotate(record).items() if k in DIAGNOSIS_COLUMNS})
     row["error"] = (record.error or "").replace("\n", " ")[:300]
     return row
 
 
-def summary_rows(root: Path) -> dict[tuple[str, int], Row]:
+def summary_rows(root: Path, annotate: Annotate | None = None) -> dict[tuple[str, int], Row]:
     """Summary rows of every run file below ``root``, keyed by (cell id, repetition)."""
-    return {(rec.cell.id, rec.repetition): summary_row(rec) for _, rec in iter_runs(root)}
+    return {(rec.cell.id, rec.repetition): summary_row(rec, annotate)
+            for _, rec in iter_runs(root)}
 
 
-def write_summary(root: Path, rows: dict[tuple[str, int], Row] | None = None) -> Path:
+def write_summary(root: Path, rows: dict[tuple[str, int], Row] | None = None,
+                  annotate: Annotate | None = None) -> Path:
     """Write ``summary.csv`` (atomic replace) from ``rows``, or rebuilt from the run files.
 
     A runner passes the rows it keeps so that saving one run does not re-read every run file;
     the order is that of the run files either way (cell id, then repetition).
     """
-    table = summary_rows(root) if rows is None else rows
+    table = summary_rows(root, annotate) if rows is None else rows
     path = root / "summary.csv"
 
     buf = io.StringIO()

@@ -280,3 +280,15 @@ def test_total_time_error_on_the_stored_runs_stays_where_it_was_measured() -> No
     assert max(abs(e) for e in errs) < 0.25
     before = relative_errors("predicted")
     assert len(before) >= 8 and statistics.median(before) < 0.25
+
+
+def test_summary_columns_are_the_stores_diagnosis_columns() -> None:
+    """The diagnosis fills exactly the summary.csv columns the store reserves for it."""
+    from harness.analysis.diagnosis import summary_columns
+    from harness.results import store
+    rec = edited(DATA / "v1" / "872aefb50589" / "1.json", lambda d: None)
+    cols = summary_columns(rec)
+    assert list(cols) == store.DIAGNOSIS_COLUMNS
+    row = store.summary_row(rec, summary_columns)
+    assert row["diagnosis"] == cols["diagnosis"] != ""
+    assert "diagnosis" not in store.summary_row(rec)  # not annotated: the columns stay empty

@@ -8,7 +8,9 @@ the two issue 13 asked for, listed here:
 * the guest-visible downtime of a run that never switched over is undefined: the two
   not-converged runs (872aefb50589, ebde118b7008) lose theirs (7.5 and 3.7 ms, the writer's
   longest stall while the guest kept running on the source) in summary.csv, the export and show;
-* ``show`` says what the integrity checks found in the corrupted run (ca53824e9fde).
+* ``show`` says what the integrity checks found in the corrupted run (ca53824e9fde);
+* issue 16: summary.csv has the diagnosis columns (``store.DIAGNOSIS_COLUMNS``) before
+  ``error``, and ``show`` adds each run's diagnosis lines and a block per cell.
 
 The compare verdict's cell keys are the one cell coordinate key now (compact JSON of the same
 fields): they are compared as the JSON they are.
@@ -26,6 +28,7 @@ import pytest
 
 from harness import cli
 from harness.analysis import history, regress
+from harness.analysis.diagnosis import summary_columns
 from harness.ci import abtest
 from harness.results import store
 
@@ -44,7 +47,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(DATA / "v1", camp, ignore=shutil.ignore_patterns("README.md", "summary.csv"))
     assert cli.main(["report", str(camp), "--baseline", "old", "-o", str(out / "report")]) == 0
     assert cli.main(["export", str(camp), "--format", "csv", "-o", str(out / "export.csv")]) == 0
-    store.write_summary(camp)
+    store.write_summary(camp, annotate=summary_columns)
     shutil.move(camp / "summary.csv", out / "summary.csv")
     return out
 
@@ -86,6 +89,11 @@ def test_every_report_csv_has_the_same_figures(name: Path, rendered: Path) -> No
 def test_summary_and_export_differ_only_by_the_downtime_of_runs_without_switchover(
         name: str, rendered: Path) -> None:
     old, new = _table(GOLDEN / name), _table(rendered / name)
+    diag = [new[0].index(c) for c in store.DIAGNOSIS_COLUMNS]
+    assert diag == list(range(diag[0], diag[0] + len(diag))) and new[0][diag[-1] + 1] == "error"
+    if name == "summary.csv":  # the export leaves them empty: it is not diagnosed
+        assert all(row[diag[0]] for row in new[1:])  # every run has a diagnosis
+    new = [row[:diag[0]] + row[diag[-1] + 1:] for row in new]
     assert old[0] == new[0] and len(old) == len(new)
     cid, col = old[0].index("cell_id"), old[0].index("guest_visible_downtime_ms")
     changed = set()
@@ -103,6 +111,9 @@ def _blocks(text: str) -> dict[str, str]:
     """Each run's block of ``show``, whitespace folded (the terminal's wrapping aside)."""
     out = {}
     for block in text.split("== ")[1:]:
+        if block.startswith("cell "):  # a cell's diagnosis (issue 16)
+            continue
+        block = block.split("\n  diagnosis: ", 1)[0]
         cell = block.split(" / ", 1)[1].split(" ", 1)[0]
         out[cell] = " ".join(block.split())
     return out
@@ -112,7 +123,9 @@ def test_show_differs_only_by_the_integrity_counts_and_the_downtime_without_swit
         rendered: Path, capsys: pytest.CaptureFixture[str]) -> None:
     camp = rendered / "shown"
     shutil.copytree(DATA / "v1", camp, ignore=shutil.ignore_patterns("README.md", "summary.csv"))
-    old, new = _blocks((GOLDEN / "show.txt").read_text()), _blocks(_show(camp, capsys))
+    shown = _show(camp, capsys)
+    assert shown.count("\n  diagnosis: ") == 13 and shown.count("\n== cell ") == 13
+    old, new = _blocks((GOLDEN / "show.txt").read_text()), _blocks(shown)
     assert old.keys() == new.keys() and len(old) == 13
     for cell, block in old.items():
         if cell in NO_SWITCHOVER:
