@@ -6,8 +6,8 @@ NaN values are dropped by the caller (see :func:`clean`).
 The before/after verdict (:func:`compare`) follows what a performance talk needs:
 
 * the change is the ratio of medians, ``median(new) / median(base) - 1``;
-* its 95 % confidence interval comes from a percentile bootstrap of that ratio with a fixed seed,
-  so a report is reproducible byte for byte;
+* its 95 % confidence interval comes from a percentile bootstrap of that ratio
+  (``scipy.stats.bootstrap``) with a fixed seed, so a report is reproducible byte for byte;
 * significance is a two-sided Mann-Whitney U test (or Welch's t test) at ``alpha``;
 * a difference is **better** or **worse** only when it is significant *and* at least
   ``min_effect`` (5 % by default); it is **no change** when the test finds nothing and the
@@ -33,14 +33,17 @@ MIN_EFFECT = 0.05
 BOOTSTRAP_SEED = 20240611
 BOOTSTRAP_ROUNDS = 2000
 
+Array = npt.NDArray[np.float64]
+
 
 def percentile(values: Sequence[float] | npt.NDArray[np.float64], q: float) -> float | None:
     """The ``q``-th percentile (0 to 100) of ``values``, None when there are none.
 
     Linear interpolation between the two nearest ranks: the value at rank ``(n - 1) q / 100``
     of the sorted values, a fractional rank falling between its neighbours (Hyndman and Fan's
-    definition 7, the default of numpy and R). The one definition of the harness: quartiles,
-    bootstrap intervals and the ping prober's RTT percentiles all use it.
+    definition 7, the default of numpy and R). The one definition of the harness: quartiles
+    and the ping prober's RTT percentiles use it, and the bootstrap intervals get the same
+    from ``scipy.stats.bootstrap`` (``scipy.stats.quantile``, method ``linear``).
     """
     if len(values) == 0:
         return None
@@ -131,15 +134,14 @@ def bootstrap_ratio_ci(
 
     Returns None when a side is empty or the baseline statistic can be zero.
     """
-    a, b = np.asarray(clean(base)), np.asarray(clean(new))
-    if a.size == 0 or b.size == 0:
+    def ratio(a: Array, b: Array, axis: int) -> Array:
+        return np.asarray(stat(b, axis=axis) / stat(a, axis=axis) - 1.0)
+
+    estimates = _bootstrap(base, new, ratio, level=level, rounds=rounds, seed=seed)
+    # A resample whose baseline statistic is 0 gives inf or nan: no relative change exists then.
+    if estimates is None or not np.all(np.isfinite(estimates[2])):
         return None
-    rng = np.random.default_rng(seed)
-    sa = stat(a[rng.integers(0, a.size, (rounds, a.size))], axis=1)
-    sb = stat(b[rng.integers(0, b.size, (rounds, b.size))], axis=1)
-    if np.any(sa == 0):
-        return None
-    return _interval(np.asarray(sb / sa - 1.0, dtype=np.float64), level)
+    return estimates[0], estimates[1]
 
 
 def bootstrap_diff_ci(
@@ -147,21 +149,53 @@ def bootstrap_diff_ci(
     rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float] | None:
     """Percentile-bootstrap CI of ``median(new) - median(base)`` (an absolute change)."""
+    def diff(a: Array, b: Array, axis: int) -> Array:
+        return np.asarray(np.median(b, axis=axis) - np.median(a, axis=axis))
+
+    estimates = _bootstrap(base, new, diff, level=level, rounds=rounds, seed=seed)
+    return None if estimates is None else (estimates[0], estimates[1])
+
+
+def _bootstrap(
+    base: Sequence[float], new: Sequence[float], statistic: Callable[[Array, Array, int], Array],
+    *, level: float, rounds: int, seed: int,
+) -> tuple[float, float, Array] | None:
+    """``scipy.stats.bootstrap`` of ``statistic(base, new)``, each side resampled on its own.
+
+    The percentile method (not scipy's default BCa): the interval is the central ``level`` of
+    the resampled statistics, as this module has always reported, and BCa's jackknife is
+    undefined for the degenerate samples benchmarks give (all repetitions equal). The generator
+    is ``default_rng(seed)``, so a report is reproducible byte for byte.
+
+    scipy refuses a side of one value; every resample of it is that value, so it is passed to
+    ``statistic`` as is and only the other side is resampled (drawing indices of a one-value
+    side takes nothing from the generator, so the intervals are the ones of resampling it).
+    Returns (low, high, the resampled statistics), or None when a side is empty.
+    """
     a, b = np.asarray(clean(base)), np.asarray(clean(new))
     if a.size == 0 or b.size == 0:
         return None
-    rng = np.random.default_rng(seed)
-    sa = np.median(a[rng.integers(0, a.size, (rounds, a.size))], axis=1)
-    sb = np.median(b[rng.integers(0, b.size, (rounds, b.size))], axis=1)
-    return _interval(sb - sa, level)
+    if a.size == 1 and b.size == 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            point = float(statistic(a, b, -1))
+        return point, point, np.asarray([point])
+    from scipy import stats as sp  # type: ignore[import-untyped]  # slow to import: when needed
 
-
-def _interval(estimates: npt.NDArray[np.float64], level: float) -> tuple[float, float]:
-    """The central ``level`` interval of bootstrap ``estimates`` (percentile method)."""
-    tail = (1.0 - level) / 2 * 100
-    lo, hi = percentile(estimates, tail), percentile(estimates, 100 - tail)
-    assert lo is not None and hi is not None
-    return lo, hi
+    data: tuple[Array, ...]
+    fn: Callable[..., Array]
+    if a.size == 1:
+        data, fn = (b,), lambda y, axis: statistic(a, y, axis)
+    elif b.size == 1:
+        data, fn = (a,), lambda x, axis: statistic(x, b, axis)
+    else:
+        data, fn = (a, b), statistic
+    # inf and nan (a zero baseline) are the caller's to judge, scipy's standard error included.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = sp.bootstrap(data, fn, n_resamples=rounds, vectorized=True, paired=False,
+                           axis=-1, confidence_level=level, method="percentile",
+                           rng=np.random.default_rng(seed))
+    ci = res.confidence_interval
+    return float(ci.low), float(ci.high), np.asarray(res.bootstrap_distribution)
 
 
 @dataclass(frozen=True)
@@ -187,7 +221,7 @@ def mann_whitney(base: Sequence[float], new: Sequence[float]) -> TestResult:
         return TestResult(None, cliffs_delta(a, b), "Mann-Whitney U")
     if len(set(a) | set(b)) == 1:
         return TestResult(1.0, 0.0, "Mann-Whitney U")
-    from scipy import stats as sp  # type: ignore[import-untyped]  # slow to import: when needed
+    from scipy import stats as sp
 
     res = sp.mannwhitneyu(b, a, alternative="two-sided")
     return TestResult(float(res.pvalue), cliffs_delta(a, b), "Mann-Whitney U")

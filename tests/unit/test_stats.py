@@ -76,3 +76,57 @@ def test_zero_baseline_uses_absolute_difference() -> None:
 def test_minimum_p() -> None:
     assert stats.minimum_p(3, 3) == pytest.approx(0.1)
     assert stats.minimum_p(4, 4) < 0.05
+
+
+# Intervals of the hand-written bootstrap these functions had before scipy.stats.bootstrap,
+# computed once from that code (git show 184b142:harness/analysis/stats.py): (ratio CI of
+# medians, diff CI of medians, ratio CI of means). Both draw the resample indices the same way
+# (default_rng(BOOTSTRAP_SEED).integers(0, n, (rounds, n)), baseline then new) and both take the
+# linear (Hyndman-Fan 7) percentiles, so they differ only in the last bits of the quantile
+# arithmetic: rel 1e-9 is that. Monte-Carlo noise of a 2000-round interval is ~1e-2 of its width,
+# so anything looser would hide a changed resampling; if a scipy release changes it, this fails
+# and the reports' "reproducible byte for byte" has to be re-earned, not the literals edited.
+CI = tuple[float, float] | None
+OLD_INTERVALS: dict[str, tuple[tuple[list[float], list[float]], CI, CI, CI]] = {
+    "separated": ((BASE, FASTER), (-0.2148148148148148, -0.18499525316455703),
+                  (-21.75, -18.493750000000034), (-0.21030022357074413, -0.1888301644489721)),
+    "null": ((BASE, [100.2, 100.8, 99.1, 101.9, 98.2, 100.4, 99.6, 101.4]),
+             (-0.01580640990117293, 0.015617128463476293), (-1.5999999999999943, 1.5500000000000114),
+             (-0.011029185619617089, 0.011633548841769658)),
+    "noisy": (([50, 150, 80, 120], [60, 160, 90, 130]), (-0.5, 1.4615384615384617), (-60.0, 80.0),
+              (-0.34042553191489366, 0.8888888888888888)),
+    "pairs": (([100.0, 101.0], [80.0, 81.0]), (-0.20792079207920788, -0.18999999999999995),
+              (-21.0, -19.0), (-0.20792079207920788, -0.18999999999999995)),
+    "one_each": (([100.0], [50.0]), (-0.5, -0.5), (-50.0, -50.0), (-0.5, -0.5)),
+    "one_base": (([100.0], [50.0, 55.0, 60.0]), (-0.5, -0.4), (-50.0, -40.0), (-0.5, -0.4)),
+    "one_new": (([10.0, 12.0, 11.0], [9.0]), (-0.25, -0.09999999999999998), (-3.0, -1.0),
+                (-0.25, -0.09999999999999998)),
+    "all_equal": (([5.0] * 4, [5.0] * 6), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),
+    "zero_base": (([0, 0, 0, 0, 0], [3, 4, 5, 3, 4]), None, (3.0, 5.0), None),
+    "some_zero": (([0.0, 1.0, 2.0], [1.0, 2.0, 3.0]), None, (-1.0, 3.0), None),
+    "skewed": (([1.2, 1.3, 1.25, 4.0, 1.22, 1.31, 9.5], [1.1, 1.15, 3.2, 1.12, 1.18]),
+               (-0.72, 1.4615384615384617), (-2.88, 1.9000000000000001),
+               (-0.7567188193428751, 0.543763271517553)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OLD_INTERVALS))
+def test_scipy_bootstrap_matches_the_hand_written_one(case: str) -> None:
+    import numpy as np
+
+    (base, new), ratio, diff, mean_ratio = OLD_INTERVALS[case]
+
+    def near(got: CI, want: CI) -> bool:
+        return got == want if want is None else got == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+    assert near(stats.bootstrap_ratio_ci(base, new), ratio)
+    assert near(stats.bootstrap_diff_ci(base, new), diff)
+    assert near(stats.bootstrap_ratio_ci(base, new, stat=np.mean), mean_ratio)
+
+
+def test_bootstrap_without_values_and_with_a_different_seed() -> None:
+    assert stats.bootstrap_ratio_ci([], [1.0]) is None and stats.bootstrap_diff_ci([1.0], []) is None
+    # another seed draws other resamples: the interval moves, within the Monte-Carlo noise
+    other = stats.bootstrap_ratio_ci(BASE, FASTER, seed=1)
+    assert other is not None and other != stats.bootstrap_ratio_ci(BASE, FASTER)
+    assert other == pytest.approx((-0.2148148148148148, -0.18499525316455703), abs=0.01)
