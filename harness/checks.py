@@ -102,6 +102,16 @@ def metric_effect(flag: str, value: Any) -> None:
         raise _refuse(flag, value, "PERCENT must be a finite number above 0 and at most 1000")
 
 
+def slide_pair(flag: str, value: Any) -> None:
+    """``BEFORE..AFTER`` (report --slides): the cells themselves are checked against the
+    records (harness.report.slides.parse_pair)."""
+    text(flag, value)
+    before, sep, after = str(value).partition("..")
+    if not sep or not before.strip() or not after.strip():
+        raise _refuse(flag, value, "use BEFORE..AFTER, each a cell id (or its first 4+ "
+                                   "characters) or variant=...,axis=value")
+
+
 def tc_rate(flag: str, value: Any) -> None:
     m = _RATE.fullmatch(str(value))
     if not m:
@@ -128,6 +138,7 @@ FLAG_CHECKS: dict[str, Check] = {
     "path": text, "results": text, "output": text,
     # names and tokens
     "pair": name, "before": text, "after": text, "baseline": text,
+    "slides": slide_pair,
     # numbers
     "min_effect": number(0, 1000, lo_open=True),
     "alpha": number(0, 0.5, lo_open=True),

@@ -9,6 +9,7 @@ machine drift cancels; the result is the before/after report and the verdict of
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,16 +99,45 @@ def compare_verdict(records: Sequence[Record], before: str, after: str,
 
 
 
+def compare_slides(records: Sequence[Record], before: str, after: str,
+                   command: str | None = None) -> list[Any]:
+    """A before/after slide (:mod:`harness.report.slides`) per cell of the comparison that ran
+    on both sides, matched by the compare's own cell key (pure)."""
+    from harness.report.slides import slide
+
+    groups: dict[str, tuple[list[Record], list[Record]]] = {}
+    for r in records:
+        if r.cell.variant in (before, after):
+            groups.setdefault(compare.cell_key(r), ([], []))[r.cell.variant == after].append(r)
+    return [slide(sorted(b, key=lambda r: r.repetition), sorted(n, key=lambda r: r.repetition),
+                  command=command)
+            for b, n in groups.values() if b and n]
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``migbench compare`` command that reproduces ``args`` (quoted for a shell)."""
+    argv = ["migbench", "compare", str(args.matrix), "--before", args.before,
+            "--after", args.after]
+    for flag, value in (("--hosts", args.hosts), ("--pair", args.pair)):
+        if value:
+            argv += [flag, str(value)]
+    for arg in args.configure_arg or ():
+        argv += ["--configure-arg", arg]
+    return shlex.join([*argv, "--text"])
+
+
 def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path | None = None,
                 out: Path | None = None, th: regress.Thresholds = regress.Thresholds(),
                 junit: Path | None = None, verdict_path: Path | None = None,
                 build_cache: Path | None = None, configure_args: Sequence[str] = (),
                 image: Any = None, quiet: bool = False,
-                pair: str | None = None) -> tuple[int, dict[str, Any], Path]:
+                pair: str | None = None,
+                text_command: str | None = None) -> tuple[int, dict[str, Any], Path]:
     """Run ``before`` and ``after`` interleaved and judge: (exit code, verdict, output folder).
 
     Both sides run on one host pair (``pair``, default the first), alternating, so that machine
-    drift cancels; ``src:`` sides are built on that pair's hosts.
+    drift cancels; ``src:`` sides are built on that pair's hosts. With ``text_command`` (the
+    command line that reproduces it), each cell's before/after slide is printed as text.
 
     :raise HarnessError: configuration, build, host or result problems (exit code 1).
     """
@@ -150,6 +180,9 @@ def run_compare(matrix_path: Path, before: str, after: str, *, hosts_path: Path 
     if not quiet:
         print_verdict(verdict)
         print(f"report: {pages[-1]}")
+    if text_command is not None:
+        for sl in compare_slides(records, name_b, name_a, text_command):
+            print(terminal_text(sl.text(), newlines=True))
     return int(verdict["summary"]["exit_code"]), verdict, out
 
 
@@ -162,7 +195,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         junit=Path(args.junit) if args.junit else None,
         verdict_path=Path(args.verdict) if args.verdict else None,
         build_cache=Path(args.build_cache) if args.build_cache else None,
-        configure_args=tuple(args.configure_arg or ()), pair=args.pair)
+        configure_args=tuple(args.configure_arg or ()), pair=args.pair,
+        text_command=command_line(args) if args.text else None)
     return code
 
 
@@ -189,5 +223,9 @@ def register(subparsers: Any) -> None:
                    help="where src: builds are cached on each host (default: <workdir>/qemu-builds)")
     p.add_argument("--configure-arg", action="append", metavar="ARG",
                    help="extra argument for QEMU's configure (repeatable), e.g. --enable-debug")
+    p.add_argument("--text", action="store_true",
+                   help="also print each cell's before/after slide as fixed-width text (info "
+                        "migrate side by side, per-thread CPU, differences with p and interval, "
+                        "QEMU builds, hosts, this command) for a mailing-list reply")
     threshold_args(p)
     p.set_defaults(func=cmd_compare)

@@ -15,14 +15,19 @@ May import: errors, inputs, output, digest; plan, results, analysis.
 from __future__ import annotations
 
 import argparse
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.results import store
 from harness.results.record import RunRecord
 
-__all__ = ["cmd_report", "load_records", "make_report", "register"]
+if TYPE_CHECKING:
+    from harness.report.slides import Slide
+
+__all__ = ["cmd_report", "load_records", "make_report", "pick_slides", "register"]
 
 
 def load_records(root: Path) -> list[RunRecord]:
@@ -34,10 +39,27 @@ def load_records(root: Path) -> list[RunRecord]:
     return store.records(root)
 
 
-def make_report(results: Path, out: Path, baseline: str | None = None) -> list[Path]:
+def pick_slides(records: Sequence[RunRecord], specs: Sequence[str] | None,
+                command: str | None = None) -> list[Slide]:
+    """The slides ``--slides`` asks for: each ``A..B`` of ``specs``, or with none given (an
+    empty list) :func:`~harness.report.slides.default_pairs`; ``None``: no slides.
+
+    :raise UsageError: a pair that is not ``A..B`` or names no cell or several.
+    """
+    from harness.report.slides import default_pairs, parse_pair, slides
+
+    if specs is None:
+        return []
+    pairs = [parse_pair(records, s) for s in specs] if specs else default_pairs(records)
+    return slides(records, pairs, command=command)
+
+
+def make_report(results: Path, out: Path, baseline: str | None = None,
+                slide_specs: Sequence[str] | None = None) -> list[Path]:
     """Build and write the report of ``results`` into ``out``; return the pages written.
 
-    ``baseline`` is a variant name of ``results`` or another results folder.
+    ``baseline`` is a variant name of ``results`` or another results folder; ``slide_specs``
+    as :func:`pick_slides` takes them.
 
     :raise HarnessError: unreadable results, or a baseline that is neither.
     """
@@ -46,6 +68,7 @@ def make_report(results: Path, out: Path, baseline: str | None = None) -> list[P
     from harness.report.render import render
 
     records = load_records(results)
+    chosen = pick_slides(records, slide_specs)  # a bad pair fails before anything is written
     title = f"{', '.join(sorted({r.campaign for r in records}))} — {results.name}"
     kwargs: dict[str, Any] = {}
     if baseline is not None:
@@ -62,16 +85,25 @@ def make_report(results: Path, out: Path, baseline: str | None = None) -> list[P
             raise HarnessError(f"--baseline {baseline!r} is neither a variant of {results} "
                                f"({', '.join(known)}) nor a results folder")
     rep = build_report(records, title=title, source=results.name, **kwargs)
-    return render(rep, out)
+    return render(rep, out, chosen)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     results = Path(args.results)
+    if args.text:
+        # Text only: the slides as fixed-width blocks for a mailing-list reply, no folder.
+        command = shlex.join(["migbench", "report", str(results), "--slides",
+                              *(args.slides or ()), "--text"])
+        for sl in pick_slides(load_records(results), args.slides or [], command):
+            print(sl.text())
+        return 0
     out = Path(args.output) if args.output else Path("reports") / results.resolve().name
-    pages = make_report(results, out, args.baseline)
+    pages = make_report(results, out, args.baseline, args.slides)
     print(f"report: {pages[0]}  ({len(pages)} pages; open it in a browser, it works offline)")
-    if args.baseline is not None and len(pages) > 1 and pages[-1].name == "compare.html":
-        print(f"before/after: {pages[-1]}")
+    for page in (p for p in pages if p.parent.name == "slides"):
+        print(f"slide: {page}")
+    if args.baseline is not None and (out / "compare.html") in pages:
+        print(f"before/after: {out / 'compare.html'}")
     return 0
 
 
@@ -89,4 +121,11 @@ def register(subparsers: Any) -> None:
                    help="compare against this variant of RESULTS_DIR, or another results folder")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="report folder (default: reports/<name of RESULTS_DIR>)")
+    p.add_argument("--slides", nargs="*", metavar="A..B",
+                   help="also write before/after slides (slides/<a>-<b>.html): each A..B names "
+                        "two cells by id, id prefix or variant=...,axis=value; without a value, "
+                        "each variant pair and each axis's first value vs the others")
+    p.add_argument("--text", action="store_true",
+                   help="print the slides as fixed-width text (for a mailing-list reply) "
+                        "instead of writing the HTML report; implies --slides")
     p.set_defaults(func=cmd_report)

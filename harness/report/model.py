@@ -18,7 +18,9 @@ from datetime import datetime
 
 from harness.analysis import compare, stats
 from harness.analysis.compare import Record
+from harness.report.featurestats import FeatureStats, feature_stats, feature_timelines
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
+from harness.report.threads import ThreadTable, thread_table
 from harness.results import store
 from harness.results.record.metrics import Metric
 from harness.results.record.model import STATUS_RANK, FioPoint, PingPoint
@@ -191,6 +193,11 @@ class CellPage:
     parameters: list[tuple[str, str]]
     capabilities: list[str]
     impact: GuestImpact = field(default_factory=lambda: GuestImpact([], []))
+    # Filled by add_threads_and_features (talk slides 7, 9 and 12): per-thread CPU with
+    # imbalance, compression/XBZRLE statistics over every repetition, and their timelines.
+    threads: ThreadTable | None = None
+    features: FeatureStats | None = None
+    feature_timelines: list[Timeline] = field(default_factory=list)
 
 
 def impact_text(row: ImpactRow, v: float | None) -> str:
@@ -404,6 +411,48 @@ def _cpu_table(records: Sequence[Record]) -> CpuTable:
                         + (f" ({s.min:.1f}–{s.max:.1f})" if s.max > s.min else ""))
         rows.append((cls.replace("_", " "), cols[0], cols[1]))
     return CpuTable(True, rows, len(sampled), n_bad)
+
+
+#: Figures of each block drawn over time (the counters that grow and QEMU's per-period rates);
+#: the rest stay in the table.
+FEATURE_TIMELINE_KEYS = {
+    "compression": ("pages", "busy", "busy_rate", "compression_rate"),
+    "xbzrle": ("pages", "cache_miss", "cache_miss_rate", "overflow", "encoding_rate"),
+}
+
+
+def feature_panels(records: Sequence[Record]) -> list[Timeline]:
+    """One timeline per block (compression, XBZRLE): a panel per figure, a line per repetition,
+    so that the repetitions of a figure share an axis (pure)."""
+    by_block: dict[str, list[Series]] = {}
+    for fs in feature_timelines(records):
+        if fs.key not in FEATURE_TIMELINE_KEYS.get(fs.block, ()):
+            continue
+        by_block.setdefault(fs.block, []).append(Series(
+            f"rep {fs.repetition}: {fs.label}", fs.label, [_r(t) or 0.0 for t in fs.t],
+            [_r(v) for v in fs.y]))
+    out = []
+    for block in FEATURE_TIMELINE_KEYS:
+        series = by_block.get(block)
+        if not series:
+            continue
+        panels: list[str] = []
+        for s in series:
+            if s.panel not in panels:
+                panels.append(s.panel)
+        out.append(Timeline(0, block, panels, series, [Marker(0.0, "start", "migrate")]))
+    return out
+
+
+def add_threads_and_features(page: CellPage, records: Sequence[Record]) -> None:
+    """Fill ``page``'s per-thread CPU table, feature statistics and their timelines."""
+    recs = sorted(records, key=lambda r: r.repetition)
+    if any(r.cpu is not None for r in recs):
+        page.threads = thread_table([("cell", recs)])
+    stats_ = feature_stats(recs)
+    if stats_.compression is not None or stats_.xbzrle is not None:
+        page.features = stats_
+    page.feature_timelines = feature_panels(recs)
 
 
 def _params(rec: Record) -> tuple[dict[str, Json], list[str]]:
@@ -718,6 +767,8 @@ def build_report(
     for r in records:
         by_cell.setdefault(r.cell.id, []).append(r)
     pages = {cid: cell_page(recs, metrics) for cid, recs in by_cell.items()}
+    for cid, page in pages.items():
+        add_threads_and_features(page, by_cell[cid])
     groups_map: dict[tuple[str, str], list[CellPage]] = {}
     for page in pages.values():
         groups_map.setdefault((page.workload, page.variant), []).append(page)

@@ -6,6 +6,8 @@ Layout of the output folder::
     cells/<cell-id>.html   one page per cell: info migrate, guest impact, timelines, CPU, every
                            repetition
     compare.html           before/after (only with a baseline)
+    slides/<a>-<b>.html    before/after slides of two cells (``migbench report --slides``): both
+                           info migrate blocks, per-thread CPU, feature statistics, differences
     *.csv, cells/*.csv     every table as data
     assets/plotly.min.js   plotly, bundled once from the installed package (no CDN)
     assets/report.css, assets/report.js
@@ -32,6 +34,7 @@ from markupsafe import Markup
 
 from harness.analysis import stats
 from harness.output import csv_row, write_atomic, write_failure
+from harness.report.featurestats import figure_text
 from harness.report.model import (
     CellPage,
     Heatmap,
@@ -43,6 +46,7 @@ from harness.report.model import (
     impact_text,
     safe_id,
 )
+from harness.report.slides import Slide
 
 ASSETS = "assets"
 PANEL_HEIGHT = 150
@@ -236,6 +240,11 @@ def cell_tables(page: CellPage) -> dict[str, str]:
     if page.cpu.sampled:
         out[f"{page.file_id}-cpu.csv"] = csv_text(["class", "source %", "destination %"],
                                                   page.cpu.rows)
+    if page.threads is not None:
+        out[f"{page.file_id}-threads.csv"] = csv_text(*page.threads.csv())
+        out[f"{page.file_id}-imbalance.csv"] = csv_text(*page.threads.imbalance_csv())
+    if page.features is not None:
+        out[f"{page.file_id}-features.csv"] = csv_text(*page.features.csv())
     if page.impact.rows:
         out[f"{page.file_id}-guest-impact.csv"] = csv_text(
             ["measure", "unit", "phase"] + [f"rep {rep} ({st})" for rep, st in page.impact.reps]
@@ -244,6 +253,17 @@ def cell_tables(page: CellPage) -> dict[str, str]:
              + [r.n] + [_count(r.integer, v) for v in (r.median, r.low, r.high)]
              for r in page.impact.rows])
     return out
+
+
+def slide_name(sl: Slide) -> str:
+    """A slide's page name: both cell ids as page names (:func:`safe_id`), never a path."""
+    return f"{safe_id(sl.cell_ids[0])}-{safe_id(sl.cell_ids[1])}"
+
+
+def slide_tables(sl: Slide) -> dict[str, str]:
+    name = slide_name(sl)
+    return {f"{name}-threads.csv": csv_text(*sl.cpu.csv()),
+            f"{name}-imbalance.csv": csv_text(*sl.cpu.imbalance_csv())}
 
 
 def compare_tables(rep: Report) -> dict[str, str]:
@@ -296,6 +316,7 @@ def _env() -> jinja2.Environment:
     env.globals["impact_text"] = impact_text
     env.globals["impact_summary"] = impact_summary
     env.globals["stats"] = stats
+    env.globals["figure_text"] = figure_text
     return env
 
 
@@ -344,14 +365,15 @@ def write_assets(out: Path) -> None:
         _write(assets / name, (static / name).read_text(encoding="utf-8"))
 
 
-def render(rep: Report, out: Path) -> list[Path]:
-    """Write the report folder; return the pages written (index first)."""
+def render(rep: Report, out: Path, slides: Sequence[Slide] = ()) -> list[Path]:
+    """Write the report folder; return the pages written (index first, slides last)."""
     env = _env()
     _mkdir(out)
     write_assets(out)
     pages: list[Path] = []
     common = {"report": rep, "has_compare": rep.has_comparison,
-              "has_trend": (out / "trend.html").exists()}
+              "has_trend": (out / "trend.html").exists(),
+              "slide_links": [(slide_name(sl), sl.labels) for sl in slides]}
 
     index = env.get_template("index.html").render(
         root="", figures={f"hm-{gi}-{hi}": heatmap_figure(h) for gi, g in enumerate(rep.groups)
@@ -364,6 +386,7 @@ def render(rep: Report, out: Path) -> list[Path]:
     cell_tpl = env.get_template("cell.html")
     for page in rep.cells:
         figs = {f"tl-{t.repetition}": timeline_figure(t) for t in page.timelines}
+        figs |= {f"ft-{t.status}": timeline_figure(t) for t in page.feature_timelines}
         path = out / "cells" / f"{page.file_id}.html"
         _write(path, cell_tpl.render(root="../", cell=page, figures=figs, **common))
         pages.append(path)
@@ -378,4 +401,14 @@ def render(rep: Report, out: Path) -> list[Path]:
         pages.append(path)
         for name, text in compare_tables(rep).items():
             _write(out / name, text)
+    slide_tpl = env.get_template("slide.html")
+    for sl in slides:
+        path = out / "slides" / f"{slide_name(sl)}.html"
+        header, threads, imbalance = sl.cpu.grid()
+        _write(path, slide_tpl.render(root="../", figures={}, slide=sl, name=slide_name(sl),
+                                      cpu_header=header, cpu_rows=threads,
+                                      cpu_imbalance=imbalance, **common))
+        pages.append(path)
+        for name, text in slide_tables(sl).items():
+            _write(out / "slides" / name, text)
     return pages

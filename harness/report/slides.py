@@ -189,8 +189,8 @@ class Difference:
     scale: float
     comparison: stats.Comparison
 
-    def text(self) -> str:
-        """``total time  5.94 s -> 2.35 s  -60.4% [-62.0%, -58.1%]  p=0.1  inconclusive``."""
+    def cells(self) -> tuple[str, str, str, str, str, str, str]:
+        """(before, after, change, interval, p, runs per side, verdict: reason) as texts."""
         c = self.comparison
 
         def v(s: stats.Summary | None) -> str:
@@ -198,17 +198,22 @@ class Difference:
 
         if c.change is not None:
             change = f"{c.change:+.1%}"
-            ci = "" if c.ci is None else f" [{c.ci[0]:+.1%}, {c.ci[1]:+.1%}]"
+            ci = "" if c.ci is None else f"[{c.ci[0]:+.1%}, {c.ci[1]:+.1%}]"
         elif c.diff is not None:
             change = f"{c.diff / self.scale:+.3g} {self.unit}"
-            ci = "" if c.ci is None else (f" [{c.ci[0] / self.scale:+.3g}, "
+            ci = "" if c.ci is None else (f"[{c.ci[0] / self.scale:+.3g}, "
                                           f"{c.ci[1] / self.scale:+.3g}]")
         else:
             change, ci = "", ""
         p = "p=-" if c.test.p is None else f"p={c.test.p:.2g}"
         n = f"n={c.base.n if c.base else 0}/{c.new.n if c.new else 0}"
-        return (f"{self.label:<12} {v(c.base):>10} -> {v(c.new):<10} "
-                f"{change}{ci}  {p} {n}  {c.verdict.value}: {c.reason}")
+        return v(c.base), v(c.new), change, ci, p, n, f"{c.verdict.value}: {c.reason}"
+
+    def text(self) -> str:
+        """``total time  5.94 s -> 2.35 s  -60.4% [-62.0%, -58.1%]  p=0.1  inconclusive``."""
+        before, after, change, ci, p, n, verdict = self.cells()
+        return (f"{self.label:<12} {before:>10} -> {after:<10} "
+                f"{change}{' ' + ci if ci else ''}  {p} {n}  {verdict}")
 
 
 @dataclass(frozen=True)
@@ -247,11 +252,33 @@ class Slide:
             out.append(f"reproduce: {_t(self.command)}")
         return "\n".join(out) + "\n"
 
-    def _info_lines(self) -> list[str]:
+    def info_rows(self) -> list[tuple[str, str, str]]:
+        """Both ``info migrate`` blocks as (field, before, after) rows, outcome first."""
         a, b = self.blocks
         head = [("outcome", a.verdict, b.verdict), ("runs", a.outcomes, b.outcomes),
                 ("repetition shown", _rep(a), _rep(b))]
-        rows = head + _merge(a.rows, b.rows)
+        return head + _merge(a.rows, b.rows)
+
+    def feature_rows(self) -> list[tuple[str, tuple[int, int], list[tuple[str, str, str, str]]]]:
+        """Both cells' compression and XBZRLE figures: per block (name, runs per side,
+        rows of (label, before, after, kind))."""
+        out = []
+        for block_a, block_b in ((self.features[0].compression, self.features[1].compression),
+                                 (self.features[0].xbzrle, self.features[1].xbzrle)):
+            some = block_a or block_b
+            if some is None:
+                continue
+            rows = []
+            for i, row in enumerate(some.rows):
+                before, after = (figure_text(row.figure, None if x is None else x.rows[i].spread)
+                                 for x in (block_a, block_b))
+                rows.append((row.figure.label, before, after, row.figure.kind))
+            out.append((some.name, (0 if block_a is None else block_a.runs,
+                                    0 if block_b is None else block_b.runs), rows))
+        return out
+
+    def _info_lines(self) -> list[str]:
+        rows = self.info_rows()
         out = [f"{'info migrate':<{KEY_WIDTH}}{'before':<{VALUE_WIDTH}}{'after'}"]
         for key, va, vb in rows:
             out.append(f"{_t(key)[:KEY_WIDTH - 1]:<{KEY_WIDTH}}{_t(va):<{VALUE_WIDTH}}"

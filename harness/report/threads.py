@@ -276,6 +276,37 @@ class ThreadTable:
                     for c in ib.cells))
         return out + [f"  {n}" for n in self.notes]
 
+    def grid(self) -> tuple[list[tuple[str, str]], list[tuple[str, list[str]]],
+                            list[tuple[str, list[str]]]]:
+        """The table as the HTML pages show it (slide 9's layout): one row per thread, a column
+        per side x cell (``(side, cell label)``), then the imbalance rows; ``median (min-max)``
+        texts, ``*`` where some runs lack the thread, ``-`` where none had it."""
+        sides = [s for s in SIDES if any(r.side == s for r in self.rows)]
+        header = [(s, c) for s in sides for c in self.columns]
+        cells: dict[ThreadKey, dict[str, tuple[Spread | None, ...]]] = {}
+        for r in self.rows:
+            cells.setdefault(r.key, {})[r.side] = r.cells
+        threads = []
+        for key in sorted(cells):
+            texts = []
+            for s in sides:
+                runs = self.sampled.get(s, ())
+                row = cells[key].get(s, (None,) * len(self.columns))
+                for i, c in enumerate(row):
+                    texts.append("-" if c is None else
+                                 c.text() + ("*" if i < len(runs) and c.n < runs[i] else ""))
+            threads.append((key.label, texts))
+        imbalance = []
+        roles = [ib.role for ib in self.imbalance]
+        for role in dict.fromkeys(roles):
+            by_side = {ib.side: ib.cells for ib in self.imbalance if ib.role == role}
+            for label, pick in ((f"{role}: max/min", _max_min_text),
+                                (f"{role}: busiest share %", _share_text)):
+                texts = [pick(c) for s in sides
+                         for c in by_side.get(s, (None,) * len(self.columns))]
+                imbalance.append((label, texts))
+        return header, threads, imbalance
+
     def csv(self) -> tuple[list[str], list[list[Any]]]:
         """(header, rows) of the per-thread table: median, min, max and n per column."""
         header = ["side", "thread", "role", "index"]
@@ -308,6 +339,14 @@ class ThreadTable:
                     *((ts.median, ts.lo, ts.hi) if ts else (None, None, None)),
                     c.threads.n]))
         return header, rows
+
+
+def _max_min_text(c: ImbalanceCell | None) -> str:
+    return "-" if c is None or c.max_over_min is None else c.max_over_min.text()
+
+
+def _share_text(c: ImbalanceCell | None) -> str:
+    return "-" if c is None or c.top_share is None else _pct(c.top_share).text(0)
 
 
 def _pct(s: Spread) -> Spread:
