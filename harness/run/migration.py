@@ -3,7 +3,9 @@
 States: boot -> steady -> setup -> migrate -> watch -> (completed | not-converged | failed)
 -> verify -> teardown. Every exit path, including exceptions and Ctrl-C, goes through teardown,
 which shuts both QEMUs down. Failures inside a run become a recorded ``failed`` outcome with
-QEMU's own error text; only KeyboardInterrupt propagates (after cleanup).
+QEMU's own error text; only a stop (``ctx.stop``: Ctrl-C, SIGTERM) propagates, as
+:class:`~harness.run.cancel.Cancelled`, after cleanup. Every wait here has a deadline and wakes
+on the stop; the teardown's waits do not, so it always runs to the end.
 
 What QEMU, the guest and the samplers report is parsed into the record's typed parts where it
 arrives (``query-migrate`` answers into :class:`~harness.results.record.qmp.TimelineSample`, QMP events,
@@ -68,6 +70,7 @@ from harness.results.record.qmp import (
 )
 from harness.results.record.scalars import Role, utc
 from harness.run import workload as wl
+from harness.run.cancel import Stop
 from harness.run.integrity import HASH_PAGES_PY, differing_pages
 from harness.run.sampling import cpu as cpu_sampling
 from harness.run.sampling import fio as fio_sampling
@@ -104,6 +107,8 @@ class RunContext:
     workdirs: dict[str, Path] = field(default_factory=dict)
     # Each side's QEMU build id (SHA-256 of the binary, from the runner's capability probe).
     build_ids: dict[str, str] = field(default_factory=dict)
+    # Set when the campaign is stopped: every wait of the run wakes and raises Cancelled.
+    stop: Stop = field(default_factory=Stop)
 
 
 @dataclass
@@ -289,8 +294,8 @@ def _boot(run: _Run) -> None:
         assert spec.fio is not None
         run.disk = create_shared_disk(ctx.workdir / "disk.raw", spec.fio.disk_mib)
     run.dst = Vm(ctx.destination, _vm_config(run, "destination", ctx.destination,
-                                             ctx.destination_build))
-    run.src = Vm(ctx.source, _vm_config(run, "source", ctx.source, ctx.source_build))
+                                             ctx.destination_build), ctx.stop)
+    run.src = Vm(ctx.source, _vm_config(run, "source", ctx.source, ctx.source_build), ctx.stop)
     run.dst.launch()
     run.src.launch()
     run.src.qmp.execute("cont")
@@ -315,7 +320,7 @@ def _wait_workload(run: _Run) -> None:
                                           mode=spec.ping.mode, port=spec.ping.port,
                                           source=att.host_ip)
         run.prober.start()
-        time.sleep(1.0)  # a baseline of replies before the migration starts
+        run.ctx.stop.sleep(1.0)  # a baseline of replies before the migration starts
 
 
 def _setup(run: _Run) -> str:
@@ -499,7 +504,7 @@ def _wait_steady(run: _Run, vm: Vm) -> None:
         exited = vm.console.records("exit")
         if exited:
             raise HarnessError(f"guest workload exited: {exited[0].fields}")
-        time.sleep(0.1)
+        run.ctx.stop.sleep(0.1)
     run.steady_rate_mib_s = round(statistics.fmean(rates), 2)
 
 
@@ -544,13 +549,13 @@ def _watch(run: _Run) -> MigrationInfo:
         if cancel_reason and elapsed > lim.max_time_s + 30:
             raise HarnessError(f"migrate_cancel did not finish within 30 s (state {status!r})")
         k += 1
-        time.sleep(max(0.0, run.t0 + k * period - time.time()))
+        run.ctx.stop.sleep(run.t0 + k * period - time.time())
     if info.status == "completed":
         # QEMU 7.2 can report `completed` before its totals are filled in: ask again.
         for _ in range(20):
             if info.total_time and info.ram is not None and info.ram.total:
                 break
-            time.sleep(0.05)
+            run.ctx.stop.sleep(0.05)
             info = _query_migrate(src)
         run.timeline.append(TimelineSample.at(info, round(time.time() - run.t0, 4)))
     if cancel_reason and info.status == "cancelled":
@@ -594,7 +599,7 @@ def _after_completion(run: _Run) -> None:
     while dst.status() == "inmigrate":
         if time.monotonic() > deadline:
             raise HarnessError("destination still loading 60 s after the source completed")
-        time.sleep(0.02)
+        run.ctx.stop.sleep(0.02)
     run.destination_loaded_t = round(time.time() - run.t0, 4)
     if cell.integrity == "ram":
         # Destination was started with -S: both sides are stopped now; compare their RAM.
@@ -615,7 +620,7 @@ def _after_completion(run: _Run) -> None:
     if resume is None:
         run.warnings.append("no RESUME event from the destination")
     # Keep reading the workload on the destination.
-    time.sleep(cell.limits.observe_after_s)
+    ctx.stop.sleep(cell.limits.observe_after_s)
     if cell.workload.writer is not None:
         stamps = _verify_stamps(dst.console, src.console)
         if stamps.verdict == "unchecked" and not dst.console.records("writer"):
@@ -695,7 +700,7 @@ def _start_cpu_sampling(run: _Run) -> None:
             continue
         try:
             sampler = cpu_sampling.CpuSampler(vm.pid, CPU_HZ,
-                                              remote=vm.host.cpu_sampler_prefix())
+                                              stream=vm.host.cpu_sampler_stream())
             sampler.start()
             run.cpu[vm.cfg.role] = sampler
         except Exception as exc:  # noqa: BLE001 - sampling must not fail the migration

@@ -2,14 +2,18 @@
 
 ``qemu.qmp`` is asyncio-only. The harness is synchronous (one migration is a simple state machine),
 so all QMP clients share one private event loop running in a daemon thread; every public method
-here submits a coroutine to that loop and waits for it with a timeout. Events are collected in the
-background as soon as they arrive, stamped with the host's wall clock on receipt as well as
-QEMU's own timestamp, so that STOP/RESUME times do not depend on how often we poll.
+here submits a coroutine to that loop and waits for it with a timeout, and wakes on the run's
+:class:`~harness.run.cancel.Stop` (a pending command is then cancelled). Events arrive through a
+``qemu.qmp`` :class:`EventListener`, are stamped with the host's wall clock on receipt as well as
+QEMU's own timestamp (so STOP/RESUME times do not depend on anyone waiting), and wake the
+coroutines awaiting one of them: :meth:`QmpSession.wait_event` does not poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -20,6 +24,7 @@ from typing import Any, TypeVar
 from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
 
 from harness.errors import QmpError, VmError
+from harness.run.cancel import Cancelled, Stop
 
 T = TypeVar("T")
 
@@ -44,13 +49,24 @@ def _event_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def _run(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+def _run(coro: Coroutine[Any, Any, T], timeout: float, stop: Stop | None = None) -> T:
+    """Run ``coro`` on the shared loop; wait at most ``timeout`` s.
+
+    :raise TimeoutError: ``timeout`` passed (the coroutine is cancelled).
+    :raise Cancelled: ``stop`` was set (the coroutine is cancelled).
+    """
     fut = asyncio.run_coroutine_threadsafe(coro, _event_loop())
-    try:
-        return fut.result(timeout)
-    except TimeoutError:
-        fut.cancel()
-        raise
+    waking = stop.waking(fut.cancel) if stop is not None else contextlib.nullcontext()
+    with waking:
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise
+        except concurrent.futures.CancelledError:
+            if stop is not None and stop.is_set():
+                raise Cancelled("stopped") from None
+            raise
 
 
 @dataclass(frozen=True)
@@ -75,15 +91,19 @@ class QmpEvent:
 class QmpSession:
     """A connected QMP session to one QEMU process.
 
-    ``label`` names the VM in error messages ("source", "destination").
+    ``label`` names the VM in error messages ("source", "destination"); every wait wakes on
+    ``stop`` (but for the commands of a teardown, see :meth:`execute`).
     """
 
     label: str
     address: str
+    stop: Stop = field(default_factory=Stop)
     _client: QMPClient | None = field(default=None, init=False, repr=False)
     _events: list[QmpEvent] = field(default_factory=list, init=False, repr=False)
     _events_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _pump: Any = field(default=None, init=False, repr=False)
+    # Notified on the loop each time an event is collected (made on the loop, in _aconnect).
+    _arrived: asyncio.Condition | None = field(default=None, init=False, repr=False)
 
     def connect(self, timeout: float = 15.0) -> None:
         """Connect (retrying while the socket appears) and negotiate capabilities.
@@ -94,11 +114,11 @@ class QmpSession:
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                _run(self._aconnect(), timeout=max(0.5, deadline - time.monotonic()))
+                _run(self._aconnect(), max(0.5, deadline - time.monotonic()), self.stop)
                 return
             except (ConnectError, OSError, TimeoutError) as exc:
                 last = exc
-                time.sleep(0.05)
+                self.stop.sleep(0.05)
         raise VmError(f"{self.label}: no QMP connection on {self.address} within {timeout:.0f} s: {last}")
 
     async def _aconnect(self) -> None:
@@ -107,6 +127,7 @@ class QmpSession:
         client.register_listener(listener)
         await client.connect(self.address)
         self._client = client
+        self._arrived = asyncio.Condition()
         self._pump = asyncio.ensure_future(self._collect(listener))
 
     async def _collect(self, listener: EventListener) -> None:
@@ -122,23 +143,31 @@ class QmpSession:
             )
             with self._events_lock:
                 self._events.append(ev)
+            if self._arrived is not None:
+                async with self._arrived:
+                    self._arrived.notify_all()
 
     @property
     def connected(self) -> bool:
         return self._client is not None
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None,
-                timeout: float = 10.0) -> Any:
+                timeout: float = 10.0, wake_on_stop: bool = True) -> Any:
         """Run one QMP command and return its value.
+
+        ``wake_on_stop=False`` for the commands of a teardown (``quit``), which must run after
+        the stop too; their ``timeout`` bounds them.
 
         :raise QmpError: when QEMU returns an error (the message carries QEMU's text).
         :raise VmError: when the session is closed, the connection drops, or ``timeout`` passes.
+        :raise Cancelled: the stop was set first.
         """
         client = self._client
         if client is None:
             raise VmError(f"{self.label}: QMP session is not connected")
         try:
-            return _run(client.execute(command, arguments), timeout)
+            return _run(client.execute(command, arguments), timeout,
+                        self.stop if wake_on_stop else None)
         except ExecuteError as exc:
             raise QmpError(f"{self.label}: {command}: {exc}") from exc
         except TimeoutError as exc:
@@ -151,16 +180,29 @@ class QmpSession:
         with self._events_lock:
             return [e for e in self._events if name is None or e.name == name]
 
+    def _first(self, name: str, after: float) -> QmpEvent | None:
+        return next((ev for ev in self.events(name) if ev.host_time >= after), None)
+
     def wait_event(self, name: str, timeout: float, after: float = 0.0) -> QmpEvent | None:
-        """Wait until an event ``name`` with ``host_time >= after`` arrives; None on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for ev in self.events(name):
-                if ev.host_time >= after:
-                    return ev
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.02)
+        """Wait until an event ``name`` with ``host_time >= after`` arrives; None on timeout.
+
+        :raise Cancelled: the stop was set first.
+        """
+        self.stop.check()
+        arrived = self._arrived
+        if arrived is None:  # never connected: nothing will arrive
+            return self._first(name, after)
+
+        async def arrival() -> QmpEvent | None:
+            # On the loop, where events are collected: none can slip between check and wait.
+            async with arrived:
+                await arrived.wait_for(lambda: self._first(name, after) is not None)
+            return self._first(name, after)
+
+        try:
+            return _run(arrival(), timeout, self.stop)
+        except TimeoutError:
+            return self._first(name, after)
 
     def close(self) -> None:
         """Disconnect; idempotent and never raises."""

@@ -28,6 +28,7 @@ from harness.errors import HarnessError, VmError
 from harness.hosts.host import Host, Process, SocketLinks
 from harness.plan.models import QemuBuild
 from harness.results.record.scalars import Role
+from harness.run.cancel import Stop
 from harness.run.qmp import QmpSession
 from harness.run.sampling.console import Console
 
@@ -106,10 +107,13 @@ def qemu_argv(cfg: VmConfig) -> list[str]:
 
 @dataclass
 class Vm:
-    """One QEMU process with its QMP session and serial console, on ``host``."""
+    """One QEMU process with its QMP session and serial console, on ``host``.
+
+    Every wait of its launch, QMP and console wakes on ``stop``; :meth:`shutdown` does not."""
 
     host: Host
     cfg: VmConfig
+    stop: Stop = field(default_factory=Stop)
     qmp: QmpSession = field(init=False)
     console: Console = field(init=False)
     argv: list[str] = field(init=False)
@@ -121,8 +125,8 @@ class Vm:
 
     def __post_init__(self) -> None:
         self.argv = qemu_argv(self.cfg)
-        self.qmp = QmpSession(self.cfg.role, str(self.cfg.qmp_path))
-        self.console = Console(self.cfg.role, str(self.cfg.serial_path))
+        self.qmp = QmpSession(self.cfg.role, str(self.cfg.qmp_path), self.stop)
+        self.console = Console(self.cfg.role, str(self.cfg.serial_path), stop=self.stop)
 
     def __enter__(self) -> Vm:
         return self
@@ -156,7 +160,7 @@ class Vm:
             self.qmp.connect(timeout)
             self.console.connect(timeout)
         except (HarnessError, OSError) as exc:
-            time.sleep(0.2)
+            self.stop.sleep(0.2)  # QEMU may be exiting: let its exit code and log show
             raise VmError(self._failure(f"did not come up ({exc})")) from exc
 
     def _prepare(self) -> None:
@@ -169,8 +173,8 @@ class Vm:
         self._links = self.host.reach_sockets((self.cfg.qmp_path, self.cfg.serial_path),
                                               self.cfg.role[:3])
         qmp, serial = self._links.paths
-        self.qmp = QmpSession(self.cfg.role, str(qmp))
-        self.console = Console(self.cfg.role, str(serial))
+        self.qmp = QmpSession(self.cfg.role, str(qmp), self.stop)
+        self.console = Console(self.cfg.role, str(serial), stop=self.stop)
 
     def log_tail(self, lines: int = 20) -> str:
         """The tail of QEMU's own log (stdout/stderr), wherever QEMU runs."""
@@ -209,7 +213,7 @@ class Vm:
         try:
             if proc is not None and proc.poll() is None and self.qmp.connected:
                 try:
-                    self.qmp.execute("quit", timeout=2.0)
+                    self.qmp.execute("quit", timeout=2.0, wake_on_stop=False)
                 except HarnessError:
                     pass
                 try:

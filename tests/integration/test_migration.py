@@ -204,6 +204,13 @@ def test_destination_killed_mid_migration_fails_and_next_cell_runs(
     assert qemu_processes() == []
 
 
+def _qemu_children(pid: int) -> list[str]:
+    """The harness QEMUs that process ``pid`` started (not another test's)."""
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "qemu-system.*-name mb-"],
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_cleans_up_and_rerun_resumes(sig: int, tmp_path: Path, hosts: HostsConfig,
                                             image: GuestImage) -> None:
@@ -221,10 +228,17 @@ def test_signal_cleans_up_and_rerun_resumes(sig: int, tmp_path: Path, hosts: Hos
     while not list(out.glob("*/1.json")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert list(out.glob("*/1.json")), "first run did not finish"
-    time.sleep(3)  # the second run is booting or migrating now
+    # Signal while the second run is under way: its QEMUs (children of this harness; the first
+    # run's are gone before its file is written) are up. A fixed sleep raced with a fast run.
+    while not _qemu_children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _qemu_children(proc.pid), "the second run did not start"
+    time.sleep(1.0)  # into the guest's boot and workload
+    assert _qemu_children(proc.pid) and not list(out.glob("*/2.json"))
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
+    assert "interrupted: stopping the runs on pair" in output  # it stopped a run in progress
     assert qemu_processes() == []
     assert not list(out.glob("*/2.json"))
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)

@@ -297,14 +297,15 @@ def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path,
 
 class _BusyWorker:
     """A pair worker whose 'migration' is a local process started through its host, torn down
-    on KeyboardInterrupt; a ``stuck`` one is in a teardown that hangs (not interruptible) and
-    stores a failed run once its process dies under it, as run_migration would."""
+    when the campaign's stop wakes its wait; a ``stuck`` one never looks at the stop (as a
+    teardown that hangs) and stores a failed run once its process dies under it, as
+    run_migration would."""
 
     def __init__(self, name: str, camp: runner._Campaign, log: Path, stuck: bool) -> None:
         self.name, self.camp, self.log = name, camp, log
         self.source = LocalHost("source", HostSpec())
         self.destination = LocalHost("destination", HostSpec())
-        self.interruptible = not stuck
+        self.stuck = stuck
         self.started = threading.Event()
         self.proc: Any = None
         self.tore_down = False
@@ -316,7 +317,10 @@ class _BusyWorker:
         self.started.set()
         try:
             while self.proc.poll() is None:
-                time.sleep(0.02)
+                if self.stuck:
+                    time.sleep(0.02)
+                else:
+                    self.camp.interrupted.sleep(0.02)  # raises Cancelled once stopped
         finally:
             if self.proc.poll() is None:
                 self.proc.terminate()

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.run.cancel import Stop
+
 PANIC_MARKERS = ("Kernel panic", "BUG: ", "Oops: ", "general protection fault", "segfault at")
 
 
@@ -57,11 +59,14 @@ def parse_line(text: str, host_time: float = 0.0) -> GuestRecord | None:
 
 @dataclass
 class Console:
-    """Connects to QEMU's serial chardev socket, collects lines, and can type into the guest."""
+    """Connects to QEMU's serial chardev socket, collects lines, and can type into the guest.
+
+    Its waits wake on ``stop`` (and raise :class:`~harness.run.cancel.Cancelled`)."""
 
     label: str
     path: str
     lines: list[ConsoleLine] = field(default_factory=list)
+    stop: Stop = field(default_factory=Stop)
     _sock: socket.socket | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -77,7 +82,7 @@ class Console:
                 sock.close()
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
+                self.stop.sleep(0.05)
         self._sock = sock
         self._thread = threading.Thread(target=self._reader, name=f"console-{self.label}",
                                         daemon=True)
@@ -127,7 +132,7 @@ class Console:
                 return recs[0]
             if time.monotonic() >= deadline:
                 return None
-            time.sleep(0.05)
+            self.stop.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def panic_lines(self) -> list[str]:
         return [ln.text for ln in self.snapshot() if any(m in ln.text for m in PANIC_MARKERS)]
