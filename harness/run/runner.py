@@ -7,15 +7,12 @@ A failed run is a recorded outcome and the matrix goes on. Finished runs are on 
 they finish; rerunning the same matrix into the same folder skips them. SIGTERM is turned into
 KeyboardInterrupt so that Ctrl-C and a polite kill both clean up the same way: the runs in
 progress on every pair are torn down and not saved (a resume runs them again).
-
-The pair workers always run in threads, and the main thread only waits for them: a signal
-lands there, which sets the campaign's :class:`~harness.run.cancel.Stop`; each worker wakes at
-its next wait and tears its run down (cooperative: nothing is raised inside another thread).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import secrets
 import signal
@@ -23,19 +20,18 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from harness import locations
 from harness.analysis.diagnosis import summary_columns
 from harness.errors import ConfigError, HarnessError, HostError, StoreError
 from harness.guest.image import GuestImage, ensure_image
 from harness.hosts.host import Host, make_host
 from harness.hosts.netsetup import private_network
 from harness.hosts.placement import place_image
-from harness.hosts.probe import Probe, probe, unsupported_reason
+from harness.hosts.probe import PROBE_CACHE, Probe, probe, unsupported_reason
 from harness.output import terminal_text
 from harness.plan.config import plan
 from harness.plan.matrix import Cell, coordinate_key
@@ -55,23 +51,19 @@ from harness.results.record.model import (
 )
 from harness.results.record.scalars import utc
 from harness.run import workload as wl
-from harness.run.cancel import Stop
 from harness.run.migration import RunContext, run_migration
 
+REPO = Path(__file__).resolve().parents[2]
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C, how long the pairs' runs get to tear down
 log = logging.getLogger("migbench")
 
 
 def harness_commit() -> str:
-    """The git commit of a source checkout (``-dirty`` when changed), else the installed version."""
-    repo = locations.source_checkout()
-    if repo is None:
-        return f"migbench {locations.version()}"
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)
         commit = out.stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -170,9 +162,7 @@ class _Campaign:
             (c, r) for c, r in todo if not store.exists(out, c.id, r))
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        # Ctrl-C: the runs in progress stop at their next wait, and one that ends now is not a
-        # result.
-        self.interrupted = Stop()
+        self.interrupted = threading.Event()  # Ctrl-C: a run that ends now is not a result
         self.written: list[Path] = []
         self.commit = harness_commit()
         self._summary: dict[tuple[str, int], store.Row] | None = None  # read once, then kept
@@ -240,6 +230,8 @@ class _PairWorker:
         self.images: dict[str, GuestImage] = {}
         self.accel: dict[str, str] = {}
         self.error: str | None = None
+        # False while a run tears down or its result is stored: Ctrl-C then lets it finish.
+        self.interruptible = True
 
     def setup(self) -> None:
         """Put the guest image on remote hosts and learn each host's accelerator.
@@ -266,7 +258,7 @@ class _PairWorker:
         probes = []
         for host, build in ((self.source, src_build), (self.destination, dst_build)):
             try:
-                probes.append(probe(build, locations.probe_cache(), host=host))
+                probes.append(probe(build, PROBE_CACHE, host=host))
             except HarnessError as exc:
                 return skipped_record(cell, rep, self.camp.spec.name, f"probing QEMU failed: {exc}",
                                       None, src_build, self.source, self.destination,
@@ -312,19 +304,30 @@ class _PairWorker:
                     host_images=dict(self.images),
                     workdirs={role: d / role for role, d in dirs.items()},
                     build_ids={"source": probes[0].build_id, "destination": probes[1].build_id},
-                    stop=camp.interrupted,
                 )
                 try:
                     record = run_migration(ctx)
                 finally:
-                    self.remove_workdirs(dirs)
-                camp.save(self.name, cell, rep, record)
+                    with self.uninterruptible():
+                        self.remove_workdirs(dirs)
+                with self.uninterruptible():
+                    camp.save(self.name, cell, rep, record)
         finally:
             self.close()
 
     def on_state(self, name: str) -> None:
+        if name == "teardown":
+            self.interruptible = False  # until the run's folders are removed
         if self.camp.progress.state:
             self.camp.progress.state(name)
+
+    @contextlib.contextmanager
+    def uninterruptible(self) -> Iterator[None]:
+        self.interruptible = False
+        try:
+            yield
+        finally:
+            self.interruptible = True
 
     def remove_workdirs(self, dirs: dict[str, Path]) -> None:
         """Remove a run's scratch folders, each on its own host (once if they are the same)."""
@@ -392,7 +395,7 @@ def run_matrix(
                               f"use one of {', '.join(hosts.pairs)}")
     store.check_writable(out)  # before the image, which may take minutes to build
     if image is None:
-        image = ensure_image(locations.image_cache(),
+        image = ensure_image(REPO / "build" / "image",
                              fio=any(c.workload.fio is not None for c in cells))
     todo = run_order(cells, spec.repetitions, spec.order)
     done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
@@ -406,7 +409,10 @@ def run_matrix(
         if camp.queue:
             usable = _preflight(hosts, names, sorted({c.build for c in cells}), camp)
             workers = [_PairWorker(n, p, camp) for n, p in usable]
-            _run_concurrently(workers, camp)
+            if len(workers) == 1:
+                workers[0].run()
+            else:
+                _run_concurrently(workers, camp)
             if camp.queue and not camp.stop.is_set():
                 raise HostError("runs left undone, every pair failed: "
                                 + "; ".join(w.error or w.name for w in workers))
@@ -442,8 +448,7 @@ def _final_summary(camp: _Campaign, pending: BaseException | None) -> None:
 
 
 def _run_concurrently(workers: list[_PairWorker], camp: _Campaign) -> None:
-    """One thread per pair (one pair too: signals then reach only this waiting thread);
-    Ctrl-C / SIGTERM stops every pair's run (:func:`_stop_workers`)."""
+    """One thread per pair; Ctrl-C / SIGTERM stops every pair's run (:func:`_stop_workers`)."""
     errors: list[BaseException] = []
     # Whether each thread has finished. Not Thread.is_alive(): a join() that Ctrl-C interrupts
     # marks a running thread as stopped (CPython 3.11, bpo-45274's fix).
@@ -477,16 +482,19 @@ def _stop_workers(threads: dict[_PairWorker, threading.Thread],
                   done: dict[_PairWorker, threading.Event], camp: _Campaign) -> None:
     """After Ctrl-C in the main thread: stop each pair's run as Ctrl-C stops a single pair's.
 
-    No more runs start and none that ends is saved. The campaign's stop wakes every busy
-    worker at its next wait, so run_migration tears its VMs down as usual (a worker already
-    tearing down just finishes), within ``INTERRUPT_TEARDOWN_S``; then (or at a second Ctrl-C)
-    whatever any pair's hosts still run is stopped, so no QEMU outlives the harness.
+    No more runs start and none that ends is saved. Each busy worker thread gets a
+    KeyboardInterrupt (not one that is tearing down), so run_migration tears its VMs down as
+    usual, and gets ``INTERRUPT_TEARDOWN_S``; then (or at a second Ctrl-C) whatever any pair's
+    hosts still run is stopped, so no QEMU outlives the harness.
     """
     camp.interrupt()
     busy = [w for w in threads if not done[w].is_set()]
     if busy:
         camp.note(f"interrupted: stopping the runs on pair {', '.join(w.name for w in busy)} "
                   "(not saved: they run again on resume; Ctrl-C again to kill them at once)")
+    for w in busy:
+        if w.interruptible:
+            _raise_in(threads[w], KeyboardInterrupt)
     try:
         deadline = time.monotonic() + INTERRUPT_TEARDOWN_S
         for w in busy:
@@ -503,3 +511,10 @@ def _stop_workers(threads: dict[_PairWorker, threading.Thread],
         for w in busy:
             done[w].wait(2.0)
 
+
+def _raise_in(thread: threading.Thread, exc: type[BaseException]) -> None:
+    """Raise ``exc`` in ``thread`` at its next Python instruction (as Ctrl-C does in the main
+    thread); a thread blocked in a C call sees it when the call returns."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(exc))
