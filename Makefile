@@ -15,6 +15,9 @@ PYTEST_ARGS ?=
 SEED_OUT ?= results/seed-$(shell date +%Y%m%d-%H%M%S)
 SEED_RATE ?= 200mbit
 SEED_HOSTS := /tmp/migbench-testbed/hosts.yaml
+# A checkout keeps the caches (guest image, QEMU probes, fio) in build/, where the tests look too;
+# an installed migbench uses $XDG_CACHE_HOME/migbench (README: Installing).
+export MIGBENCH_CACHE := $(CURDIR)/build
 
 .PHONY: demo test setup deps qemu venv fio image lint bench seed clean
 

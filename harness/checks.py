@@ -135,7 +135,8 @@ FLAG_CHECKS: dict[str, Check] = {
     # files and folders read or written on this machine
     "matrix": text, "hosts": text, "out": text, "history": text, "junit": text,
     "verdict": text, "report": text, "image_cache": text, "cache": text,
-    "path": text, "results": text, "output": text,
+    "path": text, "results": text, "output": text, "fio": text,
+    "qemu": text,  # init: NAME=PATH, parsed by hosts.hostsfile.parse_qemu_flag
     # names and tokens
     "pair": name, "before": text, "after": text, "baseline": text,
     "slides": slide_pair,

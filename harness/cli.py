@@ -25,11 +25,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from harness import locations
 from harness.analysis.diagnosis import Diagnosis, aggregate, diagnose
 from harness.checks import preflight
 from harness.ci.abtest import register as register_compare
 from harness.ci.nightly import register as register_nightly
 from harness.errors import MAX_LINE, HarnessError, UsageError, one_line
+from harness.hosts.hostsfile import register as register_init
 from harness.hosts.provision import register as register_provision
 from harness.hosts.testbed import register as register_testbed
 from harness.output import console_text, terminal_text
@@ -41,7 +43,6 @@ from harness.results import store
 from harness.results.record import RunRecord
 from harness.results.show import run_block
 
-REPO = Path(__file__).resolve().parent.parent
 # emoji=False: ":name:" in text from a result file must print as written, not as an emoji
 out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
@@ -225,7 +226,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_image_build(args: argparse.Namespace) -> int:
     from harness.guest.image import ensure_image
 
-    img = ensure_image(Path(args.cache), force=args.force, fio=args.fio,
+    fio = Path(args.fio) if isinstance(args.fio, str) else None
+    img = ensure_image(Path(args.cache), force=args.force, fio=bool(args.fio), fio_binary=fio,
                        log=lambda s: out.print(s))
     out.print(f"guest image {img.digest[:16]}: kernel {img.kernel} ({img.kernel_release}, "
               f"{'PVH' if img.pvh else 'bzImage'}), initrd {img.initrd}")
@@ -286,16 +288,21 @@ def build_parser() -> argparse.ArgumentParser:
     register_nightly(sub)
     register_compare(sub)
     register_provision(sub)
+    register_init(sub)
 
     i = sub.add_parser("image", help="guest image commands")
     isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")
     ib = isub.add_parser("build", help="build (or reuse) the guest kernel + initramfs",
                          description="Build the guest image: kernel, virtio modules, busybox "
                                      "initramfs and the workloads. Cached by a hash of its inputs.")
-    ib.add_argument("--cache", default=str(REPO / "build" / "image"), help="cache folder")
+    ib.add_argument("--cache", default=str(locations.image_cache()),
+                    help=f"cache folder (default: image/ under ${locations.CACHE_ENV}, "
+                         "$XDG_CACHE_HOME/migbench or ~/.cache/migbench)")
     ib.add_argument("--force", action="store_true", help="rebuild even if cached")
-    ib.add_argument("--fio", action="store_true",
-                    help="also build the fio part (a lean static fio; needs the Debian mirror)")
+    ib.add_argument("--fio", nargs="?", const=True, default=False, metavar="FIO",
+                    help="also build the fio part, with this static fio (default: "
+                         f"${locations.FIO_ENV}, else one under the cache's fio/, else built by "
+                         "a checkout's scripts/build-fio.sh, which needs the Debian mirror)")
     ib.set_defaults(func=cmd_image_build)
     return p
 

@@ -13,7 +13,8 @@ This module owns everything a guest boots from:
 * the cache: ``<cache>/<digest16>/{vmlinux|vmlinuz, initrd.cpio.gz, manifest.json}`` where the
   digest covers every input (sources, busybox, kernel, modules, gcc version and
   :data:`IMAGE_FORMAT_VERSION`). An unchanged image costs only hashing;
-* the optional fio part: a lean static fio (``scripts/build-fio.sh`` -> ``build/fio/fio-<ver>/fio``)
+* the optional fio part: a lean static fio (``$MIGBENCH_FIO`` or ``--fio PATH``; else built by
+  ``scripts/build-fio.sh`` of a checkout into ``<cache>/fio/fio-<ver>/fio``)
   and ``workloads/fio/fiomon.c`` in a second cpio archive. Cpio archives concatenate, so
   ``initrd-fio-<key16>.cpio.gz`` is the base initrd followed by that part; only cells that run fio
   boot it (every extra MB in the initramfs is guest RAM that is migrated too).
@@ -44,6 +45,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import locations
 from harness.digest import sha256_file
 from harness.errors import ImageError
 from harness.output import write_atomic
@@ -52,11 +54,9 @@ from harness.plan.models import WorkloadSpec
 IMAGE_FORMAT_VERSION = 1
 """Bump when the image layout or build recipe changes in a way the inputs do not show."""
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKLOADS_DIR = REPO_ROOT / "workloads"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the source checkout, when there is one (tests)
+WORKLOADS_DIR = locations.WORKLOADS
 FIO_SOURCES_DIR = WORKLOADS_DIR / "fio"
-FIO_BUILD_DIR = REPO_ROOT / "build" / "fio"
-FIO_BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-fio.sh"
 BUSYBOX = Path("/bin/busybox")
 DEBIAN_KERNEL_META = "linux-image-cloud-amd64"
 
@@ -656,23 +656,38 @@ def create_shared_disk(path: Path, size_mib: int) -> Path:
     return path
 
 
-def find_fio(fio_dir: Path = FIO_BUILD_DIR) -> Path | None:
+def find_fio(fio_dir: Path | None = None) -> Path | None:
     """The newest cached static fio binary under ``fio_dir`` (``fio-<version>/fio``), or None."""
-    found = sorted(p for p in Path(fio_dir).glob("fio-*/fio") if p.is_file())
+    found = sorted(p for p in Path(fio_dir or locations.fio_dir()).glob("fio-*/fio") if p.is_file())
     return found[-1] if found else None
 
 
-def ensure_fio(fio_dir: Path = FIO_BUILD_DIR, log: Callable[[str], None] = _quiet) -> Path:
-    """A lean static fio, built once from Debian's source package by ``scripts/build-fio.sh``.
+def ensure_fio(fio_dir: Path | None = None, log: Callable[[str], None] = _quiet,
+               binary: Path | None = None) -> Path:
+    """The static fio for the guest: ``binary``, else ``$MIGBENCH_FIO``, else one built earlier
+    under ``fio_dir`` (the cache's ``fio/``), else built there once by a checkout's
+    ``scripts/build-fio.sh`` (an installed tool has no build script: it asks for a path).
 
-    :raise ImageError: the source could not be fetched or the build failed.
+    :raise ImageError: the given fio is not a file, or none could be found or built.
     """
+    given = binary or locations.fio_binary()
+    if given is not None:
+        if not given.is_file():
+            raise ImageError(f"fio {given} is not a file; pass --fio PATH (or set "
+                             f"{locations.FIO_ENV}) to a static fio binary")
+        return given
+    fio_dir = Path(fio_dir or locations.fio_dir())
     fio = find_fio(fio_dir)
     if fio is not None:
         return fio
+    root = locations.source_checkout()
+    if root is None:
+        raise ImageError(f"no static fio under {fio_dir}: pass --fio PATH (or set "
+                         f"{locations.FIO_ENV}) to one built by scripts/build-fio.sh of the "
+                         "source tree")
     log(f"building a static fio into {fio_dir} (scripts/build-fio.sh)")
     _run(
-        ["sh", str(FIO_BUILD_SCRIPT), str(fio_dir)],
+        ["sh", str(root / "scripts" / "build-fio.sh"), str(fio_dir)],
         what="building fio (scripts/build-fio.sh)",
         fix="run `make fio` with network access to a Debian mirror, gcc and make installed",
         timeout=1800,
@@ -749,12 +764,13 @@ def ensure_image(
     force: bool = False,
     log: Callable[[str], None] = _quiet,
     fio: bool = False,
-    fio_dir: Path = FIO_BUILD_DIR,
+    fio_dir: Path | None = None,
+    fio_binary: Path | None = None,
 ) -> GuestImage:
     """Return the guest image for the current inputs, building it into ``cache_dir`` if needed.
 
-    With ``fio=True`` the image also has :attr:`GuestImage.fio_initrd` (static fio from
-    ``fio_dir``, built there first if missing); without it, fio is neither built nor required.
+    With ``fio=True`` the image also has :attr:`GuestImage.fio_initrd` (the static fio of
+    :func:`ensure_fio`); without it, fio is neither built nor required.
 
     Raises :class:`~harness.errors.ImageError` when the kernel cannot be found or downloaded, a
     workload does not compile, or a tool is missing; the message names the fix.
@@ -762,7 +778,7 @@ def ensure_image(
     img = _ensure_base_image(cache_dir, force=force, log=log)
     if not fio:
         return img
-    fio_bin = ensure_fio(fio_dir, log)
+    fio_bin = ensure_fio(fio_dir, log, fio_binary)
     with (Path(cache_dir) / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = _ensure_fio_initrd(img, fio_bin, log)

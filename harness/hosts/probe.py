@@ -27,9 +27,6 @@ from harness.plan.models import QemuBuild
 if TYPE_CHECKING:
     from harness.hosts.host import Host
 
-REPO = Path(__file__).resolve().parents[2]
-#: Where probes are cached on this machine (by host identity and binary).
-PROBE_CACHE = REPO / "build" / "probe-cache"
 PROBE_FORMAT = 3
 
 # Runs on the host: start QEMU with no guest, ask QMP, print one JSON object, clean up.

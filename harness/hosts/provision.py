@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness import locations
 from harness.errors import CommandFailed, HarnessError, HostError
 from harness.guest.image import GuestImage
 from harness.hosts.host import _ACCEL_SH, Host, make_host, sh_script
 from harness.hosts.placement import place_image
-from harness.hosts.probe import PROBE_CACHE, REPO, Probe, binary_identity, probe
+from harness.hosts.probe import Probe, binary_identity, probe
 from harness.output import console_text, terminal_text
 from harness.plan.config import hosts_path
 from harness.plan.models import HostPair, HostsConfig, HostSpec, QemuBuild
@@ -110,7 +111,7 @@ def check_host(pair_name: str, role: str, host: Host, cfg: HostsConfig, *,
         else f"ssh in {(time.monotonic() - t) * 1000:.0f} ms (pinned host key)")
     for name, build in _builds(cfg, spec, builds).items():
         try:
-            p = probe(build, PROBE_CACHE, host=host)
+            p = probe(build, locations.probe_cache(), host=host)
         except HarnessError as exc:
             add(f"QEMU {name}", "fail", _short(exc).removeprefix(host.label + ": "))
             continue
@@ -375,7 +376,7 @@ def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
                                     + (f"; {hint}" if hint else ""))
             continue
         try:
-            p = probe(b, PROBE_CACHE, host=host)
+            p = probe(b, locations.probe_cache(), host=host)
             res.qemu[n] = p.version
         except HarnessError as exc:
             res.qemu[n] = "missing"
@@ -565,8 +566,9 @@ def register_provision(subparsers: Any) -> None:
     p.add_argument("--check", action="store_true", help="report what is missing, install nothing")
     p.add_argument("--fio", action="store_true", help="also upload the image's fio initrd")
     p.add_argument("--no-image", action="store_true", help="do not upload the guest image")
-    p.add_argument("--image-cache", default=str(REPO / "build" / "image"),
-                   help="local guest image cache (default build/image)")
+    p.add_argument("--image-cache", default=str(locations.image_cache()),
+                   help="local guest image cache (default: the image folder of the cache, "
+                        f"${locations.CACHE_ENV} or ~/.cache/migbench)")
     p.set_defaults(func=cmd_provision)
 
 

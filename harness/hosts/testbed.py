@@ -38,10 +38,10 @@ import yaml
 
 from harness.errors import HarnessError, HostError
 from harness.output import console_text
+from harness.plan.config import hosts_path
 from harness.plan.units import parse_bytes
 
 DEFAULT_DIR = Path("/tmp/migbench-testbed")
-REPO = Path(__file__).resolve().parents[2]
 MARKER = ".migbench-testbed"
 SSHD_CONF = "migbench-sshd.conf"  # also how `down` recognises our sshd processes
 BRIDGE = "br-vm"
@@ -257,7 +257,7 @@ def up(base: Path = DEFAULT_DIR, rate: str = "1gbit", delay: str | None = None,
         for n in NODES:
             start_sshd(base, n.role)
         _write_known_hosts(base)
-        hosts = write_hosts_file(base, qemu_hosts or REPO / "hosts.yaml")
+        hosts = write_hosts_file(base, qemu_hosts or hosts_path())
         _save_state(base, {"rate": rate, "delay": delay, "created": time.time()})
     except BaseException:
         down(base)

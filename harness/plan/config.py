@@ -6,11 +6,13 @@ where we can tell, the fix. Nothing past this module sees raw YAML.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from harness import locations
 from harness.errors import ConfigError, shorten
 from harness.inputs import load_yaml
 from harness.plan.matrix import Cell, ExpansionError, expand
@@ -70,15 +72,25 @@ def _resolve_paths(node: Any, base: Path) -> Any:
     return node
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def hosts_path(arg: str | Path | None = None) -> Path:
-    """The hosts file to use: ``arg`` when given, else ./hosts.yaml, else the repository's."""
+    """The hosts file to use: ``arg`` (``--hosts``) when given, else the first that exists of
+    :func:`harness.locations.hosts_candidates` ($MIGBENCH_HOSTS, ./hosts.yaml, the config folder's,
+    a checkout's).
+
+    :raise ConfigError: none exists (the fix names ``migbench init``).
+    """
     if arg:
         return Path(arg)
-    local = Path("hosts.yaml")
-    return local if local.exists() else REPO / "hosts.yaml"
+    candidates = locations.hosts_candidates()
+    env = os.environ.get(locations.HOSTS_ENV)
+    if env:  # named explicitly: a missing file is an error, not a reason to look elsewhere
+        return Path(env)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError("hosts.yaml", "", "no hosts file found (looked for "
+                      + ", ".join(str(c) for c in candidates) + ")",
+                      f"pass --hosts FILE, set {locations.HOSTS_ENV}, or run `migbench init`")
 
 
 def load_hosts(path: Path) -> HostsConfig:

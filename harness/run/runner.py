@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from harness import locations
 from harness.analysis.diagnosis import summary_columns
 from harness.errors import ConfigError, HarnessError, HostError, StoreError
 from harness.guest.image import GuestImage, ensure_image
 from harness.hosts.host import Host, make_host
 from harness.hosts.netsetup import private_network
 from harness.hosts.placement import place_image
-from harness.hosts.probe import PROBE_CACHE, Probe, probe, unsupported_reason
+from harness.hosts.probe import Probe, probe, unsupported_reason
 from harness.output import terminal_text
 from harness.plan.config import plan
 from harness.plan.matrix import Cell, coordinate_key
@@ -53,17 +54,20 @@ from harness.results.record.scalars import utc
 from harness.run import workload as wl
 from harness.run.migration import RunContext, run_migration
 
-REPO = Path(__file__).resolve().parents[2]
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C, how long the pairs' runs get to tear down
 log = logging.getLogger("migbench")
 
 
 def harness_commit() -> str:
+    """The git commit of a source checkout (``-dirty`` when changed), else the installed version."""
+    repo = locations.source_checkout()
+    if repo is None:
+        return f"migbench {locations.version()}"
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)
         commit = out.stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -258,7 +262,7 @@ class _PairWorker:
         probes = []
         for host, build in ((self.source, src_build), (self.destination, dst_build)):
             try:
-                probes.append(probe(build, PROBE_CACHE, host=host))
+                probes.append(probe(build, locations.probe_cache(), host=host))
             except HarnessError as exc:
                 return skipped_record(cell, rep, self.camp.spec.name, f"probing QEMU failed: {exc}",
                                       None, src_build, self.source, self.destination,
@@ -395,7 +399,7 @@ def run_matrix(
                               f"use one of {', '.join(hosts.pairs)}")
     store.check_writable(out)  # before the image, which may take minutes to build
     if image is None:
-        image = ensure_image(REPO / "build" / "image",
+        image = ensure_image(locations.image_cache(),
                              fio=any(c.workload.fio is not None for c in cells))
     todo = run_order(cells, spec.repetitions, spec.order)
     done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))

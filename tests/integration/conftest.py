@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ from harness.plan.config import load_hosts
 from harness.plan.models import HostsConfig, MatrixSpec
 
 REPO = Path(__file__).resolve().parents[2]
+# The caches the Makefile uses (build/image, build/probe-cache, build/fio), also when pytest runs
+# alone; harness.locations reads it at each call.
+os.environ.setdefault("MIGBENCH_CACHE", str(REPO / "build"))
 
 
 def qemu_processes() -> list[str]:

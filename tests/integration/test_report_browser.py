@@ -183,7 +183,7 @@ def test_collapsed_repetitions_draw_when_opened(driver: Any, report_dir: Path) -
     from selenium.webdriver.support.ui import WebDriverWait
 
     _load(driver, report_dir / "cells" / "a00000000001.html")
-    drawn = "return Array.from(document.querySelectorAll('.fig')).map(e => e.id + ':' + " \
+    drawn = "return Array.from(document.querySelectorAll('.fig[id^=tl-]')).map(e => e.id + ':' + " \
             "(e.getAttribute('data-drawn') || ''))"
     # the first repetition is drawn at once; the three in closed <details> wait
     assert driver.execute_script(drawn) == ["tl-1:1", "tl-2:", "tl-3:", "tl-4:"]

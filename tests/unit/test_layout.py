@@ -17,7 +17,7 @@ import pytest
 HARNESS = Path(__file__).resolve().parents[2] / "harness"
 
 #: The base modules every stage may use: errors, files in and out, hashing.
-BASE = {"errors", "output", "inputs", "digest"}
+BASE = {"errors", "output", "inputs", "digest", "locations"}
 #: The command line sits on top of everything.
 TOP = {"cli", "checks"}
 
