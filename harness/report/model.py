@@ -18,8 +18,10 @@ from datetime import datetime
 
 from harness.analysis import compare, stats
 from harness.analysis.compare import Record
+from harness.analysis.diagnosis import Diagnosis, aggregate, diagnose
 from harness.report.featurestats import FeatureStats, feature_stats, feature_timelines
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
+from harness.report.predictions import Predictions, predictions
 from harness.report.threads import ThreadTable, thread_table
 from harness.results import store
 from harness.results.record.metrics import Metric
@@ -193,6 +195,7 @@ class CellPage:
     parameters: list[tuple[str, str]]
     capabilities: list[str]
     impact: GuestImpact = field(default_factory=lambda: GuestImpact([], []))
+    diagnosis: Diagnosis | None = None  # the repetitions' diagnosis (issue 16)
     # Filled by add_threads_and_features (talk slides 7, 9 and 12): per-thread CPU with
     # imbalance, compression/XBZRLE statistics over every repetition, and their timelines.
     threads: ThreadTable | None = None
@@ -733,6 +736,7 @@ class Report:
     cells: list[CellPage]
     comparisons: list[ComparisonSection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    predictions: Predictions | None = None  # the convergence model against what happened
 
     @property
     def has_comparison(self) -> bool:
@@ -767,6 +771,9 @@ def build_report(
     for r in records:
         by_cell.setdefault(r.cell.id, []).append(r)
     pages = {cid: cell_page(recs, metrics) for cid, recs in by_cell.items()}
+    diagnoses = {id(r): diagnose(r) for r in records}
+    for cid, page in pages.items():
+        page.diagnosis = aggregate([diagnoses[id(r)] for r in by_cell[cid]])
     for cid, page in pages.items():
         add_threads_and_features(page, by_cell[cid])
     groups_map: dict[tuple[str, str], list[CellPage]] = {}
@@ -824,4 +831,5 @@ def build_report(
         common_params=common, varying_params=varying, param_rows=param_rows,
         groups=groups, cells=ordered, comparisons=comparisons,
         warnings=warnings,
+        predictions=predictions(records, [diagnoses[id(r)] for r in records]),
     )
