@@ -152,9 +152,45 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
 
     :raise ExpansionError: an axis or value that cannot be turned into QEMU settings.
     """
+    guest_ram = spec.guest.memory_mib * 1024**2
+    axes, variant_names = _axes(spec, guest_ram)
+    _check_values(spec, axes, variant_names, guest_ram)
+    dst_only = {k: knob_value(k, v, guest_ram) for k, v in spec.destination_migration.items()}
+    cells: list[Cell] = []
+    seen_points: set[tuple[str, str]] = set()
+    settings: dict[str, Cell] = {}  # same variant, QEMU settings and workload -> first cell
+    for vname, point, origin in _points(spec, axes, variant_names):
+        feature = str(point.get("feature", "precopy"))
+        # A knob axis that does nothing under this feature (xbzrle-cache-size for precopy)
+        # would only make copies of the same cell: keep one, without that coordinate.
+        point = {k: v for k, v in point.items()
+                 if (k not in KNOBS and k not in HARNESS_KNOBS) or knob_applies(k, feature)}
+        key_repr = (vname, _point_key(point))
+        if key_repr in seen_points:
+            continue
+        seen_points.add(key_repr)
+        cell = _cell(spec, vname, point, origin, default_build, dst_only)
+        same = cell_id({"variant": vname, "migration": cell.migration.to_dict(),
+                        "workload": cell.workload.model_dump(mode="json")})
+        twin = settings.get(same)
+        if twin is not None:
+            raise ExpansionError(
+                "axes", f"cells {twin.label!r} and {vname}: "
+                + ", ".join(f"{k}={v}" for k, v in point.items())
+                + " give the same QEMU settings; list each value once",
+            )
+        cells.append(cell)
+        settings[same] = cell
+    if spec.shuffle_seed is not None:
+        random.Random(spec.shuffle_seed).shuffle(cells)
+    return cells
+
+
+def _axes(spec: MatrixSpec, guest_ram: int) -> tuple[dict[str, list[Any]], list[str]]:
+    """The matrix's axes without ``variant``, and the variant names (the ``variant`` axis, or
+    every variant); refuses a key that is not an axis."""
     axes = dict(spec.axes)
     variant_names = list(spec.variants)
-    guest_ram = spec.guest.memory_mib * 1024**2
     if "variant" in axes:
         for v in axes["variant"]:
             _check_value("axes.variant", "variant", v, spec, guest_ram)
@@ -169,6 +205,12 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             "is not an axis: use feature, variant, workload, writer.<field> or a migration parameter "
             f"({', '.join(sorted(KNOBS))})",
         )
+    return axes, variant_names
+
+
+def _check_values(spec: MatrixSpec, axes: dict[str, list[Any]], variant_names: list[str],
+                  guest_ram: int) -> None:
+    """Refuse too many cells, and every value that could never be used, before expanding."""
     points_total = len(variant_names)
     for values in axes.values():
         points_total *= len(values)
@@ -190,12 +232,13 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
     for vname, variant in spec.variants.items():
         _check_knobs(f"variants.{vname}.migration", variant.migration, guest_ram)
     _check_knobs("destination_migration", spec.destination_migration, guest_ram)
-    dst_only = {k: knob_value(k, v, guest_ram) for k, v in spec.destination_migration.items()}
+
+
+def _points(spec: MatrixSpec, axes: dict[str, list[Any]], variant_names: list[str]
+            ) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    """Every (variant, point) of the axes not excluded, then the included ones not listed yet;
+    each with where its coordinates come from (axes.<k> or include[i].<k>), for errors."""
     keys = list(axes)
-    cells: list[Cell] = []
-    seen_points: set[tuple[str, str]] = set()
-    settings: dict[str, Cell] = {}  # same variant, QEMU settings and workload -> first cell
-    # each point with where its coordinates come from (axes.<k> or include[i].<k>), for errors
     points: list[tuple[str, dict[str, Any], dict[str, str]]] = []
     axis_origin = {k: f"axes.{k}" for k in keys}
     for vname in variant_names:
@@ -212,97 +255,86 @@ def expand(spec: MatrixSpec, default_build: str) -> list[Cell]:
             if (vname, _point_key(extra)) not in listed:
                 listed.add((vname, _point_key(extra)))
                 points.append((vname, dict(extra), origin))
-    for vname, point, origin in points:
-        variant = spec.variants[vname]
-        feature = str(point.get("feature", "precopy"))
-        # A knob axis that does nothing under this feature (xbzrle-cache-size for precopy)
-        # would only make copies of the same cell: keep one, without that coordinate.
-        point = {k: v for k, v in point.items()
-                 if (k not in KNOBS and k not in HARNESS_KNOBS) or knob_applies(k, feature)}
-        key_repr = (vname, _point_key(point))
-        if key_repr in seen_points:
-            continue
-        seen_points.add(key_repr)
-        knobs: dict[str, Any] = dict(spec.migration)
-        knob_origin = {k: f"migration.{k}" for k in spec.migration}
-        knobs.update(variant.migration)
-        knob_origin.update({k: f"variants.{vname}.migration.{k}" for k in variant.migration})
-        workload = spec.workloads[str(point["workload"])] if "workload" in point else spec.workload
-        for k, v in point.items():
-            if k in KNOBS or k in HARNESS_KNOBS:
-                knobs[k] = v
-                knob_origin[k] = origin[k]
-            elif k.startswith("writer."):
-                base = workload.writer or WriterSpec()
-                try:
-                    writer = WriterSpec.model_validate({**base.model_dump(), k[7:]: v})
-                except ValueError as exc:
-                    raise ExpansionError(origin[k], _first_line(exc)) from exc
-                workload = workload.model_copy(update={"writer": writer})  # keeps ping, fio
-        w = workload.writer
-        if w is not None and w.working_set_mib >= spec.guest.memory_mib - 64:
-            raise ExpansionError(
-                origin.get("writer.working_set_mib", "axes.writer.working_set_mib"),
-                f"{w.working_set_mib} MiB does not fit in a {spec.guest.memory_mib} MiB guest",
-            )
-        try:
-            mig = migration_config(feature, knobs, guest_ram)
-        except KnobError as exc:  # values are checked above: kept as a safety net
-            raise ExpansionError(knob_origin.get(exc.knob, "migration"), exc.problem) from exc
-        except ValueError as exc:
-            raise ExpansionError(origin.get("feature", "axes.feature"), str(exc)) from exc
-        if dst_only:
-            if "multifd" in mig.features and dst_only.get(
-                    "multifd-channels", mig.parameters["multifd-channels"]
-            ) != mig.parameters["multifd-channels"]:
-                raise ExpansionError(
-                    "destination_migration.multifd-channels",
-                    f"{dst_only['multifd-channels']} differs from the source's "
-                    f"{mig.parameters['multifd-channels']}: multifd needs the same channel "
-                    "count on both sides")
-            mig = MigrationConfig(mig.feature, mig.capabilities, mig.parameters, mig.harness,
-                                  destination={**mig.parameters, **dst_only},
-                                  unlimited=mig.unlimited)
-        build = variant.build or default_build
-        same = cell_id({"variant": vname, "migration": mig.to_dict(),
-                        "workload": workload.model_dump(mode="json")})
-        twin = settings.get(same)
-        if twin is not None:
-            raise ExpansionError(
-                "axes", f"cells {twin.label!r} and {vname}: "
-                + ", ".join(f"{k}={v}" for k, v in point.items())
-                + " give the same QEMU settings; list each value once",
-            )
-        ident = {
-            "variant": vname,
-            "build": build,
-            "qemu_args": list(variant.qemu_args),
-            "migration": mig.to_dict(),
-            "workload": workload.model_dump(mode="json"),
-            "guest": spec.guest.model_dump(mode="json"),
-            "integrity": spec.integrity,
-            "max_time_s": spec.limits.max_time_s,
-            "max_dirty_syncs": spec.limits.max_dirty_syncs,
-        }
-        cells.append(
-            Cell(
-                id=cell_id(ident),
-                matrix=spec.name,
-                variant=vname,
-                variant_spec=variant,
-                build=build,
-                axes=point,
-                workload=workload,
-                guest=spec.guest,
-                limits=spec.limits,
-                integrity=spec.integrity,
-                migration=mig,
-            )
+    return points
+
+
+def _cell(spec: MatrixSpec, vname: str, point: dict[str, Any], origin: dict[str, str],
+          default_build: str, dst_only: dict[str, Any]) -> Cell:
+    """The cell of one point of variant ``vname``."""
+    variant = spec.variants[vname]
+    knobs, knob_origin, workload = _settings(spec, vname, point, origin)
+    mig = _migration(spec, str(point.get("feature", "precopy")), knobs, knob_origin, origin,
+                     dst_only)
+    build = variant.build or default_build
+    ident = {
+        "variant": vname,
+        "build": build,
+        "qemu_args": list(variant.qemu_args),
+        "migration": mig.to_dict(),
+        "workload": workload.model_dump(mode="json"),
+        "guest": spec.guest.model_dump(mode="json"),
+        "integrity": spec.integrity,
+        "max_time_s": spec.limits.max_time_s,
+        "max_dirty_syncs": spec.limits.max_dirty_syncs,
+    }
+    return Cell(id=cell_id(ident), matrix=spec.name, variant=vname, variant_spec=variant,
+                build=build, axes=point, workload=workload, guest=spec.guest,
+                limits=spec.limits, integrity=spec.integrity, migration=mig)
+
+
+def _settings(spec: MatrixSpec, vname: str, point: dict[str, Any], origin: dict[str, str]
+              ) -> tuple[dict[str, Any], dict[str, str], WorkloadSpec]:
+    """The point's knobs (matrix, then variant, then the point's own), where each comes from,
+    and its workload with the point's ``writer.*`` values."""
+    variant = spec.variants[vname]
+    knobs: dict[str, Any] = dict(spec.migration)
+    knob_origin = {k: f"migration.{k}" for k in spec.migration}
+    knobs.update(variant.migration)
+    knob_origin.update({k: f"variants.{vname}.migration.{k}" for k in variant.migration})
+    workload = spec.workloads[str(point["workload"])] if "workload" in point else spec.workload
+    for k, v in point.items():
+        if k in KNOBS or k in HARNESS_KNOBS:
+            knobs[k] = v
+            knob_origin[k] = origin[k]
+        elif k.startswith("writer."):
+            base = workload.writer or WriterSpec()
+            try:
+                writer = WriterSpec.model_validate({**base.model_dump(), k[7:]: v})
+            except ValueError as exc:
+                raise ExpansionError(origin[k], _first_line(exc)) from exc
+            workload = workload.model_copy(update={"writer": writer})  # keeps ping, fio
+    w = workload.writer
+    if w is not None and w.working_set_mib >= spec.guest.memory_mib - 64:
+        raise ExpansionError(
+            origin.get("writer.working_set_mib", "axes.writer.working_set_mib"),
+            f"{w.working_set_mib} MiB does not fit in a {spec.guest.memory_mib} MiB guest",
         )
-        settings[same] = cells[-1]
-    if spec.shuffle_seed is not None:
-        random.Random(spec.shuffle_seed).shuffle(cells)
-    return cells
+    return knobs, knob_origin, workload
+
+
+def _migration(spec: MatrixSpec, feature: str, knobs: dict[str, Any],
+               knob_origin: dict[str, str], origin: dict[str, str],
+               dst_only: dict[str, Any]) -> MigrationConfig:
+    """QEMU's settings for ``feature`` with ``knobs``, and the destination-only parameters."""
+    try:
+        mig = migration_config(feature, knobs, spec.guest.memory_mib * 1024**2)
+    except KnobError as exc:  # values are checked above: kept as a safety net
+        raise ExpansionError(knob_origin.get(exc.knob, "migration"), exc.problem) from exc
+    except ValueError as exc:
+        raise ExpansionError(origin.get("feature", "axes.feature"), str(exc)) from exc
+    if not dst_only:
+        return mig
+    if "multifd" in mig.features and dst_only.get(
+            "multifd-channels", mig.parameters["multifd-channels"]
+    ) != mig.parameters["multifd-channels"]:
+        raise ExpansionError(
+            "destination_migration.multifd-channels",
+            f"{dst_only['multifd-channels']} differs from the source's "
+            f"{mig.parameters['multifd-channels']}: multifd needs the same channel "
+            "count on both sides")
+    return MigrationConfig(mig.feature, mig.capabilities, mig.parameters, mig.harness,
+                           destination={**mig.parameters, **dst_only},
+                           unlimited=mig.unlimited)
 
 
 def _point_key(point: dict[str, Any]) -> str:

@@ -477,6 +477,35 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
     cell = first.cell
     reps = [RepRow(r.repetition, compare.status(r), r.integrity.verdict, r.timing_excluded,
                    _rep_cells(r, metrics), r.error or "", f"{r.repetition}.json") for r in recs]
+    stat_rows, warnings = _cell_stats(recs, metrics)
+    info_rec, note = _info_run(recs)
+    src, extra = _info_source(info_rec)
+    info_note = "; ".join(x for x in (note, extra) if x)
+    other_info = [(r.repetition, info_migrate(_info_source(r)[0]))
+                  for r in recs if r is not info_rec]
+    problems, consoles = _cell_problems(recs)
+    versions = sorted({r.qemu.version or "?" for r in recs})
+    counts = compare.status_counts(recs)
+    params, caps = _params(first)
+    requested = set(cell.migration.parameters)
+    return CellPage(
+        id=cell.id, file_id=safe_id(cell.id), variant=cell.variant,
+        workload=compare.workload_label(first), axes=dict(cell.axes),
+        label=compare.axes_label(first), qemu_versions=versions,
+        status_line=compare.describe_counts(counts), metrics=list(metrics), reps=reps,
+        stat_rows=stat_rows, warnings=warnings,
+        info_rep=info_rec.repetition, info_note=info_note,
+        info=info_migrate(src), other_info=other_info,
+        timelines=[timeline(r) for r in recs], cpu=_cpu_table(recs), problems=problems,
+        consoles=consoles,
+        parameters=[(k, str(params[k])) for k in sorted(params, key=lambda k: (k not in requested, k))],
+        capabilities=caps, impact=guest_impact(recs, _t0),
+    )
+
+
+def _cell_stats(recs: Sequence[Record], metrics: Sequence[Metric]
+                ) -> tuple[list[StatRow], list[str]]:
+    """Each metric's statistics over the cell's runs, and the page's warnings about them."""
     stat_rows = []
     warnings: list[str] = []
     for m in metrics:
@@ -492,22 +521,28 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
     if corrupted:
         warnings.insert(0, f"{corrupted} of {len(recs)} run(s) corrupted the guest: their "
                            "timings are not shown and not counted. " + corruption_note(recs))
-    # The info-migrate block of the median run (by total time), else of the last run.
+    return stat_rows, warnings
+
+
+def _info_run(recs: Sequence[Record]) -> tuple[Record, str]:
+    """The run whose info-migrate block the page shows: the median run (by total time), else
+    the last run; and why that one."""
     usable = sorted((r for r in recs if compare.usable(r) and r.metrics.total_time_ms is not None),
                     key=lambda r: float(r.metrics.total_time_ms or 0))
     if usable:
-        info_rec = usable[(len(usable) - 1) // 2]
-        note = "the run with the median total time" if len(usable) > 1 else ""
-    else:
-        # e.g. completed but corrupted, or not converged: say which, not "none completed"
-        why = compare.describe_counts(compare.status_counts(recs))
-        if excluded:
-            why += f"; {excluded} timing excluded"
-        info_rec, note = recs[-1], f"the last run, as no run has usable timings: {why}"
-    src, extra = _info_source(info_rec)
-    info_note = "; ".join(x for x in (note, extra) if x)
-    other_info = [(r.repetition, info_migrate(_info_source(r)[0]))
-                  for r in recs if r is not info_rec]
+        return (usable[(len(usable) - 1) // 2],
+                "the run with the median total time" if len(usable) > 1 else "")
+    # e.g. completed but corrupted, or not converged: say which, not "none completed"
+    why = compare.describe_counts(compare.status_counts(recs))
+    excluded = sum(1 for r in recs if r.timing_excluded)
+    if excluded:
+        why += f"; {excluded} timing excluded"
+    return recs[-1], f"the last run, as no run has usable timings: {why}"
+
+
+def _cell_problems(recs: Sequence[Record]
+                   ) -> tuple[list[tuple[int, str, str]], list[tuple[int, str, list[str]]]]:
+    """Per run: errors, warnings, failed integrity checks and QEMU log tails; console tails."""
     problems: list[tuple[int, str, str]] = []
     consoles: list[tuple[int, str, list[str]]] = []
     for r in recs:
@@ -533,23 +568,7 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
             texts = [ln.line for ln in lines if ln.line.strip()]
             if texts:
                 consoles.append((rep, role, texts[-CONSOLE_TAIL:]))
-    versions = sorted({r.qemu.version or "?" for r in recs})
-    counts = compare.status_counts(recs)
-    params, caps = _params(first)
-    requested = set(cell.migration.parameters)
-    return CellPage(
-        id=cell.id, file_id=safe_id(cell.id), variant=cell.variant,
-        workload=compare.workload_label(first), axes=dict(cell.axes),
-        label=compare.axes_label(first), qemu_versions=versions,
-        status_line=compare.describe_counts(counts), metrics=list(metrics), reps=reps,
-        stat_rows=stat_rows, warnings=warnings,
-        info_rep=info_rec.repetition, info_note=info_note,
-        info=info_migrate(src), other_info=other_info,
-        timelines=[timeline(r) for r in recs], cpu=_cpu_table(recs), problems=problems,
-        consoles=consoles,
-        parameters=[(k, str(params[k])) for k in sorted(params, key=lambda k: (k not in requested, k))],
-        capabilities=caps, impact=guest_impact(recs, _t0),
-    )
+    return problems, consoles
 
 
 # ---------------------------------------------------------------------------------------------
