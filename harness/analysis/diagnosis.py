@@ -73,6 +73,12 @@ XBZRLE_UNFRIENDLY = 0.5
 #: A run the working set keeps from converging is blamed on the downtime limit when raising
 #: the limit by at most this factor would converge (the cheaper knob), on the link otherwise.
 DOWNTIME_FACTOR = 2.0
+#: calc-dirty-rate before the run and the writer's own rate may differ by this share before the
+#: disagreement is flagged: page sampling hashes 4096 pages per GiB, so a 64 MiB working set holds
+#: ~256 samples and the dirtied share of them has a binomial spread of ~11 % (2 sigma: ~22 %); the
+#: writer is called steady within 10 %. A larger gap means one of the two is not measuring what
+#: the other does (a period longer than the rewrite time, other dirtying in the guest).
+DIRTY_RATE_TOLERANCE = 0.25
 #: A remainder above the budget by less than this factor is called marginal: QEMU syncs again
 #: every ~100 ms once its estimate falls below the threshold, and may complete on a short sync.
 MARGINAL = 2 / 3
@@ -100,7 +106,7 @@ class Figures:
 
 @dataclass(frozen=True)
 class Premeasured:
-    """Figures measured before the migration (the runner does not record them yet)."""
+    """Figures measured before the migration (the record's ``pre``: calc-dirty-rate)."""
 
     dirty_rate: float | None = None  # bytes/s, e.g. calc-dirty-rate
     nonzero: float | None = None  # bytes of guest RAM that are not zero pages
@@ -440,9 +446,44 @@ def _corrupted(rec: RunRecord, measured: Figures) -> Diagnosis:
                      "checks pass before reading its times",), tuple(ev))
 
 
+def premeasured(rec: RunRecord) -> Premeasured | None:
+    """The record's own pre-migration figures (``rec.pre``: calc-dirty-rate), if it has them."""
+    best = rec.pre.best() if rec.pre is not None else None
+    if best is None or best.dirty_rate_mib_s is None:
+        return None
+    return Premeasured(dirty_rate=best.dirty_rate_mib_s * MiB)
+
+
+def dirty_rate_check(rec: RunRecord) -> tuple[float, float, str] | None:
+    """(calc-dirty-rate MiB/s, the writer's own MiB/s, mode) when they differ by more than
+    :data:`DIRTY_RATE_TOLERANCE` of the writer's rate; None when they agree or one is missing."""
+    best = rec.pre.best() if rec.pre is not None else None
+    writer = (rec.pre.writer_rate_mib_s if rec.pre is not None else None) or rec.steady_rate_mib_s
+    if best is None or best.dirty_rate_mib_s is None or not writer:
+        return None
+    if abs(best.dirty_rate_mib_s - writer) <= DIRTY_RATE_TOLERANCE * writer:
+        return None
+    return best.dirty_rate_mib_s, writer, best.mode
+
+
+def _pre_evidence(rec: RunRecord) -> list[Evidence]:
+    ev = []
+    for m in rec.pre.calc_dirty_rate if rec.pre is not None else ():
+        label = f"calc-dirty-rate {m.mode} before ({m.period_s:g} s)"
+        ev.append(Evidence(label, m.dirty_rate_mib_s, "MiB/s") if m.dirty_rate_mib_s is not None
+                  else Evidence(label, f"no figure: {m.error or '?'}", ""))
+    bad = dirty_rate_check(rec)
+    if bad is not None:
+        ev.append(Evidence("DIRTY RATE DISAGREES", f"calc-dirty-rate ({bad[2]}) {bad[0]:.1f} vs "
+                           f"writer {bad[1]:.1f} MiB/s: beyond "
+                           f"{DIRTY_RATE_TOLERANCE:.0%}", ""))
+    return ev
+
+
 def diagnose(rec: RunRecord, pre: Premeasured | None = None) -> Diagnosis:
-    """The diagnosis of one run (see the module docstring)."""
-    pre = pre or Premeasured()
+    """The diagnosis of one run (see the module docstring); without ``pre``, the record's own
+    pre-migration figures (:func:`premeasured`) are the model's inputs before the run."""
+    pre = pre or premeasured(rec) or Premeasured()
     whole = observe(rec.timeline)
     measured = _measured(rec, whole)
     if rec.integrity.verdict == "corrupted":
@@ -465,7 +506,7 @@ def diagnose(rec: RunRecord, pre: Premeasured | None = None) -> Diagnosis:
     preds = {name: predict(sc) if sc else None for name, sc in
              (("configured", ins.configured), ("early", ins.early), ("hindsight", ins.hindsight))}
     hind = preds["hindsight"]
-    ev = _evidence(rec, st, whole, ins, hind) + cpu_ev
+    ev = _evidence(rec, st, whole, ins, hind) + _pre_evidence(rec) + cpu_ev
     factor, summary = _factor(rec, st, whole, ins, hind, measured, cpu_bound)
     advice: tuple[str, ...] = ()
     if measured.converges is False and ins.hindsight is not None:

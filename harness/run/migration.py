@@ -50,6 +50,7 @@ from harness.results.record.model import (
     Outcome,
     PerSide,
     PingPoint,
+    PreMigration,
     QemuInfo,
     RamCheck,
     RunRecord,
@@ -69,6 +70,7 @@ from harness.results.record.qmp import (
     from_qmp,
 )
 from harness.results.record.scalars import Role, utc
+from harness.run import dirtyrate
 from harness.run import workload as wl
 from harness.run.cancel import Stop
 from harness.run.integrity import HASH_PAGES_PY, differing_pages
@@ -126,6 +128,7 @@ class _Run:
     qemu: QemuInfo | None = None
     boot_s: float | None = None
     steady_rate_mib_s: float | None = None
+    pre: PreMigration | None = None
     applied: AppliedSettings | None = None
     postcopy_start_t: float | None = None
     pause_t: float | None = None
@@ -196,6 +199,7 @@ def _record(run: _Run, hosts: PerSide[HostFacts], finished: float) -> RunRecord:
         timing_excluded=ctx.cell.integrity == "ram", qemu=run.qemu or _qemu_info(ctx),
         hosts=hosts, image=ImageInfo.model_validate(ctx.image.to_dict()),
         states=tuple(run.states), boot_s=run.boot_s, steady_rate_mib_s=run.steady_rate_mib_s,
+        pre=run.pre,
         applied=run.applied, migrate_start_utc=utc(run.t0) if run.t0 > 0 else None,
         postcopy_start_t=run.postcopy_start_t, pause_t=run.pause_t,
         timeline=tuple(run.timeline), final=run.final, source_status=run.source_status,
@@ -350,6 +354,10 @@ def _setup(run: _Run) -> str:
 def _before_migrate(run: _Run) -> None:
     """The last step before ``migrate``, with the guest steady and both sides set up: where a
     measurement of the running guest before the migration belongs. Starts the CPU samplers."""
+    assert run.src is not None
+    run.pre = dirtyrate.measure(  # before the samplers: dirty logging must not count as migration
+        run.src.qmp, run.ctx.cell.workload.writer, run.src.cfg.accel,
+        run.src.cfg.dirty_ring_size > 0, run.steady_rate_mib_s)
     _start_cpu_sampling(run)
 
 

@@ -458,6 +458,30 @@ class Integrity(Frozen):
 # The record
 
 
+class DirtyRateMeasurement(Frozen):
+    """One ``calc-dirty-rate`` on the source, the guest steady, before ``migrate``."""
+
+    mode: Literal["page-sampling", "dirty-bitmap", "dirty-ring"]
+    period_s: Float = Field(gt=0)  # the calc-time asked for
+    dirty_rate_mib_s: OptFloat = None  # QEMU's answer (None: no figure; see error)
+    pages_per_s: OptFloat = None  # the same in target pages per second
+    sample_pages: OptInt = None  # page-sampling: pages hashed per GiB
+    error: str | None = None  # why there is no figure (QEMU refused, the deadline passed)
+
+
+class PreMigration(Frozen):
+    """Measured on the source after the workload was steady, before the migration (issue 16)."""
+
+    calc_dirty_rate: tuple[DirtyRateMeasurement, ...] = ()
+    writer_rate_mib_s: OptFloat = None  # the writer's own reported rate at that time
+
+    def best(self) -> DirtyRateMeasurement | None:
+        """The measurement to trust: a whole-RAM one (dirty ring, dirty bitmap) over sampling."""
+        rank = {"dirty-ring": 0, "dirty-bitmap": 1, "page-sampling": 2}
+        got = [m for m in self.calc_dirty_rate if m.dirty_rate_mib_s is not None]
+        return min(got, key=lambda m: rank[m.mode]) if got else None
+
+
 class RunRecord(Frozen):
     """One repetition of one cell: ``results/<campaign>/<cell id>/<repetition>.json``."""
 
@@ -480,6 +504,7 @@ class RunRecord(Frozen):
     states: tuple[StateChange, ...] = ()
     boot_s: OptFloat = None
     steady_rate_mib_s: OptFloat = None
+    pre: PreMigration | None = None  # measured before the migration (None: older files)
     applied: AppliedSettings | None = None
     migrate_start_utc: Utc | None = None
     postcopy_start_t: OptFloat = None  # seconds after the migrate command

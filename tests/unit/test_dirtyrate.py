@@ -1,0 +1,138 @@
+"""Pre-migration calc-dirty-rate (issue 16): the period, the QMP exchange, the record field and
+the diagnosis that uses it. The QMP side is a scripted stand-in: the real exchange is proved in
+tests/integration/test_diagnosis.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.analysis.convergence import MiB
+from harness.analysis.diagnosis import (
+    DIRTY_RATE_TOLERANCE,
+    diagnose,
+    dirty_rate_check,
+    premeasured,
+)
+from harness.errors import QmpError
+from harness.plan.models import WriterSpec
+from harness.results.record import RunRecord, dump, read
+from harness.run import dirtyrate
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+PRECOPY = DATA / "v1/c2ae7ae07f48/1.json"  # not converged, writer 8 MiB/s configured
+
+
+class Script:
+    """Answers calc-dirty-rate and query-dirty-rate as QEMU does (or refuses as told)."""
+
+    def __init__(self, rate: float, refuse: dict[str, str] | None = None,
+                 never: bool = False) -> None:
+        self.rate, self.refuse, self.never = rate, refuse or {}, never
+        self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.polls = 0
+
+    def execute(self, command: str, arguments: dict[str, Any] | None = None,
+                timeout: float = 10.0, wake_on_stop: bool = True) -> Any:
+        self.calls.append((command, arguments))
+        if command == "calc-dirty-rate":
+            assert arguments is not None
+            for key, text in self.refuse.items():
+                if key in arguments or arguments.get("mode") == key:
+                    raise QmpError(f"source: calc-dirty-rate: {text}")
+            self.mode = arguments["mode"]
+            return {}
+        self.polls += 1
+        if self.never or self.polls < 2:
+            return {"status": "measuring"}
+        return {"status": "measured", "dirty-rate": self.rate, "mode": self.mode,
+                "sample-pages": 4096}
+
+
+def test_the_period_is_half_the_rewrite_time_within_bounds() -> None:
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=64, rate_mib_s=8)) == 1.0  # 8 s / 2
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=64, rate_mib_s=100)) == 0.32
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=16, rate_mib_s=400)) == 0.2
+    assert dirtyrate.period_s(WriterSpec(rate_mib_s=0)) == 1.0
+    assert dirtyrate.period_s(None) == 1.0
+
+
+def test_modes_follow_the_accelerator() -> None:
+    assert dirtyrate.modes("tcg", False) == ["page-sampling", "dirty-bitmap"]
+    assert dirtyrate.modes("kvm", True) == ["page-sampling", "dirty-ring"]
+    assert dirtyrate.modes("kvm", False) == ["page-sampling", "dirty-bitmap"]
+
+
+def test_measure_asks_both_modes_in_milliseconds_and_converts_to_pages() -> None:
+    qmp = Script(rate=25.0)
+    pre = dirtyrate.measure(qmp, WriterSpec(working_set_mib=64, rate_mib_s=100), "tcg", False,
+                            24.5)
+    assert [m.mode for m in pre.calc_dirty_rate] == ["page-sampling", "dirty-bitmap"]
+    first = qmp.calls[0][1]
+    assert first == {"calc-time": 320, "calc-time-unit": "millisecond", "mode": "page-sampling",
+                     "sample-pages": 4096}
+    m = pre.calc_dirty_rate[0]
+    assert m.dirty_rate_mib_s == 25.0 and m.pages_per_s == 25 * 256 and m.sample_pages == 4096
+    assert pre.writer_rate_mib_s == 24.5 and pre.best() == pre.calc_dirty_rate[1]
+
+
+def test_old_qemu_without_millisecond_unit_measures_whole_seconds() -> None:
+    qmp = Script(rate=3.0, refuse={"calc-time-unit": "Parameter 'calc-time-unit' is unexpected"})
+    pre = dirtyrate.measure(qmp, WriterSpec(working_set_mib=64, rate_mib_s=100), "tcg", False,
+                            None)
+    assert all(m.period_s == 1.0 and m.dirty_rate_mib_s == 3.0 for m in pre.calc_dirty_rate)
+
+
+def test_a_refused_mode_and_a_missed_deadline_are_recorded_not_raised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    qmp = Script(rate=3.0, refuse={"dirty-bitmap": "dirty-bitmap mode not supported"})
+    pre = dirtyrate.measure(qmp, WriterSpec(working_set_mib=16, rate_mib_s=400), "tcg", False,
+                            None)
+    assert pre.calc_dirty_rate[1].error is not None
+    assert "not supported" in pre.calc_dirty_rate[1].error
+    assert pre.best() == pre.calc_dirty_rate[0]
+    monkeypatch.setattr(dirtyrate, "GRACE_S", 0.1)
+    late = dirtyrate.measure(Script(rate=1.0, never=True), WriterSpec(working_set_mib=16,
+                             rate_mib_s=400), "tcg", False, None)
+    assert all(m.dirty_rate_mib_s is None and "not measured" in (m.error or "")
+               for m in late.calc_dirty_rate)
+
+
+def _with_pre(rate: float, writer: float) -> RunRecord:
+    data = json.loads(dump(read(PRECOPY)))
+    data["pre"] = {"calc_dirty_rate": [
+        {"mode": "dirty-bitmap", "period_s": 1.0, "dirty_rate_mib_s": rate,
+         "pages_per_s": rate * 256}], "writer_rate_mib_s": writer}
+    return RunRecord.model_validate(data)
+
+
+def test_v2_files_without_pre_still_load_and_v1_upgrades_with_it_null(tmp_path: Path) -> None:
+    rec = read(PRECOPY)  # v1, upgraded
+    assert rec.pre is None
+    data = json.loads(dump(rec))
+    assert data["schema_version"] == 2
+    data.pop("pre")  # as migbench wrote v2 before this field
+    old = tmp_path / "1.json"
+    old.write_text(json.dumps(data))
+    assert read(old).pre is None
+    with_pre = _with_pre(8.0, 8.0)
+    assert json.loads(dump(with_pre))["pre"]["calc_dirty_rate"][0]["mode"] == "dirty-bitmap"
+
+
+def test_the_diagnosis_takes_the_pre_measured_rate_and_flags_a_disagreement() -> None:
+    agree, off = _with_pre(8.5, 8.0), _with_pre(20.0, 8.0)
+    pm = premeasured(agree)
+    assert pm is not None and pm.dirty_rate == 8.5 * MiB
+    assert dirty_rate_check(agree) is None
+    assert dirty_rate_check(off) == (20.0, 8.0, "dirty-bitmap")
+    assert 12.0 / 8.0 - 1 > DIRTY_RATE_TOLERANCE
+    d_off = diagnose(off)
+    labels = {e.label for e in d_off.evidence}
+    assert "DIRTY RATE DISAGREES" in labels and "calc-dirty-rate dirty-bitmap before (1 s)" in labels
+    # the prediction before the run follows the pre-measured rate: a faster dirtier takes longer
+    base = diagnose(read(PRECOPY)).predicted
+    assert base is not None and d_off.predicted is not None
+    assert d_off.predicted != base
