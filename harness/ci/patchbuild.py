@@ -216,31 +216,67 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
                   timeout: float = BUILD_TIMEOUT_S) -> BuildResult:
     """Build (or reuse) ``src`` on ``host``.
 
+    The steps: the cache folder and key, a cached build if there is one, else upload the
+    packed tree and patches, build, record ``build.json`` and drop the build tree.
+
     :raise HarnessError: the build failed (the message has the log's tail and its path), or the
         cache folder cannot hold a build (see :func:`check_build_dir`).
     """
     say = log or (lambda s: None)
+    folder = _cache_dir(host, cache)
+    commit = source_commit(src.tree)
+    key = cache_key(commit, patch_hash(src.patches), configure_args)
+    dest = folder / key
+    build_log = dest / "build.log"
+    binary = dest / "install" / "bin" / BINARY
+    if host.exists(dest / "build.json") and host.exists(binary):
+        say(f"{host.name}: QEMU {key} cached ({binary})")
+        return BuildResult(key, _build_from(host, dest), build_log, True,
+                           _cached_seconds(host, dest), commit)
+    say(f"{host.name}: building QEMU {key} from {src.tree}"
+        + (f" + {len(src.patches)} patch(es)" if src.patches else "") + f" (log: {build_log})")
+    _upload(host, src, dest)
+    t0 = time.monotonic()
+    _run_build(host, src, dest, build_argv(dest, configure_args, jobs or os.cpu_count() or 2),
+               timeout)
+    seconds = round(time.monotonic() - t0, 1)
+    if not host.exists(binary):
+        raise HarnessError(f"{host.name}: the build of {src.tree} finished without {binary} "
+                           f"(log {build_log})")
+    _record(host, dest, {
+        "key": key, "commit": commit, "tree": str(src.tree),
+        "patches": [{"file": str(p), "sha256": sha256_file(p)} for p in src.patches],
+        "configure": shlex.join(configure_argv(dest, configure_args)), "target": TARGET,
+        "seconds": seconds, "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    host.remove_tree(dest / "src")  # a QEMU build tree is ~1 GB; the log and install stay
+    host.run(["rm", "-f", "--", str(dest / "src.tar.gz")], timeout=30, check=False)
+    say(f"{host.name}: built QEMU {key} in {seconds:.0f} s")
+    return BuildResult(key, _build_from(host, dest), build_log, False, seconds, commit)
+
+
+def _cache_dir(host: Host, cache: Path | None) -> Path:
+    """The build cache on ``host``: ``cache`` (--build-cache) or workdir/qemu-builds, checked."""
     if cache is None:
         cache = host.spec.workdir / "qemu-builds"
         check_build_dir(f"{host.label}: build cache (workdir/qemu-builds)", cache)
     else:
         cache = host.absolute(cache)
         check_build_dir(f"{host.label}: --build-cache", cache)
-    commit = source_commit(src.tree)
-    key = cache_key(commit, patch_hash(src.patches), configure_args)
-    dest = cache / key
-    build_log = dest / "build.log"
-    binary = dest / "install" / "bin" / BINARY
-    if host.exists(dest / "build.json") and host.exists(binary):
-        try:
-            cached = json.loads(host.read_file(dest / "build.json"))
-        except (HarnessError, ValueError):
-            cached = {}
-        say(f"{host.name}: QEMU {key} cached ({binary})")
-        return BuildResult(key, _build_from(host, dest), build_log, True,
-                           float(cached.get("seconds", 0.0)), commit)
-    say(f"{host.name}: building QEMU {key} from {src.tree}"
-        + (f" + {len(src.patches)} patch(es)" if src.patches else "") + f" (log: {build_log})")
+    return cache
+
+
+def _cached_seconds(host: Host, dest: Path) -> float:
+    """The original build time from a cached build's build.json (0 when unreadable)."""
+    try:
+        cached = json.loads(host.read_file(dest / "build.json"))
+    except (HarnessError, ValueError):
+        cached = {}
+    return float(cached.get("seconds", 0.0))
+
+
+def _upload(host: Host, src: SourceSpec, dest: Path) -> None:
+    """A fresh ``dest`` holding the packed tree and the numbered patches."""
     host.remove_tree(dest)
     host.mkdir(dest / "patches")
     with tempfile.TemporaryDirectory(prefix="migbench-src-") as tmp:
@@ -249,12 +285,14 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
         host.put(tarball, dest / "src.tar.gz")
         for i, p in enumerate(src.patches):
             host.put(p, dest / "patches" / f"{i:04d}-{p.name}")
-    argv = build_argv(dest, configure_args, jobs or os.cpu_count() or 2)
-    configure = shlex.join(configure_argv(dest, configure_args))
-    t0 = time.monotonic()
+
+
+def _run_build(host: Host, src: SourceSpec, dest: Path, argv: list[str], timeout: float) -> None:
+    """Run the build script; a failure or timeout raises with the log's last lines."""
     try:
         host.run(argv, timeout=timeout)
     except CommandFailed as exc:
+        build_log = dest / "build.log"
         try:
             tail = host.read_file(build_log, 4000).decode(errors="replace")
         except HarnessError:
@@ -263,24 +301,14 @@ def build_on_host(host: Host, src: SourceSpec, *, cache: Path | None = None,
         status = "timed out" if exc.exit_code is None else f"exited {exc.exit_code}"
         raise HarnessError(f"{host.name}: QEMU build of {src.tree} {status}; log {build_log}: "
                            f"{lines}") from None
-    seconds = round(time.monotonic() - t0, 1)
-    if not host.exists(binary):
-        raise HarnessError(f"{host.name}: the build of {src.tree} finished without {binary} "
-                           f"(log {build_log})")
-    meta: dict[str, Any] = {
-        "key": key, "commit": commit, "tree": str(src.tree),
-        "patches": [{"file": str(p), "sha256": sha256_file(p)} for p in src.patches],
-        "configure": configure, "target": TARGET, "seconds": seconds,
-        "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+
+
+def _record(host: Host, dest: Path, meta: dict[str, Any]) -> None:
+    """Write ``dest/build.json`` on the host (what was built, from what, how long it took)."""
     with tempfile.TemporaryDirectory(prefix="migbench-meta-") as tmp:
         f = Path(tmp) / "build.json"
         f.write_text(json.dumps(meta, indent=1) + "\n")
         host.put(f, dest / "build.json")
-    host.remove_tree(dest / "src")  # a QEMU build tree is ~1 GB; the log and install stay
-    host.run(["rm", "-f", "--", str(dest / "src.tar.gz")], timeout=30, check=False)
-    say(f"{host.name}: built QEMU {key} in {seconds:.0f} s")
-    return BuildResult(key, _build_from(host, dest), build_log, False, seconds, commit)
 
 
 def build_for_pair(src: SourceSpec, hosts: HostsConfig, *, cache: Path | None = None,

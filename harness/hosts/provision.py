@@ -317,7 +317,12 @@ def _sudo(host: Host) -> list[str]:
 def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
                    bridge: bool = False, install: bool = True,
                    log: Callable[[str], None] | None = None) -> HostProvision:
-    """Check and install what ``host`` needs, place the guest image, create the VM bridge."""
+    """Check and install what ``host`` needs, place the guest image, create the VM bridge.
+
+    The steps: reach the host, find its package manager, install the missing tools and system
+    QEMU builds, probe every build, place the image, then the bridge. Each step records what
+    it found in the result and its problems; only an unreachable host ends it early.
+    """
     spec = host.spec
     res = HostProvision(host.label, host.transport)
     try:
@@ -325,11 +330,29 @@ def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
     except HostError as exc:
         res.problems.append(_short(exc))
         return res
-    pm = host.run(sh_script(_PKG_SH), timeout=20).strip()
-    res.package_manager = pm
+    res.package_manager = host.run(sh_script(_PKG_SH), timeout=20).strip()
     builds = _builds(cfg, spec, None)
-    missing_tools = host.run(sh_script(_TOOLS_SH), timeout=20).split()
     missing_builds = {n: b for n, b in builds.items() if binary_identity(host, b.binary) is None}
+    _install_missing(host, res, missing_builds, install=install, log=log)
+    still = host.run(sh_script(_TOOLS_SH), timeout=20).split()
+    res.tools = "python3, ip" + (f" (missing: {', '.join(still)})" if still else "")
+    if still and not any("missing" in p for p in res.problems):
+        res.problems.append(f"missing {', '.join(still)}")
+    _probe_builds(host, res, builds, missing_builds, install=install)
+    host.mkdir(spec.workdir)
+    if image is not None:
+        _place(host, res, image, log)
+    if spec.vm_bridge:
+        _bridge(host, res, spec.vm_bridge, create=bridge)
+    return res
+
+
+def _install_missing(host: Host, res: HostProvision, missing_builds: dict[str, QemuBuild], *,
+                     install: bool, log: Callable[[str], None] | None) -> None:
+    """Install the missing tools and the missing QEMU builds that are system packages (or, with
+    ``install`` False, say what would be installed)."""
+    pm = res.package_manager
+    missing_tools = host.run(sh_script(_TOOLS_SH), timeout=20).split()
     binaries: list[Path] = []
     for n, b in missing_builds.items():
         if str(b.binary).startswith(SYSTEM_QEMU_DIRS):
@@ -338,79 +361,81 @@ def provision_host(host: Host, cfg: HostsConfig, image: GuestImage | None, *,
             res.problems.append(f"QEMU build {n}: {b.binary} is missing and is not a system "
                                 "package path: copy the build there")
     binaries = sorted(set(binaries))
-    if missing_tools or binaries:
-        missing = ", ".join([*sorted(set(missing_tools)), *map(str, binaries)])
-        if pm not in PACKAGES:
-            res.problems.append(f"missing {missing} and no apt-get or dnf to install them")
-        else:
-            pkgs, unavailable = install_names(pm, missing_tools, binaries)
-            for path in unavailable:
-                res.problems.append(f"{path} is missing and no {pm} package provides it; "
-                                    + qemu_hint(pm, Path(path)))
-            hints = [h for h in (qemu_hint(pm, path) for path in binaries
-                                 if str(path) not in unavailable) if h]
-            if pkgs and not install:
-                res.problems.append(f"missing {missing} (install: {pm} install {' '.join(pkgs)})"
-                                    + "".join(f"; {h}" for h in hints))
-            elif pkgs:
-                if log:
-                    log(f"{host.label}: installing {' '.join(pkgs)} with {pm}")
-                argv = (["env", "DEBIAN_FRONTEND=noninteractive", *sh_script(_APT_SH, *pkgs)]
-                        if pm == "apt" else ["dnf", "install", "-y", "-q", *pkgs])
-                try:
-                    host.run(_sudo(host) + argv, timeout=1800)
-                    res.installed = pkgs
-                except CommandFailed as exc:
-                    res.problems.append(f"installing {' '.join(pkgs)} failed: {_short(exc)}"
-                                        + "".join(f"; {h}" for h in hints))
-    still = host.run(sh_script(_TOOLS_SH), timeout=20).split()
-    res.tools = "python3, ip" + (f" (missing: {', '.join(still)})" if still else "")
-    if still and not any("missing" in p for p in res.problems):
-        res.problems.append(f"missing {', '.join(still)}")
+    if not missing_tools and not binaries:
+        return
+    missing = ", ".join([*sorted(set(missing_tools)), *map(str, binaries)])
+    if pm not in PACKAGES:
+        res.problems.append(f"missing {missing} and no apt-get or dnf to install them")
+        return
+    pkgs, unavailable = install_names(pm, missing_tools, binaries)
+    for path in unavailable:
+        res.problems.append(f"{path} is missing and no {pm} package provides it; "
+                            + qemu_hint(pm, Path(path)))
+    hints = "".join(f"; {h}" for h in (qemu_hint(pm, path) for path in binaries
+                                       if str(path) not in unavailable) if h)
+    if pkgs and not install:
+        res.problems.append(f"missing {missing} (install: {pm} install {' '.join(pkgs)})" + hints)
+    elif pkgs:
+        if log:
+            log(f"{host.label}: installing {' '.join(pkgs)} with {pm}")
+        argv = (["env", "DEBIAN_FRONTEND=noninteractive", *sh_script(_APT_SH, *pkgs)]
+                if pm == "apt" else ["dnf", "install", "-y", "-q", *pkgs])
+        try:
+            host.run(_sudo(host) + argv, timeout=1800)
+            res.installed = pkgs
+        except CommandFailed as exc:
+            res.problems.append(f"installing {' '.join(pkgs)} failed: {_short(exc)}" + hints)
+
+
+def _probe_builds(host: Host, res: HostProvision, builds: dict[str, QemuBuild],
+                  missing_builds: dict[str, QemuBuild], *, install: bool) -> None:
+    """Each build's QEMU version (probed and cached), or why it is missing."""
     for n, b in builds.items():
         if n in missing_builds and (not install or binary_identity(host, b.binary) is None):
             res.qemu[n] = "missing"
             if install and str(b.binary).startswith(SYSTEM_QEMU_DIRS):
-                hint = qemu_hint(pm, b.binary)
+                hint = qemu_hint(res.package_manager, b.binary)
                 res.problems.append(f"QEMU build {n}: {b.binary} is still missing"
                                     + (f"; {hint}" if hint else ""))
             continue
         try:
-            p = probe(b, locations.probe_cache(), host=host)
-            res.qemu[n] = p.version
+            res.qemu[n] = probe(b, locations.probe_cache(), host=host).version
         except HarnessError as exc:
             res.qemu[n] = "missing"
             res.problems.append(f"QEMU build {n}: "
                                 f"{_short(exc).removeprefix(host.label + ': ')}")
-    host.mkdir(spec.workdir)
-    if image is not None:
+
+
+def _place(host: Host, res: HostProvision, image: GuestImage,
+           log: Callable[[str], None] | None) -> None:
+    """Put the guest image on the host (a no-op on this machine)."""
+    try:
+        placed, uploaded = place_image(host, image, log)
+        where = "local build" if host.is_local else str(placed.kernel.parent)
+        res.image = f"{image.digest[:16]} " + (f"uploaded {', '.join(uploaded)}" if uploaded
+                                                else "present") + f" ({where})"
+    except HostError as exc:
+        res.image = "failed"
+        res.problems.append(_short(exc))
+
+
+def _bridge(host: Host, res: HostProvision, name: str, *, create: bool) -> None:
+    """The VM bridge: present, created (``create``), or a problem that names ``--bridge``."""
+    if host.run(sh_script(_BRIDGE_SH, name), timeout=20).strip() == "yes":
+        res.bridge = f"{name} present"
+    elif create:
+        sudo = _sudo(host)
         try:
-            placed, uploaded = place_image(host, image, log)
-            where = "local build" if host.is_local else str(placed.kernel.parent)
-            res.image = f"{image.digest[:16]} " + (f"uploaded {', '.join(uploaded)}" if uploaded
-                                                    else "present") + f" ({where})"
-        except HostError as exc:
-            res.image = "failed"
-            res.problems.append(_short(exc))
-    if spec.vm_bridge:
-        present = host.run(sh_script(_BRIDGE_SH, spec.vm_bridge), timeout=20).strip() == "yes"
-        if present:
-            res.bridge = f"{spec.vm_bridge} present"
-        elif bridge:
-            sudo = _sudo(host)
-            try:
-                # "name"/"dev" keywords: a bridge name is never read as an option.
-                host.run(sudo + ["ip", "link", "add", "name", spec.vm_bridge, "type", "bridge"],
-                         timeout=20)
-                host.run(sudo + ["ip", "link", "set", "dev", spec.vm_bridge, "up"], timeout=20)
-                res.bridge = f"{spec.vm_bridge} created"
-            except CommandFailed as exc:
-                res.bridge = "failed"
-                res.problems.append(f"creating bridge {spec.vm_bridge}: {_short(exc)}")
-        else:
-            res.bridge = f"{spec.vm_bridge} absent (use --bridge)"
-            res.problems.append(f"VM bridge {spec.vm_bridge} does not exist (use --bridge)")
-    return res
+            # "name"/"dev" keywords: a bridge name is never read as an option.
+            host.run(sudo + ["ip", "link", "add", "name", name, "type", "bridge"], timeout=20)
+            host.run(sudo + ["ip", "link", "set", "dev", name, "up"], timeout=20)
+            res.bridge = f"{name} created"
+        except CommandFailed as exc:
+            res.bridge = "failed"
+            res.problems.append(f"creating bridge {name}: {_short(exc)}")
+    else:
+        res.bridge = f"{name} absent (use --bridge)"
+        res.problems.append(f"VM bridge {name} does not exist (use --bridge)")
 
 
 def provision(cfg: HostsConfig, image: GuestImage | None, *, bridge: bool = False,
