@@ -217,7 +217,8 @@ def threshold_args(p: argparse.ArgumentParser) -> None:
                                                    "metric; regressions are failures)")
     p.add_argument("--verdict", metavar="FILE", help="also write verdict.json here")
     p.add_argument("--hosts", metavar="HOSTS.yaml",
-                   help="hosts file (default: ./hosts.yaml, else the repository's)")
+                   help="hosts file (default: $MIGBENCH_HOSTS, ./hosts.yaml, "
+                        "$XDG_CONFIG_HOME/migbench/hosts.yaml; see README)")
     p.add_argument("--pair", metavar="NAME",
                    help="the host pair to run on (default: the first of the hosts file); one "
                         "pair, so that every run is on the same machines")

@@ -567,7 +567,8 @@ def register_doctor(subparsers: Any) -> None:
                     "will be used, the VM bridge, free memory against the guest size, and the "
                     "clock offset between source and destination. Exits 1 if a pair is unusable.")
     d.add_argument("--hosts", metavar="HOSTS.yaml",
-                   help="hosts file (default: ./hosts.yaml, else the repository's)")
+                   help="hosts file (default: $MIGBENCH_HOSTS, ./hosts.yaml, "
+                        "$XDG_CONFIG_HOME/migbench/hosts.yaml; see README)")
     d.add_argument("--pair", action="append", metavar="NAME", help="check only this pair "
                    "(repeatable)")
     d.add_argument("--matrix", metavar="MATRIX.yaml",
@@ -585,7 +586,8 @@ def register_provision(subparsers: Any) -> None:
                     "<workdir>/images/<digest>/ when missing (by hash), create the VM bridge with "
                     "--bridge, and print what each host has.")
     p.add_argument("--hosts", metavar="HOSTS.yaml",
-                   help="hosts file (default: ./hosts.yaml, else the repository's)")
+                   help="hosts file (default: $MIGBENCH_HOSTS, ./hosts.yaml, "
+                        "$XDG_CONFIG_HOME/migbench/hosts.yaml; see README)")
     p.add_argument("--pair", action="append", metavar="NAME", help="only this pair (repeatable)")
     p.add_argument("--bridge", action="store_true", help="create missing VM bridges (vm_bridge)")
     p.add_argument("--check", action="store_true", help="report what is missing, install nothing")
