@@ -145,6 +145,7 @@ FLAG_CHECKS: dict[str, Check] = {
     "alpha": number(0, 0.5, lo_open=True),
     "persist": number(1, 100, integer=True),
     "memory_mib": number(128, MAX_MEMORY_MIB, integer=True),
+    "calibration_s": number(2, 600),  # advise: pass 0 needs a few seconds; 10 min is plenty
     "metric_effect": metric_effect,
     # reach shells on the hosts (quoted there too)
     "build_cache": remote_folder, "configure_arg": configure_arg,

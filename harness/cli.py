@@ -217,6 +217,40 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from harness.analysis.advise import lines
+    from harness.analysis.diagnosis import premeasured, scenarios
+    from harness.plan.models import workload_label
+    from harness.run.calibrate import calibrate
+
+    matrix_path = Path(args.matrix)
+    hosts_file = hosts_path(args.hosts)
+    hosts = load_hosts(hosts_file)
+    spec = load_matrix(matrix_path)
+    dest = Path(args.out) if args.out else Path("results") / f"{spec.name}-calibration"
+    out.print(f"[bold]migbench advise[/] {console_text(matrix_path)}: one {args.calibration_s:g} s"
+              f" precopy calibration per workload and link -> {console_text(dest)}")
+    for rec in calibrate(matrix_path, spec, hosts_file, hosts, dest, args.calibration_s):
+        pre = premeasured(rec)
+        sc = scenarios(rec, pre)
+        base = sc.early or sc.configured
+        title = (f"{rec.cell.variant} {workload_label(rec.cell.workload)} "
+                 + ", ".join(f"{k}={v}" for k, v in rec.cell.axes.items() if k != "feature"))
+        if base is None:
+            text = [f"== {title}", f"  no prediction: the calibration run has no figures "
+                                   f"({rec.outcome}: {rec.error or 'no error recorded'})"]
+        else:
+            writer = rec.cell.workload.writer
+            how = ("calc-dirty-rate before the run" if pre is not None
+                   else "the writer's configured rate: calc-dirty-rate gave no figure")
+            text = lines(title, base, writer.pattern if writer else None, how)
+        out.print(terminal_text("\n".join(text), newlines=True), markup=False, highlight=False)
+    out.print("Measured by the calibration: dirty rate, throughput, zero pages; assumed from the "
+              "writer's pattern: the XBZRLE and zstd savings (see harness/analysis/advise.py).",
+              markup=False, highlight=False)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     path = store.export(Path(args.dir), args.format, Path(args.output) if args.output else None)
     out.print(f"wrote {path}")
@@ -275,6 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "block in the style of QEMU's `info migrate`.")
     s.add_argument("path", metavar="RESULT.json|CAMPAIGN_DIR")
     s.set_defaults(func=cmd_show)
+
+    a = sub.add_parser("advise", help="predict each feature's outcome for a matrix's workloads",
+                       description="Run one short precopy calibration per workload and link of "
+                                   "MATRIX (calc-dirty-rate before it, QEMU's throughput in pass "
+                                   "0), then print the convergence model's predicted outcome of "
+                                   "precopy, xbzrle, multifd zstd, auto-converge and postcopy, "
+                                   "ranked, with the reason.")
+    a.add_argument("matrix", metavar="MATRIX.yaml")
+    a.add_argument("--hosts", metavar="HOSTS.yaml", help="hosts file (as for run)")
+    a.add_argument("--out", metavar="DIR",
+                   help="calibration campaign folder (default: results/<matrix name>-calibration)")
+    a.add_argument("--calibration-s", type=float, default=10.0, metavar="S",
+                   help="seconds of migration per calibration run (default 10)")
+    a.set_defaults(func=cmd_advise)
 
     e = sub.add_parser("export", help="export a campaign's runs as parquet or csv",
                        description="Write one row per run (summary figures, every metric, "

@@ -360,7 +360,8 @@ def scenarios(rec: RunRecord, pre: Premeasured | None = None) -> Scenarios:
     whole = observe(rec.timeline)
     st = _settings(rec)
     early = observe(rec.timeline, whole.pass0_end) if whole.pass0_end is not None else None
-    return _inputs(rec, st, whole, early, pre or Premeasured(), _cpu_bound(rec, st, whole)[0])
+    return _inputs(rec, st, whole, early, pre or premeasured(rec) or Premeasured(),
+                   _cpu_bound(rec, st, whole)[0])
 
 
 def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observation | None,
