@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from harness.hosts.host import pipe_stream
 from harness.run.sampling.cpu import CpuSampler
 from harness.run.sampling.cpuprobe import read_threads
 
@@ -94,7 +95,7 @@ def test_probe_subprocess_10hz(benchmark: Any, target: int) -> None:
     def run() -> tuple[float, float, float]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        with CpuSampler(target, hz=10, remote=[], python=sys.executable) as s:
+        with CpuSampler(target, hz=10, stream=pipe_stream, python=sys.executable) as s:
             time.sleep(SECONDS)
         tr = s.stop()
         wall = time.monotonic() - t0

@@ -8,6 +8,15 @@ One small interface, :class:`Host`, two implementations:
   Host keys are checked against the pinned ``known_hosts`` named in hosts.yaml (or the user's
   own); an unknown or changed key is rejected, never added.
 
+One SSH stack: paramiko (through Fabric for the connection and file transfers). Commands,
+started processes, socket tunnels and the CPU sampler's stream (:meth:`Host.stream`) are all
+channels of the one pinned connection. The OpenSSH client once ran the sampler's stream; it read
+its own configuration, needed an argument sanitiser of its own (paths with ``%``, quotes or
+``${``, users and addresses that look like options) and checked host keys a second time by other
+rules. paramiko stays because everything else already depends on it: tunnels to unix sockets,
+exit statuses and per-channel control that a child ``ssh`` process would only give through a
+pipe, and no ssh binary or ssh_config on the machine that runs the harness.
+
 Commands are argv lists. Locally they never meet a shell; over SSH they are joined by
 :func:`shell_line` (:func:`shlex.join`, the one quoting helper) so every value is quoted. A shell
 script of our own is a fixed text run by :func:`sh_script` with the values as ``"$1"``...: no
@@ -34,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -157,6 +166,81 @@ class Process(Protocol):
 _P = TypeVar("_P", bound=Process)
 
 
+class LineStream(Protocol):
+    """A command started by :meth:`Host.stream`: its output line by line, its end."""
+
+    def __iter__(self) -> Iterator[str]:
+        """Output lines (decoded, invalid bytes replaced) until the command's output ends."""
+        ...
+
+    def close_input(self) -> None:
+        """End the command's stdin (``--until-eof`` programs then finish)."""
+
+    def wait(self, timeout: float) -> int | None:
+        """Its exit status, or None if it still runs after ``timeout`` s."""
+
+    def kill(self) -> None:
+        """End it now (SSH: close the channel; the remote command loses its pipes)."""
+
+    def stderr(self) -> str:
+        """What it wrote to stderr (read once it has exited or been killed)."""
+
+    def close(self) -> None:
+        """Release the pipes or the channel."""
+
+
+class PipeStream:
+    """:class:`LineStream` of a local subprocess."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, errors="replace",
+                                     bufsize=1)
+
+    def __iter__(self) -> Iterator[str]:
+        assert self.proc.stdout is not None
+        with contextlib.suppress(OSError, ValueError):  # closed under us by close()
+            yield from self.proc.stdout
+
+    def close_input(self) -> None:
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+
+    def stderr(self) -> str:
+        err = self.proc.stderr
+        if err is None or err.closed:
+            return ""
+        text = err.read()
+        err.close()
+        return text
+
+    def close(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+
+
+def pipe_stream(argv: Sequence[str]) -> PipeStream:
+    """``argv`` as a local subprocess with pipes (no shell).
+
+    :raise OSError: the program cannot be started.
+    """
+    return PipeStream(argv)
+
+
 class SocketLinks:
     """Local addresses of unix sockets on a host, in the order asked; ``close()`` stops reaching
     them (idempotent). A local host's sockets are their own addresses."""
@@ -229,9 +313,18 @@ class Host(abc.ABC):
         """Which machine this is, for caches keyed by host (no secrets)."""
         return "local"
 
-    def cpu_sampler_prefix(self) -> list[str] | None:
-        """A command prefix that runs the CPU sampler's stream on the host; None: in-process."""
-        return None
+    def stream(self, argv: Sequence[str]) -> LineStream:
+        """Start ``argv`` on the host with pipes; its output comes back line by line.
+
+        :raise HostError: (SSH) the host cannot be reached or its key is not the pinned one.
+        :raise OSError: (local) the program cannot be started.
+        """
+        return pipe_stream(argv)
+
+    def cpu_sampler_stream(self) -> Callable[[Sequence[str]], LineStream] | None:
+        """How the CPU sampler runs its probe here: None, in a thread of this process (it reads
+        this machine's /proc, the cheapest); else what starts the probe's argv as a stream."""
+        return self.stream
 
     #: The Python that runs our small scripts there (``python3 -c SCRIPT ARGS``).
     python = "python3"
@@ -371,6 +464,9 @@ class Host(abc.ABC):
 
 class LocalHost(Host):
     """This machine. The CPU sampler runs in a thread of this process."""
+
+    def cpu_sampler_stream(self) -> Callable[[Sequence[str]], LineStream] | None:
+        return None
 
     transport = "local"
     python = sys.executable
@@ -622,34 +718,56 @@ class RemoteProcess:
         self.channel.close()
 
 
+class ChannelStream:
+    """:class:`LineStream` of a command on an SSH session channel.
+
+    :meth:`kill` closes the channel: sshd then closes the command's pipes, so a command that
+    reads its stdin (the CPU probe's ``--until-eof``) ends with it, and one that writes gets
+    EPIPE; a lost connection does the same.
+    """
+
+    def __init__(self, chan: Any) -> None:
+        self.chan = chan
+        self._out = chan.makefile("rb")  # bytes: a stray invalid byte must not end the stream
+
+    def __iter__(self) -> Iterator[str]:
+        with contextlib.suppress(OSError, EOFError):  # socket.timeout, a dropped transport
+            for line in self._out:
+                yield line.decode("utf-8", "replace")
+
+    def close_input(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self.chan.shutdown_write()
+
+    def wait(self, timeout: float) -> int | None:
+        if not self.chan.status_event.wait(timeout):
+            return None
+        return int(self.chan.recv_exit_status())
+
+    def kill(self) -> None:
+        self.chan.close()
+
+    def stderr(self) -> str:
+        err = bytearray()
+        with contextlib.suppress(OSError, EOFError):
+            while self.chan.recv_stderr_ready():
+                data = self.chan.recv_stderr(1 << 16)
+                if not data:
+                    break
+                err += data
+        return _text(bytes(err))
+
+    def close(self) -> None:
+        self.chan.close()
+
+
 class SshHost(Host):
     """A host reached over SSH through a Fabric ``Connection`` (opened lazily)."""
 
     transport = "ssh"
 
-    def cpu_sampler_prefix(self) -> list[str]:
-        """An OpenSSH command prefix for the CPU sampler's stream, as strict as our own client.
-
-        No ssh_config is read (``-F none``) and no system-wide known_hosts: only the pinned file,
-        never updated; no agent, only the given key. Paths go through ssh's own config-value
-        parsing, so they are quoted and ``%`` is escaped (checked in ``__init__``); ``--`` ends
-        the options before ``user@address`` (both checked in ``__init__`` too).
-        """
-        spec = self.spec
-        kh = spec.known_hosts or Path.home() / ".ssh" / "known_hosts"
-        argv = ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", f"UserKnownHostsFile={_ssh_config_path(kh)}",
-                "-o", "UpdateHostKeys=no", "-o", "IdentitiesOnly=yes"]
-        if spec.identity_file is not None:
-            argv += ["-o", f"IdentityFile={_ssh_config_path(spec.identity_file)}"]
-        argv += ["-p", str(spec.port), "--", f"{spec.user}@{spec.address}"]
-        return argv
-
     def __init__(self, name: str, spec: HostSpec) -> None:
-        """:raise HostError: the user, address or a key file cannot be passed to ssh safely."""
         super().__init__(name, spec)
-        _check_ssh_spec(name, spec)
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -869,6 +987,21 @@ class SshHost(Host):
             raise HostError(f"{self.label}: cannot start {argv[0]}: supervisor said {line!r}")
         return self._track(RemoteProcess(self, chan, int(line.split()[1])))
 
+    def stream(self, argv: Sequence[str]) -> ChannelStream:
+        """``argv`` on a session channel of the pinned connection; see :class:`ChannelStream`.
+
+        :raise HostError: unreachable, unknown or changed host key, or no session.
+        """
+        command = shell_line(argv)
+        try:
+            chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
+            chan.exec_command(command)
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise HostError(f"{self.label}: cannot start {argv[0]}: {_reason(exc)}") from None
+        return ChannelStream(chan)
+
     def put(self, local: Path, remote: Path) -> None:
         try:
             self.connection().put(str(local), remote=str(remote))
@@ -978,41 +1111,6 @@ while True:
             break
         s.sendall(data)
 """
-
-
-_SSH_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
-# A host name, IPv4 or IPv6 address (with a %zone); never a leading '-' (an ssh option).
-_SSH_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*$")
-
-
-def _check_ssh_spec(name: str, spec: HostSpec) -> None:
-    """Refuse values that would change the meaning of an ssh command line (see
-    :meth:`SshHost.cpu_sampler_prefix`), naming the host.
-
-    :raise HostError: a user or address that ssh would read as an option or as something else,
-        or a key file path that ssh would expand (``${VAR}``) or cannot hold (a line break).
-    """
-    where = f"{name} (ssh host {spec.address!r}, port {spec.port})"
-    if not _SSH_USER.match(spec.user):
-        raise HostError(f"{where}: user {spec.user!r} is not a user name (letters, digits, "
-                        "'_', '.', '-', not starting with '-' or '.'): fix 'user' in hosts.yaml")
-    if not spec.address or not _SSH_ADDRESS.match(spec.address):
-        raise HostError(f"{where}: address {spec.address!r} is not a host name or IP address "
-                        "(letters, digits, '.', ':', '-', not starting with '-'): fix 'address' "
-                        "in hosts.yaml")
-    for key, path in (("identity_file", spec.identity_file), ("known_hosts", spec.known_hosts)):
-        text = str(path) if path is not None else ""
-        if "${" in text or "\n" in text or "\r" in text:
-            raise HostError(f"{where}: {key} {text!r}: ssh cannot take a path containing '${{' "
-                            "or a line break: move the file")
-
-
-def _ssh_config_path(path: Path) -> str:
-    """``path`` as an ssh config value: absolute, ``%`` escaped (ssh expands %-tokens in key and
-    known_hosts paths), in double quotes with ``\\`` and ``"`` escaped (ssh splits values on
-    blanks, quotes and ``#``)."""
-    text = str(Path(path).absolute()).replace("%", "%%")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _reason(exc: BaseException) -> str:

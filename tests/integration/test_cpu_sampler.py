@@ -1,11 +1,12 @@
 """Per-thread CPU sampler against a real QEMU 10.0 booting the guest image under TCG.
 
 Sampled in this process (local host) and, through a real sshd on 127.0.0.1, as the
-``python3 -c`` probe a remote host runs.
+``python3 -c`` probe a remote host runs, on a channel of the host's paramiko connection.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import HostError
 from harness.guest.image import GuestImage
-from harness.plan.models import HostsConfig
-from harness.run.sampling.cpu import CpuSampler, CpuTrace, summarise, timeline
+from harness.hosts.host import SshHost
+from harness.plan.models import HostsConfig, HostSpec
+from harness.run.sampling.cpu import CpuSampler, CpuTrace, probe_argv, summarise, timeline
 
 pytestmark = pytest.mark.integration
 
@@ -104,11 +107,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[list[str]]:
-    """A real sshd on 127.0.0.1 with a throwaway key; yields the ssh command prefix."""
+def sshd(tmp_path: Path) -> Iterator[SshHost]:
+    """A real sshd on 127.0.0.1 with a throwaway key; yields an SshHost pinned to its key."""
     sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(sshd_bin).exists() or shutil.which("ssh") is None:
-        pytest.skip("openssh server/client not installed")
+    if not Path(sshd_bin).exists() or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh server (and ssh-keygen) not installed")
     try:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     except OSError as exc:
@@ -129,28 +132,64 @@ def sshd(tmp_path: Path) -> Iterator[list[str]]:
     with open(d / "sshd.log", "wb") as log:
         proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")],
                                 stdout=subprocess.DEVNULL, stderr=log)
-    prefix = ["ssh", "-p", str(port), "-i", str(d / "user_key"), "-o", "BatchMode=yes",
-              "-o", f"UserKnownHostsFile={d / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
-              "127.0.0.1"]
+    spec = HostSpec(transport="ssh", address="127.0.0.1", port=port, user=getpass.getuser(),
+                    identity_file=d / "user_key", known_hosts=d / "known_hosts",
+                    connect_timeout_s=5.0)
+    host = SshHost("source", spec)
     try:
         deadline = time.monotonic() + 10
-        while subprocess.run([*prefix, "true"], check=False, capture_output=True,
-                             timeout=10).returncode:
-            assert proc.poll() is None, (d / "sshd.log").read_text()
-            assert time.monotonic() < deadline, (d / "sshd.log").read_text()
-            time.sleep(0.1)
-        yield prefix
+        while True:
+            try:
+                host.run(["true"], timeout=10)
+                break
+            except HostError:
+                assert proc.poll() is None, (d / "sshd.log").read_text()
+                assert time.monotonic() < deadline, (d / "sshd.log").read_text()
+                time.sleep(0.1)
+        yield host
     finally:
+        host.close()
         proc.terminate()
         proc.wait(10)
 
 
-def test_probe_over_real_ssh(qemu: int, sshd: list[str]) -> None:
-    # The probe travels as `python3 -c SOURCE` in the remote command; closing ssh's stdin
-    # stops it, and its trailer (reason, own CPU) still arrives.
-    with CpuSampler(qemu, hz=10, remote=sshd) as sampler:
+def _probes(pid: int) -> list[str]:
+    """Pids of CPU probes sampling ``pid`` on this machine (the sshd's "remote" side)."""
+    out = subprocess.run(["pgrep", "-f", "--", f"--pid {pid} --hz"], capture_output=True, text=True,
+                         check=False)
+    return out.stdout.split()
+
+
+def test_probe_over_real_ssh(qemu: int, sshd: SshHost) -> None:
+    # The probe travels as `python3 -c SOURCE` on a channel of the host's paramiko connection;
+    # closing the channel's input stops it, and its trailer (reason, own CPU) still arrives.
+    with CpuSampler(qemu, hz=10, stream=sshd.cpu_sampler_stream()) as sampler:
         time.sleep(2.0)
     tr = sampler.stop()
     assert tr.end_reason == "stopped"
     assert tr.sampler_cpu_s is not None
     check_trace(tr, qemu, 2.0)
+    assert _probes(qemu) == []
+
+
+def test_killed_channel_ends_the_remote_probe(qemu: int, sshd: SshHost) -> None:
+    # No EOF, no trailer: the channel is closed under the probe, which must not outlive it.
+    stream = sshd.stream(probe_argv(qemu, 10, duration=600))
+    lines = iter(stream)
+    assert '"pid"' in next(lines) and '"t"' in next(lines)
+    assert len(_probes(qemu)) == 1
+    stream.kill()
+    deadline = time.monotonic() + 10
+    while _probes(qemu):
+        assert time.monotonic() < deadline, "the remote probe outlived its channel"
+        time.sleep(0.1)
+    stream.close()
+
+
+def test_stream_refuses_a_host_key_that_is_not_pinned(sshd: SshHost, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    host = SshHost("source", sshd.spec.model_copy(update={"known_hosts": empty}))
+    with pytest.raises(HostError, match=r"^source \(\S+@127.0.0.1:\d+\): unknown host key"):
+        CpuSampler(1, stream=host.cpu_sampler_stream()).start()
+    assert empty.read_text() == ""  # refused, not learned

@@ -128,8 +128,10 @@ def test_hostile_strings_are_quoted(bed: Path, tmp_path: Path) -> None:
     assert not canary.exists()
 
 
-def test_cpu_sampler_ssh_takes_hostile_key_paths_and_pins_the_key(bed: Path,
-                                                                    tmp_path: Path) -> None:
+def test_sampler_stream_takes_hostile_key_paths_and_pins_the_key(bed: Path,
+                                                                  tmp_path: Path) -> None:
+    # The CPU sampler's stream is a channel of the host's paramiko connection: key paths are
+    # values, never parsed by an ssh client, and the host key is the pinned one or nothing.
     import shutil
 
     spec = _hosts(bed).pairs["testbed"].source
@@ -140,13 +142,19 @@ def test_cpu_sampler_ssh_takes_hostile_key_paths_and_pins_the_key(bed: Path,
     shutil.copy(bed / "known_hosts", keys / "known hosts")
     hostile = spec.model_copy(update={"identity_file": keys / "id key",
                                       "known_hosts": keys / "known hosts"})
-    prefix = SshHost("source", hostile).cpu_sampler_prefix()
-    out = subprocess.run([*prefix, "echo ok"], capture_output=True, text=True, timeout=30)
-    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+    with SshHost("source", hostile) as h:
+        start = h.cpu_sampler_stream()
+        assert start is not None
+        stream = start(["sh", "-c", 'echo "$1"; echo err >&2', "sh", "$(touch x) ok"])
+        assert list(stream) == ["$(touch x) ok\n"]
+        assert stream.wait(10) == 0 and stream.stderr() == "err\n"
+        stream.close()
     # An empty pinned file: the host key is refused, not learned (no system known_hosts either).
     (keys / "known hosts").write_text("")
-    out = subprocess.run([*prefix, "echo ok"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 255 and "Host key verification failed" in out.stderr, out.stderr
+    with SshHost("source", hostile) as h, pytest.raises(HostError, match="unknown host key"):
+        start = h.cpu_sampler_stream()
+        assert start is not None
+        start(["echo", "ok"])
     assert (keys / "known hosts").read_text() == ""
     assert not (Path.cwd() / "x").exists()
 

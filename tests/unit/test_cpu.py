@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from harness.hosts.host import LineStream, pipe_stream, shell_line
 from harness.results.record.threadclass import CLASSES, classify, classify_thread
 from harness.run.sampling import cpu, cpuprobe
 from harness.run.sampling.cpu import (
@@ -278,13 +279,19 @@ def test_sampler_missing_pid(tmp_path: Path) -> None:
         CpuSampler(7, hz=0)
 
 
-@pytest.mark.parametrize("remote", [[], ["sh", "-c"]], ids=["subprocess", "sh-c-like-ssh"])
-def test_sampler_subprocess_and_command_prefix(tmp_path: Path, remote: list[str]) -> None:
-    # ["sh", "-c"] gets the probe as one shell-quoted string, exactly as `ssh HOST` would.
+def _through_a_shell(argv: Sequence[str]) -> LineStream:
+    """The probe as one quoted command line parsed by a shell, as SshHost.stream sends it."""
+    return pipe_stream(["sh", "-c", shell_line(argv)])
+
+
+@pytest.mark.parametrize("stream", [pipe_stream, _through_a_shell],
+                         ids=["subprocess", "quoted-line-like-ssh"])
+def test_sampler_subprocess_and_quoted_command_line(
+        tmp_path: Path, stream: Callable[[Sequence[str]], LineStream]) -> None:
     fp = FakeProc(tmp_path)
     fp.set(PID, "qemu-system-x86", 1)
     fp.set(PID + 1, "weird ) (name", 2)
-    s = CpuSampler(PID, hz=50, proc_root=str(tmp_path), remote=remote, python=sys.executable)
+    s = CpuSampler(PID, hz=50, proc_root=str(tmp_path), stream=stream, python=sys.executable)
     s.start()
     deadline = time.monotonic() + 10
     while (snap := s.snapshot()) is None or len(snap.samples) < 3:
@@ -297,7 +304,7 @@ def test_sampler_subprocess_and_command_prefix(tmp_path: Path, remote: list[str]
 
 
 def test_sampler_bad_remote_reports_stderr(tmp_path: Path) -> None:
-    s = CpuSampler(PID, remote=["sh", "-c"], python="/nonexistent/python3")
+    s = CpuSampler(PID, stream=_through_a_shell, python="/nonexistent/python3")
     with pytest.raises(CpuStreamError, match="no output; stderr: .*nonexistent"):
         s.start()
     s.stop_quietly()  # still safe after a failed start

@@ -183,91 +183,65 @@ def test_testbed_addresses_are_private_and_distinct() -> None:
     assert all(len(n.root_link) <= 15 for n in testbed.NODES)
 
 
-# -- the CPU sampler's ssh command line ---------------------------------------------------------
+# -- the CPU sampler's stream: one SSH stack (paramiko), a pipe here ---------------------------
 
 
-def _ssh_value(argv: list[str], key: str) -> str:
-    """The value of ``-o key=...`` in ``argv`` (exactly one)."""
-    values = [argv[i + 1].split("=", 1)[1] for i, a in enumerate(argv[:-1])
-              if a == "-o" and argv[i + 1].startswith(key + "=")]
-    assert len(values) == 1, (key, argv)
-    return values[0]
+def test_cpu_sampler_stream_is_in_process_here_and_a_channel_over_ssh() -> None:
+    local = LocalHost("source", HostSpec())
+    assert local.cpu_sampler_stream() is None  # the sampler reads this machine's /proc itself
+    ssh = SshHost("source", HostSpec(transport="ssh", address="10.0.0.5"))
+    assert ssh.cpu_sampler_stream() == ssh.stream  # no ssh binary: the host's own connection
 
 
-def _ssh_unquote(value: str) -> str:
-    """How ssh reads a quoted config value back (argv_split), then its %-token expansion."""
-    assert value.startswith('"') and value.endswith('"'), value
-    out, i, body = [], 0, value[1:-1]
-    while i < len(body):
-        if body[i] == "\\" and i + 1 < len(body) and body[i + 1] in "\\\"'":
-            i += 1
-        else:
-            assert body[i] != '"', f"unescaped quote in {value}"
-        out.append(body[i])
-        i += 1
-    return "".join(out).replace("%%", "%")
+def test_ssh_stream_runs_the_quoted_command_on_a_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = SshHost("source", HostSpec(transport="ssh", address="10.0.0.5"))
+    sent: list[str] = []
+
+    class Chan:
+        def exec_command(self, command: str) -> None:
+            sent.append(command)
+
+        def makefile(self, mode: str) -> Any:
+            import io
+
+            return io.BytesIO(b'{"pid": 1}\n\xff partial')
+
+    class Transport:
+        def open_session(self, timeout: float) -> Chan:
+            return Chan()
+
+    monkeypatch.setattr(host, "_transport", Transport)
+    stream = host.stream(["python3", "-c", "print(1)", "--proc-root=/a b/$(x)"])
+    assert sent == ["python3 -c 'print(1)' '--proc-root=/a b/$(x)'"]
+    assert list(stream) == ['{"pid": 1}\n', "\ufffd partial"]  # bad bytes do not end it
 
 
-@pytest.mark.parametrize("d", HOSTILE + ["-x", "#hash", "back\\slash", "100%", "%h %p", "~"])
-def test_cpu_sampler_prefix_keeps_hostile_paths_whole(tmp_path: Path, d: str) -> None:
-    kh, key = tmp_path / d / "known hosts", tmp_path / d / "id key"
-    spec = HostSpec(transport="ssh", address="10.0.0.5", port=2222, user="bench",
-                    identity_file=key, known_hosts=kh)
-    argv = SshHost("source", spec).cpu_sampler_prefix()
-    assert argv[:3] == ["ssh", "-F", "none"]
-    # Every option comes before `--`, and the destination is the only word after it.
-    assert argv[-2:] == ["--", "bench@10.0.0.5"]
-    assert argv[argv.index("-p") + 1] == "2222"
-    for opt in ("BatchMode=yes", "StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null",
-                "UpdateHostKeys=no", "IdentitiesOnly=yes"):
-        assert argv[argv.index(opt) - 1] == "-o", opt
-    assert _ssh_unquote(_ssh_value(argv, "UserKnownHostsFile")) == str(kh)
-    assert _ssh_unquote(_ssh_value(argv, "IdentityFile")) == str(key)
-    assert "-i" not in argv  # -i would stat the %-escaped name and drop the key
+def test_ssh_stream_refused_host_is_one_host_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = SshHost("source", HostSpec(transport="ssh", address="10.0.0.5"))
+
+    def refuse() -> Any:
+        raise OSError("Connection refused")
+
+    monkeypatch.setattr(host, "_transport", refuse)
+    with pytest.raises(HostError, match=r"^source \(root@10.0.0.5:22\): cannot start python3: "
+                                        "Connection refused$"):
+        host.stream(["python3"])
 
 
-def test_cpu_sampler_prefix_defaults_and_relative_paths(monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path / "home dir"))
-    argv = SshHost("d", HostSpec(transport="ssh", address="h")).cpu_sampler_prefix()
-    assert _ssh_unquote(_ssh_value(argv, "UserKnownHostsFile")) == \
-        str(tmp_path / "home dir" / ".ssh" / "known_hosts")
-    assert not any(a.startswith("IdentityFile=") for a in argv)
-    assert argv[-2:] == ["--", "root@h"]
-    rel = SshHost("d", HostSpec(transport="ssh", address="h", known_hosts=Path("kh"),
-                                identity_file=Path("-id"))).cpu_sampler_prefix()
-    assert _ssh_unquote(_ssh_value(rel, "UserKnownHostsFile")) == str(tmp_path / "kh")
-    assert _ssh_unquote(_ssh_value(rel, "IdentityFile")) == str(tmp_path / "-id")
-
-
-@pytest.mark.parametrize(("field", "value", "what"), [
-    ("user", "-oProxyCommand=touch /tmp/mb-pwned", "user"),
-    ("user", "a b", "user"),
-    ("user", "root@evil", "user"),
-    ("user", "$(id)", "user"),
-    ("user", "x;y", "user"),
-    ("user", "", "user"),
-    ("address", "-oProxyCommand=x", "address"),
-    ("address", "h h", "address"),
-    ("address", "evil@h", "address"),
-    ("address", "h;reboot", "address"),
-    ("address", "$(id)", "address"),
-    ("identity_file", Path("/k/${HOME}/id"), "identity_file"),
-    ("known_hosts", Path("/k/a\nb"), "known_hosts"),
-])
-def test_ssh_host_refuses_values_ssh_would_misread(field: str, value: Any, what: str) -> None:
-    spec = HostSpec(transport="ssh", address="10.0.0.5").model_copy(update={field: value})
-    with pytest.raises(HostError, match=rf"^destination \(ssh host .*\): {what} ") as exc:
-        make_host("destination", spec)
-    assert "hosts.yaml" in str(exc.value) or "move the file" in str(exc.value)
-    assert "\n" not in str(exc.value).replace(repr(value), "")
-
-
-@pytest.mark.parametrize("user", ["root", "bench", "ci-runner", "user.name", "_svc", "u1"])
-def test_ordinary_users_and_addresses_are_accepted(user: str) -> None:
-    for address in ("10.0.0.5", "host-a.example.org", "fe80::1%eth0", "::1"):
-        SshHost("source", HostSpec(transport="ssh", address=address, user=user))
+def test_pipe_stream_lines_input_eof_exit_and_stderr() -> None:
+    stream = LocalHost("source", HostSpec()).stream(
+        ["sh", "-c", "echo one; printf 'two\\377'; cat >/dev/null; echo bad >&2; exit 3"])
+    lines = iter(stream)
+    assert next(lines) == "one\n"
+    assert stream.wait(0.2) is None  # still reading its stdin
+    stream.close_input()
+    assert list(lines) == ["two\ufffd"]
+    assert stream.wait(5) == 3 and stream.stderr() == "bad\n"
+    stream.close()
+    killed = LocalHost("source", HostSpec()).stream(["sleep", "30"])
+    killed.kill()
+    assert killed.wait(5) == -9
+    killed.close()
 
 
 # -- errors name the host; timed-out commands die on the host ------------------------------------

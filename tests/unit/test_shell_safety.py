@@ -32,7 +32,6 @@ from harness.hosts import netsetup, placement, provision, testbed
 from harness.hosts.host import (
     Host,
     LocalHost,
-    SshHost,
     read_argv,
     relay_command,
     remote_command,
@@ -210,18 +209,6 @@ def test_relay_command_reaches_a_socket_with_a_hostile_name(here: Path) -> None:
         shutil.rmtree(short)
 
 
-def test_ssh_user_and_address_are_refused_in_one_line() -> None:
-    """The host's own check, whatever the hosts file's validation let through."""
-    for value in HOSTILE:
-        for field in ("user", "address"):
-            spec = HostSpec.model_construct(
-                transport="ssh", address=value if field == "address" else "10.0.0.1",
-                user=value if field == "user" else "root")
-            with pytest.raises(HostError, match=f"fix '{field}'") as exc:
-                SshHost("source", spec)
-            assert "\n" not in str(exc.value)
-
-
 def test_local_host_file_helpers_take_hostile_and_dash_names_literally(here: Path) -> None:
     host = LocalHost("source", HostSpec())
     for name in HOSTILE_NAMES:
@@ -250,7 +237,7 @@ def test_kill_never_signals_a_process_group_or_everything() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# sampling/cpu.py: the probe's command behind the ssh prefix
+# sampling/cpu.py: the probe's command line, as SshHost.stream sends it
 
 
 def test_cpu_sampler_remote_command_keeps_a_hostile_proc_root(here: Path) -> None:
@@ -259,8 +246,9 @@ def test_cpu_sampler_remote_command_keeps_a_hostile_proc_root(here: Path) -> Non
         for name in [HOSTILE_NAMES[0], HOSTILE_NAMES[7], "-x $(touch MARK)", "-rf"]:
             link = here / name
             link.symlink_to("/proc")
-            # remote=["sh", "-c"]: the probe's command line parsed by a shell, as ssh's is.
-            sampler = CpuSampler(sleeper.pid, hz=50, proc_root=str(link), remote=["sh", "-c"])
+            # The probe's command line parsed by a shell, as SshHost.stream's is by the login shell.
+            sampler = CpuSampler(sleeper.pid, hz=50, proc_root=str(link), stream=lambda argv: (
+                host_mod.pipe_stream(["sh", "-c", host_mod.shell_line(argv)])))
             sampler.start()
             time.sleep(0.1)
             trace = sampler.stop()

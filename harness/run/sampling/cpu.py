@@ -3,8 +3,9 @@
 * **The probe** (:mod:`harness.run.sampling.cpuprobe`, standard library only) runs on the host
   that runs QEMU and streams per-thread ticks as JSON lines.
 * **The harness side** (:class:`CpuSampler`, :func:`parse_stream`, :func:`probe_argv`) runs the probe
-  in a background thread of this process (local QEMU, cheapest) or as a subprocess whose argv may
-  be prefixed with ``ssh HOST`` (remote QEMU), and returns a :class:`CpuTrace`.
+  in a background thread of this process (local QEMU, cheapest) or as a stream a host starts
+  (:meth:`harness.hosts.host.Host.stream`: a channel of the host's SSH connection for a remote
+  QEMU, a subprocess here), and returns a :class:`CpuTrace`.
 * **Pure analysis** (:func:`summarise`, :func:`timeline`): CPU% per thread class
   (:mod:`harness.results.record.threadclass`) over a window, where 100% is one core.
 """
@@ -12,20 +13,19 @@
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any, Self
 
+from harness.hosts.host import LineStream
 from harness.results.record.threadclass import CLASSES, classify_thread
 from harness.run.sampling import cpuprobe
 from harness.run.sampling.cpuprobe import DEFAULT_HZ, STREAM_VERSION, process_comm, sample_loop
 
 # --------------------------------------------------------------------------------------------
-# Harness side: parse the stream, run the probe locally or through a command prefix (ssh).
+# Harness side: parse the stream, run the probe in a thread or as a host's stream (SSH).
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def probe_argv(pid: int, hz: float = DEFAULT_HZ, *, python: str = "python3",
                inline: bool = True, proc_root: str = "/proc") -> list[str]:
     """The probe's argv: ``python3 -c SOURCE --pid N --hz H [...]`` (or ``python3 cpuprobe.py ...``).
 
-    For SSH, join it with :func:`shlex.join` into the one remote command string.
+    Over SSH, the host joins it into the one remote command line (``host.shell_line``).
     """
     argv = [python, "-c", probe_source()] if inline else [python, cpuprobe.__file__]
     argv += ["--pid", str(pid), "--hz", f"{hz:g}"]
@@ -142,25 +142,27 @@ class CpuSampler:
     """Samples a QEMU process's threads in the background; :meth:`stop` returns the trace.
 
     ``CpuSampler(pid)`` runs the probe loop in a thread of this process (local QEMU).
-    ``CpuSampler(pid, remote=["ssh", "-o", "BatchMode=yes", "host"])`` runs the same loop as
-    ``python3 -c`` behind that command prefix and stops it by closing its stdin. ``remote=[]``
-    runs the probe as a local subprocess. With a prefix, the probe command is passed as one
-    shell-quoted string, as ``ssh`` expects. Like a QEMUMachine: the constructor records,
-    ``start`` acts, ``stop`` is idempotent and always safe; as a context manager, ``with`` stops
-    it and ``stop()`` afterwards returns the trace. ``max_duration`` is the probe's own deadline,
+    ``CpuSampler(pid, stream=host.cpu_sampler_stream())`` runs the same loop as ``python3 -c``
+    through that stream (an SSH host: a channel of its connection; ``pipe_stream``: a local
+    subprocess), reads it line by line in a thread, and stops it by closing its stdin (the
+    probe writes its trailer and exits), or, if it has not ended ``timeout`` s later, by killing
+    the stream (closing the channel ends the remote probe). Like a QEMUMachine: the constructor
+    records, ``start`` acts, ``stop`` is idempotent and always safe; as a context manager,
+    ``with`` stops it and ``stop()`` afterwards returns the trace. ``max_duration`` is the probe's own deadline,
     so a lost harness never leaves it running. Sample times are the *sampled* host's clock: for
     a remote host, windows given to :func:`summarise` are only as good as the hosts' NTP sync.
     """
 
     def __init__(self, pid: int, hz: float = DEFAULT_HZ, *, proc_root: str = "/proc",
-                 remote: Sequence[str] | None = None, python: str = "python3",
+                 stream: Callable[[Sequence[str]], LineStream] | None = None,
+                 python: str = "python3",
                  max_duration: float = 3600.0) -> None:
         if not 0 < hz <= 1000:
             raise ValueError(f"hz must be in (0, 1000], got {hz}")
         self.pid = pid
         self.hz = hz
         self.proc_root = proc_root
-        self.remote = list(remote) if remote is not None else None
+        self.start_stream = stream
         self.python = python
         self.max_duration = max_duration
         self._lines: list[str] = []
@@ -169,7 +171,7 @@ class CpuSampler:
         self._ready = threading.Event()  # first sample (or end of stream) arrived
         self._stderr = ""
         self._thread: threading.Thread | None = None
-        self._proc: subprocess.Popen[str] | None = None
+        self._stream: LineStream | None = None
         self._trace: CpuTrace | None = None
 
     def __enter__(self) -> Self:
@@ -190,13 +192,14 @@ class CpuSampler:
         after ``start()`` is covered.
 
         :raise ProcessLookupError: (local) there is no process ``pid``.
-        :raise OSError: (subprocess/remote) the command prefix could not be started.
+        :raise OSError: (subprocess) the probe could not be started.
+        :raise HostError: (SSH) the host is unreachable or its key is not the pinned one.
         :raise CpuStreamError: the probe gave no sample within ``timeout`` s or exited first;
-            the message carries its stderr (ssh's or python's complaint).
+            the message carries its stderr (the shell's or python's complaint).
         """
         if self._thread is not None:
             return
-        if self.remote is None:
+        if self.start_stream is None:
             if process_comm(self.pid, self.proc_root) is None:
                 raise ProcessLookupError(f"cpu sampler: no process {self.pid} under "
                                          f"{self.proc_root}")
@@ -205,10 +208,8 @@ class CpuSampler:
         else:
             cmd = probe_argv(self.pid, self.hz, python=self.python,
                              duration=self.max_duration, proc_root=self.proc_root)
-            argv = [*self.remote, shlex.join(cmd)] if self.remote else cmd
-            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, bufsize=1)
-            self._thread = threading.Thread(target=self._read_proc, args=(self._proc.stdout,),
+            self._stream = self.start_stream(cmd)
+            self._thread = threading.Thread(target=self._read_stream, args=(self._stream,),
                                             name=f"cpu-{self.pid}", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -224,8 +225,7 @@ class CpuSampler:
         sample_loop(self.pid, self.hz, self._emit, proc_root=self.proc_root,
                     duration=self.max_duration, stop=self._stop.wait)
 
-    def _read_proc(self, stream: IO[str] | None) -> None:
-        assert stream is not None
+    def _read_stream(self, stream: LineStream) -> None:
         for line in stream:
             self._emit(line)
         self._ready.set()  # EOF: the probe is gone, whatever it said
@@ -245,22 +245,17 @@ class CpuSampler:
 
     def _halt(self, timeout: float) -> None:
         self._stop.set()
-        proc = self._proc
-        if proc is not None:
-            try:
-                if proc.stdin is not None and not proc.stdin.closed:
-                    proc.stdin.close()  # --until-eof: the probe writes its trailer and exits
-                proc.wait(timeout)
-            except (subprocess.TimeoutExpired, OSError):
-                proc.kill()
-                proc.wait(timeout)
-            if proc.stderr is not None and not proc.stderr.closed:
-                self._stderr = proc.stderr.read()[-2000:]
-                proc.stderr.close()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close_input()  # --until-eof: the probe writes its trailer and exits
+            if stream.wait(timeout) is None:
+                stream.kill()
+                stream.wait(timeout)
+            self._stderr = stream.stderr()[-2000:]
         if self._thread is not None:
             self._thread.join(timeout)
-        if proc is not None and proc.stdout is not None:
-            proc.stdout.close()
+        if stream is not None:
+            stream.close()
 
     def stop_quietly(self, timeout: float = 5.0) -> None:
         """Stop without building a trace (cleanup paths); idempotent."""
