@@ -18,6 +18,7 @@ WHOLE = [*sorted((HARNESS / "run").rglob("*.py")), HARNESS / "plan" / "matrix.py
 NAMED = {
     "report/model.py": ("cell_page",),
     "hosts/provision.py": ("provision_host",),
+    "ci/patchbuild.py": ("build_on_host",),
 }
 # Over the limit on purpose, each with why (none today). The test also fails once an entry is
 # no longer over it, so this list cannot go stale.
