@@ -6,6 +6,8 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
 QEMU10 := build/qemu-10.0
+# openssh-server and openssh-client (its ssh-keygen) make the SSH test bed; the harness speaks
+# SSH through paramiko and needs no ssh binary.
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static gcc libc6-dev cpio lz4 zstd xz-utils \
 	kmod iproute2 python3-venv python3-pip git ca-certificates chromium chromium-driver \
 	openssh-server openssh-client

@@ -9,13 +9,15 @@ One small interface, :class:`Host`, two implementations:
   own); an unknown or changed key is rejected, never added.
 
 One SSH stack: paramiko (through Fabric for the connection and file transfers). Commands,
-started processes, socket tunnels and the CPU sampler's stream (:meth:`Host.stream`) are all
-channels of the one pinned connection. The OpenSSH client once ran the sampler's stream; it read
-its own configuration, needed an argument sanitiser of its own (paths with ``%``, quotes or
-``${``, users and addresses that look like options) and checked host keys a second time by other
-rules. paramiko stays because everything else already depends on it: tunnels to unix sockets,
-exit statuses and per-channel control that a child ``ssh`` process would only give through a
-pipe, and no ssh binary or ssh_config on the machine that runs the harness.
+started processes, unix-socket tunnels and the CPU sampler's stream (:meth:`Host.stream`) are
+all channels of the one connection, whose host key was checked once against the pinned file.
+Why paramiko and not the OpenSSH client, which once ran the sampler's stream: the tunnels, the
+per-command channels with their exit statuses and the supervisor's EOF-on-close need channels
+in this process (a child ``ssh`` is one command per process, seen only through pipes); and it
+reads its own configuration and option syntax, so it needed a sanitiser of its own
+(``-F none``, ``%``-escaped quoted key paths, users and addresses that must not look like
+options) and checked host keys a second time by its own rules. One stack means one place where
+keys are pinned and no ssh binary or ssh_config is needed on the machine running the harness.
 
 Commands are argv lists. Locally they never meet a shell; over SSH they are joined by
 :func:`shell_line` (:func:`shlex.join`, the one quoting helper) so every value is quoted. A shell

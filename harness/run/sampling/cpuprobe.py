@@ -14,7 +14,7 @@ The thread name comes from the stat line itself (the kernel prints the same ``ta
 as in ``/proc/PID/task/TID/comm``), which halves the reads and keeps name and ticks consistent.
 It is the text between the first ``(`` and the *last* ``)``: names may contain spaces and
 parentheses. ``--until-eof`` stops the probe when its stdin closes, which is how the harness
-stops a remote probe through SSH (closing ssh's stdin) and still gets the trailer.
+stops a remote probe through SSH (EOF on its channel's stdin) and still gets the trailer.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sample_loop(args.pid, args.hz, emit, proc_root=args.proc_root, duration=args.duration,
                     stop=_stdin_closed if args.until_eof else None)
-    except BrokenPipeError:  # the reader went away (ssh closed): nothing left to tell anyone
+    except BrokenPipeError:  # the reader went away (channel closed): nothing left to tell anyone
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         except OSError:
