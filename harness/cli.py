@@ -221,6 +221,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from harness.analysis.advise import lines
     from harness.analysis.diagnosis import premeasured, scenarios
     from harness.plan.models import workload_label
+    from harness.plan.units import parse_bytes
     from harness.run.calibrate import calibrate
 
     matrix_path = Path(args.matrix)
@@ -228,6 +229,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
     hosts = load_hosts(hosts_file)
     spec = load_matrix(matrix_path)
     dest = Path(args.out) if args.out else Path("results") / f"{spec.name}-calibration"
+    configured = spec.migration.get("xbzrle-cache-size")  # checked by load_matrix's plan rules
+    cache = parse_bytes(configured) if configured is not None else None
     out.print(f"[bold]migbench advise[/] {console_text(matrix_path)}: one {args.calibration_s:g} s"
               f" precopy calibration per workload and link -> {console_text(dest)}")
     for rec in calibrate(matrix_path, spec, hosts_file, hosts, dest, args.calibration_s):
@@ -243,7 +246,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
             writer = rec.cell.workload.writer
             how = ("calc-dirty-rate before the run" if pre is not None
                    else "the writer's configured rate: calc-dirty-rate gave no figure")
-            text = lines(title, base, writer.pattern if writer else None, how)
+            text = lines(title, base, writer.pattern if writer else None, how, cache)
         out.print(terminal_text("\n".join(text), newlines=True), markup=False, highlight=False)
     out.print("Measured by the calibration: dirty rate, throughput, zero pages; assumed from the "
               "writer's pattern: the XBZRLE and zstd savings (see harness/analysis/advise.py).",

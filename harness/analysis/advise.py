@@ -48,14 +48,16 @@ class Outlook:
                 p.downtime if p.downtime is not None else 1e18)
 
 
-def outlooks(base: Scenario, pattern: str | None) -> list[Outlook]:
+def outlooks(base: Scenario, pattern: str | None, xbzrle_cache: float | None = None
+             ) -> list[Outlook]:
     """Every feature of :data:`FEATURES` on ``base``, best first (converging, then shortest
-    total time, then shortest downtime)."""
+    total time, then shortest downtime). ``xbzrle_cache``: the matrix's cache size (a precopy
+    calibration run does not carry it)."""
     plain = replace(base, link=replace(base.link, ratio=1.0, xbzrle_ratio=None),
                     auto_converge=None, postcopy_after_syncs=None, postcopy_after_s=None,
                     pause_after_syncs=None, max_time=None, max_passes=None)  # not the harness's cut
     pat = pattern or "random"
-    cache = base.link.xbzrle_cache or 64 * 1024 * 1024
+    cache = xbzrle_cache or base.link.xbzrle_cache or 64 * 1024 * 1024
     out = [
         Outlook("precopy", predict(plain), "as calibrated"),
         Outlook("xbzrle", predict(replace(plain, link=replace(
@@ -78,7 +80,8 @@ def outlooks(base: Scenario, pattern: str | None) -> list[Outlook]:
     return sorted(out, key=lambda o: o.rank_key)
 
 
-def lines(title: str, base: Scenario, pattern: str | None, calibrated: str) -> list[str]:
+def lines(title: str, base: Scenario, pattern: str | None, calibrated: str,
+          xbzrle_cache: float | None = None) -> list[str]:
     """The text ``advise`` prints for one cell."""
     g, link = base.guest, base.link
     out = [f"== {title}",
@@ -86,7 +89,7 @@ def lines(title: str, base: Scenario, pattern: str | None, calibrated: str) -> l
            f"{(g.working_set or g.ram) / 2**20:.0f} MiB, RAM {g.ram / 2**20:.0f} MiB, "
            f"throughput {link.throughput / 2**20:.1f} MiB/s, downtime limit "
            f"{base.downtime_limit * 1000:.0f} ms"]
-    for i, o in enumerate(outlooks(base, pattern), 1):
+    for i, o in enumerate(outlooks(base, pattern, xbzrle_cache), 1):
         p = o.prediction
         if p.converges:
             fig = (f"completes in {p.total_time:.2f} s" if p.total_time is not None

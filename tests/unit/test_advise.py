@@ -42,6 +42,8 @@ def test_sparse_pages_favour_xbzrle_over_plain_precopy() -> None:
     assert not by["precopy"].converges
     random = {o.feature: o.prediction for o in outlooks(base, "random")}
     assert not random["xbzrle"].converges  # every hit overflows: a whole page each
+    tiny = {o.feature: o for o in outlooks(base, "sparse", xbzrle_cache=2 * 2**20)}
+    assert "cache 2 MiB" in tiny["xbzrle"].note and not tiny["xbzrle"].prediction.converges
 
 
 def test_the_calibration_is_one_precopy_run_per_workload_and_link() -> None:
