@@ -54,3 +54,13 @@ def test_console_wait_wakes_on_the_stop() -> None:
     with pytest.raises(Cancelled):
         console.wait_for("boot", 60.0)
     assert time.monotonic() - started < 2.0
+
+
+def test_no_exception_is_pushed_into_another_thread() -> None:
+    """Cancellation is cooperative: no module raises inside another thread."""
+    from pathlib import Path
+
+    harness = Path(__file__).resolve().parents[2] / "harness"
+    users = [p.relative_to(harness).as_posix() for p in harness.rglob("*.py")
+             if "SetAsyncExc" in p.read_text()]
+    assert users == []
