@@ -7,12 +7,15 @@ A failed run is a recorded outcome and the matrix goes on. Finished runs are on 
 they finish; rerunning the same matrix into the same folder skips them. SIGTERM is turned into
 KeyboardInterrupt so that Ctrl-C and a polite kill both clean up the same way: the runs in
 progress on every pair are torn down and not saved (a resume runs them again).
+
+The pair workers always run in threads, and the main thread only waits for them: a signal
+lands there, which sets the campaign's :class:`~harness.run.cancel.Stop`; each worker wakes at
+its next wait and tears its run down (cooperative: nothing is raised inside another thread).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import secrets
 import signal
@@ -20,7 +23,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -52,6 +55,7 @@ from harness.results.record.model import (
 )
 from harness.results.record.scalars import utc
 from harness.run import workload as wl
+from harness.run.cancel import Stop
 from harness.run.migration import RunContext, run_migration
 
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C, how long the pairs' runs get to tear down
@@ -166,7 +170,9 @@ class _Campaign:
             (c, r) for c, r in todo if not store.exists(out, c.id, r))
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.interrupted = threading.Event()  # Ctrl-C: a run that ends now is not a result
+        # Ctrl-C: the runs in progress stop at their next wait, and one that ends now is not a
+        # result.
+        self.interrupted = Stop()
         self.written: list[Path] = []
         self.commit = harness_commit()
         self._summary: dict[tuple[str, int], store.Row] | None = None  # read once, then kept
@@ -234,8 +240,6 @@ class _PairWorker:
         self.images: dict[str, GuestImage] = {}
         self.accel: dict[str, str] = {}
         self.error: str | None = None
-        # False while a run tears down or its result is stored: Ctrl-C then lets it finish.
-        self.interruptible = True
 
     def setup(self) -> None:
         """Put the guest image on remote hosts and learn each host's accelerator.
@@ -308,30 +312,19 @@ class _PairWorker:
                     host_images=dict(self.images),
                     workdirs={role: d / role for role, d in dirs.items()},
                     build_ids={"source": probes[0].build_id, "destination": probes[1].build_id},
+                    stop=camp.interrupted,
                 )
                 try:
                     record = run_migration(ctx)
                 finally:
-                    with self.uninterruptible():
-                        self.remove_workdirs(dirs)
-                with self.uninterruptible():
-                    camp.save(self.name, cell, rep, record)
+                    self.remove_workdirs(dirs)
+                camp.save(self.name, cell, rep, record)
         finally:
             self.close()
 
     def on_state(self, name: str) -> None:
-        if name == "teardown":
-            self.interruptible = False  # until the run's folders are removed
         if self.camp.progress.state:
             self.camp.progress.state(name)
-
-    @contextlib.contextmanager
-    def uninterruptible(self) -> Iterator[None]:
-        self.interruptible = False
-        try:
-            yield
-        finally:
-            self.interruptible = True
 
     def remove_workdirs(self, dirs: dict[str, Path]) -> None:
         """Remove a run's scratch folders, each on its own host (once if they are the same)."""
@@ -413,10 +406,7 @@ def run_matrix(
         if camp.queue:
             usable = _preflight(hosts, names, sorted({c.build for c in cells}), camp)
             workers = [_PairWorker(n, p, camp) for n, p in usable]
-            if len(workers) == 1:
-                workers[0].run()
-            else:
-                _run_concurrently(workers, camp)
+            _run_concurrently(workers, camp)
             if camp.queue and not camp.stop.is_set():
                 raise HostError("runs left undone, every pair failed: "
                                 + "; ".join(w.error or w.name for w in workers))
@@ -452,7 +442,8 @@ def _final_summary(camp: _Campaign, pending: BaseException | None) -> None:
 
 
 def _run_concurrently(workers: list[_PairWorker], camp: _Campaign) -> None:
-    """One thread per pair; Ctrl-C / SIGTERM stops every pair's run (:func:`_stop_workers`)."""
+    """One thread per pair (one pair too: signals then reach only this waiting thread);
+    Ctrl-C / SIGTERM stops every pair's run (:func:`_stop_workers`)."""
     errors: list[BaseException] = []
     # Whether each thread has finished. Not Thread.is_alive(): a join() that Ctrl-C interrupts
     # marks a running thread as stopped (CPython 3.11, bpo-45274's fix).
@@ -486,19 +477,16 @@ def _stop_workers(threads: dict[_PairWorker, threading.Thread],
                   done: dict[_PairWorker, threading.Event], camp: _Campaign) -> None:
     """After Ctrl-C in the main thread: stop each pair's run as Ctrl-C stops a single pair's.
 
-    No more runs start and none that ends is saved. Each busy worker thread gets a
-    KeyboardInterrupt (not one that is tearing down), so run_migration tears its VMs down as
-    usual, and gets ``INTERRUPT_TEARDOWN_S``; then (or at a second Ctrl-C) whatever any pair's
-    hosts still run is stopped, so no QEMU outlives the harness.
+    No more runs start and none that ends is saved. The campaign's stop wakes every busy
+    worker at its next wait, so run_migration tears its VMs down as usual (a worker already
+    tearing down just finishes), within ``INTERRUPT_TEARDOWN_S``; then (or at a second Ctrl-C)
+    whatever any pair's hosts still run is stopped, so no QEMU outlives the harness.
     """
     camp.interrupt()
     busy = [w for w in threads if not done[w].is_set()]
     if busy:
         camp.note(f"interrupted: stopping the runs on pair {', '.join(w.name for w in busy)} "
                   "(not saved: they run again on resume; Ctrl-C again to kill them at once)")
-    for w in busy:
-        if w.interruptible:
-            _raise_in(threads[w], KeyboardInterrupt)
     try:
         deadline = time.monotonic() + INTERRUPT_TEARDOWN_S
         for w in busy:
@@ -515,10 +503,3 @@ def _stop_workers(threads: dict[_PairWorker, threading.Thread],
         for w in busy:
             done[w].wait(2.0)
 
-
-def _raise_in(thread: threading.Thread, exc: type[BaseException]) -> None:
-    """Raise ``exc`` in ``thread`` at its next Python instruction (as Ctrl-C does in the main
-    thread); a thread blocked in a C call sees it when the call returns."""
-    if thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                   ctypes.py_object(exc))
