@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol
 from harness.errors import QmpError
 from harness.plan.models import WriterSpec
 from harness.results.record.model import DirtyRateMeasurement, PreMigration
+from harness.run.cancel import Stop
 
 MiB = 1024 * 1024
 PAGE = 4096
@@ -67,7 +68,7 @@ def modes(accel: str | None, dirty_ring: bool) -> list[Mode]:
     return ["page-sampling", "dirty-ring" if dirty_ring else "dirty-bitmap"]
 
 
-def _calc(qmp: Qmp, mode: Mode, period: float) -> DirtyRateMeasurement:
+def _calc(qmp: Qmp, mode: Mode, period: float, stop: Stop) -> DirtyRateMeasurement:
     ms = max(1, round(period * 1000))
     args: dict[str, Any] = {"calc-time": ms, "calc-time-unit": "millisecond", "mode": mode}
     if mode == "page-sampling":
@@ -86,7 +87,7 @@ def _calc(qmp: Qmp, mode: Mode, period: float) -> DirtyRateMeasurement:
         except QmpError as exc2:
             return DirtyRateMeasurement(mode=mode, period_s=period, error=str(exc2)[:300])
     deadline = time.monotonic() + period + GRACE_S
-    time.sleep(period)
+    stop.sleep(period)
     while True:
         ans = qmp.execute("query-dirty-rate", query or None)
         if ans.get("status") == "measured":
@@ -103,13 +104,16 @@ def _calc(qmp: Qmp, mode: Mode, period: float) -> DirtyRateMeasurement:
                 mode=mode, period_s=period,
                 error=f"not measured {period + GRACE_S:g} s after calc-dirty-rate "
                       f"(status {ans.get('status')!r})")
-        time.sleep(0.05)
+        stop.sleep(0.05)
 
 
 def measure(qmp: Qmp, writer: WriterSpec | None, accel: str | None, dirty_ring: bool,
-            writer_rate_mib_s: float | None) -> PreMigration:
-    """Every mode of :func:`modes`, one after the other (QEMU runs one calculation at a time)."""
+            writer_rate_mib_s: float | None, stop: Stop) -> PreMigration:
+    """Every mode of :func:`modes`, one after the other (QEMU runs one calculation at a time).
+
+    :raise Cancelled: the campaign was stopped (its waits wake on ``stop``).
+    """
     period = period_s(writer)
     return PreMigration(
-        calc_dirty_rate=tuple(_calc(qmp, m, period) for m in modes(accel, dirty_ring)),
+        calc_dirty_rate=tuple(_calc(qmp, m, period, stop) for m in modes(accel, dirty_ring)),
         writer_rate_mib_s=writer_rate_mib_s)

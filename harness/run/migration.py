@@ -357,7 +357,7 @@ def _before_migrate(run: _Run) -> None:
     assert run.src is not None
     run.pre = dirtyrate.measure(  # before the samplers: dirty logging must not count as migration
         run.src.qmp, run.ctx.cell.workload.writer, run.src.cfg.accel,
-        run.src.cfg.dirty_ring_size > 0, run.steady_rate_mib_s)
+        run.src.cfg.dirty_ring_size > 0, run.steady_rate_mib_s, run.ctx.stop)
     _start_cpu_sampling(run)
 
 

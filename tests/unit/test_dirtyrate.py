@@ -5,6 +5,8 @@ tests/integration/test_diagnosis.py."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from harness.errors import QmpError
 from harness.plan.models import WriterSpec
 from harness.results.record import RunRecord, dump, read
 from harness.run import dirtyrate
+from harness.run.cancel import Cancelled, Stop
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 PRECOPY = DATA / "v1/c2ae7ae07f48/1.json"  # not converged, writer 8 MiB/s configured
@@ -69,7 +72,7 @@ def test_modes_follow_the_accelerator() -> None:
 def test_measure_asks_both_modes_in_milliseconds_and_converts_to_pages() -> None:
     qmp = Script(rate=25.0)
     pre = dirtyrate.measure(qmp, WriterSpec(working_set_mib=64, rate_mib_s=100), "kvm", False,
-                            24.5)
+                            24.5, Stop())
     assert [m.mode for m in pre.calc_dirty_rate] == ["page-sampling", "dirty-bitmap"]
     first = qmp.calls[0][1]
     assert first == {"calc-time": 320, "calc-time-unit": "millisecond", "mode": "page-sampling",
@@ -82,7 +85,7 @@ def test_measure_asks_both_modes_in_milliseconds_and_converts_to_pages() -> None
 def test_old_qemu_without_millisecond_unit_measures_whole_seconds() -> None:
     qmp = Script(rate=3.0, refuse={"calc-time-unit": "Parameter 'calc-time-unit' is unexpected"})
     pre = dirtyrate.measure(qmp, WriterSpec(working_set_mib=64, rate_mib_s=100), "kvm", True,
-                            None)
+                            None, Stop())
     assert [m.mode for m in pre.calc_dirty_rate] == ["page-sampling", "dirty-ring"]
     assert all(m.period_s == 1.0 and m.dirty_rate_mib_s == 3.0 for m in pre.calc_dirty_rate)
 
@@ -91,15 +94,27 @@ def test_a_refused_mode_and_a_missed_deadline_are_recorded_not_raised(
         monkeypatch: pytest.MonkeyPatch) -> None:
     qmp = Script(rate=3.0, refuse={"dirty-bitmap": "dirty-bitmap mode not supported"})
     pre = dirtyrate.measure(qmp, WriterSpec(working_set_mib=16, rate_mib_s=400), "kvm", False,
-                            None)
+                            None, Stop())
     assert pre.calc_dirty_rate[1].error is not None
     assert "not supported" in pre.calc_dirty_rate[1].error
     assert pre.best() == pre.calc_dirty_rate[0]
     monkeypatch.setattr(dirtyrate, "GRACE_S", 0.1)
     late = dirtyrate.measure(Script(rate=1.0, never=True), WriterSpec(working_set_mib=16,
-                             rate_mib_s=400), "kvm", False, None)
+                             rate_mib_s=400), "kvm", False, None, Stop())
     assert all(m.dirty_rate_mib_s is None and "not measured" in (m.error or "")
                for m in late.calc_dirty_rate)
+
+
+def test_a_stopped_campaign_ends_the_measurement_at_once() -> None:
+    """Ctrl-C during the measurement period raises Cancelled without waiting out the period."""
+    stop = Stop()
+    threading.Timer(0.1, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        dirtyrate.measure(Script(rate=1.0, never=True), WriterSpec(working_set_mib=3000,
+                          rate_mib_s=1), "kvm", False, None, stop)
+    assert time.monotonic() - t0 < 0.5 < dirtyrate.period_s(WriterSpec(working_set_mib=3000,
+                                                                       rate_mib_s=1))
 
 
 def _with_pre(rate: float, writer: float) -> RunRecord:
