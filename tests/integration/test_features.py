@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from harness.guest.image import GuestImage
 from harness.plan.models import HostsConfig
 from harness.results import store
 from harness.results.record import RunRecord
+from harness.results.record.qmp import QmpEvent
 from harness.run.runner import run_matrix
 
 from .conftest import REPO, matrix
@@ -46,6 +48,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory, hosts: HostsConfig,
 
 FEATURES = ["xbzrle", "compress", "multifd", "auto-converge", "postcopy", "dirty-limit",
             "xbzrle+auto-converge", "postcopy+postcopy-preempt", "pause"]
+
+
+def _went_postcopy(r: RunRecord) -> bool:
+    """Both sides announced postcopy-active, and pages were sent in postcopy."""
+    def statuses(events: Sequence[QmpEvent]) -> list[object]:
+        return [(e.data or {}).get("status") for e in events if e.event == "MIGRATION"]
+
+    src, dst = statuses(r.events.source), statuses(r.events.destination)
+    sent = r.final.ram.postcopy_bytes if r.final is not None and r.final.ram is not None else None
+    return ("postcopy-active" in src and "postcopy-active" in dst
+            and src.index("postcopy-active") < src.index("completed") and (sent or 0) > 0)
 
 
 def test_every_cell_recorded_once(runs: dict[tuple[str, str], RunRecord]) -> None:
@@ -124,7 +137,9 @@ def test_postcopy_preempt_uses_its_channel(runs: dict[tuple[str, str], RunRecord
     assert r.applied is not None
     for caps in (r.applied.source.capabilities, r.applied.destination.capabilities):
         assert caps["postcopy-ram"] is True and caps["postcopy-preempt"] is True
-    assert "postcopy-active" in {s.status for s in r.timeline}
+    # QEMU's own MIGRATION events, not the 20 Hz samples: on a quiet machine the postcopy phase
+    # (the rest of RAM at loopback speed) can end between two samples
+    assert _went_postcopy(r)
     assert r.final is not None and r.final.ram is not None
     assert (r.final.ram.postcopy_bytes or 0) > 0  # pages did go over in postcopy
     # (the mig/dst/preempt thread lives only as long as postcopy, often under one 100 ms
@@ -147,7 +162,9 @@ def test_postcopy_completes_after_switch(runs: dict[tuple[str, str], RunRecord])
     assert r.outcome == "completed", r.error
     assert r.integrity.verdict == "ok"
     assert r.postcopy_start_t is not None
-    assert "postcopy-active" in {s.status for s in r.timeline}
+    # QEMU's own MIGRATION events, not the 20 Hz samples: on a quiet machine the postcopy phase
+    # (the rest of RAM at loopback speed) can end between two samples
+    assert _went_postcopy(r)
 
 
 def test_dirty_limit_skipped_with_reason(runs: dict[tuple[str, str], RunRecord]) -> None:

@@ -16,7 +16,7 @@ from harness.guest.image import REPO_ROOT, GuestImage, ensure_image
 
 pytestmark = pytest.mark.integration
 
-DEFAULT_QEMU10 = "/tmp/bpdl/px/usr/bin/qemu-system-x86_64"
+DEFAULT_QEMU10 = REPO_ROOT / "build" / "qemu-10.0" / "usr" / "bin" / "qemu-system-x86_64"  # make qemu
 BOOT_LIMIT_S = 30.0
 STEADY_S = 3.0
 WARMUP_LINES = 3
@@ -25,7 +25,7 @@ WARMUP_LINES = 3
 def _qemu10() -> list[str]:
     binary = Path(os.environ.get("MIGBENCH_QEMU10", DEFAULT_QEMU10))
     if not binary.is_file():
-        pytest.skip(f"QEMU 10 not found at {binary} (set MIGBENCH_QEMU10)")
+        pytest.fail(f"QEMU 10 not found at {binary}: run `make qemu` (or set MIGBENCH_QEMU10)")
     argv = [str(binary)]
     datadir = binary.parent.parent / "share" / "qemu"
     if datadir.is_dir():
