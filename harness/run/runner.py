@@ -281,7 +281,7 @@ class _PairWorker:
 
     def run(self) -> None:
         camp = self.camp
-        spec, hosts, progress = camp.spec, camp.hosts, camp.progress
+        progress = camp.progress
         try:
             self.setup()
         except HarnessError as exc:
@@ -294,33 +294,38 @@ class _PairWorker:
                 cell, rep = item
                 if progress.run_started:
                     progress.run_started(cell, rep)
-                src_build = hosts.build_for(self.pair.source, cell.build)
-                dst_build = hosts.build_for(self.pair.destination, cell.build)
-                assert src_build is not None and dst_build is not None  # checked by plan()
-                not_run, probes = self.unrunnable(cell, rep, src_build, dst_build)
-                if not_run is not None:
-                    camp.save(self.name, cell, rep, not_run)
-                    continue
-                assert probes is not None  # a run that can start was probed on both hosts
-                dirs = run_workdirs(self.pair, spec.name,
-                                    f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")
-                ctx = RunContext(
-                    cell=cell, repetition=rep, campaign=spec.name, source=self.source,
-                    destination=self.destination, source_build=src_build,
-                    destination_build=dst_build, image=camp.image,
-                    workdir=dirs["source"], on_state=self.on_state,
-                    host_images=dict(self.images),
-                    workdirs={role: d / role for role, d in dirs.items()},
-                    build_ids={"source": probes[0].build_id, "destination": probes[1].build_id},
-                    stop=camp.interrupted,
-                )
-                try:
-                    record = run_migration(ctx)
-                finally:
-                    self.remove_workdirs(dirs)
-                camp.save(self.name, cell, rep, record)
+                camp.save(self.name, cell, rep, self.run_one(cell, rep))
         finally:
             self.close()
+
+    def run_one(self, cell: Cell, rep: int) -> RunRecord:
+        """One run of ``cell`` on this pair (after :meth:`setup`): its record, ``skipped`` or
+        ``failed`` when it cannot start. The one per-run function: the lab's workers
+        (:mod:`harness.lab`) call it too."""
+        camp = self.camp
+        src_build = camp.hosts.build_for(self.pair.source, cell.build)
+        dst_build = camp.hosts.build_for(self.pair.destination, cell.build)
+        assert src_build is not None and dst_build is not None  # checked by plan()
+        not_run, probes = self.unrunnable(cell, rep, src_build, dst_build)
+        if not_run is not None:
+            return not_run
+        assert probes is not None  # a run that can start was probed on both hosts
+        dirs = run_workdirs(self.pair, camp.spec.name,
+                            f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")
+        ctx = RunContext(
+            cell=cell, repetition=rep, campaign=camp.spec.name, source=self.source,
+            destination=self.destination, source_build=src_build,
+            destination_build=dst_build, image=camp.image,
+            workdir=dirs["source"], on_state=self.on_state,
+            host_images=dict(self.images),
+            workdirs={role: d / role for role, d in dirs.items()},
+            build_ids={"source": probes[0].build_id, "destination": probes[1].build_id},
+            stop=camp.interrupted,
+        )
+        try:
+            return run_migration(ctx)
+        finally:
+            self.remove_workdirs(dirs)
 
     def on_state(self, name: str) -> None:
         if self.camp.progress.state:
