@@ -21,11 +21,31 @@ REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("MIGBENCH_CACHE", str(REPO / "build"))
 
 
+#: Marks the QEMUs this pytest session starts on this machine (they inherit the environment), so
+#: that the leftover check below ignores QEMUs of another session running at the same time (a
+#: developer's `migbench run`, another checkout's tests). QEMUs started over SSH do not inherit it:
+#: unmarked ones count as ours, as every QEMU did before.
+OWNER = "MIGBENCH_TEST_OWNER"
+os.environ[OWNER] = str(os.getpid())
+
+
+def _owner(pid: str) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{OWNER}=".encode()
+    return next((e[len(prefix):].decode() for e in env if e.startswith(prefix)), None)
+
+
 def qemu_processes() -> list[str]:
-    """Command lines of QEMU processes started by the harness (named mb-src-*/mb-des-*)."""
+    """Command lines of QEMU processes started by the harness (named mb-src-*/mb-des-*), except
+    those another session marked as its own (:data:`OWNER`)."""
     out = subprocess.run(["pgrep", "-af", "qemu-system.*-name mb-"], capture_output=True,
                          text=True).stdout
-    return [ln for ln in out.splitlines() if ln.strip()]
+    mine = os.environ[OWNER]
+    return [ln for ln in out.splitlines()
+            if ln.strip() and _owner(ln.split()[0]) in (None, mine)]
 
 
 @pytest.fixture(scope="session")
