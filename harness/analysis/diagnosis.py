@@ -12,7 +12,8 @@ predictions of the same model, so that the model is held to account beside what 
   zero pages, compression ratio, the working set a pass leaves dirty);
 * ``hindsight``: from the whole run; the advice is computed from it.
 
-The factor (:data:`Factor`) is a short string for tables; ``summary`` one line; ``evidence``
+The factor (:data:`Factor`) is a short string for tables; ``summary`` one line that does not
+repeat it (whoever shows both puts :attr:`Diagnosis.headline` before it); ``evidence``
 (label, value, unit) triples; ``advice`` one line per remedy, each with the figure the model
 needs and what it predicts then. A corrupted run is not diagnosed as if its figures were valid.
 :func:`diagnose_cell` (or :func:`aggregate` of diagnoses) combines the repetitions of a cell: the
@@ -138,6 +139,13 @@ class Diagnosis:
     def valid(self) -> bool:
         return self.factor not in INVALID
 
+    @property
+    def headline(self) -> str:
+        """The factor, and for a cell (:func:`aggregate`) in how many of its runs."""
+        if not self.factors:
+            return self.factor
+        return f"{self.factor} in {dict(self.factors).get(self.factor, 0)}/{self.runs} runs"
+
     def columns(self) -> dict[str, str | float | int | None]:
         """The ``summary.csv`` columns."""
         def ms(v: float | None) -> float | None:
@@ -156,7 +164,7 @@ class Diagnosis:
 
     def lines(self) -> list[str]:
         """Plain text for ``show``."""
-        out = [f"diagnosis: {self.factor}: {self.summary}"]
+        out = [f"diagnosis: {self.headline}: {self.summary}"]
         out += [f"  {e.label}: {_fmt(e.value)}{' ' + e.unit if e.unit else ''}"
                 for e in self.evidence]
         rows = (("predicted", self.predicted), ("early", self.early),
@@ -448,8 +456,8 @@ def _corrupted(rec: RunRecord, measured: Figures) -> Diagnosis:
         parts.append("the guest went silent")
     what = "; ".join(parts) or "the integrity check failed"
     ev.append(Evidence("QEMU", rec.qemu.version or rec.qemu.build, ""))
-    return _invalid("corrupted", f"corrupted: {what}; its times are not a result and are not "
-                    "diagnosed", measured,
+    return _invalid("corrupted", f"{what}; its times are not a result and are not diagnosed",
+                    measured,
                     ("none for the migration settings: rerun on a QEMU build whose integrity "
                      "checks pass before reading its times",), tuple(ev))
 
@@ -513,10 +521,9 @@ def diagnose(rec: RunRecord, pre: Premeasured | None = None) -> Diagnosis:
     if rec.integrity.verdict == "corrupted":
         return _corrupted(rec, measured)
     if rec.outcome == "skipped":
-        return _invalid("not-migrated", f"not migrated: {rec.error or 'skipped'}", measured)
+        return _invalid("not-migrated", rec.error or "skipped", measured)
     if rec.outcome == "failed":
-        return _invalid("failed", f"the migration failed: {rec.error or 'no error recorded'}",
-                        measured)
+        return _invalid("failed", rec.error or "no error recorded", measured)
     if whole.samples == 0:
         return _invalid("not-migrated", "no query-migrate samples with RAM figures were recorded",
                         measured)
@@ -526,7 +533,7 @@ def diagnose(rec: RunRecord, pre: Premeasured | None = None) -> Diagnosis:
     try:
         ins = _inputs(rec, st, whole, early_obs, pre, cpu_bound)
     except ValueError as exc:  # figures the model cannot take (a record edited by hand)
-        return _invalid("undiagnosed", f"not diagnosed: {exc}", measured)
+        return _invalid("undiagnosed", f"the model cannot take its figures: {exc}", measured)
     preds = {name: predict(sc) if sc else None for name, sc in
              (("configured", ins.configured), ("early", ins.early), ("hindsight", ins.hindsight))}
     hind = preds["hindsight"]
@@ -628,10 +635,11 @@ def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
                     f"guest stopped by postcopy faults: it made no progress for {stall:.0f} ms "
                     f"(the downtime limit is {limit_ms:.0f} ms) after the switch at "
                     f"{rec.postcopy_start_t:.2f} s; the rest arrived in {_opt_s(phase)}")
-            return "converged", (f"converged through postcopy: switched at "
+            return "converged", (f"switched to postcopy at "
                                  f"{rec.postcopy_start_t:.2f} s, completed in "
                                  f"{_opt_s(measured.total_time)}{note}")
-        return "converged", (f"converged: {measured.passes} passes, "
+        n = measured.passes
+        return "converged", (f"{n} pass{'' if n == 1 else 'es'}, "
                              f"{_opt_s(measured.total_time)}, downtime "
                              f"{_opt_ms(measured.downtime)}{note}")
     sc = ins.hindsight
@@ -683,7 +691,7 @@ def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
             if floor > hind.budget:
                 return "downtime-limit", downtime_txt
             return "link-bound", (
-                f"link-bound: the guest dirties {rate / MiB:.1f} MiB/s, the link carried "
+                f"the guest dirties {rate / MiB:.1f} MiB/s, the link carried "
                 f"{tp / MiB:.1f} MiB/s; the model predicted completion at "
                 f"{_opt_s(hind.total_time)}, QEMU did not get there ({left / MiB:.1f} MiB "
                 "left at a sync)")
@@ -691,7 +699,7 @@ def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
         free = predict(replace(sc, max_time=None, max_passes=None))
         if free.converges:
             return "link-bound", (
-                f"link-bound: too slow for max_time_s ({st.max_time:g} s): at {tp / MiB:.1f} "
+                f"too slow for max_time_s ({st.max_time:g} s): at {tp / MiB:.1f} "
                 f"MiB/s it would complete at {_opt_s(free.total_time)} after {free.passes} "
                 f"passes (pass 0 alone: {free.schedule[0].duration:.1f} s)")
         need = min_downtime_limit(sc)
@@ -700,7 +708,7 @@ def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
             return "downtime-limit", downtime_txt
     ws_txt = f" over a {ws / MiB:.0f} MiB working set" if ws < st.ram else ""
     return "link-bound", (
-        f"link-bound: the guest dirties {rate / MiB:.1f} MiB/s{ws_txt}, the link carried "
+        f"the guest dirties {rate / MiB:.1f} MiB/s{ws_txt}, the link carried "
         f"{tp / MiB:.1f} MiB/s: each pass left {left / MiB:.1f} MiB dirty, {send_ms:.0f} ms of "
         f"sending against a {limit_ms:.0f} ms downtime limit")
 
@@ -847,7 +855,7 @@ def aggregate(diagnoses: Sequence[Diagnosis]) -> Diagnosis:
     left = len(diagnoses) - len(valid)
     note = f" ({left} of {len(diagnoses)} runs {_invalid_words(counts)}, left out)" if (
         valid and left) else ""
-    summary = f"{factor} in {len(chosen)}/{len(diagnoses)} runs: {rep.summary}{note}"
+    summary = f"{rep.summary}{note}"
     return Diagnosis(
         factor, summary, tuple(evidence), rep.advice,
         _median_figures([d.predicted for d in chosen]), _median_figures([d.early for d in chosen]),

@@ -93,17 +93,18 @@ class Predictions:
         assert isinstance(e, Errors), which
         return error_text(e, unit)
 
-    def csv_rows(self) -> list[list[str]]:
-        """Per run: the predictions beside the measured figures (``predictions.csv``)."""
-        def f(v: float | None) -> str:
-            return "" if v is None else f"{v:.6g}"
+    def csv(self) -> tuple[list[str], list[list[str | int | float | None]]]:
+        """``predictions.csv``: per scored run, the prediction before it beside the measured
+        figures (header, rows; the report writes them through :func:`harness.output.csv_row`)."""
+        def r(v: float | None, digits: int) -> float | None:
+            return None if v is None else round(v, digits)
         head = ["cell_id", "repetition", "diagnosis", "predicted_outcome", "actual_outcome",
                 "predicted_total_time_s", "total_time_s", "predicted_downtime_ms",
                 "downtime_ms"]
-        return [head] + [[r.cell_id, str(r.repetition), r.factor, r.predicted, r.actual,
-                          f(r.predicted_total_s), f(r.measured_total_s),
-                          f(r.predicted_downtime_ms), f(r.measured_downtime_ms)]
-                         for r in self.runs]
+        return head, [[x.cell_id, x.repetition, x.factor, x.predicted, x.actual,
+                       r(x.predicted_total_s, 3), r(x.measured_total_s, 3),
+                       r(x.predicted_downtime_ms, 1), r(x.measured_downtime_ms, 1)]
+                      for x in self.runs]
 
 
 def _label(f: Figures | None) -> str:

@@ -218,8 +218,11 @@ def index_tables(rep: Report) -> dict[str, str]:
                       [[p.id, p.variant, p.label] + vals for p, vals in rep.param_rows])
     common = csv_text(["parameter", "value"], rep.common_params)
     qemu = csv_text(["variant", "qemu_version", "runs"], rep.qemu)
-    return {"overview.csv": cells, "hosts.csv": hosts, "parameters.csv": params,
-            "parameters-common.csv": common, "qemu.csv": qemu}
+    out = {"overview.csv": cells, "hosts.csv": hosts, "parameters.csv": params,
+           "parameters-common.csv": common, "qemu.csv": qemu}
+    if rep.predictions is not None:
+        out["predictions.csv"] = csv_text(*rep.predictions.csv())
+    return out
 
 
 def cell_tables(page: CellPage) -> dict[str, str]:

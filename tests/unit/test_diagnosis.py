@@ -239,7 +239,8 @@ def test_a_cell_takes_the_majority_and_medians_and_leaves_corrupted_runs_out() -
     bad = diagnose(read(CORRUPTED))
     cell = aggregate([link, ok, link, bad])
     assert cell.factor == "link-bound" and cell.runs == 4
-    assert cell.summary.startswith("link-bound in 2/4 runs: ")
+    assert cell.headline == "link-bound in 2/4 runs" and cell.summary.startswith(link.summary)
+    assert cell.lines()[0] == f"diagnosis: link-bound in 2/4 runs: {cell.summary}"
     assert "1 of 4 runs 1 corrupted, left out" in cell.summary
     assert dict(cell.factors) == {"link-bound": 2, "converged": 1, "corrupted": 1}
     assert cell.advice == link.advice
@@ -292,3 +293,18 @@ def test_summary_columns_are_the_stores_diagnosis_columns() -> None:
     row = store.summary_row(rec, summary_columns)
     assert row["diagnosis"] == cols["diagnosis"] != ""
     assert "diagnosis" not in store.summary_row(rec)  # not annotated: the columns stay empty
+
+
+@pytest.mark.parametrize("path", [*COMPLETED, CORRUPTED, SKIPPED, FAILED], ids=lambda p: p.parent.name)
+def test_the_factor_is_said_once(path: Path) -> None:
+    """``show`` and the cell page put the factor (the headline) before the summary: the summary
+    does not start with it again ("converged: converged: ...", "corrupted: corrupted: ...")."""
+    d = diagnose(read(path))
+    cell = aggregate([d, d])
+    for diag, head in ((d, d.factor), (cell, f"{d.factor} in 2/2 runs")):
+        assert diag.headline == head
+        first = diag.lines()[0]
+        assert first == f"diagnosis: {head}: {diag.summary}"
+        words = diag.summary.split(":")[0].lower().replace("-", " ")
+        assert words != d.factor.replace("-", " ") and not words.startswith(
+            ("converged", "link bound", "corrupted", "not migrated", "failed", "the migration"))

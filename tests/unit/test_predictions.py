@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
 
 from harness.analysis.diagnosis import Diagnosis, Figures, diagnose
 from harness.report.model import build_report
 from harness.report.predictions import COMPLETES, NOT_CONVERGED, UNKNOWN, predictions
+from harness.report.render import render
 from harness.results import store
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -29,8 +32,8 @@ def test_confusion_and_errors_on_the_stored_runs() -> None:
     assert 0 < p.total_time_pct.median < 15
     assert p.downtime_ms.median is not None and 150 < p.downtime_ms.median < 300
     assert p.text("total_time_pct", "%").endswith("10 runs")
-    rows = p.csv_rows()
-    assert len(rows) == 14 and rows[0][3] == "predicted_outcome"
+    head, rows = p.csv()
+    assert len(rows) == 13 and head[3] == "predicted_outcome"
 
 
 def test_a_mispredicted_outcome_is_not_a_time_error() -> None:
@@ -53,3 +56,30 @@ def test_the_report_has_the_section_and_each_cell_its_diagnosis() -> None:
     report = build_report(recs, title="t")
     assert report.predictions is not None and report.predictions.scored == 13
     assert all(page.diagnosis is not None for page in report.cells)
+
+
+def test_the_report_writes_predictions_csv_beside_the_other_tables(tmp_path: Path) -> None:
+    """predictions.csv: one row per scored run, the prediction before it beside the measured
+    figures, linked from the index's Predictions section like every other table."""
+    recs = _records()
+    report = build_report(recs, title="t")
+    render(report, tmp_path)
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert report.predictions is not None and len(rows) == report.predictions.scored == 13
+    by_run = {(r["cell_id"], r["repetition"]): r for r in rows}
+    nc = by_run[("ebde118b7008", "1")]  # the link-bound precopy run (tests/data/v1)
+    assert (nc["diagnosis"], nc["actual_outcome"], nc["total_time_s"]) == (
+        "link-bound", "not converged", "")
+    done = [r for r in rows if r["actual_outcome"] == "completed"]
+    assert len(done) == 11 and all(float(r["total_time_s"]) > 0 for r in done)
+    assert all(float(r["predicted_total_time_s"]) > 0 for r in done
+               if r["predicted_outcome"] == "completes")
+    rec = next(r for r in recs if r.cell.id == done[0]["cell_id"]
+               and r.repetition == int(done[0]["repetition"]))
+    assert rec.metrics.total_time_ms is not None
+    assert float(done[0]["total_time_s"]) == round(rec.metrics.total_time_ms / 1000, 3)
+    index = (tmp_path / "index.html").read_text()
+    linked = set(re.findall(r'class="csv" href="([^"]+)"', index))
+    assert "predictions.csv" in linked
+    assert all((tmp_path / name).exists() for name in linked), linked

@@ -108,7 +108,7 @@ def test_every_csv_written_from_hostile_records_is_neutralised(tmp_path: Path) -
     names = {p.name for p in tables}
     assert {"summary.csv", "export.csv", "overview.csv", "hosts.csv", "parameters.csv",
             "qemu.csv", "compare.csv", "a00000000001-runs.csv", "a00000000001-info-migrate.csv",
-            "trend.csv"} <= names, names
+            "trend.csv", "predictions.csv"} <= names, names
     cells: set[str] = set()
     for path, rows in tables.items():
         for row in rows:
