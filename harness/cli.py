@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import locations
-from harness.analysis.diagnosis import Diagnosis, aggregate, diagnose
+from harness.analysis.diagnosis import Diagnosis, aggregate, diagnose, summary_columns
 from harness.checks import preflight
 from harness.ci.abtest import register as register_compare
 from harness.ci.nightly import register as register_nightly
@@ -255,7 +255,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = store.export(Path(args.dir), args.format, Path(args.output) if args.output else None)
+    path = store.export(Path(args.dir), args.format, Path(args.output) if args.output else None,
+                        annotate=summary_columns)  # the diagnosis, as summary.csv has it
     out.print(f"wrote {path}")
     return 0
 

@@ -260,11 +260,12 @@ def _flatten_cpu(record: RunRecord) -> Row:
     return out
 
 
-def rows(runs: Iterable[RunRecord]) -> list[dict[str, object]]:
-    """One flat dict per run: the summary columns, every metric, per-class CPU and the axes."""
+def rows(runs: Iterable[RunRecord], annotate: Annotate | None = None) -> list[dict[str, object]]:
+    """One flat dict per run: the summary columns (``annotate``'s diagnosis as in summary.csv),
+    every metric, per-class CPU and the axes."""
     out: list[dict[str, object]] = []
     for rec in runs:
-        row: dict[str, object] = dict(summary_row(rec))
+        row: dict[str, object] = dict(summary_row(rec, annotate))
         for k, v in rec.metrics.model_dump().items():
             row.setdefault(k, v)
         row.update(_flatten_cpu(rec))
@@ -282,7 +283,10 @@ EXTRA_METRIC_COLUMNS = ["qemu_mbps", "samples", "guest_stall_clock"]
 FRAME_COLUMNS = SUMMARY_COLUMNS + EXTRA_METRIC_COLUMNS + [m.key for m in CPU]
 
 _CATEGORY_COLUMNS = ("campaign", "variant", "features", "workload", "outcome", "integrity")
-_STRING_COLUMNS = ("cell_id", "qemu_version", "error", "guest_stall_clock")
+# the diagnosis's text: strings (a categorical with no value, without ``annotate``, does not
+# survive parquet)
+_STRING_COLUMNS = ("cell_id", "qemu_version", "error", "guest_stall_clock", "diagnosis",
+                   "advice", "predicted_outcome")
 _FLOAT_COLUMNS = tuple(c for c in FRAME_COLUMNS if c not in _CATEGORY_COLUMNS + _STRING_COLUMNS
                        + ("repetition", "timing_excluded"))
 
@@ -307,11 +311,12 @@ def load(root: Path) -> Any:
     return frame(rec for _, rec in iter_runs(root))
 
 
-def frame(runs: Iterable[RunRecord]) -> Any:
-    """The DataFrame of :func:`load` for ``runs``."""
+def frame(runs: Iterable[RunRecord], annotate: Annotate | None = None) -> Any:
+    """The DataFrame of :func:`load` for ``runs`` (the diagnosis columns filled by ``annotate``,
+    empty without it)."""
     import pandas as pd
 
-    df = pd.DataFrame(rows(runs))
+    df = pd.DataFrame(rows(runs, annotate))
     extra = [c for c in df.columns if c not in FRAME_COLUMNS]
     df = df.reindex(columns=FRAME_COLUMNS + extra)
     for col in _FLOAT_COLUMNS:
@@ -351,15 +356,17 @@ def _text(v: Any) -> str | None:
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
 
 
-def export(root: Path, fmt: str, dest: Path | None = None) -> Path:
-    """Write the DataFrame of ``root`` as parquet or csv; returns the file written.
+def export(root: Path, fmt: str, dest: Path | None = None, annotate: Annotate | None = None
+           ) -> Path:
+    """Write the DataFrame of ``root`` as parquet or csv; returns the file written. ``annotate``
+    fills the diagnosis columns as in summary.csv (the CLI passes the diagnosis).
 
     :raise HarnessError: unknown format, no run in ``root``, unreadable run file, or the file
         cannot be written.
     """
     if fmt not in ("parquet", "csv"):
         raise HarnessError(f"unknown export format {fmt!r}: use parquet or csv")
-    df = frame(records(root))  # an empty folder is refused: an empty table is no export
+    df = frame(records(root), annotate)  # an empty folder is refused: no export
     path = dest or (root / f"runs.{fmt}")
     try:
         if fmt == "parquet":

@@ -308,3 +308,36 @@ def test_the_factor_is_said_once(path: Path) -> None:
         words = diag.summary.split(":")[0].lower().replace("-", " ")
         assert words != d.factor.replace("-", " ") and not words.startswith(
             ("converged", "link bound", "corrupted", "not migrated", "failed", "the migration"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_carries_the_diagnosis_summary_csv_has(fmt: str, tmp_path: Path) -> None:
+    """``migbench export`` fills the diagnosis columns from the same function as summary.csv
+    (summary_columns); the store's frame alone leaves them empty (it does not diagnose)."""
+    import shutil
+
+    import pandas as pd
+
+    from harness import cli
+    from harness.analysis.diagnosis import summary_columns
+    from harness.results import store
+    camp = tmp_path / "camp"
+    shutil.copytree(DATA / "v1", camp, ignore=shutil.ignore_patterns("README.md", "summary.csv"))
+    out = tmp_path / f"runs.{fmt}"
+    assert cli.main(["export", str(camp), "--format", fmt, "-o", str(out)]) == 0
+    df = (pd.read_csv(out, dtype={"cell_id": str}, keep_default_na=False) if fmt == "csv"
+          else pd.read_parquet(out))
+    recs = {(r.cell.id, r.repetition): r for r in store.records(camp)}
+    assert len(df) == len(recs) == 13
+    factors = set()
+    for _, row in df.iterrows():
+        want = summary_columns(recs[(row["cell_id"], int(row["repetition"]))])
+        for col in ("diagnosis", "advice", "predicted_outcome"):
+            assert (row[col] if isinstance(row[col], str) else "") == (want[col] or ""), col
+        for col in ("predicted_total_time_ms", "predicted_downtime_ms", "early_total_time_ms"):
+            got, exp = row[col], want[col]
+            assert (got == "" or pd.isna(got)) if exp is None else float(got) == exp, col
+        factors.add(row["diagnosis"])
+    assert {"converged", "link-bound", "corrupted", "not-migrated"} <= factors
+    bare = store.frame(recs.values())
+    assert bare["diagnosis"].isna().all()
