@@ -129,6 +129,29 @@ def tc_delay(flag: str, value: Any) -> None:
         raise _refuse(flag, value, f"must be above 0 and at most {MAX_DELAY_S:g}s")
 
 
+def broker_url(flag: str, value: Any) -> None:
+    """A Redis URL for the lab's broker (``redis://HOST:PORT/DB``)."""
+    from harness.lab.broker import broker_problem, shown
+
+    text(flag, value)
+    problem = broker_problem(str(value))
+    if problem:
+        raise _refuse(flag, shown(str(value)), problem)
+
+
+def engine(flag: str, value: Any) -> None:
+    """``local`` or ``celery://`` and a broker URL."""
+    from harness.lab.broker import ENGINE_PREFIX, LOCAL_ENGINE
+
+    text(flag, value)
+    s = str(value)
+    if s == LOCAL_ENGINE:  # the engine, not a host's transport
+        return
+    if not s.startswith(ENGINE_PREFIX):
+        raise _refuse(flag, value, f"use local or {ENGINE_PREFIX}redis://HOST:PORT/DB")
+    broker_url(flag, s[len(ENGINE_PREFIX):])
+
+
 #: Every option of every command, by argparse ``dest``: its check. tests/unit/test_hostile_input
 #: fails when a command gains an option that is not here.
 FLAG_CHECKS: dict[str, Check] = {
@@ -151,6 +174,10 @@ FLAG_CHECKS: dict[str, Check] = {
     "build_cache": remote_folder, "configure_arg": configure_arg,
     "dir": remote_folder,  # testbed: <dir>/work is the namespace hosts' workdir
     "rate": tc_rate, "delay": tc_delay,
+    # the lab (harness.lab)
+    "engine": engine, "broker": broker_url, "worker_name": name,
+    "redeliveries": number(0, 10, integer=True),
+    "lease_s": number(10, 24 * 3600),  # below 10 s a busy broker could expire a live lease
 }
 
 

@@ -34,6 +34,8 @@ from harness.errors import MAX_LINE, HarnessError, UsageError, one_line
 from harness.hosts.hostsfile import register as register_init
 from harness.hosts.provision import register as register_provision
 from harness.hosts.testbed import register as register_testbed
+from harness.lab.broker import engine_broker
+from harness.lab.commands import register as register_lab
 from harness.output import console_text, terminal_text
 from harness.plan.config import hosts_path, load_hosts, load_matrix, plan
 from harness.plan.matrix import Cell
@@ -143,9 +145,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         def note(message: str) -> None:
             bar.console.print(terminal_text(message), markup=False, highlight=False)
 
-        run_matrix(matrix_path, spec, hosts_file, hosts, dest,
-                   RunProgress(start, run_started, state, run_finished, note=note),
-                   pairs=args.pair or None)
+        callbacks = RunProgress(start, run_started, state, run_finished, note=note)
+        url = engine_broker(args.engine, args.broker)
+        if url is not None:  # a lab (harness.lab): the same progress, records from workers
+            from harness.lab.submit import run_lab
+
+            run_lab(matrix_path, spec, hosts_file, hosts, dest, url, callbacks,
+                    attach=args.attach, redeliveries=args.redeliveries)
+        else:
+            run_matrix(matrix_path, spec, hosts_file, hosts, dest, callbacks,
+                       pairs=args.pair or None)
     _summary_table(dest)
     out.print(f"results: {console_text(dest)}  (details: migbench show {console_text(dest)})")
     return 0
@@ -306,6 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only on this host pair (repeatable; default: every pair, concurrently)")
     r.add_argument("--smoke", action="store_true",
                    help="one repetition with the shortest limits (max_time_s <= 8): a quick check")
+    r.add_argument("--engine", metavar="ENGINE",
+                   help="local (default: this process runs every pair) or celery://REDIS-URL: "
+                        "submit the runs to a lab of `migbench worker`s (README: A lab of host "
+                        "pairs)")
+    r.add_argument("--broker", metavar="URL", help="the same as --engine celery://URL")
+    r.add_argument("--attach", action="store_true",
+                   help="lab only: submit nothing, collect the runs this campaign submitted "
+                        "before (after the submitter was stopped)")
+    r.add_argument("--redeliveries", type=int, default=2, metavar="N",
+                   help="lab only: a run whose worker is lost is redelivered at most N times, "
+                        "then recorded failed (default 2)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("show", help="print results like `info migrate`",
@@ -342,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_compare(sub)
     register_provision(sub)
     register_init(sub)
+    register_lab(sub)
 
     i = sub.add_parser("image", help="guest image commands")
     isub = i.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")

@@ -27,7 +27,8 @@ from typing import Any
 from harness.errors import HarnessError, StoreError
 from harness.output import csv_cell, csv_row, write_atomic, write_failure
 from harness.plan.models import workload_label
-from harness.results.record import RunRecord, dump, read
+from harness.results.record import RunRecord, dump, loads, read
+from harness.results.record.codec import MAX_BYTES
 from harness.results.record.errors import RecordError
 from harness.results.record.metrics import CPU, CPU_SIDES, SUMMARY, cpu_column
 from harness.results.record.scalars import CELL_ID_PATTERN
@@ -171,6 +172,18 @@ def load_run(path: Path) -> RunRecord:
     :raise RecordError: the file cannot be read or does not hold a valid record (one line).
     """
     return read(path)
+
+
+def receive_run(data: bytes | str, source: str) -> RunRecord:
+    """A record that arrives as bytes rather than as a file (a lab worker's answer, see
+    harness.lab): the same checks as :func:`load_run`, ``source`` naming where it came from.
+
+    :raise RecordError: it is larger than a run file may be or does not hold a valid record.
+    """
+    if len(data) > MAX_BYTES:
+        raise RecordError("", f"{len(data)} bytes, more than a run record may have "
+                          f"({MAX_BYTES})", "check the sender", source)
+    return loads(data, source)
 
 
 def records(root: Path) -> list[RunRecord]:

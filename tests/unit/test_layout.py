@@ -32,11 +32,14 @@ ALLOWED: dict[str, set[str]] = {
     "hosts": {"base", "plan", "guest"},
     "run": {"base", "plan", "results", "analysis", "guest", "hosts"},
     "ci": {"base", "plan", "results", "analysis", "report", "guest", "hosts", "run"},
-    "top": {"base", "plan", "results", "analysis", "report", "guest", "hosts", "run", "ci"},
+    # the lab of host pairs (Celery): beside run, whose per-run function it calls
+    "lab": {"base", "plan", "results", "analysis", "guest", "hosts", "run"},
+    "top": {"base", "plan", "results", "analysis", "report", "guest", "hosts", "run", "ci",
+            "lab"},
 }
 #: Pure stages take and return data: no process, socket, host or QEMU anywhere below them.
 PURE = {"plan", "results", "analysis", "report"}
-IO_STAGES = {"guest", "hosts", "run", "ci", "top"}
+IO_STAGES = {"guest", "hosts", "run", "ci", "lab", "top"}
 IO_LIBRARIES = {"subprocess", "socket", "select", "fabric", "paramiko", "invoke", "qemu"}
 
 #: What names the transport outside harness/hosts/ (see :func:`transport_branches`).

@@ -1,0 +1,279 @@
+"""``migbench worker``: one Celery worker that owns one host pair and runs one run at a time.
+
+At start the worker readies its pair as the local runner does (guest image on the hosts, each
+host's accelerator), probes every QEMU build both hosts have, and declares what it can run
+(:class:`~harness.lab.caps.WorkerInfo`, renewed every few seconds, expiring when the worker
+dies). It then consumes its capability queue with a prefetch of one and late acknowledgement.
+
+Each run goes through the local runner's per-run function (:meth:`_PairWorker.run_one`), and
+comes back to the submitter as the record's canonical JSON (the run file's bytes). While a
+run goes on, the worker renews its lease on the message; if the worker dies the lease runs out
+and the broker hands the run to another worker of the same queue. Each delivery is counted
+on the broker: past ``1 + redeliveries`` deliveries the run is recorded ``failed`` with the
+workers it was lost with. After a ``failed`` run the worker checks its pair: if a host no longer
+answers, the run is not a result about the cell: it goes back to the queue for another pair,
+and this worker stops (its pair is out of the lab until someone starts it again).
+
+Celery's thread pool with one thread: the task runs in this process (so a killed worker takes
+its SSH sessions, and with them its remote QEMUs, along), while the main thread keeps talking
+to the broker (lease sweeps, shutdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from harness import locations
+from harness.errors import HarnessError, HostError
+from harness.guest.image import GuestImage, ensure_image
+from harness.hosts.probe import probe
+from harness.lab import broker
+from harness.lab.caps import BuildCaps, Current, WorkerInfo, signature
+from harness.lab.job import Cells, Job
+from harness.output import terminal_text
+from harness.plan.models import HostsConfig, MatrixSpec
+from harness.results.record import dump
+from harness.results.record.model import HarnessInfo, RunRecord
+from harness.results.record.scalars import utc
+from harness.run.cancel import Stop
+from harness.run.runner import Progress, _Campaign, _PairWorker, skipped_record
+
+log = logging.getLogger("migbench.lab")
+
+
+class LabWorker:
+    """The process's one worker: its pair, its declaration, its Celery worker."""
+
+    def __init__(self, url: str, hosts_path: Path, hosts: HostsConfig, pair: str, name: str,
+                 lease_s: float, say: Any = print) -> None:
+        self.url = url
+        self.hosts_path = hosts_path
+        self.hosts = hosts
+        self.pair_name = pair
+        self.name = name
+        self.lease_s = lease_s
+        self.say = say
+        self.redis: Any = None
+        self.pairs: dict[bool, _PairWorker] = {}  # by "the image has fio"
+        self.cells = Cells()
+        self.info: WorkerInfo | None = None
+        self.current: Current | None = None
+        self.done = 0
+        self.stop = threading.Event()  # the worker is shutting down
+        self.run_stop: Stop | None = None  # the run in progress's stop
+        self.tags: dict[str, str] = {}  # task id -> delivery tag (for its lease)
+        self.lock = threading.Lock()
+        self.pair_failure: str | None = None
+
+    # -- start ------------------------------------------------------------------------------
+
+    def _campaign(self, spec: MatrixSpec, image: GuestImage, matrix_file: str) -> _Campaign:
+        """What the local runner's pair worker reads of its campaign, for one run here."""
+        progress = Progress(note=lambda m: self.say(f"{self.name}: {m}"))
+        scratch = Path(tempfile.gettempdir())  # never written: the submitter stores the records
+        return _Campaign(Path(matrix_file), spec, self.hosts, scratch, progress, image, [])
+
+    def pair(self, fio: bool) -> _PairWorker:
+        """The pair readied for the guest image with (or without) fio, set up on first use.
+
+        :raise HarnessError: the image cannot be built or the pair cannot take it.
+        """
+        if fio not in self.pairs:
+            image = ensure_image(locations.image_cache(), fio=fio)
+            camp = self._campaign(MatrixSpec.model_validate({"name": "lab"}), image, "")
+            pw = _PairWorker(self.pair_name, self.hosts.pairs[self.pair_name], camp)
+            try:
+                pw.setup()
+            except BaseException:
+                pw.close()
+                raise
+            self.pairs[fio] = pw
+        return self.pairs[fio]
+
+    def declare_capabilities(self) -> WorkerInfo:
+        """Probe the pair's builds and build the declaration.
+
+        :raise HarnessError: the pair cannot be used.
+        """
+        pw = self.pair(False)
+        spec = self.hosts.pairs[self.pair_name]
+        builds = {}
+        for build in sorted(set(self.hosts.qemu_builds) | set(spec.source.qemu)
+                            | set(spec.destination.qemu)):
+            src_b = self.hosts.build_for(spec.source, build)
+            dst_b = self.hosts.build_for(spec.destination, build)
+            if src_b is None or dst_b is None:
+                continue
+            try:
+                builds[build] = BuildCaps(
+                    source=probe(src_b, locations.probe_cache(), host=pw.source),
+                    destination=probe(dst_b, locations.probe_cache(), host=pw.destination))
+            except HarnessError as exc:
+                self.say(terminal_text(f"{self.name}: QEMU build {build} left out: {exc}"))
+        if not builds:
+            raise HostError(f"pair {self.pair_name}: no QEMU build answers on both hosts")
+        accel = pw.accel
+        queue = signature(spec, accel["source"], accel["destination"], builds)
+        now = time.time()
+        return WorkerInfo(name=self.name, pair=self.pair_name, machine=socket.gethostname(),
+                          pid=os.getpid(), hosts=spec, source_accel=accel["source"],
+                          destination_accel=accel["destination"], builds=builds, queue=queue,
+                          started=now, heartbeat=now)
+
+    def publish(self) -> None:
+        assert self.info is not None
+        info = self.info.model_copy(update={"heartbeat": time.time(), "done": self.done,
+                                            "current": self.current})
+        self.redis.set(broker.worker_key(self.name), info.model_dump_json(),
+                       ex=broker.DECLARATION_TTL_S)
+
+    def _heartbeat(self) -> None:
+        """Renew the declaration and the lease of the run in progress until the worker stops."""
+        every = min(broker.HEARTBEAT_S, self.lease_s / 4)
+        while not self.stop.wait(every):
+            with contextlib.suppress(Exception):  # the broker is away: Celery reconnects, so do we
+                self.publish()
+                cur = self.current
+                tag = self.tags.get(cur.task_id) if cur else None
+                if tag is not None:
+                    broker.renew_lease(self.redis, tag)
+
+    # -- one run ----------------------------------------------------------------------------
+
+    def execute(self, task_id: str, payload: Any) -> str:
+        """Run one job; its record's canonical JSON.
+
+        :raise HarnessError: the payload is not a job of a matrix this worker can plan.
+        :raise celery.exceptions.Reject: the run must go to another worker (this one stops, or
+            its pair failed).
+        """
+        from celery.exceptions import Reject
+
+        job = Job.parse(payload)
+        cell = self.cells.find(job)
+        rep = job.repetition
+        pw = self.pair(cell.workload.fio is not None)
+        delivery = int(self.redis.incr(broker.deliveries_key(task_id)))
+        self.redis.expire(broker.deliveries_key(task_id), broker.RESULT_TTL_S)
+        self.redis.rpush(broker.attempts_key(task_id),
+                         f"{self.name} (pair {self.pair_name}) at {utc(time.time())}")
+        self.redis.expire(broker.attempts_key(task_id), broker.RESULT_TTL_S)
+        camp = self._campaign(job.spec, pw.camp.image, job.matrix_file)
+        pw.camp = camp  # the spec, the stop and the notes of this run
+        self.run_stop = camp.interrupted
+        if self.stop.is_set():
+            camp.interrupt()
+        self.current = Current(task_id=task_id, cell_id=cell.id, repetition=rep,
+                               label=cell.label[:300], started=time.time(), delivery=delivery)
+        with contextlib.suppress(Exception):
+            self.publish()
+        self.say(terminal_text(f"{self.name}: {cell.id} {cell.label} rep {rep} "
+                               f"(delivery {delivery})"))
+        try:
+            if delivery > 1 + job.redeliveries:
+                record = self._lost_too_often(job, cell, rep, pw, task_id, delivery)
+            else:
+                record = pw.run_one(cell, rep)
+        finally:
+            self.current = None
+            self.run_stop = None
+        if camp.interrupted.is_set():
+            raise Reject("the worker is stopping: the run goes back to the queue", requeue=True)
+        if record.outcome == "failed" and not self._pair_answers(pw):
+            self.pair_failure = f"pair {self.pair_name} failed during a run: {record.error}"
+            self.say(terminal_text(f"{self.name}: {self.pair_failure}; the run goes back to the "
+                                   "queue and this worker stops"))
+            os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown, after this task
+            raise Reject(self.pair_failure, requeue=True)
+        self.done += 1
+        record = record.model_copy(update={"harness": HarnessInfo(
+            commit=camp.commit, matrix_file=job.matrix_file, pair=self.pair_name)})
+        return dump(record).decode()
+
+    def _lost_too_often(self, job: Job, cell: Any, rep: int, pw: _PairWorker, task_id: str,
+                        delivery: int) -> RunRecord:
+        attempts = [a.decode(errors="replace") for a in
+                    self.redis.lrange(broker.attempts_key(task_id), 0, -1)]
+        reason = (f"lost {delivery - 1} times: the worker running it died or its pair failed "
+                  f"before it finished ({'; '.join(attempts[:-1])[:600]}); at most "
+                  f"{job.redeliveries} redeliveries")
+        build = self.hosts.build_for(pw.pair.source, cell.build)
+        assert build is not None
+        return skipped_record(cell, rep, job.spec.name, reason, None, build, pw.source,
+                              pw.destination, outcome="failed")
+
+    def _pair_answers(self, pw: _PairWorker) -> bool:
+        for host in (pw.source, pw.destination):
+            try:
+                host.run(["true"], timeout=20)
+            except HarnessError:
+                return False
+        return True
+
+    # -- the Celery worker --------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Declare, consume until stopped; the exit status.
+
+        :raise HarnessError: the broker or the pair cannot be used.
+        """
+        from celery import signals
+        from celery.exceptions import SecurityWarning
+
+        # QEMU, namespaces and the hosts' tools need root; the tasks take JSON only, never
+        # pickle, which is what Celery's warning about root is for
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+        self.redis = broker.client(self.url)
+        self.info = self.declare_capabilities()
+        app = broker.make_app(self.url, self.lease_s)
+
+        @app.task(name=broker.TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
+        def run(task: Any, payload: Any) -> str:
+            return self.execute(str(task.request.id), payload)
+
+        def received(sender: Any = None, request: Any = None, **_: Any) -> None:
+            if request is not None and request.message is not None:
+                self.tags[str(request.id)] = str(request.message.delivery_tag)
+
+        def shutting_down(**_: Any) -> None:
+            self.stop.set()
+            if self.run_stop is not None:
+                self.run_stop.set()  # the run tears down now; it goes back to the queue
+
+        signals.task_received.connect(received, weak=False)
+        signals.worker_shutting_down.connect(shutting_down, weak=False)
+        self.publish()
+        beat = threading.Thread(target=self._heartbeat, name="lab-heartbeat", daemon=True)
+        beat.start()
+        caps = ", ".join(f"{b} (QEMU {c.source.version})" for b, c in self.info.builds.items())
+        self.say(terminal_text(f"worker {self.name}: pair {self.pair_name}, builds {caps}, "
+                               f"accel {self.info.source_accel}/{self.info.destination_accel}, "
+                               f"queue {self.info.queue}, broker {broker.shown(self.url)}"))
+        try:
+            w = app.Worker(hostname=f"{self.name}@{socket.gethostname()}",
+                           queues=[self.info.queue], pool="threads", concurrency=1,
+                           prefetch_multiplier=1, without_gossip=True, without_mingle=True,
+                           without_heartbeat=True, loglevel="WARNING", quiet=True)
+            w.start()
+            code = int(w.exitcode or 0)
+        finally:
+            self.stop.set()
+            beat.join(timeout=5)
+            with contextlib.suppress(Exception):
+                self.redis.delete(broker.worker_key(self.name))
+            for pw in self.pairs.values():
+                pw.close()
+        if self.pair_failure:
+            raise HostError(self.pair_failure)
+        return code
+

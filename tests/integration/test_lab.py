@@ -1,0 +1,226 @@
+"""The lab of host pairs for real: redis-server, two `migbench worker` processes on the SSH test
+bed, a submitter, a worker and the submitter killed with SIGKILL.
+
+The test bed has two namespace hosts; its two pairs are the two directions between them
+(``ab``: mbsrc -> mbdst, ``ba``: mbdst -> mbsrc), each owned by one worker. Both run at once
+(separate QEMUs, run folders and migration ports), as two pairs of a lab would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.hosts import testbed
+from harness.lab import broker
+from harness.lab.caps import WorkerInfo
+from harness.results import store
+
+from ._testbed import bed_qemus, settled
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MIGBENCH = [sys.executable, "-m", "harness.cli"]
+LEASE_S = 15.0
+MATRIX = """\
+name: lab
+repetitions: 3
+guest: {vcpus: 1, memory_mib: 256}
+limits: {max_time_s: 8, observe_after_s: 0.5}
+workload:
+  writer: {working_set_mib: 16, rate_mib_s: 4, pattern: sparse}
+migration:
+  max-bandwidth: 1gbit
+axes:
+  feature: [precopy, xbzrle]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of our own: loopback, a free port, its own folder, no persistence."""
+    folder = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+         "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+        stdout=(folder / "redis.log").open("w"), stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                broker.client(url)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def lab_hosts() -> Iterator[Path]:
+    """The SSH test bed with both directions as pairs."""
+    if os.geteuid() != 0:
+        pytest.skip("the test bed needs root")
+    if testbed.leftovers():
+        pytest.skip(f"the test bed is in use (another test?): {testbed.leftovers()}")
+    base = Path(tempfile.mkdtemp(prefix="mb-labbed-"))
+    hosts = testbed.up(base, rate="1gbit")
+    try:
+        data: dict[str, Any] = yaml.safe_load(hosts.read_text())
+        ab = data["pairs"].pop("testbed")
+        data["pairs"] = {"ab": ab, "ba": {"source": ab["destination"],
+                                          "destination": ab["source"]}}
+        path = base / "lab-hosts.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        yield path
+        assert settled(bed_qemus) == []
+    finally:
+        testbed.down(base)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("MIGBENCH_CACHE", str(REPO / "build"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*MIGBENCH, *argv], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            env=_env(), cwd=REPO, start_new_session=True)
+
+
+def _declared(url: str) -> dict[str, WorkerInfo]:
+    c = broker.client(url)
+    return {w.name: w for w in (WorkerInfo.parse(v, k) for k, v in broker.declarations(c))}
+
+
+def _wait(what: str, check: Any, timeout: float, procs: list[subprocess.Popen[bytes]],
+          logs: list[Path]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        for p, log in zip(procs, logs, strict=True):
+            assert p.poll() is None, f"{p.args} exited {p.returncode}: {log.read_text()[-2000:]}"
+        time.sleep(0.3)
+    tails = "\n".join(f"== {log.name}\n{log.read_text()[-1500:]}" for log in logs)
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+def _stored(out: Path) -> dict[tuple[str, int], str | None]:
+    if not out.is_dir():
+        return {}
+    return {(r.cell.id, r.repetition): r.harness.pair if r.harness else None
+            for _, r in store.iter_runs(out)}
+
+
+def test_lab_redelivers_a_killed_workers_run_and_reattaches(
+        redis_url: str, lab_hosts: Path, tmp_path: Path) -> None:
+    matrix = tmp_path / "lab.yaml"
+    matrix.write_text(MATRIX)
+    out = tmp_path / "results"
+    logs = {n: tmp_path / f"{n}.log" for n in ("wa", "wb", "submit", "attach")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    common = ["--hosts", str(lab_hosts), "--broker", redis_url, "--lease-s", str(LEASE_S)]
+    try:
+        # One worker after the other: both place the guest image in the same (shared) folder.
+        procs["wa"] = _start(["worker", *common, "--pair", "ab", "--name", "wa"], logs["wa"])
+        _wait("worker wa", lambda: "wa" in _declared(redis_url), 90, [procs["wa"]], [logs["wa"]])
+        procs["wb"] = _start(["worker", *common, "--pair", "ba", "--name", "wb"], logs["wb"])
+        workers = [procs["wa"], procs["wb"]]
+        wlogs = [logs["wa"], logs["wb"]]
+        declared = _wait("worker wb", lambda: len(_declared(redis_url)) == 2 and
+                         _declared(redis_url), 90, workers, wlogs)
+        assert declared["wa"].queue == declared["wb"].queue  # same capabilities: one queue
+        status = subprocess.run([*MIGBENCH, "lab", "status", "--broker", redis_url],
+                                capture_output=True, text=True, env=_env(), cwd=REPO, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert "wa: pair ab" in status.stdout and "wb: pair ba" in status.stdout
+        assert f"queue {declared['wa'].queue}: 0 waiting, 2 workers" in status.stdout
+
+        procs["submit"] = _start(["run", str(matrix), "--hosts", str(lab_hosts), "--out",
+                                  str(out), "--engine", f"celery://{redis_url}"],
+                                 logs["submit"])
+        everyone = [*workers, procs["submit"]]
+        alogs = [*wlogs, logs["submit"]]
+
+        # wa stores a run, then is killed in the middle of its next one.
+        def wa_busy_again() -> str | None:
+            if "ab" not in _stored(out).values():
+                return None
+            cur = _declared(redis_url).get("wa")
+            if cur is None or cur.current is None:
+                return None
+            if (cur.current.cell_id, cur.current.repetition) in _stored(out):
+                return None
+            return cur.current.task_id if time.time() - cur.current.started > 2 else None
+
+        lost = _wait("wa in its second run", wa_busy_again, 150, everyone, alogs)
+        os.killpg(procs["wa"].pid, signal.SIGKILL)
+        procs["wa"].wait(10)
+        # The submitter goes too; the lab goes on without it.
+        os.killpg(procs["submit"].pid, signal.SIGKILL)
+        procs["submit"].wait(10)
+        done_before = len(_stored(out))
+        assert done_before < 6
+
+        c = broker.client(redis_url)
+        assert c.exists(broker.worker_key("wa")) == 1  # until its declaration expires
+        procs["attach"] = _start(["run", str(matrix), "--hosts", str(lab_hosts), "--out",
+                                  str(out), "--engine", f"celery://{redis_url}", "--attach"],
+                                 logs["attach"])
+        code = procs["attach"].wait(240)
+        text = logs["attach"].read_text()
+        assert code == 0, text[-3000:]
+        assert f"resuming: {done_before} of 6 runs already finished" in text
+
+        stored = _stored(out)
+        files = sorted(out.glob("*/*.json"))
+        assert len(files) == 6 and len(stored) == 6  # every cell x repetition, once
+        assert set(stored.values()) == {"ab", "ba"}  # both pairs ran runs
+        cell_id, rep = lost.rsplit("-", 2)[-2], int(lost.rsplit("-", 1)[-1])
+        assert stored[(cell_id, rep)] == "ba"  # the killed run, completed on the other pair
+        assert int(c.get(broker.deliveries_key(lost))) == 2
+        runs = [r for _, r in store.iter_runs(out)]
+        assert all(r.outcome == "completed" and r.integrity.verdict == "ok" for r in runs), \
+            [(r.outcome, r.error) for r in runs]
+        rows = (out / "summary.csv").read_text().strip().splitlines()
+        assert len(rows) == 7
+        assert "wa" not in _declared(redis_url)  # the dead worker's declaration expired
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+    assert settled(bed_qemus, timeout=10) == []

@@ -1,0 +1,187 @@
+"""The lab's pure parts: broker URLs and engine flags, worker declarations, routing, jobs, and
+records arriving as bytes (integration: tests/integration/test_lab.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import checks
+from harness.errors import HarnessError, UsageError
+from harness.hosts.probe import Probe
+from harness.lab import broker
+from harness.lab.caps import BuildCaps, WorkerInfo, route, signature, unroutable_line
+from harness.lab.job import Cells, Job
+from harness.plan.matrix import expand
+from harness.plan.models import HostPair, MatrixSpec
+from harness.results import store
+from harness.results.record.errors import RecordError
+
+CAPS = ("events", "xbzrle", "postcopy-ram", "auto-converge", "multifd")
+PARAMS = ("max-bandwidth", "downtime-limit", "xbzrle-cache-size", "multifd-channels",
+          "multifd-compression")
+
+
+def _probe(version: str = "10.0.2", caps: tuple[str, ...] = CAPS) -> Probe:
+    return Probe(binary="/usr/bin/qemu-system-x86_64", version=version, package="deb",
+                 capabilities=caps, parameters=PARAMS,
+                 commands=("migrate", "migrate-start-postcopy"),
+                 multifd_compression=("none", "zlib", "zstd"), host="h", build_id="sha256:x")
+
+
+def _pair(**fields: Any) -> HostPair:
+    side = {"transport": "ssh", "address": "10.0.0.1", **fields}
+    return HostPair.model_validate({"source": side, "destination": {**side,
+                                                                   "address": "10.0.0.2"}})
+
+
+def _worker(name: str, builds: dict[str, BuildCaps], accel: str = "tcg") -> WorkerInfo:
+    pair = _pair()
+    return WorkerInfo(name=name, pair=name, machine="m", pid=1, hosts=pair, source_accel=accel,
+                      destination_accel=accel, builds=builds,
+                      queue=signature(pair, accel, accel, builds), started=0.0, heartbeat=0.0)
+
+
+def _spec(**fields: Any) -> MatrixSpec:
+    return MatrixSpec.model_validate({"name": "t", "repetitions": 2,
+                                      "axes": {"feature": ["precopy", "xbzrle", "compress"]},
+                                      **fields})
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "redis://h", "rediss://:pw@h:1/15",
+                                 "redis://[::1]:6379/0", "redis://user:pw@host.example:7/3"])
+def test_broker_urls_accepted(url: str) -> None:
+    assert broker.broker_problem(url) == ""
+    checks.FLAG_CHECKS["broker"]("--broker", url)
+    checks.FLAG_CHECKS["engine"]("--engine", f"celery://{url}")
+
+
+@pytest.mark.parametrize("url", ["http://h:1/0", "redis://", "redis://h:0/0", "redis://h:99999",
+                                 "redis://h/16", "redis://h/x", "redis://h/0?ssl=1",
+                                 "redis://h;rm/0", "redis:///tmp/sock", "amqp://h//"])
+def test_broker_urls_refused_in_one_line(url: str) -> None:
+    assert broker.broker_problem(url)
+    with pytest.raises(UsageError) as exc:
+        checks.FLAG_CHECKS["broker"]("--broker", url)
+    assert "\n" not in str(exc.value) and str(exc.value).startswith("--broker")
+
+
+def test_engine_flag() -> None:
+    checks.FLAG_CHECKS["engine"]("--engine", "local")
+    for bad in ("celery", "celery://http://h", "ray://h", "local "):
+        with pytest.raises(UsageError):
+            checks.FLAG_CHECKS["engine"]("--engine", bad)
+    assert broker.engine_broker(None, None) is None
+    assert broker.engine_broker("local", None) is None
+    assert broker.engine_broker("celery://redis://h/0", None) == "redis://h/0"
+    assert broker.engine_broker(None, "redis://b/1") == "redis://b/1"
+    for flag, value in (("--redeliveries", -1), ("--redeliveries", 11), ("--lease-s", 5.0),
+                        ("--name", "a b")):
+        dest = {"--redeliveries": "redeliveries", "--lease-s": "lease_s",
+                "--name": "worker_name"}[flag]
+        with pytest.raises(UsageError):
+            checks.FLAG_CHECKS[dest](flag, value)
+
+
+def test_a_password_is_never_shown() -> None:
+    assert broker.shown("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
+    assert broker.shown("redis://u:s3cret@h:1/0") == "redis://u:***@h:1/0"
+    with pytest.raises(UsageError) as exc:
+        checks.FLAG_CHECKS["broker"]("--broker", "http://:s3cret@h:1/0")
+    assert "s3cret" not in str(exc.value)
+
+
+def test_task_ids_are_the_idempotency_key() -> None:
+    key = broker.campaign_key("{}", Path("/tmp/x"))
+    assert key == broker.campaign_key("{}", Path("/tmp/x"))
+    assert key != broker.campaign_key("{}", Path("/tmp/y"))
+    assert key != broker.campaign_key('{"a":1}', Path("/tmp/x"))
+    assert broker.task_id(key, "0123456789ab", 3) == f"mb-{key}-0123456789ab-3"
+
+
+def test_same_capabilities_share_a_queue_other_ones_do_not() -> None:
+    ten = {"10.0": BuildCaps(source=_probe(), destination=_probe())}
+    a, b = _worker("a", ten), _worker("b", ten)
+    assert a.queue == b.queue and a.queue.startswith("migbench.caps.")
+    # another binary path or host of the same QEMU routes alike
+    moved = Probe(**{**_probe().to_dict(), "binary": "/opt/q", "host": "z", "build_id": "y"})
+    assert _worker("c", {"10.0": BuildCaps(source=moved, destination=moved)}).queue == a.queue
+    assert _worker("d", ten, accel="kvm").queue != a.queue
+    seven = {"10.0": BuildCaps(source=_probe("7.2.0", (*CAPS, "compress")),
+                               destination=_probe("7.2.0", (*CAPS, "compress")))}
+    assert _worker("e", seven).queue != a.queue
+
+
+def test_routing_sends_a_cell_to_able_workers_and_reports_the_rest() -> None:
+    cells = {c.migration.feature: c for c in expand(_spec(), "10.0")}
+    ten = _worker("ten", {"10.0": BuildCaps(source=_probe(), destination=_probe())})
+    old = {"10.0": BuildCaps(source=_probe("7.2.0", (*CAPS, "compress")),
+                             destination=_probe("7.2.0", (*CAPS, "compress")))}
+    legacy, legacy2 = _worker("legacy", old), _worker("legacy2", old)
+    queue, reasons = route(cells["precopy"], [ten, legacy, legacy2])
+    assert queue == legacy.queue and reasons == {}  # the queue with the most able workers
+    queue, reasons = route(cells["compress"], [ten, legacy])
+    assert queue == legacy.queue and "compress" in reasons["ten"]
+    queue, reasons = route(cells["compress"], [ten])
+    assert queue is None
+    line = unroutable_line(cells["compress"], reasons)
+    assert "no worker can run it" in line and "ten:" in line and "compress" in line
+    assert "no worker is registered" in unroutable_line(cells["compress"], {})
+    other = _worker("other", {"9.0": BuildCaps(source=_probe(), destination=_probe())})
+    queue, reasons = route(cells["precopy"], [other])
+    assert queue is None and "no QEMU build '10.0'" in reasons["other"]
+
+
+def test_ping_cells_need_the_vm_network() -> None:
+    spec = _spec(axes={"feature": ["precopy"]}, workload={"ping": {"interval_ms": 10}})
+    cell = expand(spec, "10.0")[0]
+    builds = {"10.0": BuildCaps(source=_probe(), destination=_probe())}
+    bare = _worker("bare", builds)
+    queue, reasons = route(cell, [bare])
+    assert queue is None and "vm_bridge" in reasons["bare"]
+    pair = _pair(vm_bridge="br-vm", vm_network="10.250.4.1/24")
+    net = bare.model_copy(update={"name": "net", "hosts": pair,
+                                  "queue": signature(pair, "tcg", "tcg", builds)})
+    assert net.queue != bare.queue
+    assert route(cell, [bare, net])[0] == net.queue
+
+
+def test_a_declaration_from_the_broker_is_validated() -> None:
+    w = _worker("a", {"10.0": BuildCaps(source=_probe(), destination=_probe())})
+    assert WorkerInfo.parse(w.model_dump_json(), "k") == w
+    data = json.loads(w.model_dump_json())
+    for field, value in (("name", "a;rm -rf /"), ("queue", "celery"), ("source_accel", "x"),
+                         ("pid", 0), ("extra", 1)):
+        with pytest.raises(HarnessError, match="broker key k: not a worker declaration"):
+            WorkerInfo.parse(json.dumps({**data, field: value}), "k")
+    with pytest.raises(HarnessError):
+        WorkerInfo.parse(b"\xff{", "k")
+
+
+def test_a_job_travels_and_finds_its_cell() -> None:
+    spec = _spec()
+    cell = expand(spec, "10.0")[1]
+    job = Job(spec=spec, default_build="10.0", cell_id=cell.id, repetition=2,
+              matrix_file="m.yaml", redeliveries=2)
+    again = Job.parse(json.loads(json.dumps(job.payload())))
+    assert again == job
+    found = Cells().find(again)
+    assert found.id == cell.id and found.to_dict() == cell.to_dict()
+    with pytest.raises(HarnessError, match="has no cell"):
+        Cells().find(job.model_copy(update={"cell_id": "0" * 12}))
+    for bad in ({**job.payload(), "cell_id": "../../x"}, {**job.payload(), "redeliveries": 99},
+                {**job.payload(), "spec": {"name": "t", "guest": {"vcpus": 0}}}, "x", None):
+        with pytest.raises(HarnessError, match="not a migbench run"):
+            Job.parse(bad)
+
+
+def test_records_arriving_as_bytes_go_through_the_store(tmp_path: Path) -> None:
+    for bad in (b"", b"{", b'{"schema_version": 2}', b"[1]", "\u0000"):
+        with pytest.raises(RecordError) as exc:
+            store.receive_run(bad, "task t")
+        assert str(exc.value).startswith("task t")
+    with pytest.raises(RecordError, match="more than a run record"):
+        store.receive_run(b" " * (64 * 1024**2 + 1), "task t")
