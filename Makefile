@@ -7,10 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 QEMU10 := build/qemu-10.0
 # openssh-server and openssh-client (its ssh-keygen) make the SSH test bed; the harness speaks
-# SSH through paramiko and needs no ssh binary.
+# SSH through paramiko and needs no ssh binary. redis-server is the lab's broker (README: A lab
+# of host pairs); tests/integration/test_lab.py starts its own on loopback.
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static gcc libc6-dev cpio lz4 zstd xz-utils \
 	kmod iproute2 python3-venv python3-pip git ca-certificates chromium chromium-driver \
-	openssh-server openssh-client
+	openssh-server openssh-client redis-server
 DEMO_OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
