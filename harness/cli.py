@@ -27,6 +27,8 @@ from rich.text import Text
 
 from harness import locations
 from harness.analysis.diagnosis import Diagnosis, aggregate, diagnose, summary_columns
+from harness.analysis.overhead import campaign_time, phase_line
+from harness.analysis.stopping import Decision, cell_line
 from harness.checks import preflight
 from harness.ci.abtest import register as register_compare
 from harness.ci.nightly import register as register_nightly
@@ -40,6 +42,7 @@ from harness.output import console_text, terminal_text
 from harness.plan.config import hosts_path, load_hosts, load_matrix, plan
 from harness.plan.matrix import Cell
 from harness.plan.models import MatrixSpec
+from harness.plan.repetitions import Repetitions
 from harness.report import register as register_report
 from harness.results import store
 from harness.results.record import RunRecord
@@ -76,13 +79,33 @@ class RunEtaColumn(ProgressColumn):
     max_refresh = 0.5
 
     def render(self, task: Task) -> Text:
-        eta = run_eta(task.fields.get("first_start"), task.get_time(),
-                      task.completed - task.fields.get("resumed", 0), task.remaining)
-        if eta is None:
-            return Text("-:--:--", style="progress.remaining")
-        minutes, seconds = divmod(math.ceil(eta), 60)
-        hours, minutes = divmod(minutes, 60)
-        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+        first, now = task.fields.get("first_start"), task.get_time()
+        finished = task.completed - task.fields.get("resumed", 0)
+        eta = run_eta(first, now, finished, task.remaining)
+        lo = task.fields.get("planned_lo")  # repetitions {min, max, ci}: the fewest runs left
+        if lo is not None and task.total is not None and lo < task.total:
+            soon = run_eta(first, now, finished, lo - task.completed)
+            return Text(f"{_clock(soon)}..{_clock(eta)}", style="progress.remaining")
+        return Text(_clock(eta), style="progress.remaining")
+
+
+def _clock(eta: float | None) -> str:
+    if eta is None:
+        return "-:--:--"
+    minutes, seconds = divmod(math.ceil(eta), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{seconds:02d}"
+
+
+class RunCountColumn(MofNCompleteColumn):
+    """``done/total``; with repetitions that stop when sure, ``done/fewest..most`` planned."""
+
+    def render(self, task: Task) -> Text:
+        lo = task.fields.get("planned_lo")
+        if lo is None or task.total is None or lo >= task.total:
+            return super().render(task)
+        return Text(f"{int(task.completed)}/{int(lo)}..{int(task.total)}",
+                    style="progress.download")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -97,17 +120,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = smoke(spec)
     cells = plan(matrix_path, spec, hosts_file, hosts)
     dest = Path(args.out) if args.out else Path("results") / spec.name
+    rule = spec.repetitions.describe() if isinstance(spec.repetitions, Repetitions) else None
     if args.dry_run:
         for c in cells:
             out.print(terminal_text(f"{c.id}  {c.label}  ({c.workload_label()})"), markup=False)
         out.print(f"{len(cells)} cells x {spec.repetitions} repetitions")
+        if rule:
+            out.print(f"repetitions: {rule}")
         return 0
     out.print(f"[bold]migbench run[/] {console_text(matrix_path)} -> {console_text(dest)} "
               f"({len(cells)} cells x {spec.repetitions} repetitions)")
+    if rule:
+        out.print(f"repetitions: {rule}")
 
     # The description holds the cell's label (matrix values): shown as text, never as markup.
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                  MofNCompleteColumn(),
+                  RunCountColumn(),
                   TimeElapsedColumn(), TextColumn("ETA"), RunEtaColumn(),
                   console=out, transient=False) as bar:
         task = bar.add_task("starting", total=1, first_start=None, resumed=0)
@@ -145,7 +173,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         def note(message: str) -> None:
             bar.console.print(terminal_text(message), markup=False, highlight=False)
 
-        callbacks = RunProgress(start, run_started, state, run_finished, note=note)
+        def planned(done: int, lo: int, hi: int) -> None:
+            bar.update(task, total=max(hi, 1), planned_lo=lo)
+
+        def cell_stopped(cell: Cell, decision: Decision) -> None:
+            note(f"  {cell.label}: {decision.text()}")
+
+        callbacks = RunProgress(start, run_started, state, run_finished, note=note,
+                                planned=planned, cell_stopped=cell_stopped)
         url = engine_broker(args.engine, args.broker)
         if url is not None:  # a lab (harness.lab): the same progress, records from workers
             from harness.lab.submit import run_lab
@@ -211,18 +246,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         raise HarnessError(f"{path}: no such result file or campaign folder")
     cells: dict[str, list[Diagnosis]] = {}
+    by_cell: dict[str, list[RunRecord]] = {}
     for rec in records:
         diag = diagnose(rec)
         cells.setdefault(rec.cell.id, []).append(diag)
-        text = "\n".join([run_block(rec), *(f"  {line}" for line in diag.lines())])
+        by_cell.setdefault(rec.cell.id, []).append(rec)
+        phases = phase_line(rec)
+        text = "\n".join([run_block(rec), *([f"  {phases}"] if phases else []),
+                          *(f"  {line}" for line in diag.lines())])
         out.print(terminal_text(text, newlines=True), highlight=False, markup=False)
         out.print()
     if len(records) > 1:  # a folder: each cell's repetitions together
         for cell_id, diags in cells.items():
-            lines = [f"== cell {cell_id}: {len(diags)} runs", *aggregate(diags).lines()]
+            stopped = cell_line(by_cell[cell_id])
+            lines = [f"== cell {cell_id}: {len(diags)} runs", *([stopped] if stopped else []),
+                     *aggregate(diags).lines()]
             out.print(terminal_text("\n".join(lines), newlines=True), highlight=False,
                       markup=False)
             out.print()
+        spent = campaign_time(records)
+        if spent is not None:
+            out.print(terminal_text(spent.line()), highlight=False, markup=False)
     return 0
 
 

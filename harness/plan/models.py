@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from harness.errors import shorten
+from harness.plan.repetitions import Repetitions, validate_repetitions
 from harness.plan.units import parse_bytes
 
 _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # no leading '-': not an option
@@ -344,7 +345,8 @@ class Variant(Frozen):
 class MatrixSpec(Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a folder name
     description: str = Field("", max_length=2000)
-    repetitions: Int = Field(3, gt=0, le=1000)
+    # A whole number (today's meaning), or {min, max, ci}: stop when sure (plan/repetitions.py).
+    repetitions: Int | Repetitions = 3
     guest: GuestSpec = GuestSpec()
     limits: Limits = Limits()
     integrity: Literal["stamps", "ram"] = "stamps"
@@ -370,6 +372,12 @@ class MatrixSpec(Frozen):
             if len({repr(x) for x in values}) != len(values):
                 raise ValueError(f"axis {key!r} lists a value twice")
         return v
+
+    @field_validator("repetitions", mode="wrap")
+    @classmethod
+    def _repetitions(cls, v: Any, handler: Any, info: ValidationInfo) -> int | Repetitions:
+        # Not pydantic's union: its errors would name a member (repetitions.int) and not the key.
+        return validate_repetitions(v, info.context)
 
     @field_validator("variants")
     @classmethod

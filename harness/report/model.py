@@ -19,6 +19,8 @@ from datetime import datetime
 from harness.analysis import compare, stats
 from harness.analysis.compare import Record
 from harness.analysis.diagnosis import Diagnosis, aggregate, diagnose
+from harness.analysis.overhead import campaign_time, run_overhead
+from harness.analysis.stopping import RunFigures, cell_line, decide
 from harness.report.featurestats import FeatureStats, feature_stats, feature_timelines
 from harness.report.impact import GuestImpact, ImpactRow, guest_impact
 from harness.report.predictions import Predictions, predictions
@@ -144,6 +146,7 @@ class RepRow:
     cells: list[str]  # display values, one per report metric ("corrupted" instead of timings)
     error: str
     file: str
+    overhead: str = ""  # seconds neither migrating nor observing ("" for older records)
 
 
 @dataclass
@@ -201,6 +204,11 @@ class CellPage:
     threads: ThreadTable | None = None
     features: FeatureStats | None = None
     feature_timelines: list[Timeline] = field(default_factory=list)
+    # repetitions {min, max, ci} (issue 18): how many runs it took, why it stopped (sure, max,
+    # unanimous outcome) and the intervals reached; the runs' time outside the migrations
+    repetitions: str | None = None
+    stop: str | None = None
+    time_line: str | None = None
 
 
 def impact_text(row: ImpactRow, v: float | None) -> str:
@@ -476,7 +484,8 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
     first = recs[0]
     cell = first.cell
     reps = [RepRow(r.repetition, compare.status(r), r.integrity.verdict, r.timing_excluded,
-                   _rep_cells(r, metrics), r.error or "", f"{r.repetition}.json") for r in recs]
+                   _rep_cells(r, metrics), r.error or "", f"{r.repetition}.json",
+                   _seconds(run_overhead(r))) for r in recs]
     stat_rows, warnings = _cell_stats(recs, metrics)
     info_rec, note = _info_run(recs)
     src, extra = _info_source(info_rec)
@@ -500,7 +509,22 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
         consoles=consoles,
         parameters=[(k, str(params[k])) for k in sorted(params, key=lambda k: (k not in requested, k))],
         capabilities=caps, impact=guest_impact(recs, _t0),
+        repetitions=cell_line(recs), stop=_stop(recs), time_line=_time_line(recs),
     )
+
+
+def _seconds(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def _stop(recs: Sequence[Record]) -> str | None:
+    """Why a cell under ``repetitions: {min, max, ci}`` stopped (sure, max, unanimous outcome;
+    ``open`` if it has not), None for a fixed number of repetitions."""
+    rule = next((r.repetitions for r in recs if r.repetitions is not None), None)
+    if rule is None:
+        return None
+    d = decide(rule, [RunFigures.of(r) for r in sorted(recs, key=lambda r: r.repetition)])
+    return d.reason if d.stop else "open"
 
 
 def _cell_stats(recs: Sequence[Record], metrics: Sequence[Metric]
@@ -756,6 +780,7 @@ class Report:
     comparisons: list[ComparisonSection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     predictions: Predictions | None = None  # the convergence model against what happened
+    time_line: str | None = None  # the runs' time outside migrations (records with phases)
 
     @property
     def has_comparison(self) -> bool:
@@ -851,4 +876,10 @@ def build_report(
         groups=groups, cells=ordered, comparisons=comparisons,
         warnings=warnings,
         predictions=predictions(records, [diagnoses[id(r)] for r in records]),
+        time_line=_time_line(records),
     )
+
+
+def _time_line(records: Sequence[Record]) -> str | None:
+    spent = campaign_time(records)
+    return spent.line() if spent is not None else None

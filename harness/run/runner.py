@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import signal
 import subprocess
@@ -30,6 +31,8 @@ from types import FrameType
 
 from harness import locations
 from harness.analysis.diagnosis import summary_columns
+from harness.analysis.overhead import phases
+from harness.analysis.stopping import Decision, RunFigures
 from harness.errors import ConfigError, HarnessError, HostError, StoreError
 from harness.guest.image import GuestImage, ensure_image
 from harness.hosts.host import Host, make_host
@@ -40,7 +43,9 @@ from harness.output import terminal_text
 from harness.plan.config import plan
 from harness.plan.matrix import Cell, coordinate_key
 from harness.plan.models import HostPair, HostsConfig, MatrixSpec, QemuBuild
+from harness.plan.repetitions import Repetitions
 from harness.results import store
+from harness.results.record.errors import RecordError
 from harness.results.record.model import (
     SCHEMA_VERSION,
     CellRecord,
@@ -51,12 +56,14 @@ from harness.results.record.model import (
     Outcome,
     PerSide,
     QemuInfo,
+    RepetitionRule,
     RunRecord,
 )
 from harness.results.record.scalars import utc
 from harness.run import workload as wl
 from harness.run.cancel import Stop
 from harness.run.migration import RunContext, run_migration
+from harness.run.schedule import AdaptiveSchedule
 
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C, how long the pairs' runs get to tear down
 log = logging.getLogger("migbench")
@@ -87,6 +94,10 @@ class Progress:
     state: Callable[[str], None] | None = None
     run_finished: Callable[[Cell, int, RunRecord], None] | None = None
     note: Callable[[str], None] | None = None  # a pair skipped, an image uploaded ...
+    # repetitions {min, max, ci}: (runs done, fewest and most the campaign can end with), at the
+    # start and after each run; and each cell's decision as it stops
+    planned: Callable[[int, int, int], None] | None = None
+    cell_stopped: Callable[[Cell, Decision], None] | None = None
 
 
 def skip_reason(cell: Cell, src_probe: Probe, dst_probe: Probe, src_accel: str,
@@ -159,7 +170,8 @@ class _Campaign:
     """What the pair workers share: the queue of runs, the output folder and its lock."""
 
     def __init__(self, matrix_path: Path, spec: MatrixSpec, hosts: HostsConfig, out: Path,
-                 progress: Progress, image: GuestImage, todo: list[tuple[Cell, int]]) -> None:
+                 progress: Progress, image: GuestImage, todo: list[tuple[Cell, int]],
+                 schedule: AdaptiveSchedule | None = None) -> None:
         self.matrix_path = matrix_path
         self.spec = spec
         self.hosts = hosts
@@ -168,7 +180,10 @@ class _Campaign:
         self.image = image
         self.queue: deque[tuple[Cell, int]] = deque(
             (c, r) for c, r in todo if not store.exists(out, c.id, r))
+        # repetitions {min, max, ci}: the runs are decided as they finish, not listed up front
+        self.schedule = schedule
         self.lock = threading.Lock()
+        self.decided = threading.Condition(self.lock)  # a run finished: maybe one can start
         self.stop = threading.Event()
         # Ctrl-C: the runs in progress stop at their next wait, and one that ends now is not a
         # result.
@@ -179,9 +194,23 @@ class _Campaign:
 
     def next(self) -> tuple[Cell, int] | None:
         with self.lock:
+            while self.schedule is not None and not self.stop.is_set():
+                item = self.schedule.next()
+                if item is None or isinstance(item, tuple):
+                    if item is not None:
+                        self.schedule.started(*item)
+                    return item
+                self.decided.wait(0.5)  # its point's runs in progress decide whether it runs
             if self.stop.is_set() or not self.queue:
                 return None
             return self.queue.popleft()
+
+    def pending(self) -> bool:
+        """Are runs left to do?"""
+        if self.schedule is not None:
+            with self.lock:
+                return self.schedule.pending()
+        return bool(self.queue)
 
     def interrupt(self) -> None:
         """Hand out no more runs, and save none that finishes from now on."""
@@ -195,11 +224,22 @@ class _Campaign:
         if self.interrupted.is_set():
             self.note(f"pair {pair_name}: {cell.id} repetition {rep} was interrupted: not "
                       "saved, it runs again on resume")
+            with self.lock:
+                self.finished(cell, rep, None)
             return
-        record = record.model_copy(update={"harness": HarnessInfo(
-            commit=self.commit, matrix_file=str(self.matrix_path), pair=pair_name)})
+        update: dict[str, object] = {"harness": HarnessInfo(
+            commit=self.commit, matrix_file=str(self.matrix_path), pair=pair_name)}
+        if isinstance(self.spec.repetitions, Repetitions):
+            r = self.spec.repetitions
+            update["repetitions"] = RepetitionRule(min=r.min, max=r.max, ci=r.ci)
+        record = record.model_copy(update=update)
         with self.lock:
-            self.written.append(store.write_run(self.out, record))
+            try:
+                self.written.append(store.write_run(self.out, record))
+            except StoreError:
+                self.finished(cell, rep, None)
+                raise
+            stopped = self.finished(cell, rep, RunFigures.of(record))
             try:
                 self.write_summary(record)
             except StoreError:
@@ -207,6 +247,27 @@ class _Campaign:
                 raise
         if self.progress.run_finished:
             self.progress.run_finished(cell, rep, record)
+        if self.progress.cell_stopped:
+            for c, decision in stopped:
+                self.progress.cell_stopped(c, decision)
+        self.report_plan()
+
+    def finished(self, cell: Cell, rep: int, figures: RunFigures | None
+                 ) -> list[tuple[Cell, Decision]]:
+        """Tell the schedule that a run ended (stored with ``figures``, or not) and wake the
+        workers waiting on it; returns the cells this stopped. Call with the lock held."""
+        if self.schedule is None:
+            return []
+        stopped = self.schedule.finished(cell, rep, figures)
+        self.decided.notify_all()
+        return stopped
+
+    def report_plan(self) -> None:
+        """Tell the progress display the runs done and the range of runs the campaign needs."""
+        if self.schedule is not None and self.progress.planned:
+            with self.lock:
+                planned = self.schedule.planned()
+            self.progress.planned(*planned)
 
     def write_summary(self, record: RunRecord | None = None) -> None:
         """Rewrite summary.csv with ``record`` added; the run files are read only the first time.
@@ -301,7 +362,18 @@ class _PairWorker:
     def run_one(self, cell: Cell, rep: int) -> RunRecord:
         """One run of ``cell`` on this pair (after :meth:`setup`): its record, ``skipped`` or
         ``failed`` when it cannot start. The one per-run function: the lab's workers
-        (:mod:`harness.lab`) call it too."""
+        (:mod:`harness.lab`) call it too.
+
+        A run that started carries its phases (:mod:`harness.analysis.overhead`): from here
+        to its scratch folders removed, probes and warm-start preparation included."""
+        begin = time.time()
+        record = self._run_one(cell, rep)
+        if not record.states:  # skipped, or failed before anything started
+            return record
+        return record.model_copy(update={"phases": phases(record.states, begin, time.time(),
+                                                          record.boot_s)})
+
+    def _run_one(self, cell: Cell, rep: int) -> RunRecord:
         camp = self.camp
         src_build = camp.hosts.build_for(self.pair.source, cell.build)
         dst_build = camp.hosts.build_for(self.pair.destination, cell.build)
@@ -399,20 +471,16 @@ def run_matrix(
     if image is None:
         image = ensure_image(locations.image_cache(),
                              fio=any(c.workload.fio is not None for c in cells))
-    todo = run_order(cells, spec.repetitions, spec.order)
-    done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
-    if progress.start:
-        progress.start(len(todo), done_before)
-    camp = _Campaign(matrix_path, spec, hosts, out, progress, image, todo)
+    camp = _campaign(matrix_path, spec, hosts, out, progress, image, cells)
     old = signal.signal(signal.SIGTERM, _sigterm)
     workers: list[_PairWorker] = []
     pending: BaseException | None = None
     try:
-        if camp.queue:
+        if camp.pending():
             usable = _preflight(hosts, names, sorted({c.build for c in cells}), camp)
             workers = [_PairWorker(n, p, camp) for n, p in usable]
             _run_concurrently(workers, camp)
-            if camp.queue and not camp.stop.is_set():
+            if camp.pending() and not camp.stop.is_set():
                 raise HostError("runs left undone, every pair failed: "
                                 + "; ".join(w.error or w.name for w in workers))
     except BaseException as exc:
@@ -424,6 +492,47 @@ def run_matrix(
             w.close()
         _final_summary(camp, pending)
     return camp.written
+
+
+def _campaign(matrix_path: Path, spec: MatrixSpec, hosts: HostsConfig, out: Path,
+              progress: Progress, image: GuestImage, cells: list[Cell]) -> _Campaign:
+    """The campaign's runs: a fixed list, or (``repetitions: {min, max, ci}``) a schedule that
+    knows the runs stored before and decides the others as they finish."""
+    reps = spec.repetitions
+    if not isinstance(reps, Repetitions):
+        todo = run_order(cells, reps, spec.order)
+        done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
+        if progress.start:
+            progress.start(len(todo), done_before)
+        return _Campaign(matrix_path, spec, hosts, out, progress, image, todo)
+    schedule = AdaptiveSchedule(cells, reps, spec.order)
+    for c in cells:
+        for rep, rec in _stored_runs(out, c.id):
+            schedule.stored(c.id, rep, RunFigures.of(rec))
+    done, lo, hi = schedule.planned()
+    if progress.start:
+        progress.start(hi, done)
+    camp = _Campaign(matrix_path, spec, hosts, out, progress, image, [], schedule)
+    camp.report_plan()
+    return camp
+
+
+def _stored_runs(out: Path, cell_id: str) -> list[tuple[int, RunRecord]]:
+    """The runs of a cell already in the campaign folder (a resume decides on them).
+
+    :raise RecordError: a run file that does not hold the cell's valid record.
+    """
+    folder = out / cell_id
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        if re.fullmatch(r"[1-9][0-9]{0,5}", path.stem):
+            rec = store.load_run(path)
+            if rec.cell.id != cell_id:
+                raise RecordError("cell.id", f"{rec.cell.id!r} differs from its folder "
+                                  f"{cell_id!r}", "move the file to its cell's folder or "
+                                  "delete it", str(path))
+            found.append((int(path.stem), rec))
+    return found
 
 
 def _final_summary(camp: _Campaign, pending: BaseException | None) -> None:

@@ -377,6 +377,30 @@ class Metrics(Frozen):
     guest_visible_downtime_ms: OptFloat = None
 
 
+class Phases(Frozen):
+    """Where a run's wall-clock time went, in seconds (issue 18), from the runner picking the run
+    up to its folders removed; the phases add up to ``wall_s``. A phase the run never reached is
+    None (a run that failed to boot has no migration). See :mod:`harness.analysis.overhead`."""
+
+    wall_s: Float
+    prepare_s: OptFloat = None  # the QEMU probe and the run's folders, before anything starts
+    start_s: OptFloat = None  # QEMUs started, the guest booted (or restored) to its first report
+    steady_s: OptFloat = None  # waiting for the workload to report a steady rate
+    setup_s: OptFloat = None  # capabilities and parameters, calc-dirty-rate, CPU samplers
+    migration_s: OptFloat = None  # `migrate` to the end of the migration
+    observation_s: OptFloat = None  # after a completion: integrity checks and observe_after_s
+    teardown_s: OptFloat = None  # QEMUs stopped, the record built, the folders removed
+
+
+class RepetitionRule(Frozen):
+    """The matrix's ``repetitions: {min, max, ci}`` a run was part of (issue 18), kept so that a
+    report can say why each cell stopped; absent for a fixed number of repetitions."""
+
+    min: Int = Field(ge=1)
+    max: Int = Field(ge=1)
+    ci: Float = Field(gt=0, lt=1)  # the target: the interval's half-width over the mean
+
+
 def switched_over(outcome: str) -> bool:
     """Did the guest switch over to the destination? Only a completed migration stops the guest
     and resumes it there; one that did not converge, or failed, leaves it on the source."""
@@ -522,6 +546,8 @@ class RunRecord(Frozen):
     guest: GuestSeries = GuestSeries()
     guest_impact: GuestImpact = GuestImpact()
     metrics: Metrics
+    phases: Phases | None = None  # where the run's time went (None: older files)
+    repetitions: RepetitionRule | None = None  # None: a fixed number of repetitions
 
     @property
     def status(self) -> Status:
