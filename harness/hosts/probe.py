@@ -16,7 +16,7 @@ import json
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import CommandFailed, VmError
 from harness.hosts.host import sh_script
@@ -27,7 +27,7 @@ from harness.plan.models import QemuBuild
 if TYPE_CHECKING:
     from harness.hosts.host import Host
 
-PROBE_FORMAT = 3
+PROBE_FORMAT = 4  # 4: file_migration
 
 # Runs on the host: start QEMU with no guest, ask QMP, print one JSON object, clean up.
 # argv: binary, timeout, datadirs...; QEMU_MODULE_DIR comes through the environment.
@@ -115,9 +115,31 @@ class Probe:
     host: str = "local"  # Host.identity of the host it was probed on
     # The build's identity: SHA-256 of the binary (a rebuild with the same version differs)
     build_id: str = ""
+    # ``migrate file:PATH`` exists (QEMU 8.2+): a warm start saves and restores the guest with it
+    file_migration: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _has_file_migration(schema: list[dict[str, Any]]) -> bool:
+    """Whether MigrationAddressType (QEMU 8.2+, where ``file:`` URIs came in) lists ``file``."""
+    for e in schema:
+        if e.get("meta-type") == "enum":
+            values = e.get("values") or [m.get("name") for m in e.get("members", [])]
+            if {"socket", "exec", "rdma", "file"} <= set(values):
+                return True
+    return False
+
+
+def state_method(p: Probe) -> Literal["file+mapped-ram", "file", "exec"]:
+    """How a warm start saves and restores a guest with this build (pure): ``migrate`` to a
+    ``file:`` URI, with the ``mapped-ram`` capability where the build has it (QEMU 9.0+: each
+    page at a fixed offset, so the file is the guest's RAM size and zero pages are holes), else
+    (QEMU < 8.2, such as Debian's 7.2) through ``exec:`` and ``cat``, which every build has."""
+    if p.file_migration:
+        return "file+mapped-ram" if "mapped-ram" in p.capabilities else "file"
+    return "exec"
 
 
 def _from_schema(schema: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -228,6 +250,7 @@ def _probe_on(host: Host, build: QemuBuild, timeout: float) -> Probe:
         parameters=tuple(sorted(data["query-migrate-parameters"])), commands=commands,
         multifd_compression=mfd, host=host.identity,
         build_id="sha256:" + str(data.get("sha256", ""))[:16],
+        file_migration=_has_file_migration(data["query-qmp-schema"]),
     )
 
 

@@ -362,6 +362,9 @@ class MatrixSpec(Frozen):
     # run order: all repetitions of a cell before the next ("cells"), or repetition by
     # repetition across cells and variants (A B A B ...) so that machine drift cancels.
     order: Literal["cells", "interleaved"] = "cells"
+    # How each run's source guest comes up: restored from a guest saved once (warm, run/warm.py)
+    # or booted (cold). None: warm, except for workloads a restore cannot carry.
+    start: Literal["warm", "cold"] | None = None
 
     @field_validator("axes")
     @classmethod

@@ -55,6 +55,7 @@ from harness.results.record.model import (
     RamCheck,
     RunRecord,
     StampsCheck,
+    StartInfo,
     State,
     StateChange,
     VmInfo,
@@ -111,6 +112,10 @@ class RunContext:
     build_ids: dict[str, str] = field(default_factory=dict)
     # Set when the campaign is stopped: every wait of the run wakes and raises Cancelled.
     stop: Stop = field(default_factory=Stop)
+    # Warm start (harness.run.warm): how the source comes up, and when set, what restores the
+    # saved guest into the source QEMU (started with -incoming defer) and returns its seconds.
+    start: StartInfo = field(default_factory=StartInfo)
+    restore: Callable[[Vm], float] | None = None
 
 
 @dataclass
@@ -129,6 +134,7 @@ class _Run:
     boot_s: float | None = None
     steady_rate_mib_s: float | None = None
     pre: PreMigration | None = None
+    start: StartInfo | None = None  # the context's, with the restore's seconds once restored
     applied: AppliedSettings | None = None
     postcopy_start_t: float | None = None
     pause_t: float | None = None
@@ -199,7 +205,7 @@ def _record(run: _Run, hosts: PerSide[HostFacts], finished: float) -> RunRecord:
         timing_excluded=ctx.cell.integrity == "ram", qemu=run.qemu or _qemu_info(ctx),
         hosts=hosts, image=ImageInfo.model_validate(ctx.image.to_dict()),
         states=tuple(run.states), boot_s=run.boot_s, steady_rate_mib_s=run.steady_rate_mib_s,
-        pre=run.pre,
+        pre=run.pre, start=run.start or ctx.start,
         applied=run.applied, migrate_start_utc=utc(run.t0) if run.t0 > 0 else None,
         postcopy_start_t=run.postcopy_start_t, pause_t=run.pause_t,
         timeline=tuple(run.timeline), final=run.final, source_status=run.source_status,
@@ -236,6 +242,7 @@ def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
     ctx = run.ctx
     cell = ctx.cell
     incoming = role == "destination"
+    restored = role == "source" and ctx.restore is not None  # warm start: -incoming defer, -S
     net = run.net.attachment(role) if run.net is not None else None
     extra = (*cell.variant_spec.qemu_args, *wl.qemu_args(cell.workload, net, run.disk))
     image = ctx.host_images.get(role, ctx.image)
@@ -251,7 +258,7 @@ def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
         initrd=initrd_for(image, cell.workload),
         append=kernel_append(cell, net),
         workdir=vm_workdir(ctx, role),
-        incoming=incoming,
+        incoming=incoming or restored,
         # The source starts paused so that no console output is lost before we connect;
         # in RAM-integrity mode the destination stays paused after migration for hashing.
         start_paused=(not incoming) or cell.integrity == "ram",
@@ -302,8 +309,25 @@ def _boot(run: _Run) -> None:
     run.src = Vm(ctx.source, _vm_config(run, "source", ctx.source, ctx.source_build), ctx.stop)
     run.dst.launch()
     run.src.launch()
+    if ctx.restore is not None:  # warm start: the saved guest, instead of a boot
+        run.start = ctx.start.model_copy(update={"restore_s": round(ctx.restore(run.src), 3)})
     run.src.qmp.execute("cont")
     run.qemu = _qemu_info(ctx, _version(run.src))
+
+
+def boot_steady_source(ctx: RunContext) -> Vm:
+    """Boot only the source guest of ``ctx`` and wait for its workload to be steady: the guest
+    a warm start saves (harness.run.warm). The caller shuts the VM down."""
+    run = _Run(ctx)
+    run.src = Vm(ctx.source, _vm_config(run, "source", ctx.source, ctx.source_build), ctx.stop)
+    try:
+        run.src.launch()
+        run.src.qmp.execute("cont")
+        _wait_workload(run)
+    except BaseException:
+        run.src.shutdown()
+        raise
+    return run.src
 
 
 def _wait_workload(run: _Run) -> None:
@@ -312,11 +336,12 @@ def _wait_workload(run: _Run) -> None:
     src, lim, spec = run.src, run.ctx.cell.limits, run.ctx.cell.workload
     assert src is not None
     run.state("steady")
-    boot = src.console.wait_for("boot", lim.boot_timeout_s)
-    if boot is None:
-        raise HarnessError(_no_boot_message(src, lim.boot_timeout_s))
-    run.boot_s = round(boot.host_time - src.launched_at, 3)
-    _wait_ready(run, src)
+    if run.ctx.restore is None:
+        boot = src.console.wait_for("boot", lim.boot_timeout_s)
+        if boot is None:
+            raise HarnessError(_no_boot_message(src, lim.boot_timeout_s))
+        run.boot_s = round(boot.host_time - src.launched_at, 3)
+        _wait_ready(run, src)  # a restored guest said so before its state was saved
     _wait_steady(run, src)
     if spec.ping is not None and run.net is not None:
         att = run.net.attachment("source")
@@ -486,7 +511,9 @@ def _wait_steady(run: _Run, vm: Vm) -> None:
     if w is None:
         return
     deadline = time.monotonic() + lim.steady_timeout_s
-    ready = vm.console.wait_for("writer-ready", lim.steady_timeout_s)
+    # A restored writer said `writer-ready` before its state was saved: its reports since then
+    ready = vm.console.wait_for("writer-ready" if run.ctx.restore is None else "writer",
+                                lim.steady_timeout_s)
     if ready is None:
         errors = vm.console.records("error") + vm.console.records("exit")
         detail = "; ".join(" ".join(f"{k}={v}" for k, v in r.fields.items()) for r in errors)

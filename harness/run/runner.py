@@ -64,6 +64,7 @@ from harness.run import workload as wl
 from harness.run.cancel import Stop
 from harness.run.migration import RunContext, run_migration
 from harness.run.schedule import AdaptiveSchedule
+from harness.run.warm import WarmStarts
 
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C, how long the pairs' runs get to tear down
 log = logging.getLogger("migbench")
@@ -301,6 +302,7 @@ class _PairWorker:
         self.images: dict[str, GuestImage] = {}
         self.accel: dict[str, str] = {}
         self.error: str | None = None
+        self.warm = WarmStarts(self.source, camp.note)  # issue 18: saved guests (run/warm.py)
 
     def setup(self) -> None:
         """Put the guest image on remote hosts and learn each host's accelerator.
@@ -394,6 +396,8 @@ class _PairWorker:
             build_ids={"source": probes[0].build_id, "destination": probes[1].build_id},
             stop=camp.interrupted,
         )
+        # Warm or cold start (run/warm.py): may boot and save this guest the first time
+        ctx = self.warm.prepare(ctx, camp.spec.start, probes[0])
         try:
             return run_migration(ctx)
         finally:
@@ -415,6 +419,7 @@ class _PairWorker:
                 host.remove_tree(dirs[role])
 
     def close(self) -> None:
+        self.warm.close()
         self.source.close()
         self.destination.close()
 

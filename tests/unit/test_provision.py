@@ -256,7 +256,9 @@ def test_each_host_keeps_a_runs_files_under_its_own_workdir(tmp_path: Path,
     # After the run each folder is removed on its own host.
     here = HostSpec(workdir=tmp_path / "src work")
     there = HostSpec(workdir=tmp_path / "dst work")
-    spec = MatrixSpec.model_validate({"name": "m", "axes": {"feature": ["precopy"]}})
+    # start: cold: a warm start would boot a guest to save (run/warm.py), not the point here
+    spec = MatrixSpec.model_validate({"name": "m", "axes": {"feature": ["precopy"]},
+                                      "start": "cold"})
     camp = _campaign(tmp_path, spec, HostPair(source=here, destination=there))
     worker = runner._PairWorker("p", camp.hosts.pairs["p"], camp)
     dirs = runner.run_workdirs(worker.pair, "m", "r1")

@@ -506,6 +506,17 @@ class PreMigration(Frozen):
         return min(got, key=lambda m: rank[m.mode]) if got else None
 
 
+class StartInfo(Frozen):
+    """How the run's source guest came up (issue 18): booted (``cold``), or restored from a
+    state saved once per campaign from a guest booted to the same steady workload (``warm``)."""
+
+    kind: Literal["cold", "warm"] = "cold"
+    reason: str | None = None  # why the run booted although a warm start was possible or asked
+    method: Literal["file+mapped-ram", "file", "exec"] | None = None  # how the state was saved
+    state: str | None = None  # the saved state's key: the same for every run restored from it
+    restore_s: OptFloat = None  # QEMU started to the restored guest ready to run
+
+
 class RunRecord(Frozen):
     """One repetition of one cell: ``results/<campaign>/<cell id>/<repetition>.json``."""
 
@@ -529,6 +540,7 @@ class RunRecord(Frozen):
     boot_s: OptFloat = None
     steady_rate_mib_s: OptFloat = None
     pre: PreMigration | None = None  # measured before the migration (None: older files)
+    start: StartInfo | None = None  # cold or warm start (None: older files, which booted)
     applied: AppliedSettings | None = None
     migrate_start_utc: Utc | None = None
     postcopy_start_t: OptFloat = None  # seconds after the migrate command
