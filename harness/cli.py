@@ -271,7 +271,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from harness.analysis.advise import lines
+    from harness.analysis.advise import lines, multifd_settings
     from harness.analysis.diagnosis import premeasured, scenarios
     from harness.plan.models import workload_label
     from harness.plan.units import parse_bytes
@@ -299,10 +299,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
             writer = rec.cell.workload.writer
             how = ("calc-dirty-rate before the run" if pre is not None
                    else "the writer's configured rate: calc-dirty-rate gave no figure")
-            text = lines(title, base, writer.pattern if writer else None, how, cache)
+            channels, level = multifd_settings(rec.cell.migration.parameters, spec.migration)
+            text = lines(title, base, writer.pattern if writer else None, how, cache, channels,
+                         level, rec.hosts.source.cpus)
         out.print(terminal_text("\n".join(text), newlines=True), markup=False, highlight=False)
     out.print("Measured by the calibration: dirty rate, throughput, zero pages; assumed from the "
-              "writer's pattern: the XBZRLE and zstd savings (see harness/analysis/advise.py).",
+              "writer's pattern: the XBZRLE saving; measured on the harness's machine by real "
+              "multifd runs: zstd's ratio and rate per thread (see harness/analysis/advise.py).",
               markup=False, highlight=False)
     return 0
 

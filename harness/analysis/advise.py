@@ -11,27 +11,60 @@ Each feature changes one input of that scenario:
 * ``precopy``: none;
 * ``xbzrle``: an XBZRLE hit costs :data:`XBZRLE_COST` of a page for the writer's pattern, the
   cache is the configured ``xbzrle-cache-size`` (QEMU's 64 MiB default);
-* ``multifd-zstd``: wire bytes per RAM byte :data:`ZSTD_RATIO` for the pattern; the encoder is
-  assumed not to be the limit (on a slow host it may be: see the compress-bound seed matrix);
+* ``multifd-zstd``: wire bytes per RAM byte :data:`ZSTD_RATIO` for the pattern, and the
+  encoder's rate: the matrix's ``multifd-channels`` (QEMU's default 2; no more at once than the
+  source's CPUs) at :data:`ENCODE_RATE` RAM bytes per CPU-second each for the pattern and
+  ``multifd-zstd-level``. When the encoder keeps it from converging, the note says how many
+  channels would do (and whether the source has the CPUs for them);
 * ``auto-converge``: QEMU's default steps (20 % + 10 % to 99 %);
 * ``postcopy``: switch after the first pass.
 
-The per-pattern figures are not measured by the calibration (it migrates with precopy only):
-they are what the writer's patterns are built to be (``sparse`` changes 8 bytes of a page,
-``random`` is incompressible, ``zero`` writes zero pages, ``text`` is English-like text),
-taken from the stored runs (tests/data). The output says so.
+The per-pattern figures are not measured by the calibration (it migrates with precopy only).
+The XBZRLE costs are what the writer's patterns are built to be (``sparse`` changes 8 bytes of a
+page, ``random`` rewrites it whole, ``zero`` writes zero pages, ``text`` is English-like text).
+The zstd ratios and all encoder rates were measured on this machine (2 vCPUs of an AMD EPYC,
+QEMU 10.0, TCG guest) by real multifd migrations, ``benchmarks/multifd-encoder.yaml`` read by
+``benchmarks/encoder_rate.py``: one channel, no rate limit, RAM bytes sent per CPU-second of
+the send thread (:func:`harness.analysis.diagnosis.encoder_rate`), medians of two runs that
+agreed within 5 %. A ``sparse`` page holds random bytes (8 of them change at a time): it
+compresses no better than ``random`` (wire/RAM 0.81 vs 0.82 over the whole guest, whose other
+pages compress); the figures of a faster host are higher. The output says what is assumed.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from harness.analysis.convergence import AutoConverge, Prediction, Scenario, plan_throttle, predict
+from harness.analysis.convergence import (
+    AutoConverge,
+    MiB,
+    Prediction,
+    Scenario,
+    min_encode_rate,
+    plan_throttle,
+    predict,
+)
+from harness.analysis.diagnosis import usable_threads
 
 #: Bytes on the wire per page of an XBZRLE hit, as a share of the page, per writer pattern.
 XBZRLE_COST = {"sparse": 0.01, "text": 0.3, "random": 1.0, "zero": 0.01}
-#: Wire bytes per RAM byte with multifd zstd, per writer pattern.
-ZSTD_RATIO = {"sparse": 0.02, "text": 0.35, "random": 1.0, "zero": 0.001}
+#: Wire bytes per RAM byte with multifd zstd, per writer pattern (measured at level 1: text
+#: 0.294; random and sparse pages do not compress, their runs' 0.8 is the guest's other pages).
+ZSTD_RATIO = {"sparse": 1.0, "text": 0.3, "random": 1.0, "zero": 0.001}
+#: RAM bytes one multifd send thread handles per CPU-second, by (method, level) and writer
+#: pattern, measured here (see the module docstring). Zero pages are found before the codec:
+#: no figure, not a limit.
+ENCODE_RATE: dict[tuple[str, int], dict[str, float]] = {
+    ("zstd", 1): {"text": 357 * MiB, "random": 1294 * MiB, "sparse": 1294 * MiB},
+    ("zstd", 9): {"text": 50 * MiB, "random": 98 * MiB, "sparse": 98 * MiB},
+    ("zlib", 1): {"text": 129 * MiB, "random": 64 * MiB, "sparse": 68 * MiB},
+    ("zlib", 9): {"text": 9 * MiB, "random": 34 * MiB, "sparse": 34 * MiB},
+}
+#: QEMU's defaults for the multifd outlook.
+DEFAULT_CHANNELS = 2
+DEFAULT_ZSTD_LEVEL = 1
 FEATURES = ("precopy", "xbzrle", "multifd-zstd", "auto-converge", "postcopy")
 
 
@@ -48,11 +81,13 @@ class Outlook:
                 p.downtime if p.downtime is not None else 1e18)
 
 
-def outlooks(base: Scenario, pattern: str | None, xbzrle_cache: float | None = None
-             ) -> list[Outlook]:
+def outlooks(base: Scenario, pattern: str | None, xbzrle_cache: float | None = None,
+             channels: int = DEFAULT_CHANNELS, zstd_level: int = DEFAULT_ZSTD_LEVEL,
+             cpus: int | None = None) -> list[Outlook]:
     """Every feature of :data:`FEATURES` on ``base``, best first (converging, then shortest
     total time, then shortest downtime). ``xbzrle_cache``: the matrix's cache size (a precopy
-    calibration run does not carry it)."""
+    calibration run does not carry it); ``channels``, ``zstd_level``: the matrix's multifd
+    settings; ``cpus``: the source's CPUs (encoder threads beyond them share them)."""
     plain = replace(base, link=replace(base.link, ratio=1.0, xbzrle_ratio=None),
                     auto_converge=None, postcopy_after_syncs=None, postcopy_after_s=None,
                     pause_after_syncs=None, max_time=None, max_passes=None)  # not the harness's cut
@@ -64,10 +99,7 @@ def outlooks(base: Scenario, pattern: str | None, xbzrle_cache: float | None = N
             plain.link, xbzrle_ratio=XBZRLE_COST.get(pat, 1.0), xbzrle_cache=cache))),
             f"a hit costs {XBZRLE_COST.get(pat, 1.0):.0%} of a page for '{pat}' pages "
             f"(assumed), cache {cache / 2**20:.0f} MiB"),
-        Outlook("multifd-zstd", predict(replace(plain, link=replace(
-            plain.link, ratio=ZSTD_RATIO.get(pat, 1.0)))),
-            f"{ZSTD_RATIO.get(pat, 1.0):g} wire bytes per RAM byte for '{pat}' pages (assumed),"
-            " encoder not the limit"),
+        _zstd(plain, pat, channels, zstd_level, cpus),
     ]
     throttle = plan_throttle(plain, AutoConverge())
     if throttle.needed is None:
@@ -80,8 +112,52 @@ def outlooks(base: Scenario, pattern: str | None, xbzrle_cache: float | None = N
     return sorted(out, key=lambda o: o.rank_key)
 
 
+def multifd_settings(*params: Mapping[str, object]) -> tuple[int, int]:
+    """(channels, zstd level) from the first of ``params`` (the calibration cell's, then the
+    matrix's) that sets each; QEMU's defaults otherwise."""
+    def first(key: str, default: int) -> int:
+        for p in params:
+            v = p.get(key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+        return default
+    return first("multifd-channels", DEFAULT_CHANNELS), first("multifd-zstd-level",
+                                                             DEFAULT_ZSTD_LEVEL)
+
+
+def _zstd(plain: Scenario, pat: str, channels: int, level: int, cpus: int | None) -> Outlook:
+    """multifd zstd: the pattern's ratio, and the channels' measured encoder rate."""
+    ratio = ZSTD_RATIO.get(pat, 1.0)
+    sc = replace(plain, link=replace(plain.link, ratio=ratio))
+    note = f"{ratio:g} wire bytes per RAM byte for '{pat}' pages (measured)"
+    per = ENCODE_RATE.get(("zstd", level), {}).get(pat)
+    if per is None:
+        why = "zero pages skip it" if pat == "zero" else f"level {level} not measured"
+        return Outlook("multifd-zstd", predict(sc), f"{note}; encoder not the limit ({why})")
+    used = usable_threads(channels, cpus)
+    sc = replace(sc, link=replace(sc.link, encode_rate=per * used))
+    p = predict(sc)
+    note += (f"; {channels} channel{'s' if channels != 1 else ''} at {per / MiB:.0f} MiB/s of RAM "
+             f"each (level {level}, measured)")
+    if used < channels:
+        note += f", {used} at once on {cpus} CPUs"
+    wire = per * used * ratio
+    if wire < sc.link.throughput:
+        note += (f"; the encoder, not the link, sets the pace: {wire / MiB:.1f} of "
+                 f"{sc.link.throughput / MiB:.1f} MiB/s")
+    if not p.converges:
+        need = min_encode_rate(sc)
+        if need is not None and need > per * used:
+            n = math.ceil(need / per)
+            note += f"; needs {n} channels"
+            if cpus and n > cpus:
+                note += f", more than the source's {cpus} CPUs"
+    return Outlook("multifd-zstd", p, note)
+
+
 def lines(title: str, base: Scenario, pattern: str | None, calibrated: str,
-          xbzrle_cache: float | None = None) -> list[str]:
+          xbzrle_cache: float | None = None, channels: int = DEFAULT_CHANNELS,
+          zstd_level: int = DEFAULT_ZSTD_LEVEL, cpus: int | None = None) -> list[str]:
     """The text ``advise`` prints for one cell."""
     g, link = base.guest, base.link
     out = [f"== {title}",
@@ -89,7 +165,7 @@ def lines(title: str, base: Scenario, pattern: str | None, calibrated: str,
            f"{(g.working_set or g.ram) / 2**20:.0f} MiB, RAM {g.ram / 2**20:.0f} MiB, "
            f"throughput {link.throughput / 2**20:.1f} MiB/s, downtime limit "
            f"{base.downtime_limit * 1000:.0f} ms"]
-    for i, o in enumerate(outlooks(base, pattern, xbzrle_cache), 1):
+    for i, o in enumerate(outlooks(base, pattern, xbzrle_cache, channels, zstd_level, cpus), 1):
         p = o.prediction
         if p.converges:
             fig = (f"completes in {p.total_time:.2f} s" if p.total_time is not None

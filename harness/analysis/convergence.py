@@ -83,7 +83,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from harness.results.record.qmp import TimelineSample
+from harness.results.record.qmp import MigrationInfo, TimelineSample
 
 MiB = 1 << 20
 PAGE_SIZE = 4096
@@ -632,7 +632,7 @@ class Observation:
         return None
 
 
-def _full_pages(s: TimelineSample) -> int:
+def full_pages(s: MigrationInfo) -> int:
     """Pages sent whole (normal, plus legacy compress's, which ``normal`` does not count)."""
     ram = s.ram
     n = (ram.normal or 0) if ram else 0
@@ -677,7 +677,7 @@ def observe(timeline: Sequence[TimelineSample], until: float | None = None) -> O
         pass0.ram.remaining is not None else None,
         # the sync fell between two samples: take the middle of their counts
         nonzero=(None if pass0 is None else
-                 (_full_pages(pass0) + _full_pages(before0 or pass0)) / 2 * page),
+                 (full_pages(pass0) + full_pages(before0 or pass0)) / 2 * page),
         zero_bytes=float(last.ram.duplicate * page) if last and last.ram and
         last.ram.duplicate is not None else None,
         ratio=_ratio(last, page) if last else None,
@@ -695,7 +695,7 @@ def _ratio(s: TimelineSample, page: int) -> float | None:
     ram = s.ram
     if ram is None or ram.transferred is None:
         return None
-    full = _full_pages(s) * page
+    full = full_pages(s) * page
     x = s.xbzrle_cache
     encoded = max(((x.bytes or 0) - (x.overflow or 0) * page), 0) if x else 0
     if full <= 0:

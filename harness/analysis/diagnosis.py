@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 from harness.analysis.convergence import (
+    PAGE_SIZE,
     AutoConverge,
     Guest,
     Link,
@@ -37,6 +38,7 @@ from harness.analysis.convergence import (
     Observation,
     Prediction,
     Scenario,
+    full_pages,
     max_wire_ratio,
     max_xbzrle_ratio,
     min_downtime_limit,
@@ -227,6 +229,7 @@ class _Settings:
     xbzrle_cache: float
     compression: str | None  # "compress", or multifd's method; None: none
     threads: int  # compress threads or multifd channels
+    cpus: int | None  # the source host's CPUs: more encoder threads than these share them
     auto_converge: AutoConverge | None
     postcopy_after_syncs: int | None
     postcopy_after_s: float | None
@@ -280,6 +283,7 @@ def _settings(rec: RunRecord) -> _Settings:
         xbzrle_cache=_num(params, "xbzrle-cache-size") or DEFAULT_XBZRLE_CACHE,
         compression=compression,
         threads=threads,
+        cpus=rec.hosts.source.cpus,
         auto_converge=ac,
         postcopy_after_syncs=int(syncs) if postcopy and syncs else None,
         postcopy_after_s=after_s if postcopy else None,
@@ -306,6 +310,44 @@ def _cpu(rec: RunRecord, cls: str) -> float | None:
     """Percent of one core the source's ``cls`` threads used together."""
     side = rec.cpu.source if rec.cpu else None
     return side.classes.get(cls) if side else None
+
+
+#: Fewer CPU-seconds of the encoder threads than this make no per-thread figure (sampling noise).
+MIN_ENCODER_CPU_S = 0.2
+
+
+@dataclass(frozen=True)
+class EncoderRate:
+    """What the run's compressing threads did: RAM bytes they compressed per CPU-second (the
+    most one thread can do on a core of its own), and the figures it comes from."""
+
+    per_thread: float  # RAM bytes per CPU-second
+    ram_bytes: float  # RAM bytes sent in full (compressed) over the run
+    cpu_seconds: float  # the class's CPU over the migration window
+    cpu_pct: float  # the class's CPU, percent of one core (all its threads)
+    cls: str  # the CPU sampler's thread class
+
+
+def encoder_rate(rec: RunRecord) -> EncoderRate | None:
+    """The per-thread compression throughput the run measured: the pages QEMU sent whole
+    (``normal``, plus legacy compress's ``pages``) over the CPU-seconds of the source's
+    compressing threads (``compress`` or ``multifd_send``) in the migration window. The send
+    threads also find zero pages and write the socket: the figure is what a thread delivers, not
+    the codec alone. None without compression, CPU figures or enough CPU time to count."""
+    st = _settings(rec)
+    if st.compression is None or rec.cpu is None or rec.cpu.source is None:
+        return None
+    cls = "compress" if st.compression == "compress" else "multifd_send"
+    pct = rec.cpu.source.classes.get(cls)
+    last = rec.final if rec.final is not None and rec.final.ram is not None else next(
+        (s for s in reversed(rec.timeline) if s.ram is not None), None)
+    if pct is None or last is None or last.ram is None:
+        return None
+    cpu_s = pct / 100 * rec.cpu.source.window_s
+    ram = float(full_pages(last) * (last.ram.page_size or PAGE_SIZE))
+    if cpu_s < MIN_ENCODER_CPU_S or ram <= 0:
+        return None
+    return EncoderRate(ram / cpu_s, ram, cpu_s, pct, cls)
 
 
 def _cpu_share(rec: RunRecord, steady: float | None) -> float:
@@ -368,6 +410,7 @@ class Scenarios:
     hindsight: Scenario | None
     zero_from_run: bool  # the configured prediction took the zero pages from the run
     encoder_bound: bool  # the hindsight link is the encoder, not the wire
+    encoder_per_thread: float | None = None  # RAM bytes/s one more encoder thread adds
 
 
 def scenarios(rec: RunRecord, pre: Premeasured | None = None) -> Scenarios:
@@ -401,6 +444,7 @@ def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observatio
         early_sc = _scenario(st, max(rate, _seen_rate(early) or 0.0), _ws(st, early),
                              early.zero_fraction or zero or 0.0, link, early.setup_time or 0.0)
     hindsight = None
+    per: float | None = None  # RAM bytes/s one more encoder thread adds
     steady = rec.steady_rate_mib_s * MiB if rec.steady_rate_mib_s else rate
     h_rate = max(steady or 0.0, _seen_rate(whole) or 0.0)
     if whole.throughput:
@@ -419,16 +463,21 @@ def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observatio
             link = Link(max(st.max_bandwidth, whole.throughput), ratio, whole.xbzrle_ratio,
                         st.xbzrle_cache, encode_rate=whole.throughput / ratio,
                         switchover_throughput=switchover, postcopy_throughput=post)
+            per = whole.throughput / ratio / max(st.threads, 1)  # what each thread achieved
         else:
+            # the threads had time to spare: they can deliver what they measured per CPU-second
+            enc = encoder_rate(rec)
+            per = enc.per_thread if enc is not None else None
             link = Link(whole.throughput, ratio, whole.xbzrle_ratio if st.xbzrle else None,
-                        st.xbzrle_cache, switchover_throughput=switchover,
-                        postcopy_throughput=post)
+                        st.xbzrle_cache, encode_rate=None if per is None else
+                        per * usable_threads(st.threads, st.cpus),
+                        switchover_throughput=switchover, postcopy_throughput=post)
         if st.xbzrle and link.xbzrle_ratio is None:
             link = replace(link, xbzrle_ratio=1.0)  # no page was encoded: no saving seen
         hindsight = _scenario(st, h_rate, _ws(st, whole), zero or 0.0, link,
                               whole.setup_time or 0.0, _cpu_share(rec, steady))
     return Scenarios(configured, early_sc, hindsight,
-                     pre.nonzero is None and zero_run is not None, cpu_bound)
+                     pre.nonzero is None and zero_run is not None, cpu_bound, per)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,7 +590,7 @@ def diagnose(rec: RunRecord, pre: Premeasured | None = None) -> Diagnosis:
     factor, summary = _factor(rec, st, whole, ins, hind, measured, cpu_bound)
     advice: tuple[str, ...] = ()
     if measured.converges is False and ins.hindsight is not None:
-        advice = tuple(_advice(ins.hindsight, st, whole, factor))
+        advice = tuple(_advice(ins.hindsight, st, whole, factor, ins.encoder_per_thread))
 
     def figs(p: Prediction | None) -> Figures | None:
         return Figures.of(p) if p else None
@@ -563,6 +612,10 @@ def _cpu_bound(rec: RunRecord, st: _Settings, whole: Observation
         ev.append(Evidence(f"CPU per {cls} thread", round(per, 1), "% of a core"))
     if whole.busy_rate is not None:
         ev.append(Evidence("compression busy rate", round(whole.busy_rate, 3), ""))
+    enc = encoder_rate(rec)
+    if enc is not None:
+        ev.append(Evidence(f"RAM compressed per CPU-second of {cls}", _mib(enc.per_thread),
+                           "MiB/s"))
     slow = (whole.throughput or 0) < 0.9 * st.max_bandwidth
     busy = (per is not None and per >= CPU_BOUND_PCT) or (whole.busy_rate or 0) >= BUSY_RATE
     return slow and busy, ev
@@ -726,6 +779,58 @@ def _writer_rate_during(rec: RunRecord) -> float | None:
 # Advice
 
 
+def usable_threads(threads: int, cpus: int | None) -> int:
+    """Encoder threads that can run at once: no more than the host's CPUs."""
+    return max(1, min(threads, cpus) if cpus else threads)
+
+
+def _threads_advice(sc: Scenario, st: _Settings, factor: Factor, per: float | None
+                    ) -> str | None:
+    """How many encoder threads the model needs, when the encoder is (or would be) what keeps
+    the run from converging: each adds ``per`` RAM bytes/s while there are CPUs for it."""
+    enc = sc.link.encode_rate
+    if st.compression is None or enc is None or not per:
+        return None
+    need = min_encode_rate(sc)
+    if need is None:
+        if factor != "cpu-bound":
+            return None
+        return (f"threads: more {st.compression} threads alone do not converge: the link "
+                f"({sc.link.throughput / MiB:.1f} MiB/s) is the next limit")
+    if need <= enc * (1 + 1e-3):
+        return None  # the encoder is not what stops it
+    n = math.ceil(need / per)
+    each = f"{per / MiB:.1f} MiB/s of RAM each"
+    if st.cpus and n > st.cpus:
+        return (f"threads: {n} {st.compression} threads ({each}) needed, more than the "
+                f"source's {st.cpus} CPUs: threads alone do not get there (a lower compression "
+                "level or a faster host)")
+    more = predict(replace(sc, link=replace(sc.link, encode_rate=n * per)))
+    return f"threads: {n} {st.compression} threads (now {st.threads}; {each}): {_then(more)}"
+
+
+def _bandwidth_and_threads(sc: Scenario, st: _Settings, per: float | None, over: float
+                           ) -> str | None:
+    """When no bandwidth alone converges because the encoder threads cannot fill it: the
+    bandwidth the model needs without that limit, and the threads that would compress as much."""
+    if st.compression is None or sc.link.encode_rate is None or not per:
+        return None
+    if min_throughput(sc) is not None:
+        return None
+    b = min_throughput(replace(sc, link=replace(sc.link, encode_rate=None)))
+    if b is None:
+        return None
+    n = math.ceil(b / sc.link.ratio / per)
+    head = (f"bandwidth: {b / MiB:.1f} MiB/s on the wire (max-bandwidth >= "
+            f"{b / over / MiB:.1f} MiB/s) with {n} {st.compression} threads to compress "
+            f"{b / sc.link.ratio / MiB:.1f} MiB/s of RAM ({per / MiB:.1f} MiB/s each; now "
+            f"{st.threads})")
+    if st.cpus and n > st.cpus:
+        return head + f": more threads than the source's {st.cpus} CPUs, not reachable there"
+    p = predict(replace(sc, link=replace(sc.link, throughput=b, encode_rate=n * per)))
+    return f"{head}: {_then(p)}"
+
+
 def _then(p: Prediction) -> str:
     if not p.converges:
         return "still does not converge"
@@ -734,7 +839,8 @@ def _then(p: Prediction) -> str:
     return f"completes in {_opt_s(p.total_time)} with {_opt_ms(p.downtime)} of downtime"
 
 
-def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor) -> list[str]:
+def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor,
+            per_thread: float | None = None) -> list[str]:
     lines: dict[str, str] = {}
     tp = sc.link.throughput
     over = (whole.throughput / st.max_bandwidth) if whole.throughput else 1.0
@@ -751,6 +857,9 @@ def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor) -> 
                          f"{b / tp:.2f}x the {tp / MiB:.1f} MiB/s measured (max-bandwidth "
                          f">= {b / over / MiB:.1f} MiB/s at QEMU's measured "
                          f"{100 * (over - 1):+.0f} %): {_then(p)}"))
+    both = _bandwidth_and_threads(sc, st, per_thread, over)
+    if both is not None:
+        lines["bandwidth"] = both
     scaled("downtime", min_downtime_limit, lambda limit: replace(sc, downtime_limit=limit),
            lambda limit, p: (f"downtime-limit: >= {math.ceil(limit * 1000)} ms (now "
                              f"{st.downtime_limit * 1000:.0f} ms): {_then(p)}"))
@@ -774,17 +883,9 @@ def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor) -> 
         p = predict(replace(sc, link=replace(sc.link, ratio=c)))
         lines["compression"] = (f"compression: at most {c:.3f} wire bytes per RAM byte "
                                 f"({1 / c:.1f}:1, e.g. multifd zstd): {_then(p)}")
-    if factor == "cpu-bound" and sc.link.encode_rate:
-        need = min_encode_rate(sc)
-        per = sc.link.encode_rate / max(st.threads, 1)
-        if need is not None:
-            n = math.ceil(need / per)
-            more = predict(replace(sc, link=replace(sc.link, encode_rate=n * per)))
-            lines["threads"] = (f"threads: {n} {st.compression} threads (now {st.threads}; "
-                                f"{per / MiB:.1f} MiB/s of RAM each): {_then(more)}")
-        else:
-            lines["threads"] = (f"threads: more {st.compression} threads alone do not converge: "
-                                f"the link ({tp / MiB:.1f} MiB/s) is the next limit")
+    threads = _threads_advice(sc, st, factor, per_thread)
+    if threads is not None:
+        lines["threads"] = threads
     plan = plan_throttle(sc)
     ac = sc.auto_converge or AutoConverge()
     if plan.needed is None:

@@ -205,7 +205,15 @@ def test_cpu_bound_compression() -> None:
     assert ("CPU per compress thread", 95.0, "% of a core") in d.evidence
     assert d.advice[0].startswith("threads: ")
     n = int(re.search(r"threads: (\d+) compress", d.advice[0]).group(1))  # type: ignore[union-attr]
-    assert n > 2 and "completes" in d.advice[0]
+    # the source has 2 CPUs: the threads needed cannot run at once there
+    assert n > 2 and "more than the source's 2 CPUs" in d.advice[0]
+
+    def on_a_big_host(data: dict[str, Any]) -> None:
+        edit(data)
+        data["hosts"]["source"]["cpus"] = 64
+    big = diagnose(edited(NOT_CONVERGED, on_a_big_host))
+    assert big.advice[0].startswith(f"threads: {n} compress threads (now 2; ")
+    assert "completes" in big.advice[0]
 
 
 def test_bandwidth_far_below_max_bandwidth() -> None:
@@ -341,3 +349,53 @@ def test_export_carries_the_diagnosis_summary_csv_has(fmt: str, tmp_path: Path) 
     assert {"converged", "link-bound", "corrupted", "not-migrated"} <= factors
     bare = store.frame(recs.values())
     assert bare["diagnosis"].isna().all()
+
+
+def test_encoder_rate_is_ram_sent_whole_per_cpu_second_of_the_compress_threads() -> None:
+    """Legacy compress on 7.2 (tests/data/v1, real): the pages sent whole over the compress
+    threads' CPU-seconds in the migration window; none without compression or CPU time."""
+    from harness.analysis.convergence import full_pages
+    from harness.analysis.diagnosis import MIN_ENCODER_CPU_S, encoder_rate
+    rec = read(DATA / "v1/8fcf85a3052a/1.json")
+    enc = encoder_rate(rec)
+    assert enc is not None and enc.cls == "compress" and rec.cpu and rec.cpu.source
+    last = rec.final if rec.final and rec.final.ram else rec.timeline[-1]
+    assert last.ram is not None
+    ram = full_pages(last) * (last.ram.page_size or 4096)
+    cpu_s = rec.cpu.source.classes["compress"] / 100 * rec.cpu.source.window_s
+    assert enc.per_thread == pytest.approx(ram / cpu_s) and ram > 50 * MiB
+    assert 50 * MiB < enc.per_thread < 100 * MiB  # 72.5 MiB/s: level 1 zlib on one core, TCG
+    assert encoder_rate(read(PRECOPY)) is None  # no compression
+    short = read(DATA / "v1/615439fa7f3c/1.json")  # multifd zstd: 0.1 CPU-seconds in all
+    assert short.cpu and short.cpu.source
+    assert short.cpu.source.classes["multifd_send"] / 100 * short.cpu.source.window_s < (
+        MIN_ENCODER_CPU_S)
+    assert encoder_rate(short) is None
+
+
+def _multifd_zlib(pct: float, cpus: int) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        set_cap(data, "multifd")
+        set_param(data, "multifd-compression", "zlib")
+        set_param(data, "multifd-channels", 1)
+        data["cpu"]["source"]["classes"]["multifd_send"] = pct
+        data["hosts"]["source"]["cpus"] = cpus
+    return edit
+
+
+def test_a_slow_encoder_makes_the_bandwidth_advice_name_the_threads() -> None:
+    """The link-bound run as multifd zlib, 1 channel at 50 % of a core (not CPU-bound): it
+    compressed ~150 MiB in 6 CPU-seconds, 24.9 MiB/s a thread. The 64.6 MiB/s the model needs
+    on the wire (random pages: ratio ~1) take 3 such threads: more than a 2-CPU source has,
+    enough on an 8-CPU one."""
+    small = diagnose(edited(NOT_CONVERGED, _multifd_zlib(50.0, 2)))
+    assert small.factor == "link-bound"
+    bw = next(a for a in small.advice if a.startswith("bandwidth: "))
+    assert re.search(r"with 3 zlib threads to compress [\d.]+ MiB/s of RAM \(24\.9 MiB/s each; "
+                     r"now 1\): more threads than the source's 2 CPUs", bw), bw
+    big = diagnose(edited(NOT_CONVERGED, _multifd_zlib(50.0, 8)))
+    bw = next(a for a in big.advice if a.startswith("bandwidth: "))
+    assert "with 3 zlib threads" in bw and "completes in" in bw
+    fast = diagnose(edited(NOT_CONVERGED, _multifd_zlib(5.0, 2)))  # 249 MiB/s a thread
+    bw = next(a for a in fast.advice if a.startswith("bandwidth: "))
+    assert "threads" not in bw and "completes in" in bw  # the encoder is not the limit
