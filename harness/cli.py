@@ -322,9 +322,11 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
     fio = Path(args.fio) if isinstance(args.fio, str) else None
     img = ensure_image(Path(args.cache), force=args.force, fio=bool(args.fio), fio_binary=fio,
-                       log=lambda s: out.print(s))
+                       debian=args.distro == "debian", log=lambda s: out.print(s))
     out.print(f"guest image {img.digest[:16]}: kernel {img.kernel} ({img.kernel_release}, "
               f"{'PVH' if img.pvh else 'bzImage'}), initrd {img.initrd}")
+    if img.debian_disk is not None:
+        out.print(f"Debian guest: root disk {img.debian_disk}, initrd {img.debian_initrd}")
     return 0
 
 
@@ -424,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also build the fio part, with this static fio (default: "
                          f"${locations.FIO_ENV}, else one under the cache's fio/, else built by "
                          "a checkout's scripts/build-fio.sh, which needs the Debian mirror)")
+    ib.add_argument("--distro", choices=("initramfs", "debian"), default="initramfs",
+                    help="debian: also the Debian 12 guest (mmdebstrap of redis-server, "
+                         "memcached, stress-ng and fio into a qcow2; needs root), which a matrix "
+                         "selects with guest: {image: debian}")
     ib.set_defaults(func=cmd_image_build)
     return p
 

@@ -152,6 +152,12 @@ if spec=$(cmdline_opt fio); then
     fi
 fi
 
+# Hooks of richer images (the Debian guest's services, workloads/debian/services.sh): shell
+# fragments sourced here with the helpers above. The initramfs has none.
+for hook in /etc/migbench/init.d/*.sh; do
+    [ -f "$hook" ] && . "$hook"
+done
+
 # PID 1 must never exit.
 while :; do
     sleep 3600

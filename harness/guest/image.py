@@ -102,6 +102,10 @@ class GuestImage:
     kernel_release: str
     pvh: bool
     fio_initrd: Path | None = None  # base initrd + fio part; None unless built with fio=True
+    # The Debian guest (harness.guest.debian): its root disk and stage-1 initrd; None unless
+    # built with debian=True.
+    debian_disk: Path | None = None
+    debian_initrd: Path | None = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready description for storing with results."""
@@ -112,6 +116,8 @@ class GuestImage:
             "kernel_release": self.kernel_release,
             "pvh": self.pvh,
             "fio_initrd": str(self.fio_initrd) if self.fio_initrd else None,
+            **({"debian_disk": str(self.debian_disk),
+                "debian_initrd": str(self.debian_initrd)} if self.debian_disk else {}),
         }
 
 
@@ -453,8 +459,9 @@ def find_kernel(cache_dir: Path, log: Callable[[str], None] = _quiet) -> KernelS
 # --------------------------------------------------------------------------- modules
 
 
-def guest_modules(src: KernelSource) -> list[tuple[str, Path]]:
-    """(name, file) of the modules to load in the guest, in insmod order."""
+def guest_modules(src: KernelSource, wanted: Sequence[str] = GUEST_MODULES
+                  ) -> list[tuple[str, Path]]:
+    """(name, file) of the ``wanted`` modules to load in the guest, in insmod order."""
     builtin: set[str] = set()
     bfile = src.modules_dir / "modules.builtin"
     if bfile.is_file():
@@ -480,7 +487,7 @@ def guest_modules(src: KernelSource) -> list[tuple[str, Path]]:
             deps[name] = parse_modinfo_depends(_read_module(paths[name]))
         return deps[name]
 
-    return [(n, paths[n]) for n in resolve_module_order(GUEST_MODULES, depends, builtin)]
+    return [(n, paths[n]) for n in resolve_module_order(wanted, depends, builtin)]
 
 
 def _read_module(path: Path) -> bytes:
@@ -766,16 +773,23 @@ def ensure_image(
     fio: bool = False,
     fio_dir: Path | None = None,
     fio_binary: Path | None = None,
+    debian: bool = False,
 ) -> GuestImage:
     """Return the guest image for the current inputs, building it into ``cache_dir`` if needed.
 
     With ``fio=True`` the image also has :attr:`GuestImage.fio_initrd` (the static fio of
-    :func:`ensure_fio`); without it, fio is neither built nor required.
+    :func:`ensure_fio`); without it, fio is neither built nor required. With ``debian=True`` it
+    also has the Debian guest (:func:`harness.guest.debian.ensure_debian`).
 
     Raises :class:`~harness.errors.ImageError` when the kernel cannot be found or downloaded, a
     workload does not compile, or a tool is missing; the message names the fix.
     """
     img = _ensure_base_image(cache_dir, force=force, log=log)
+    if debian:
+        from harness.guest.debian import ensure_debian  # it builds on this module
+
+        deb = ensure_debian(cache_dir, force=force, log=log)
+        img = dataclasses.replace(img, debian_disk=deb.disk, debian_initrd=deb.initrd)
     if not fio:
         return img
     fio_bin = ensure_fio(fio_dir, log, fio_binary)

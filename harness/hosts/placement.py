@@ -28,7 +28,8 @@ def image_dir(spec: HostSpec, image: GuestImage) -> Path:
 
 
 def _image_files(image: GuestImage) -> list[Path]:
-    return [p for p in (image.kernel, image.initrd, image.fio_initrd) if p is not None]
+    return [p for p in (image.kernel, image.initrd, image.fio_initrd, image.debian_disk,
+                        image.debian_initrd) if p is not None]
 
 
 def place_image(host: Host, image: GuestImage,
@@ -81,4 +82,6 @@ def place_image(host: Host, image: GuestImage,
     return dataclasses.replace(
         image, kernel=d / image.kernel.name, initrd=d / image.initrd.name,
         fio_initrd=d / image.fio_initrd.name if image.fio_initrd is not None else None,
+        debian_disk=d / image.debian_disk.name if image.debian_disk is not None else None,
+        debian_initrd=d / image.debian_initrd.name if image.debian_initrd is not None else None,
     ), uploaded

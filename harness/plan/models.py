@@ -21,6 +21,7 @@ from pydantic import (
     StrictInt,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -274,12 +275,99 @@ class FioSpec(Frozen):
         return int(self.bs.rstrip("kKmM")) * mult
 
 
+class ServiceSpec(Frozen):
+    """A service in the guest (the Debian guest) under a fixed request rate from the host side.
+
+    ``clients`` connections share ``rate_ops`` requests per second (open loop: a request is sent
+    when it is due, whether or not earlier ones were answered); each client owns its share of
+    the ``keys`` (so the last write of a key is known); ``ratio`` is SET:GET as memtier's."""
+
+    clients: Int = Field(4, ge=1, le=256)
+    rate_ops: Real = Field(1000.0, gt=0, le=200_000)
+    value_bytes: Int = Field(64, ge=16, le=1024 * 1024)
+    keys: Int = Field(1000, ge=1, le=1_000_000)
+    ratio: str = Field("1:9", pattern=r"^[0-9]{1,4}:[0-9]{1,4}$")
+    timeout_ms: Real = Field(1000.0, ge=10, le=60_000)  # a request unanswered by then is late
+    maxmem_mib: Int = Field(128, ge=16, le=MAX_MEMORY_MIB)  # the server's memory limit
+    port: Int = Field(6379, ge=1, le=65535)  # where the server listens in the guest
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSpec:
+        sets, gets = (int(x) for x in self.ratio.split(":"))
+        if sets + gets == 0:
+            raise ValueError("ratio 0:0 sends nothing: use SET:GET like 1:9")
+        if self.clients > self.keys:
+            raise ValueError(f"clients={self.clients} > keys={self.keys}: each client owns a "
+                             "share of the keys; use at most as many clients as keys")
+        if self.keys * (self.value_bytes + 64) > self.maxmem_mib * 1024 * 1024:
+            raise ValueError(f"keys={self.keys} x value_bytes={self.value_bytes} does not fit in "
+                             f"maxmem_mib={self.maxmem_mib}: fewer keys, smaller values or a "
+                             "larger maxmem_mib")
+        return self
+
+    def set_fraction(self) -> float:
+        sets, gets = (int(x) for x in self.ratio.split(":"))
+        return sets / (sets + gets)
+
+
+class RedisSpec(ServiceSpec):
+    pass
+
+
+class MemcachedSpec(ServiceSpec):
+    port: Int = Field(11211, ge=1, le=65535)
+
+
+class StressSpec(Frozen):
+    """``stress-ng --vm`` in the Debian guest: its own memory dirtying patterns."""
+
+    vm: Int = Field(1, ge=1, le=64)  # workers
+    bytes_mib: Int = Field(64, ge=1, le=MAX_MEMORY_MIB)  # per worker
+    method: str = Field("all", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")  # --vm-method
+
+
+# Fields added after result files existed: left out of the dump when unset, so that a cell's id
+# and coordinates (hashes of its dump) stay what they were for the workloads they already had.
+_LATER_WORKLOADS = ("redis", "memcached", "stress")
+
+
 class WorkloadSpec(Frozen):
     """Guest workloads that run together, e.g. writer + ping (IO-sensitive VM under memory load)."""
 
     writer: WriterSpec | None = None
     ping: PingSpec | None = None
     fio: FioSpec | None = None
+    redis: RedisSpec | None = None  # services and stress run in the Debian guest only
+    memcached: MemcachedSpec | None = None
+    stress: StressSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_service(self) -> WorkloadSpec:
+        if self.redis is not None and self.memcached is not None:
+            raise ValueError("redis and memcached in one workload: name one service per "
+                             "workload (put the other in a second workload)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for k in _LATER_WORKLOADS:
+                if data.get(k) is None:
+                    data.pop(k, None)
+        return data
+
+    def service(self) -> tuple[Literal["redis", "memcached"], ServiceSpec] | None:
+        """(name, spec) of the service under load, if any."""
+        if self.redis is not None:
+            return "redis", self.redis
+        if self.memcached is not None:
+            return "memcached", self.memcached
+        return None
+
+    def needs_debian(self) -> str | None:
+        """The first workload that only the Debian guest has, or None."""
+        return next((k for k in _LATER_WORKLOADS if getattr(self, k) is not None), None)
 
 
 def workload_label(workload: WorkloadSpec | None) -> str:
@@ -296,12 +384,27 @@ def workload_label(workload: WorkloadSpec | None) -> str:
         parts.append("ping")
     if workload.fio is not None:
         parts.append(f"fio {workload.fio.rw}".strip())
+    service = workload.service()
+    if service is not None:
+        parts.append(f"{service[0]} {service[1].rate_ops:g} ops/s")
+    if workload.stress is not None:
+        parts.append(f"stress-ng vm {workload.stress.method}")
     return " + ".join(parts) if parts else "idle"
 
 
 class GuestSpec(Frozen):
     vcpus: Int = Field(1, gt=0, le=MAX_VCPUS)
     memory_mib: Int = Field(512, ge=128, le=MAX_MEMORY_MIB)
+    # initramfs: busybox and our workloads in RAM (the default); debian: Debian 12 on a qcow2
+    # root disk with real services (harness.guest.debian).
+    image: Literal["initramfs", "debian"] = "initramfs"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("image") == "initramfs":
+            del data["image"]  # cell ids and coordinates as before the field existed
+        return data
 
 
 class Limits(Frozen):
@@ -408,6 +511,15 @@ class MatrixSpec(Frozen):
                 raise ValueError(
                     f"workloads.{wname}.writer.working_set_mib: {ww.working_set_mib} MiB does not "
                     f"fit in guest.memory_mib={self.guest.memory_mib}")
+        for wname, wspec in [("workload", self.workload),
+                             *((f"workloads.{k}", v) for k, v in self.workloads.items())]:
+            needs = wspec.needs_debian()
+            if needs and self.guest.image != "debian":
+                raise ValueError(f"{wname}.{needs} runs in the Debian guest: set guest.image: "
+                                 "debian")
+            if wspec.fio is not None and self.guest.image == "debian":
+                raise ValueError(f"{wname}.fio: fio on a second disk of the Debian guest is not "
+                                 "supported yet; run fio in the initramfs guest")
         for name, rules in (("exclude", self.exclude), ("include", self.include)):
             for i, rule in enumerate(rules):
                 if not rule:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.analysis import stalls
 from harness.errors import HarnessError
-from harness.guest.image import GuestImage, create_shared_disk, initrd_for
+from harness.guest.image import GuestImage, create_shared_disk
 from harness.hosts.host import Host
 from harness.hosts.netsetup import HostVmNetwork, LocalVmNetwork, NetAttachment, private_network
 from harness.plan.features import POSTCOPY_STATES, kvm_requirement
@@ -54,6 +54,7 @@ from harness.results.record.model import (
     QemuInfo,
     RamCheck,
     RunRecord,
+    ServicePoint,
     StampsCheck,
     StartInfo,
     State,
@@ -78,9 +79,11 @@ from harness.run.integrity import HASH_PAGES_PY, differing_pages
 from harness.run.sampling import cpu as cpu_sampling
 from harness.run.sampling import fio as fio_sampling
 from harness.run.sampling import ping as ping_sampling
+from harness.run.sampling import service_run, servicestats
 from harness.run.sampling import writer as writer_sampling
 from harness.run.sampling.console import Console
 from harness.run.sampling.cpuprobe import DEFAULT_HZ as CPU_HZ
+from harness.run.sampling.service import ServiceLoad
 from harness.run.vm import Vm, VmConfig
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -149,6 +152,7 @@ class _Run:
     guest_impact: GuestImpact = field(default_factory=GuestImpact)
     ping_series: list[PingPoint] = field(default_factory=list)
     fio_series: list[FioPoint] = field(default_factory=list)
+    service_series: list[ServicePoint] = field(default_factory=list)
     vms: dict[Role, VmInfo] = field(default_factory=dict)
     events: dict[Role, list[QmpEvent]] = field(default_factory=dict)
     console: dict[Role, list[ConsoleLine]] = field(default_factory=dict)
@@ -157,6 +161,8 @@ class _Run:
     t0: float = 0.0  # epoch time of the `migrate` command
     net: LocalVmNetwork | HostVmNetwork | None = None
     disk: Path | None = None
+    root_overlay: Path | None = None  # the Debian guest's root disk for this run
+    service: ServiceLoad | None = None  # redis/memcached under load
     prober: ping_sampling.Prober | None = None
     probes: list[ping_sampling.Probe] = field(default_factory=list)
     workloads_finished: bool = False
@@ -219,7 +225,7 @@ def _record(run: _Run, hosts: PerSide[HostFacts], finished: float) -> RunRecord:
         vms=PerSide(source=run.vms.get("source"), destination=run.vms.get("destination")),
         cpu=run.cpu_record,
         guest=GuestSeries(writer=tuple(writer), ping=tuple(run.ping_series),
-                          fio=tuple(run.fio_series)),
+                          fio=tuple(run.fio_series), service=tuple(run.service_series)),
         guest_impact=run.guest_impact, metrics=_metrics(run, writer),
     )
 
@@ -244,8 +250,10 @@ def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
     incoming = role == "destination"
     restored = role == "source" and ctx.restore is not None  # warm start: -incoming defer, -S
     net = run.net.attachment(role) if run.net is not None else None
-    extra = (*cell.variant_spec.qemu_args, *wl.qemu_args(cell.workload, net, run.disk))
     image = ctx.host_images.get(role, ctx.image)
+    initrd, root_disk = wl.boot_files(image, cell.guest, cell.workload, run.root_overlay)
+    extra = (*cell.variant_spec.qemu_args, *root_disk,
+             *wl.qemu_args(cell.workload, net, run.disk))
     accel = host.accel().accel
     return VmConfig(
         name=f"mb-{role[:3]}-{cell.id[:6]}",
@@ -255,7 +263,7 @@ def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
         vcpus=cell.guest.vcpus,
         memory_mib=cell.guest.memory_mib,
         kernel=image.kernel,
-        initrd=initrd_for(image, cell.workload),
+        initrd=initrd,
         append=kernel_append(cell, net),
         workdir=vm_workdir(ctx, role),
         incoming=incoming or restored,
@@ -304,6 +312,9 @@ def _boot(run: _Run) -> None:
     if wl.needs_disk(spec):
         assert spec.fio is not None
         run.disk = create_shared_disk(ctx.workdir / "disk.raw", spec.fio.disk_mib)
+    if ctx.cell.guest.image == "debian":
+        run.root_overlay = service_run.make_overlay(
+            ctx.source, ctx.workdir, ctx.host_images.get("source", ctx.image))
     run.dst = Vm(ctx.destination, _vm_config(run, "destination", ctx.destination,
                                              ctx.destination_build), ctx.stop)
     run.src = Vm(ctx.source, _vm_config(run, "source", ctx.source, ctx.source_build), ctx.stop)
@@ -350,6 +361,10 @@ def _wait_workload(run: _Run) -> None:
                                           source=att.host_ip)
         run.prober.start()
         run.ctx.stop.sleep(1.0)  # a baseline of replies before the migration starts
+    if spec.service() is not None and run.net is not None:
+        run.service = service_run.start_load(spec, run.net.attachment("source"),
+                                             seed=run.ctx.repetition)
+        run.ctx.stop.sleep(2.0)  # a baseline of requests before the migration starts
 
 
 def _setup(run: _Run) -> str:
@@ -477,10 +492,14 @@ def _finish_workloads(run: _Run) -> None:
     if run.prober is not None:
         run.probes = run.prober.stop()
         run.prober = None
+    # The dataset is read back from wherever the guest runs now (not after a failure).
+    requests, dataset = service_run.finish_load(
+        run.service, check=run.outcome != "failed" and not run.ctx.stop.is_set())
+    run.service = None
     # A workload that died in the guest is part of the result, whatever else the cell ran.
     run.workload_errors += [d for vm in (run.src, run.dst) if vm is not None
                             for d in _workload_deaths(vm)]
-    if spec.ping is None and spec.fio is None:
+    if spec.ping is None and spec.fio is None and not requests:
         return
     switchover = None
     if run.dst is not None and run.outcome == "completed":
@@ -491,8 +510,17 @@ def _finish_workloads(run: _Run) -> None:
     fio_tl = fio_sampling.timeline(consoles) if spec.fio is not None else []
     t0 = run.t0 or end
     impact = wl.summarise(spec, migrate_start=t0, switchover=switchover, end=end,
-                          probes=run.probes, fio_samples=fio_tl)
+                          probes=run.probes, fio_samples=fio_tl, requests=requests,
+                          dataset=dataset)
     run.guest_impact = impact
+    if impact.service is not None and impact.service.dataset is not None \
+            and impact.service.dataset.verdict == "corrupted":
+        d = impact.service.dataset
+        run.workload_errors.append(f"{impact.service.kind}: {d.missing} keys missing and "
+                                   f"{d.wrong} wrong of {d.keys} after the migration")
+    if impact.service is not None:
+        run.service_series = [ServicePoint.model_validate(p) for p in servicestats.timeline(
+            requests, t0, impact.service.timeout_ms / 1000)]
     if switchover is not None and impact.ping is not None \
             and impact.ping.replies_after_switchover == 0:
         # The guest moved but stopped answering: its network did not follow it.
@@ -839,7 +867,7 @@ def _metrics(run: _Run, writer: list[WriterPoint]) -> Metrics:
         samples=len(run.timeline),
         guest_visible_downtime_ms=guest_visible_downtime(
             run.outcome, stall, run.guest_impact.ping.during.max_gap_ms
-            if run.guest_impact.ping is not None else None),
+            if run.guest_impact.ping is not None else None, impact["service_max_gap_ms"]),
         **impact,
     )
 

@@ -475,7 +475,8 @@ def run_matrix(
     store.check_writable(out)  # before the image, which may take minutes to build
     if image is None:
         image = ensure_image(locations.image_cache(),
-                             fio=any(c.workload.fio is not None for c in cells))
+                             fio=any(c.workload.fio is not None for c in cells),
+                             debian=any(c.guest.image == "debian" for c in cells))
     camp = _campaign(matrix_path, spec, hosts, out, progress, image, cells)
     old = signal.signal(signal.SIGTERM, _sigterm)
     workers: list[_PairWorker] = []

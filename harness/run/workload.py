@@ -1,6 +1,7 @@
 """Guest workloads as QEMU arguments, kernel command line parts, and per-phase summaries (pure).
 
-A :class:`~harness.plan.models.WorkloadSpec` lists any of ``writer``, ``ping`` and ``fio``; this module
+A :class:`~harness.plan.models.WorkloadSpec` lists any of ``writer``, ``ping`` and ``fio`` (and,
+in the Debian guest, ``redis`` or ``memcached`` under load, and ``stress``); this module
 turns it into what both QEMUs need (the same NIC with a fixed MAC on a tap, and the same
 virtio-blk disk on a file both open), the ``mb.<name>=k:v,...`` words the guest's ``/init`` reads
 (see workloads/README.md), and the guest-impact block of a run (before / during / after the
@@ -14,18 +15,44 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.guest.debian import root_drive_args
+from harness.guest.image import GuestImage, initrd_for
 from harness.hosts.netsetup import NetAttachment
-from harness.plan.models import FioSpec, WorkloadSpec
-from harness.results.record.model import FioImpact, GuestImpact, PingImpact
+from harness.plan.models import FioSpec, GuestSpec, WorkloadSpec
+from harness.results.record.model import (
+    DatasetCheck,
+    FioImpact,
+    GuestImpact,
+    PingImpact,
+    ServiceImpact,
+)
 from harness.run.sampling import fio as fio_sampling
 from harness.run.sampling import ping as ping_sampling
+from harness.run.sampling import servicestats
+from harness.run.sampling.servicestats import RequestLike
 
 NIC_ID = "mbnet0"
 DISK_ID = "mbdisk0"
 
 
 def needs_network(spec: WorkloadSpec) -> bool:
-    return spec.ping is not None
+    return spec.ping is not None or spec.service() is not None
+
+
+def boot_files(image: GuestImage, guest: GuestSpec, workload: WorkloadSpec,
+               root_overlay: Path | None) -> tuple[Path, list[str]]:
+    """The initrd a guest boots and the QEMU arguments of its root disk (none in RAM).
+
+    The Debian guest boots its stage-1 initrd and the run's overlay (``root_overlay``) over
+    this host's copy of the root disk.
+
+    :raise ValueError: a Debian guest without its image or overlay.
+    """
+    if guest.image != "debian":
+        return initrd_for(image, workload), []
+    if image.debian_disk is None or image.debian_initrd is None or root_overlay is None:
+        raise ValueError("the Debian guest needs ensure_image(..., debian=True) and an overlay")
+    return image.debian_initrd, root_drive_args(root_overlay, image.debian_disk)
 
 
 def needs_disk(spec: WorkloadSpec) -> bool:
@@ -109,6 +136,13 @@ def kernel_args(spec: WorkloadSpec, net: NetAttachment | None = None, vcpus: int
         out.append(f"mb.ping=mode:{p.mode},port:{p.port}" if p.mode == "udp" else "mb.ping=mode:icmp")
     if spec.fio is not None:
         out.append("mb.fio=" + ",".join(f"{k}:{v}" for k, v in fio_options(spec.fio)))
+    service = spec.service()
+    if service is not None:
+        name, svc = service
+        out.append(f"mb.{name}=port:{svc.port},maxmem:{svc.maxmem_mib}")
+    if spec.stress is not None:
+        st = spec.stress
+        out.append(f"mb.stress=vm:{st.vm},bytes:{st.bytes_mib},method:{st.method}")
     return out
 
 
@@ -121,6 +155,11 @@ def ready_kinds(spec: WorkloadSpec) -> list[str]:
         kinds += ["net-ready", "ping-ready"]
     if spec.fio is not None:
         kinds.append("fio-ready")
+    service = spec.service()
+    if service is not None:
+        kinds += ["net-ready", f"{service[0]}-ready"]
+    if spec.stress is not None:
+        kinds.append("stress-ready")
     return kinds
 
 
@@ -132,13 +171,16 @@ def summarise(
     end: float,
     probes: Sequence[ping_sampling.Probe] = (),
     fio_samples: Sequence[dict[str, Any]] = (),
+    requests: Sequence[RequestLike] = (),
+    dataset: dict[str, Any] | None = None,
 ) -> GuestImpact:
     """Guest-impact block of a run: each workload's before/during/after summary (epoch times).
 
     ``switchover`` is when the guest resumed on the destination (None if it never moved); the
-    ``during`` phase is [migrate_start, switchover), ``after`` is [switchover, end].
+    ``during`` phase is [migrate_start, switchover), ``after`` is [switchover, end]. ``requests``
+    are the service load's (:mod:`harness.run.sampling.service`), ``dataset`` its check.
     """
-    ping = fio = None
+    ping = fio = service = None
     if spec.ping is not None:
         ping = PingImpact.model_validate(ping_sampling.summarise(
             probes, migrate_start, switchover, end,
@@ -147,12 +189,20 @@ def summarise(
     if spec.fio is not None:
         fio = FioImpact.model_validate(
             fio_sampling.summarise(fio_samples, migrate_start, switchover, end))
-    return GuestImpact(ping=ping, fio=fio)
+    named = spec.service()
+    if named is not None:
+        kind, svc = named
+        service = ServiceImpact.model_validate({
+            "kind": kind, "rate_ops": svc.rate_ops, "clients": svc.clients,
+            "timeout_ms": svc.timeout_ms,
+            **servicestats.summarise(requests, migrate_start, switchover, end),
+            "dataset": DatasetCheck.model_validate(dataset) if dataset is not None else None})
+    return GuestImpact(ping=ping, fio=fio, service=service)
 
 
 def summary_columns(impact: GuestImpact) -> dict[str, float | int | None]:
     """The ``summary.csv`` columns of a guest-impact block (None where a workload did not run)."""
-    ping, fio = impact.ping, impact.fio
+    ping, fio, svc = impact.ping, impact.fio, impact.service
     return {
         "ping_lost": ping.total.lost if ping else None,
         "ping_max_gap_ms": ping.total.max_gap_ms if ping else None,
@@ -161,4 +211,6 @@ def summary_columns(impact: GuestImpact) -> dict[str, float | int | None]:
         "fio_iops_during": fio.during.iops_host_mean if fio else None,
         "fio_lat_p99_us_before": fio.before.lat_p99_us_max if fio else None,
         "fio_lat_p99_us_during": fio.during.lat_p99_us_max if fio else None,
+        "service_p99_ms": svc.during.p99_ms if svc else None,
+        "service_max_gap_ms": svc.max_gap.ms if svc and svc.max_gap else None,
     }

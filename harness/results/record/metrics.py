@@ -75,6 +75,10 @@ CATALOGUE: dict[str, Metric] = {m.key: m for m in (
     _metric("fio_iops_during", "fio IOPS during", "IOPS", False),
     _metric("fio_lat_p99_us_before", "fio p99 latency before", "µs", True),
     _metric("fio_lat_p99_us_during", "fio p99 latency during", "µs", True),
+    _metric("service_p99_ms", "service p99 during", "ms", True,
+            title="service p99 latency during the migration", show_unit="ms"),
+    _metric("service_max_gap_ms", "service-visible downtime", "ms", True,
+            title="service-visible downtime (no request completed)", show_unit="ms"),
     _metric("qemu_mbps", "QEMU throughput", "Mbit/s", False),
 )}
 

@@ -167,6 +167,8 @@ class ImageInfo(Frozen):
     kernel_release: str | None = None
     pvh: Bool = False
     fio_initrd: str | None = None
+    debian_disk: str | None = None  # the Debian guest's root disk (the base of each run's overlay)
+    debian_initrd: str | None = None
 
 
 class HarnessInfo(Frozen):
@@ -289,10 +291,25 @@ class FioPoint(Frozen):
     t_start_host: OptFloat = None
 
 
+class ServicePoint(Frozen):
+    """100 ms of a service's load (harness.run.sampling.servicestats.timeline): replies that
+    arrived in it, their latency from when each request was due."""
+
+    t: Float  # the bin's start, seconds after the migrate command
+    ops: Float  # achieved ops/s
+    p50_ms: OptFloat = None
+    p99_ms: OptFloat = None
+    p999_ms: OptFloat = None
+    max_ms: OptFloat = None
+    errors: Int = 0
+    timeouts: Int = 0
+
+
 class GuestSeries(Frozen):
     writer: tuple[WriterPoint, ...] = ()
     ping: tuple[PingPoint, ...] = ()
     fio: tuple[FioPoint, ...] = ()
+    service: tuple[ServicePoint, ...] = ()  # redis or memcached under load (None: older files)
 
 
 class PingPhase(Frozen):
@@ -345,11 +362,54 @@ class FioImpact(Frozen):
     on_destination: Int = 0
 
 
+class ServicePhase(Frozen):
+    """The requests due in one phase of a service's load."""
+
+    requests: Int = 0
+    completed: Int = 0
+    ops_s: OptFloat = None  # replies that arrived in the phase, per second
+    p50_ms: OptFloat = None
+    p99_ms: OptFloat = None
+    p999_ms: OptFloat = None
+    max_ms: OptFloat = None
+    errors: Int = 0
+    timeouts: Int = 0  # answered after timeout_ms, or never
+    max_gap_ms: OptFloat = None  # longest window in the phase with no completed request
+
+
+class DatasetCheck(Frozen):
+    """Every key the load wrote, read back after the migration."""
+
+    verdict: Literal["ok", "corrupted", "unchecked"]
+    keys: Int = 0
+    missing: Int = 0
+    wrong: Int = 0
+    ambiguous: Int = 0  # keys whose last SET was never answered (either version accepted)
+    first_bad: tuple[Int, ...] = ()
+    reason: str | None = None
+
+
+class ServiceImpact(Frozen):
+    """A service (redis, memcached) under a fixed request rate through the migration."""
+
+    kind: Literal["redis", "memcached"]
+    rate_ops: Float
+    clients: Int
+    timeout_ms: Float
+    before: ServicePhase
+    during: ServicePhase
+    after: ServicePhase
+    total: ServicePhase
+    max_gap: PingGap | None = None  # the service-visible downtime, epoch times
+    dataset: DatasetCheck | None = None
+
+
 class GuestImpact(Frozen):
     """Per-phase summaries (before / during / after the migration) of what the guest saw."""
 
     ping: PingImpact | None = None
     fio: FioImpact | None = None
+    service: ServiceImpact | None = None
 
 
 class Metrics(Frozen):
@@ -375,6 +435,8 @@ class Metrics(Frozen):
     fio_lat_p99_us_before: OptFloat = None
     fio_lat_p99_us_during: OptFloat = None
     guest_visible_downtime_ms: OptFloat = None
+    service_p99_ms: OptFloat = None  # redis/memcached p99 of the requests due during migration
+    service_max_gap_ms: OptFloat = None  # longest window with no completed request
 
 
 class Phases(Frozen):
