@@ -49,6 +49,7 @@ class _Submission:
     progress: Progress
     pending: dict[str, tuple[Cell, int, str]] = field(default_factory=dict)  # id -> cell, rep, q
     started: set[str] = field(default_factory=set)
+    steps: dict[str, str | None] = field(default_factory=dict)  # the step each run is at
     problems: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     summary: dict[tuple[str, int], store.Row] | None = None
@@ -163,10 +164,8 @@ def _collect(c: Any, app: Any, sub: _Submission) -> None:
         for tid, (cell, rep, _q) in list(sub.pending.items()):
             meta = app.backend.get_task_meta(tid)
             state = meta.get("status")
-            if state == "STARTED" and tid not in sub.started:
-                sub.started.add(tid)
-                if sub.progress.run_started:
-                    sub.progress.run_started(cell, rep)
+            if state == "STARTED":
+                _started(sub, tid, cell, rep, meta.get("result"))
             elif state == "SUCCESS":
                 del sub.pending[tid]
                 _store(sub, tid, cell, rep, meta.get("result"))
@@ -180,6 +179,20 @@ def _collect(c: Any, app: Any, sub: _Submission) -> None:
             _warn_unserved(c, sub, warned)
         if sub.pending:
             time.sleep(POLL_S)
+
+
+def _started(sub: _Submission, tid: str, cell: Cell, rep: int, info: object) -> None:
+    """A run began, or moved to its next step (the worker's ``{"step": ...}``)."""
+    step = info.get("step") if isinstance(info, dict) else None
+    step = step if isinstance(step, str) else None
+    if tid in sub.started and sub.steps.get(tid) == step:
+        return
+    sub.started.add(tid)
+    sub.steps[tid] = step
+    if sub.progress.run_started:
+        sub.progress.run_started(cell, rep)
+    if step and sub.progress.state:
+        sub.progress.state(terminal_text(step[:40]))
 
 
 def _warn_unserved(c: Any, sub: _Submission, warned: set[str]) -> None:

@@ -45,7 +45,7 @@ from harness.plan.models import HostsConfig, MatrixSpec
 from harness.results.record import dump
 from harness.results.record.model import HarnessInfo, RunRecord
 from harness.results.record.scalars import utc
-from harness.run.cancel import Stop
+from harness.run.cancel import Cancelled, Stop
 from harness.run.runner import Progress, _Campaign, _PairWorker, skipped_record
 
 log = logging.getLogger("migbench.lab")
@@ -74,12 +74,13 @@ class LabWorker:
         self.tags: dict[str, str] = {}  # task id -> delivery tag (for its lease)
         self.lock = threading.Lock()
         self.pair_failure: str | None = None
+        self.app: Any = None
 
     # -- start ------------------------------------------------------------------------------
 
     def _campaign(self, spec: MatrixSpec, image: GuestImage, matrix_file: str) -> _Campaign:
         """What the local runner's pair worker reads of its campaign, for one run here."""
-        progress = Progress(note=lambda m: self.say(f"{self.name}: {m}"))
+        progress = Progress(note=lambda m: self.say(f"{self.name}: {m}"), state=self._step)
         scratch = Path(tempfile.gettempdir())  # never written: the submitter stores the records
         return _Campaign(Path(matrix_file), spec, self.hosts, scratch, progress, image, [])
 
@@ -184,11 +185,19 @@ class LabWorker:
                 record = self._lost_too_often(job, cell, rep, pw, task_id, delivery)
             else:
                 record = pw.run_one(cell, rep)
+        except Cancelled:
+            if not camp.interrupted.is_set():
+                raise
+            record = None  # the worker is stopping (below)
         finally:
             self.current = None
             self.run_stop = None
         if camp.interrupted.is_set():
+            # not a loss: a stopped worker's run does not count against its redeliveries
+            self.redis.decr(broker.deliveries_key(task_id))
+            self.say(f"{self.name}: stopped: {cell.id} rep {rep} goes back to the queue")
             raise Reject("the worker is stopping: the run goes back to the queue", requeue=True)
+        assert record is not None
         if record.outcome == "failed" and not self._pair_answers(pw):
             self.pair_failure = f"pair {self.pair_name} failed during a run: {record.error}"
             self.say(terminal_text(f"{self.name}: {self.pair_failure}; the run goes back to the "
@@ -199,6 +208,15 @@ class LabWorker:
         record = record.model_copy(update={"harness": HarnessInfo(
             commit=camp.commit, matrix_file=job.matrix_file, pair=self.pair_name)})
         return dump(record).decode()
+
+    def _step(self, name: str) -> None:
+        """Tell the submitter the run's step (boot, migrate ...) for its progress bar."""
+        cur, app = self.current, self.app
+        if cur is None or app is None:
+            return
+        with contextlib.suppress(Exception):  # progress only: the run goes on without it
+            app.backend.store_result(cur.task_id, {"step": name[:40], "pair": self.pair_name},
+                                     "STARTED")
 
     def _lost_too_often(self, job: Job, cell: Any, rep: int, pw: _PairWorker, task_id: str,
                         delivery: int) -> RunRecord:
@@ -233,9 +251,11 @@ class LabWorker:
         # QEMU, namespaces and the hosts' tools need root; the tasks take JSON only, never
         # pickle, which is what Celery's warning about root is for
         warnings.filterwarnings("ignore", category=SecurityWarning)
+        # a run handed back (Reject) is said in one line here, not as Celery's traceback
+        logging.getLogger("celery.app.trace").setLevel(logging.ERROR)
         self.redis = broker.client(self.url)
         self.info = self.declare_capabilities()
-        app = broker.make_app(self.url, self.lease_s)
+        app = self.app = broker.make_app(self.url, self.lease_s)
 
         @app.task(name=broker.TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
         def run(task: Any, payload: Any) -> str:

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MIGBENCH = [sys.executable, "-m", "harness.cli"]
-LEASE_S = 15.0
+LEASE_S = 10.0
 MATRIX = """\
 name: lab
 repetitions: 3
@@ -224,3 +224,63 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(5)
     assert settled(bed_qemus, timeout=10) == []
+
+
+def test_lab_stopped_worker_requeues_and_a_run_lost_too_often_is_failed(
+        redis_url: str, tmp_path: Path) -> None:
+    """On the local pair: a worker stopped with SIGTERM hands its run back at once (not counted
+    as a loss); a worker killed with SIGKILL loses it; with --redeliveries 0 the next worker
+    records it failed, naming the lost worker."""
+    matrix = tmp_path / "one.yaml"
+    matrix.write_text(MATRIX.replace("repetitions: 3", "repetitions: 1")
+                      .replace("[precopy, xbzrle]", "[precopy]").replace("name: lab", "name: one"))
+    out = tmp_path / "results"
+    hosts = REPO / "hosts.yaml"
+    logs = {n: tmp_path / f"{n}.log" for n in ("w1", "w2", "w3", "submit")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    common = ["--hosts", str(hosts), "--pair", "local", "--broker", redis_url, "--lease-s", "10"]
+    c = broker.client(redis_url)
+
+    def running(name: str) -> str | None:
+        w = _declared(redis_url).get(name)
+        if w is None or w.current is None or time.time() - w.current.started < 2:
+            return None
+        return w.current.task_id
+
+    try:
+        procs["w1"] = _start(["worker", *common, "--name", "w1"], logs["w1"])
+        _wait("worker w1", lambda: "w1" in _declared(redis_url), 90, [procs["w1"]], [logs["w1"]])
+        procs["submit"] = _start(["run", str(matrix), "--hosts", str(hosts), "--out", str(out),
+                                  "--broker", redis_url, "--redeliveries", "0"], logs["submit"])
+        tid = _wait("w1 running", lambda: running("w1"), 90, [procs["w1"], procs["submit"]],
+                    [logs["w1"], logs["submit"]])
+        os.killpg(procs["w1"].pid, signal.SIGTERM)
+        assert procs["w1"].wait(60) == 0, logs["w1"].read_text()[-2000:]
+        assert int(c.get(broker.deliveries_key(tid))) == 0  # a stop is not a loss
+        assert c.exists(broker.worker_key("w1")) == 0  # it left the lab
+        assert not (out / "summary.csv").exists()  # nothing stored for the stopped run
+
+        procs["w2"] = _start(["worker", *common, "--name", "w2"], logs["w2"])
+        _wait("w2 running the run w1 handed back", lambda: running("w2") == tid, 90,
+              [procs["w2"], procs["submit"]], [logs["w2"], logs["submit"]])
+        os.killpg(procs["w2"].pid, signal.SIGKILL)
+        procs["w2"].wait(10)
+
+        procs["w3"] = _start(["worker", *common, "--name", "w3"], logs["w3"])
+        code = procs["submit"].wait(120)
+        assert code == 0, logs["submit"].read_text()[-3000:]
+        runs = [r for _, r in store.iter_runs(out)]
+        assert len(runs) == 1 and runs[0].outcome == "failed"
+        assert runs[0].harness is not None and runs[0].harness.pair == "local"
+        assert "lost 1 times" in (runs[0].error or "") and "w2 (pair local)" in runs[0].error
+        assert int(c.get(broker.deliveries_key(tid))) == 2
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
