@@ -122,6 +122,7 @@ class Premeasured:
     nonzero: float | None = None  # bytes of guest RAM that are not zero pages
     ratio: float | None = None  # wire bytes per RAM byte with the cell's compression
     xbzrle_ratio: float | None = None  # wire bytes per RAM byte of an XBZRLE hit
+    link: float | None = None  # bytes/s the link carries unthrottled (see :func:`link_rates`)
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ class _Settings:
     """The cell's configuration as the model needs it."""
 
     ram: float
-    max_bandwidth: float
+    max_bandwidth: float | None  # None: unlimited (QEMU's 0)
     downtime_limit: float  # s
     writer_rate: float | None  # bytes/s
     working_set: float | None
@@ -275,7 +276,7 @@ def _settings(rec: RunRecord) -> _Settings:
     limit_ms = _num(params, "downtime-limit")
     return _Settings(
         ram=cell.guest.memory_mib * MiB,
-        max_bandwidth=_num(params, "max-bandwidth", 1.0) or DEFAULT_MAX_BANDWIDTH,
+        max_bandwidth=_max_bandwidth(params),
         downtime_limit=(DEFAULT_DOWNTIME_LIMIT_MS if limit_ms is None else limit_ms) / 1000,
         writer_rate=rate,
         working_set=writer.working_set_mib * MiB if writer else None,
@@ -292,6 +293,14 @@ def _settings(rec: RunRecord) -> _Settings:
         max_time=float(limits.max_time_s),
         max_passes=limits.max_dirty_syncs - 1 if limits.max_dirty_syncs else None,
     )
+
+
+def _max_bandwidth(params: dict[str, Json]) -> float | None:
+    """max-bandwidth in bytes/s: QEMU's default when not set, None when 0 (no limit)."""
+    v = _num(params, "max-bandwidth")
+    if v is None:
+        return DEFAULT_MAX_BANDWIDTH
+    return v if v >= 1 else None
 
 
 def _measured(rec: RunRecord, obs: Observation) -> Figures:
@@ -422,6 +431,74 @@ def scenarios(rec: RunRecord, pre: Premeasured | None = None) -> Scenarios:
                    _cpu_bound(rec, st, whole)[0])
 
 
+@dataclass(frozen=True)
+class LinkRates:
+    """Bytes/s the run's unthrottled phases carried (None: the run had no such phase).
+
+    * ``switchover``: the stop-and-copy phase, ``downtime-bytes`` over the downtime (QEMU lifts
+      ``max-bandwidth`` for it);
+    * ``postcopy``: ``postcopy-bytes`` over the time from the switch to completion (at most
+      ``max-postcopy-bandwidth``, unlimited by default);
+    * ``precopy``: QEMU's median ``mbps`` of the active samples when ``max-bandwidth`` is
+      unlimited.
+
+    Compression runs give none: their encoder, not the link, may set those paces.
+    """
+
+    switchover: float | None
+    postcopy: float | None
+    precopy: float | None
+
+    @property
+    def link(self) -> float | None:
+        """What the link carried at best: a lower bound of its throughput."""
+        rates = [r for r in (self.switchover, self.postcopy, self.precopy) if r]
+        return max(rates) if rates else None
+
+
+def link_rates(rec: RunRecord, st: _Settings | None = None) -> LinkRates:
+    """The link's throughput as :class:`LinkRates` measured in ``rec``."""
+    st = st or _settings(rec)
+    if st.compression is not None:
+        return LinkRates(None, None, None)
+    final = rec.final.ram if rec.final else None
+    m = rec.metrics
+    switchover = post = None
+    if final and final.downtime_bytes and m.downtime_ms:
+        switchover = final.downtime_bytes / (m.downtime_ms / 1000)
+    if (final and final.postcopy_bytes and rec.postcopy_start_t is not None
+            and m.total_time_ms and m.total_time_ms / 1000 > rec.postcopy_start_t):
+        post = final.postcopy_bytes / (m.total_time_ms / 1000 - rec.postcopy_start_t)
+    unlimited = observe(rec.timeline).throughput if st.max_bandwidth is None else None
+    return LinkRates(switchover, post, unlimited)
+
+
+def link_premeasured(records: Sequence[RunRecord]) -> list[Premeasured | None]:
+    """Per record, its own pre-migration figures plus the link as the *other* runs over the same
+    host pair measured it (median of their :attr:`LinkRates.link`): what was known about the
+    link before that run. None where no other run measured it."""
+    def pair(r: RunRecord) -> tuple[str, str]:
+        return (r.hosts.source.name, r.hosts.destination.name)
+    rates = [link_rates(r).link if r.outcome == "completed" else None for r in records]
+    out: list[Premeasured | None] = []
+    for i, rec in enumerate(records):
+        others = [x for j, (r, x) in enumerate(zip(records, rates, strict=True))
+                  if j != i and x and pair(r) == pair(rec)]
+        if not others:
+            out.append(None)
+            continue
+        own = premeasured(rec) or Premeasured()
+        out.append(replace(own, link=statistics.median(others)))
+    return out
+
+
+def _postcopy_rate(st: _Settings, link: float | None) -> float | None:
+    """The postcopy phase's rate: the link, at most max-postcopy-bandwidth."""
+    if st.postcopy_bandwidth is not None and link is not None:
+        return min(st.postcopy_bandwidth, link)
+    return st.postcopy_bandwidth or link
+
+
 def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observation | None,
             pre: Premeasured, cpu_bound: bool) -> Scenarios:
     rate = pre.dirty_rate if pre.dirty_rate is not None else st.writer_rate
@@ -431,16 +508,25 @@ def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observatio
     else:
         zero = zero_run
     configured = None
-    if rate is not None:
-        link = Link(st.max_bandwidth, pre.ratio or 1.0,
+    # the switchover and postcopy phases run at the link's pace (QEMU lifts max-bandwidth for the
+    # stop-and-copy; max-postcopy-bandwidth is unlimited by default): a measured link, or else
+    # max-bandwidth, a lower bound of it
+    wire = st.max_bandwidth or pre.link
+    if rate is not None and wire is not None:
+        link = Link(wire, pre.ratio or 1.0,
                     (pre.xbzrle_ratio or 1.0) if st.xbzrle else None, st.xbzrle_cache,
-                    postcopy_throughput=st.postcopy_bandwidth)
+                    switchover_throughput=pre.link,
+                    postcopy_throughput=_postcopy_rate(st, pre.link))
         configured = _scenario(st, rate, st.working_set, zero or 0.0, link)
     early_sc = None
-    if rate is not None and early is not None:
-        link = Link(early.throughput or st.max_bandwidth, early.ratio or 1.0,
+    wire = (early.throughput if early else None) or st.max_bandwidth or pre.link
+    if rate is not None and early is not None and wire is not None:
+        # without a rate limit pass 0 itself ran at the link's pace
+        unthrottled = early.throughput if st.max_bandwidth is None else None
+        fast = unthrottled or pre.link
+        link = Link(wire, early.ratio or 1.0,
                     (pre.xbzrle_ratio or 1.0) if st.xbzrle else None, st.xbzrle_cache,
-                    postcopy_throughput=st.postcopy_bandwidth)
+                    switchover_throughput=fast, postcopy_throughput=_postcopy_rate(st, fast))
         early_sc = _scenario(st, max(rate, _seen_rate(early) or 0.0), _ws(st, early),
                              early.zero_fraction or zero or 0.0, link, early.setup_time or 0.0)
     hindsight = None
@@ -449,18 +535,14 @@ def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observatio
     h_rate = max(steady or 0.0, _seen_rate(whole) or 0.0)
     if whole.throughput:
         ratio = whole.ratio or 1.0
-        final = rec.final.ram if rec.final else None
-        m = rec.metrics
-        switchover = None
-        if final and final.downtime_bytes and m.downtime_ms:
-            switchover = final.downtime_bytes / (m.downtime_ms / 1000)
-        post = st.postcopy_bandwidth
-        if (final and final.postcopy_bytes and rec.postcopy_start_t is not None
-                and m.total_time_ms and m.total_time_ms / 1000 > rec.postcopy_start_t):
-            post = final.postcopy_bytes / (m.total_time_ms / 1000 - rec.postcopy_start_t)
+        own = link_rates(rec, st)
+        switchover = own.switchover
+        # a run that did not switch to postcopy: its phase would run at the link's pace
+        post = own.postcopy or _postcopy_rate(st, own.link or pre.link)
         if cpu_bound:
             # the encoder set the pace: the wire could carry max-bandwidth
-            link = Link(max(st.max_bandwidth, whole.throughput), ratio, whole.xbzrle_ratio,
+            link = Link(max(st.max_bandwidth or 0.0, whole.throughput, own.link or 0.0), ratio,
+                        whole.xbzrle_ratio,
                         st.xbzrle_cache, encode_rate=whole.throughput / ratio,
                         switchover_throughput=switchover, postcopy_throughput=post)
             per = whole.throughput / ratio / max(st.threads, 1)  # what each thread achieved
@@ -616,7 +698,8 @@ def _cpu_bound(rec: RunRecord, st: _Settings, whole: Observation
     if enc is not None:
         ev.append(Evidence(f"RAM compressed per CPU-second of {cls}", _mib(enc.per_thread),
                            "MiB/s"))
-    slow = (whole.throughput or 0) < 0.9 * st.max_bandwidth
+    # unlimited: nothing but the threads (or the link) held QEMU back
+    slow = st.max_bandwidth is None or (whole.throughput or 0) < 0.9 * st.max_bandwidth
     busy = (per is not None and per >= CPU_BOUND_PCT) or (whole.busy_rate or 0) >= BUSY_RATE
     return slow and busy, ev
 
@@ -634,11 +717,20 @@ def _evidence(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
         ev.append(Evidence("working set (configured)", _mib(st.working_set), "MiB"))
     if whole.dirtied_at_sync is not None:
         ev.append(Evidence("largest remainder at a sync", _mib(whole.dirtied_at_sync), "MiB"))
-    ev.append(Evidence("max-bandwidth", _mib(st.max_bandwidth), "MiB/s"))
+    if st.max_bandwidth is None:
+        ev.append(Evidence("max-bandwidth", "unlimited", ""))
+    else:
+        ev.append(Evidence("max-bandwidth", _mib(st.max_bandwidth), "MiB/s"))
     if whole.throughput:
         ev.append(Evidence("throughput (QEMU, median)", _mib(whole.throughput), "MiB/s"))
-        over = whole.throughput / st.max_bandwidth - 1
-        ev.append(Evidence("throughput vs max-bandwidth", round(100 * over, 1), "%"))
+        if st.max_bandwidth is not None:
+            over = whole.throughput / st.max_bandwidth - 1
+            ev.append(Evidence("throughput vs max-bandwidth", round(100 * over, 1), "%"))
+    rates = link_rates(rec, st)
+    for label, v in (("switchover throughput (downtime bytes / downtime)", rates.switchover),
+                     ("postcopy throughput (postcopy bytes / phase)", rates.postcopy)):
+        if v is not None:
+            ev.append(Evidence(label, _mib(v), "MiB/s"))
     if whole.ratio is not None:
         ev.append(Evidence("wire bytes per RAM byte", round(whole.ratio, 3), ""))
     zero = whole.zero_fraction
@@ -672,7 +764,7 @@ def _evidence(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
 
 def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
             hind: Prediction | None, measured: Figures, cpu_bound: bool) -> tuple[Factor, str]:
-    tp = whole.throughput or st.max_bandwidth
+    tp = whole.throughput or st.max_bandwidth or DEFAULT_MAX_BANDWIDTH
     limit_ms = st.downtime_limit * 1000
     if measured.converges:
         note = ""
@@ -724,9 +816,11 @@ def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
         raw = tp / (whole.ratio or 1.0)
         return "cpu-bound", (
             f"CPU-bound compression: {st.threads} {st.compression} threads moved "
-            f"{raw / MiB:.1f} MiB/s of RAM ({tp / MiB:.1f} MiB/s on the wire), below the "
-            f"{st.max_bandwidth / MiB:.1f} MiB/s max-bandwidth allows")
-    if whole.throughput and whole.throughput < BELOW * st.max_bandwidth:
+            f"{raw / MiB:.1f} MiB/s of RAM ({tp / MiB:.1f} MiB/s on the wire), "
+            + ("with max-bandwidth unlimited" if st.max_bandwidth is None else
+               f"below the {st.max_bandwidth / MiB:.1f} MiB/s max-bandwidth allows"))
+    if (st.max_bandwidth is not None and whole.throughput
+            and whole.throughput < BELOW * st.max_bandwidth):
         return "bandwidth-below", (
             f"QEMU sent {whole.throughput / MiB:.1f} MiB/s, "
             f"{100 * whole.throughput / st.max_bandwidth:.0f} % of max-bandwidth "
@@ -843,7 +937,8 @@ def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor,
             per_thread: float | None = None) -> list[str]:
     lines: dict[str, str] = {}
     tp = sc.link.throughput
-    over = (whole.throughput / st.max_bandwidth) if whole.throughput else 1.0
+    # QEMU sends this much above max-bandwidth (unlimited: the link itself must carry it)
+    over = (whole.throughput / st.max_bandwidth) if whole.throughput and st.max_bandwidth else 1.0
 
     def scaled(key: str, fn: Callable[[Scenario], float | None], change: Callable[[float], Scenario],
                text: Callable[[float, Prediction], str]) -> None:
@@ -854,9 +949,11 @@ def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor,
     scaled("bandwidth", min_throughput,
            lambda b: replace(sc, link=replace(sc.link, throughput=b)),
            lambda b, p: (f"bandwidth: {b / MiB:.1f} MiB/s ({b * 8 / 1e6:.0f} Mbit/s) on the wire, "
-                         f"{b / tp:.2f}x the {tp / MiB:.1f} MiB/s measured (max-bandwidth "
-                         f">= {b / over / MiB:.1f} MiB/s at QEMU's measured "
-                         f"{100 * (over - 1):+.0f} %): {_then(p)}"))
+                         f"{b / tp:.2f}x the {tp / MiB:.1f} MiB/s measured ("
+                         + ("max-bandwidth is unlimited: the link itself" if
+                            st.max_bandwidth is None else
+                            f"max-bandwidth >= {b / over / MiB:.1f} MiB/s at QEMU's measured "
+                            f"{100 * (over - 1):+.0f} %") + f"): {_then(p)}"))
     both = _bandwidth_and_threads(sc, st, per_thread, over)
     if both is not None:
         lines["bandwidth"] = both

@@ -7,7 +7,11 @@ scored. For the others:
 * a confusion table of the outcome predicted *before* the migration (configured and pre-measured
   inputs) against the outcome measured (completed / not converged);
 * the error of the predicted total time (relative: predicted / measured - 1) and downtime
-  (absolute, ms) over the runs that completed, before the run and from the end of pass 0.
+  (absolute, ms) over the runs that completed, before the run and from the end of pass 0;
+* the same errors again with the link as the campaign's *other* runs over the same host pair
+  measured it (:func:`harness.analysis.diagnosis.link_premeasured`): the switchover and
+  postcopy phases run at the link's pace, not at ``max-bandwidth``; a run's own figures never
+  feed its prediction.
 
 Downtime is an absolute error: QEMU's measured downtime of a few milliseconds makes relative
 errors meaningless, and over loopback QEMU lifts ``max-bandwidth`` for the stop-and-copy phase,
@@ -20,7 +24,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.analysis.diagnosis import Diagnosis, Figures, diagnose
+from harness.analysis.diagnosis import Diagnosis, Figures, diagnose, link_premeasured
 from harness.results.record import RunRecord
 
 #: Outcome labels of the confusion table.
@@ -66,6 +70,10 @@ class Predictions:
     downtime_ms: Errors  # before the run: predicted - measured
     early_total_time_pct: Errors  # from the end of pass 0
     early_downtime_ms: Errors
+    linked_total_time_pct: Errors  # before the run, the link measured by the other runs
+    linked_downtime_ms: Errors
+    linked_early_total_time_pct: Errors
+    linked_early_downtime_ms: Errors
     runs: list[RunRow]
     left_out: dict[str, int]  # invalid factor -> runs not scored
 
@@ -121,14 +129,14 @@ def predictions(records: Sequence[RunRecord],
                 diagnoses: Sequence[Diagnosis] | None = None) -> Predictions:
     """Score the model over ``records`` (their diagnoses, if already made, in the same order)."""
     diags = list(diagnoses) if diagnoses is not None else [diagnose(r) for r in records]
+    linked = [None if pre is None else diagnose(rec, pre)
+              for rec, pre in zip(records, link_premeasured(records), strict=True)]
     confusion: dict[tuple[str, str], int] = {}
     left_out: dict[str, int] = {}
-    tt: list[float] = []
-    dt: list[float] = []
-    ett: list[float] = []
-    edt: list[float] = []
+    errors: dict[str, list[float]] = {k: [] for k in ("tt", "dt", "ett", "edt", "ltt", "ldt",
+                                                      "lett", "ledt")}
     runs: list[RunRow] = []
-    for rec, d in zip(records, diags, strict=True):
+    for rec, d, ld in zip(records, diags, linked, strict=True):
         m = d.measured
         if not d.valid or m.converges is None:
             left_out[d.factor] = left_out.get(d.factor, 0) + 1
@@ -142,15 +150,25 @@ def predictions(records: Sequence[RunRecord],
                            _ms(p.downtime) if p else None, _ms(m.downtime)))
         if not m.converges:
             continue
-        for f, tts, dts in ((p, tt, dt), (d.early, ett, edt)):
-            if f is None or not f.converges:
-                continue  # a wrong outcome is scored in the table, not as a time error
-            if f.total_time is not None and m.total_time:
-                tts.append(100 * (f.total_time / m.total_time - 1))
-            if f.downtime is not None and m.downtime is not None:
-                dts.append(1000 * (f.downtime - m.downtime))
-    return Predictions(confusion, Errors.of(tt), Errors.of(dt), Errors.of(ett), Errors.of(edt),
-                       runs, left_out)
+        _score(p, m, errors["tt"], errors["dt"])
+        _score(d.early, m, errors["ett"], errors["edt"])
+        if ld is not None:
+            _score(ld.predicted, m, errors["ltt"], errors["ldt"])
+            _score(ld.early, m, errors["lett"], errors["ledt"])
+    e = {k: Errors.of(v) for k, v in errors.items()}
+    return Predictions(confusion, e["tt"], e["dt"], e["ett"], e["edt"], e["ltt"], e["ldt"],
+                       e["lett"], e["ledt"], runs, left_out)
+
+
+def _score(f: Figures | None, m: Figures, total: list[float], down: list[float]) -> None:
+    """A prediction's errors against a completed run's figures; a wrong outcome is scored in
+    the confusion table, not as a time error."""
+    if f is None or not f.converges:
+        return
+    if f.total_time is not None and m.total_time:
+        total.append(100 * (f.total_time / m.total_time - 1))
+    if f.downtime is not None and m.downtime is not None:
+        down.append(1000 * (f.downtime - m.downtime))
 
 
 def error_text(e: Errors, unit: str) -> str:

@@ -399,3 +399,56 @@ def test_a_slow_encoder_makes_the_bandwidth_advice_name_the_threads() -> None:
     fast = diagnose(edited(NOT_CONVERGED, _multifd_zlib(5.0, 2)))  # 249 MiB/s a thread
     bw = next(a for a in fast.advice if a.startswith("bandwidth: "))
     assert "threads" not in bw and "completes in" in bw  # the encoder is not the limit
+
+
+
+def test_link_rates_are_the_unthrottled_phases_bytes_over_time() -> None:
+    """Switchover: downtime bytes over the downtime; postcopy: postcopy bytes from the switch to
+    completion; none from a compression run (its encoder may set the pace)."""
+    from harness.analysis.diagnosis import link_rates
+    rec = read(PRECOPY)
+    assert rec.final and rec.final.ram and rec.final.ram.downtime_bytes
+    assert rec.metrics.downtime_ms
+    got = link_rates(rec)
+    assert got.switchover == pytest.approx(
+        rec.final.ram.downtime_bytes / (rec.metrics.downtime_ms / 1000))
+    assert got.postcopy is None and got.precopy is None and got.link == got.switchover
+    assert 1000 * MiB < got.switchover < 1400 * MiB  # loopback: QEMU lifts max-bandwidth
+    pc = read(POSTCOPY)
+    assert pc.final and pc.final.ram and pc.final.ram.postcopy_bytes
+    assert pc.metrics.total_time_ms and pc.postcopy_start_t is not None
+    assert link_rates(pc).postcopy == pytest.approx(pc.final.ram.postcopy_bytes / (
+        pc.metrics.total_time_ms / 1000 - pc.postcopy_start_t))
+    assert link_rates(read(DATA / "v1/8fcf85a3052a/1.json")).link is None  # legacy compress
+
+
+def test_each_run_gets_the_link_the_other_runs_measured() -> None:
+    from harness.analysis.diagnosis import link_premeasured, link_rates
+    recs = [read(PRECOPY), read(DATA / "v1/c9a291fdf75e/1.json"), read(NOT_CONVERGED)]
+    pres = link_premeasured(recs)
+    own = [link_rates(r).link for r in recs]
+    assert pres[0] is not None and pres[0].link == own[1]  # not its own
+    assert pres[1] is not None and pres[1].link == own[0]
+    assert pres[2] is not None and pres[2].link == statistics.median([own[0], own[1]])
+    assert link_premeasured(recs[:1]) == [None]
+    before, linked = diagnose(recs[0]), diagnose(recs[0], pres[0])
+    assert before.predicted and linked.predicted and before.measured.downtime
+    assert before.predicted.downtime and linked.predicted.downtime
+    # the last remainder at 1.2 GiB/s, not at max-bandwidth's 47.7 MiB/s
+    assert before.predicted.downtime > 0.2 > 0.05 > linked.predicted.downtime
+
+
+def test_an_unlimited_max_bandwidth_is_no_limit_not_one_byte_a_second() -> None:
+    """max-bandwidth 0 (``unlimited``): QEMU's own pass-0 rate is the link, for the passes and
+    the switchover alike; before the run only a measured link gives a prediction."""
+    rec = edited(PRECOPY, lambda d: set_param(d, "max-bandwidth", 0))
+    d = diagnose(rec)
+    assert ("max-bandwidth", "unlimited", "") in d.evidence
+    assert not any(e.label == "throughput vs max-bandwidth" for e in d.evidence)
+    assert d.predicted is None and d.early is not None and d.early.converges
+    sc = scenarios(rec)
+    assert sc.early is not None
+    assert sc.early.link.switchover_throughput == sc.early.link.throughput  # pass 0's own pace
+    from harness.analysis.diagnosis import Premeasured
+    linked = diagnose(rec, Premeasured(link=1200 * MiB))
+    assert linked.predicted is not None and linked.predicted.converges

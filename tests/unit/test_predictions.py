@@ -32,6 +32,12 @@ def test_confusion_and_errors_on_the_stored_runs() -> None:
     assert 0 < p.total_time_pct.median < 15
     assert p.downtime_ms.median is not None and 150 < p.downtime_ms.median < 300
     assert p.text("total_time_pct", "%").endswith("10 runs")
+    # the link measured by the other runs (1.2-1.3 GiB/s over loopback) in place of the 50 MB/s
+    # max-bandwidth for the stop-and-copy: the downtime error falls from +234 ms to ~0
+    assert p.linked_downtime_ms.n == 10 and p.linked_downtime_ms.median is not None
+    assert abs(p.linked_downtime_ms.median) < 20
+    assert p.linked_early_downtime_ms.median is not None
+    assert abs(p.linked_early_downtime_ms.median) < abs(p.early_downtime_ms.median or 0)
     head, rows = p.csv()
     assert len(rows) == 13 and head[3] == "predicted_outcome"
 
@@ -44,7 +50,7 @@ def test_a_mispredicted_outcome_is_not_a_time_error() -> None:
                       measured)
     right = Diagnosis("converged", "", (), (), Figures(True, 12.0, 0.15, 3), None, None,
                       measured)
-    p = predictions([rec, rec], [wrong, right])
+    p = predictions([rec, rec], [wrong, right])  # the linked figures: the records' own
     assert p.confusion == {(NOT_CONVERGED, "completed"): 1, (COMPLETES, "completed"): 1}
     assert p.total_time_pct.n == 1 and round(p.total_time_pct.median or 0) == 20
     assert round(p.downtime_ms.median or 0) == 100
@@ -83,3 +89,11 @@ def test_the_report_writes_predictions_csv_beside_the_other_tables(tmp_path: Pat
     linked = set(re.findall(r'class="csv" href="([^"]+)"', index))
     assert "predictions.csv" in linked
     assert all((tmp_path / name).exists() for name in linked), linked
+
+
+def test_a_runs_own_link_figure_never_feeds_its_prediction() -> None:
+    """One run alone has no link figure from others: its linked rows stay empty."""
+    rec = store.load_run(DATA / "v1" / "c2ae7ae07f48" / "1.json")
+    p = predictions([rec])
+    assert p.total_time_pct.n == 1 and p.linked_total_time_pct.n == 0
+    assert p.text("linked_downtime_ms", "ms") == "-"
