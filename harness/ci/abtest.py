@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import compare, history, regress
+from harness.analysis.stopping import cell_line
 from harness.ci.verdict import (
     VERDICT_SCHEMA,
     Record,
@@ -84,8 +85,11 @@ def compare_verdict(records: Sequence[Record], before: str, after: str,
                                     [f"only on the {'before' if b else 'after'} side"]))
             continue
         findings = regress.compare_sides(b, n, th, names=(before, after))
+        # repetitions {min, max, ci}: how many runs each side took, and why it stopped
+        notes = [f"{name}: {line}" for name, side in ((before, b), (after, n))
+                 if (line := cell_line(side))]
         cells.append(cell_entry(key, label, compare.workload_label(any_rec),
-                                [r.cell.id for r in b + n], findings))
+                                [r.cell.id for r in b + n], findings, notes))
     ident_b, ident_a = history.identity_of(base), history.identity_of(new)
     diffs = [d for d in history.differences(ident_b, ident_a) if not d.startswith("qemu.")]
     return {

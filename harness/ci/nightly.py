@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import compare, history, regress
+from harness.analysis.stopping import cell_line
 from harness.ci.verdict import (
     NO_BASELINE,
     VERDICT_SCHEMA,
@@ -82,6 +83,9 @@ def judge_night(hist: Path, night: history.NightDir, th: regress.Thresholds) -> 
         else:
             notes.append(NO_BASELINE if not has_baseline else
                          "new cell: no earlier night ran these coordinates")
+        stopped = cell_line(recs)  # repetitions {min, max, ci}: how many runs, and why
+        if stopped:
+            notes.append(stopped)
         findings = regress.evaluate_cell(series, th)
         cells.append(cell_entry(key, history.coordinate_label(recs[0]),
                                 compare.workload_label(recs[0]),

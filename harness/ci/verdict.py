@@ -176,7 +176,10 @@ def printing_progress() -> Any:
             desc += f", {tt / 1000:.1f} s"
         print(terminal_text(f"  {cell.label} rep {rep}: {desc}"), flush=True)
 
-    return Progress(run_finished=run_finished)
+    def cell_stopped(cell: Any, decision: Any) -> None:  # repetitions {min, max, ci}
+        print(terminal_text(f"  {cell.label}: {decision.text()}"), flush=True)
+
+    return Progress(run_finished=run_finished, cell_stopped=cell_stopped)
 
 
 

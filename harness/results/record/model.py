@@ -21,7 +21,15 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from harness.plan.models import FioSpec, GuestSpec, Limits, PingSpec, WorkloadSpec, WriterSpec
+from harness.plan.models import (
+    FioSpec,
+    GuestSpec,
+    Limits,
+    PingSpec,
+    StorageSpec,
+    WorkloadSpec,
+    WriterSpec,
+)
 from harness.results.record.qmp import MigrationInfo, QmpEvent, TimelineSample
 from harness.results.record.scalars import (
     Bool,
@@ -116,6 +124,10 @@ class LimitsRecord(Limits):
     model_config = _STRICT
 
 
+class StorageRecord(StorageSpec):
+    model_config = _STRICT
+
+
 class CellRecord(Frozen):
     """A cell of the matrix: its id, its coordinates (``axes``) and all it expanded to."""
 
@@ -130,6 +142,7 @@ class CellRecord(Frozen):
     limits: Annotated[LimitsRecord, BeforeValidator(plain)]
     integrity: Literal["stamps", "ram"]
     migration: MigrationRequest
+    storage: StorageRecord | None = None  # None: shared storage (and files before issue 17)
 
 
 class QemuInfo(Frozen):
@@ -445,7 +458,7 @@ class Phases(Frozen):
     None (a run that failed to boot has no migration). See :mod:`harness.analysis.overhead`."""
 
     wall_s: Float
-    prepare_s: OptFloat = None  # the QEMU probe and the run's folders, before anything starts
+    prepare_s: OptFloat = None  # probes, folders, a warm start's saved guest when first needed
     start_s: OptFloat = None  # QEMUs started, the guest booted (or restored) to its first report
     steady_s: OptFloat = None  # waiting for the workload to report a steady rate
     setup_s: OptFloat = None  # capabilities and parameters, calc-dirty-rate, CPU samplers
@@ -506,6 +519,22 @@ class RamCheck(Frozen):
     reason: str | None = None
 
 
+class DiskCheck(Frozen):
+    """Both disks of a ``storage: copy`` run hashed on their hosts after the switchover, both
+    guests paused (per MiB chunk, BLAKE2b): the destination's copy must equal the source."""
+
+    verdict: Verdict
+    disk_bytes: OptInt = None
+    chunk_bytes: OptInt = None
+    chunks: OptInt = None
+    differing_chunks: OptInt = None
+    first_differing: tuple[Int, ...] = ()  # chunk indices
+    source_digest: str | None = None  # over the chunk digests, hex
+    destination_digest: str | None = None
+    seconds: OptFloat = None
+    reason: str | None = None
+
+
 class GuestCrash(Frozen):
     lines: tuple[str, ...] = ()  # the destination console's panic lines
 
@@ -522,22 +551,24 @@ class Integrity(Frozen):
     ram: RamCheck | None = None
     guest_crash: GuestCrash | None = None
     guest_silent: GuestSilent | None = None
+    disk: DiskCheck | None = None  # storage: copy
 
     @classmethod
     def judge(cls, *, stamps: StampsCheck | None = None, ram: RamCheck | None = None,
               guest_crash: GuestCrash | None = None,
-              guest_silent: GuestSilent | None = None) -> Integrity:
+              guest_silent: GuestSilent | None = None,
+              disk: DiskCheck | None = None) -> Integrity:
         """The checks with their verdict: ``corrupted`` if any check found damage (a guest that
         crashed or stopped running on the destination counts), ``ok`` if at least one check
         passed, else ``unchecked``."""
-        verdicts = [c.verdict for c in (ram, stamps) if c is not None]
+        verdicts = [c.verdict for c in (ram, stamps, disk) if c is not None]
         verdict: Verdict
         if guest_crash is not None or guest_silent is not None or "corrupted" in verdicts:
             verdict = "corrupted"
         else:
             verdict = "ok" if "ok" in verdicts else "unchecked"
         return cls(verdict=verdict, stamps=stamps, ram=ram, guest_crash=guest_crash,
-                   guest_silent=guest_silent)
+                   guest_silent=guest_silent, disk=disk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,6 +610,31 @@ class StartInfo(Frozen):
     restore_s: OptFloat = None  # QEMU started to the restored guest ready to run
 
 
+class MirrorSample(Frozen):
+    """One ``query-block-jobs`` answer for the disk mirror of a ``storage: copy`` run."""
+
+    t: Float  # seconds after the mirror started
+    status: str  # QEMU's job status: running, ready, ...
+    offset: Int  # bytes copied so far
+    length: Int  # bytes it must copy (grows with the guest's writes)
+
+
+class StorageRun(Frozen):
+    """The disk copy of a ``storage: copy`` run (libvirt's ``--copy-storage-all``): the
+    destination's NBD export, the source's mirror job, and what it took."""
+
+    mode: Literal["copy"] = "copy"
+    disk_bytes: Int
+    nbd: str | None = None  # address:port of the destination's export (the migration network)
+    sync_s: OptFloat = None  # mirror start -> READY: the disk copy before the RAM migration
+    bytes_at_ready: OptInt = None
+    mirrored_bytes: OptInt = None  # the job's progress at its end, writes during RAM included
+    switchover_ms: OptFloat = None  # at pre-switchover: completing the mirror, then continue
+    total_s: OptFloat = None  # mirror start -> migration completed (disk + RAM)
+    job: tuple[MirrorSample, ...] = ()
+    error: str | None = None
+
+
 class RunRecord(Frozen):
     """One repetition of one cell: ``results/<campaign>/<cell id>/<repetition>.json``."""
 
@@ -602,6 +658,7 @@ class RunRecord(Frozen):
     boot_s: OptFloat = None
     steady_rate_mib_s: OptFloat = None
     pre: PreMigration | None = None  # measured before the migration (None: older files)
+    storage: StorageRun | None = None  # storage: copy (None: shared storage, older files)
     start: StartInfo | None = None  # cold or warm start (None: older files, which booted)
     applied: AppliedSettings | None = None
     migrate_start_utc: Utc | None = None
