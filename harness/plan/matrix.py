@@ -32,6 +32,7 @@ from harness.plan.models import (
     GuestSpec,
     Limits,
     MatrixSpec,
+    StorageSpec,
     Variant,
     WorkloadSpec,
     WriterSpec,
@@ -64,6 +65,7 @@ class Cell:
     limits: Limits
     integrity: str
     migration: MigrationConfig
+    storage: StorageSpec = StorageSpec()
 
     @property
     def feature(self) -> str:
@@ -90,6 +92,9 @@ class Cell:
             "limits": self.limits.model_dump(mode="json"),
             "integrity": self.integrity,
             "migration": self.migration.to_dict(),
+            # only when not the default, so that a shared-storage cell's record is unchanged
+            **({"storage": self.storage.model_dump(mode="json")}
+               if self.storage != StorageSpec() else {}),
         }
 
 
@@ -277,9 +282,12 @@ def _cell(spec: MatrixSpec, vname: str, point: dict[str, Any], origin: dict[str,
         "max_time_s": spec.limits.max_time_s,
         "max_dirty_syncs": spec.limits.max_dirty_syncs,
     }
+    if spec.storage != StorageSpec():  # shared-storage cells keep the ids they always had
+        ident["storage"] = spec.storage.model_dump(mode="json")
     return Cell(id=cell_id(ident), matrix=spec.name, variant=vname, variant_spec=variant,
                 build=build, axes=point, workload=workload, guest=spec.guest,
-                limits=spec.limits, integrity=spec.integrity, migration=mig)
+                limits=spec.limits, integrity=spec.integrity, migration=mig,
+                storage=spec.storage)
 
 
 def _settings(spec: MatrixSpec, vname: str, point: dict[str, Any], origin: dict[str, str]

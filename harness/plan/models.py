@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -392,6 +393,26 @@ def workload_label(workload: WorkloadSpec | None) -> str:
     return " + ".join(parts) if parts else "idle"
 
 
+class StorageSpec(Frozen):
+    """Where the guest's disk lives during a migration. ``shared``: both QEMUs open one image
+    (the default). ``copy``: no shared storage, as libvirt's ``--copy-storage-all``: the
+    destination starts on its own blank image of the same size, exports it over NBD on the
+    migration network, and the source mirrors its disk there before and during the RAM
+    migration (see :mod:`harness.run.storage`)."""
+
+    mode: Literal["shared", "copy"] = "shared"
+    # The disk's size; a fio workload's disk_mib sets it too (they must agree).
+    disk_mib: Int | None = Field(None, ge=16, le=65536)
+    # Hold the destination paused after the switchover until both disks are hashed: the
+    # integrity check, at the price of the guest's pause (such runs are kept out of timing).
+    verify: StrictBool = True
+    sync_timeout_s: Real = Field(600.0, gt=0, le=86400)  # the mirror must be READY by then
+
+
+def _storage_shorthand(value: object) -> object:
+    return {"mode": value} if isinstance(value, str) else value
+
+
 class GuestSpec(Frozen):
     vcpus: Int = Field(1, gt=0, le=MAX_VCPUS)
     memory_mib: Int = Field(512, ge=128, le=MAX_MEMORY_MIB)
@@ -453,6 +474,8 @@ class MatrixSpec(Frozen):
     guest: GuestSpec = GuestSpec()
     limits: Limits = Limits()
     integrity: Literal["stamps", "ram"] = "stamps"
+    # `storage: copy` is short for `storage: {mode: copy}`
+    storage: Annotated[StorageSpec, BeforeValidator(_storage_shorthand)] = StorageSpec()
     workload: WorkloadSpec = WorkloadSpec(writer=WriterSpec())
     workloads: dict[Name, WorkloadSpec] = Field(default_factory=dict)  # named, for a workload axis
     migration: dict[str, Any] = Field(default_factory=dict)  # applied to every cell
@@ -500,6 +523,7 @@ class MatrixSpec(Frozen):
                 f"workload.writer.working_set_mib: {w.working_set_mib} MiB does not fit in "
                 f"guest.memory_mib={self.guest.memory_mib} (leave 64 MiB for the guest kernel)"
             )
+        self._check_storage()
         for v in self.axes.get("workload", []):
             if v not in self.workloads:
                 raise ValueError(
@@ -530,6 +554,15 @@ class MatrixSpec(Frozen):
                             f"{name}[{i}]: names {key!r}, which is not an axis "
                             f"(axes: {', '.join(self.axes)})")
         return self
+
+    def _check_storage(self) -> None:
+        size = self.storage.disk_mib
+        for where, w in [("workload", self.workload),
+                         *((f"workloads.{k}", v) for k, v in self.workloads.items())]:
+            if size is not None and w.fio is not None and w.fio.disk_mib != size:
+                raise ValueError(
+                    f"storage.disk_mib={size} differs from {where}.fio.disk_mib="
+                    f"{w.fio.disk_mib}: the fio disk is the one storage moves; give one size")
 
 
 def bandwidth_param(value: object) -> int:

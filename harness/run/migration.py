@@ -38,6 +38,7 @@ from harness.results.record.model import (
     ConsoleLine,
     CpuRecord,
     CpuSide,
+    DiskCheck,
     FioPoint,
     GuestCrash,
     GuestImpact,
@@ -59,6 +60,7 @@ from harness.results.record.model import (
     StartInfo,
     State,
     StateChange,
+    StorageRun,
     VmInfo,
     WriterPoint,
     guest_visible_downtime,
@@ -84,6 +86,7 @@ from harness.run.sampling import writer as writer_sampling
 from harness.run.sampling.console import Console
 from harness.run.sampling.cpuprobe import DEFAULT_HZ as CPU_HZ
 from harness.run.sampling.service import ServiceLoad
+from harness.run.storage import DiskCopy
 from harness.run.vm import Vm, VmConfig
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -161,6 +164,7 @@ class _Run:
     t0: float = 0.0  # epoch time of the `migrate` command
     net: LocalVmNetwork | HostVmNetwork | None = None
     disk: Path | None = None
+    storage: DiskCopy | None = None  # storage: copy
     root_overlay: Path | None = None  # the Debian guest's root disk for this run
     service: ServiceLoad | None = None  # redis/memcached under load
     prober: ping_sampling.Prober | None = None
@@ -208,7 +212,8 @@ def _record(run: _Run, hosts: PerSide[HostFacts], finished: float) -> RunRecord:
         started_utc=utc(run.started), finished_utc=utc(finished), outcome=run.outcome,
         error=run.error, warnings=tuple(run.warnings),
         workload_errors=tuple(run.workload_errors), integrity=run.integrity,
-        timing_excluded=ctx.cell.integrity == "ram", qemu=run.qemu or _qemu_info(ctx),
+        timing_excluded=ctx.cell.integrity == "ram" or _holds_destination(run),
+        qemu=run.qemu or _qemu_info(ctx), storage=_storage_record(run),
         hosts=hosts, image=ImageInfo.model_validate(ctx.image.to_dict()),
         states=tuple(run.states), boot_s=run.boot_s, steady_rate_mib_s=run.steady_rate_mib_s,
         pre=run.pre, start=run.start or ctx.start,
@@ -253,7 +258,8 @@ def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
     image = ctx.host_images.get(role, ctx.image)
     initrd, root_disk = wl.boot_files(image, cell.guest, cell.workload, run.root_overlay)
     extra = (*cell.variant_spec.qemu_args, *root_disk,
-             *wl.qemu_args(cell.workload, net, run.disk))
+             *wl.qemu_args(cell.workload, net,
+                           run.storage.image(role) if run.storage else run.disk))
     accel = host.accel().accel
     return VmConfig(
         name=f"mb-{role[:3]}-{cell.id[:6]}",
@@ -269,7 +275,7 @@ def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
         incoming=incoming or restored,
         # The source starts paused so that no console output is lost before we connect;
         # in RAM-integrity mode the destination stays paused after migration for hashing.
-        start_paused=(not incoming) or cell.integrity == "ram",
+        start_paused=(not incoming) or cell.integrity == "ram" or _holds_destination(run),
         extra_args=tuple(extra),
         # dirty-limit works only on KVM's dirty ring (on TCG the probe skips such cells)
         dirty_ring_size=DIRTY_RING_SIZE if accel == "kvm" and kvm_requirement(cell.migration) else 0,
@@ -297,6 +303,7 @@ def _drive(run: _Run) -> None:
     _wait_workload(run)
     uri = _setup(run)
     _before_migrate(run)
+    _copy_disk(run)
     final = _migrate(run, uri)
     _conclude(run, final)
 
@@ -309,7 +316,11 @@ def _boot(run: _Run) -> None:
     if wl.needs_network(spec):
         run.net = _vm_network(ctx)
         run.net.__enter__()
-    if wl.needs_disk(spec):
+    if ctx.cell.storage.mode == "copy":
+        run.storage = DiskCopy.create(
+            ctx.cell, {"source": ctx.source, "destination": ctx.destination},
+            {role: vm_workdir(ctx, role).parent for role in ("source", "destination")}, ctx.stop)
+    elif wl.needs_disk(spec):
         assert spec.fio is not None
         run.disk = create_shared_disk(ctx.workdir / "disk.raw", spec.fio.disk_mib)
     if ctx.cell.guest.image == "debian":
@@ -377,7 +388,8 @@ def _setup(run: _Run) -> str:
     caps = [{"capability": k, "state": v} for k, v in mig.capabilities.items()]
     applied: dict[Role, AppliedSide] = {}
     for vm in (src, dst):
-        vm.qmp.execute("migrate-set-capabilities", {"capabilities": caps})
+        extra = run.storage.capabilities() if run.storage is not None and vm is src else []
+        vm.qmp.execute("migrate-set-capabilities", {"capabilities": caps + extra})
         params = mig.parameters if vm is src else mig.destination_parameters
         vm.qmp.execute("migrate-set-parameters", dict(params))
         applied[vm.cfg.role] = _applied(vm)
@@ -399,6 +411,42 @@ def _before_migrate(run: _Run) -> None:
         run.src.qmp, run.ctx.cell.workload.writer, run.src.cfg.accel,
         run.src.cfg.dirty_ring_size > 0, run.steady_rate_mib_s, run.ctx.stop)
     _start_cpu_sampling(run)
+
+
+def _copy_disk(run: _Run) -> None:
+    """``storage: copy``: the destination's NBD export on its migration address, the source's
+    mirror to it READY before the RAM migration starts (see harness.run.storage)."""
+    if run.storage is None:
+        return
+    assert run.src is not None and run.dst is not None
+    address = run.ctx.destination.spec.migration_address
+    port = run.ctx.destination.free_port(address)
+    run.storage.export(run.dst, address, port)
+    run.storage.sync(run.src, address, port)
+
+
+def _holds_destination(run: _Run) -> bool:
+    return run.storage is not None and run.storage.holds_destination
+
+
+def _storage_record(run: _Run) -> StorageRun | None:
+    if run.storage is None:
+        return None
+    final = run.final
+    done = (run.t0 + final.total_time / 1000 if run.outcome == "completed" and final is not None
+            and final.total_time else None)
+    return run.storage.record(done)
+
+
+def _storage_after_switch(run: _Run) -> DiskCheck | None:
+    """The destination's NBD server stopped; with ``verify``, both disks compared while the
+    destination is still held paused."""
+    if run.storage is None:
+        return None
+    assert run.src is not None and run.dst is not None
+    if run.storage.holds_destination:
+        run.destination_status_before_cont = run.dst.status()
+    return run.storage.after_switch(run.src, run.dst)
 
 
 def _migrate(run: _Run, uri: str) -> MigrationInfo:
@@ -589,7 +637,11 @@ def _watch(run: _Run) -> MigrationInfo:
             raise HarnessError("source QEMU exited during migration: " + src._failure("died"))
         info = _query_migrate(src)
         run.timeline.append(TimelineSample.at(info, round(now - run.t0, 4)))
+        if run.storage is not None and k % 5 == 0:
+            run.storage.sample(src)  # the mirror's state through the RAM migration, at 4 Hz
         status = info.status or ""
+        if status == "pre-switchover" and run.storage is not None:
+            run.storage.switchover(src)  # the mirror completes while the guest is stopped
         if status in TERMINAL:
             break
         elapsed = now - run.t0
@@ -664,10 +716,13 @@ def _after_completion(run: _Run) -> None:
             raise HarnessError("destination still loading 60 s after the source completed")
         run.ctx.stop.sleep(0.02)
     run.destination_loaded_t = round(time.time() - run.t0, 4)
+    disk = _storage_after_switch(run)
     if cell.integrity == "ram":
         # Destination was started with -S: both sides are stopped now; compare their RAM.
         run.destination_status_before_cont = dst.status()
         ram = _compare_ram(run)
+        dst.qmp.execute("cont")
+    elif _holds_destination(run):
         dst.qmp.execute("cont")
     elif run.pause_t is not None and dst.status() == "paused":
         # The guest was stopped on the source before completion: it arrives paused.
@@ -697,7 +752,7 @@ def _after_completion(run: _Run) -> None:
     if panics:
         crash = GuestCrash(lines=tuple(panics[:10]))
     run.integrity = Integrity.judge(stamps=stamps, ram=ram, guest_crash=crash,
-                                    guest_silent=silent)
+                                    guest_silent=silent, disk=disk)
 
 
 def _verify_stamps(dst_console: Console, src_console: Console) -> StampsCheck:
@@ -811,6 +866,8 @@ def _teardown(run: _Run) -> None:
         _finish_workloads(run)
     except Exception as exc:  # noqa: BLE001 - a summary problem must not leak QEMUs
         run.warnings.append(f"workload summary failed: {exc!r}")
+    if run.storage is not None:
+        run.storage.abort(run.src, run.dst)
     for vm in (run.src, run.dst):
         if vm is None:
             continue
