@@ -323,3 +323,32 @@ def test_report_and_show_say_how_many_runs_and_why(tmp_path: Path,
     shown = capsys.readouterr().out
     assert "repetitions 1..3: 1 run, stopped: unanimous outcome" in shown
     assert "overhead" in shown and "75% outside migrations" in shown
+
+
+def test_compare_verdict_notes_each_sides_runs(tmp_path: Path) -> None:
+    from harness.analysis import regress
+    from harness.ci.abtest import compare_verdict
+    from harness.results import store
+
+    records = store.records(adaptive_campaign(tmp_path))
+    variants = sorted({r.cell.variant for r in records})
+    assert len(variants) == 2
+    v = compare_verdict(records, variants[0], variants[1], regress.Thresholds())
+    notes = [n for c in v["cells"] for n in c["notes"]]
+    assert any(n.startswith(f"{variants[0]}: repetitions 1..3: 1 run") for n in notes)
+    assert any(n.startswith(f"{variants[1]}: repetitions 1..3: 1 run") for n in notes)
+
+
+def test_the_progress_columns_show_the_planned_range() -> None:
+    from rich.progress import Progress
+
+    from harness.cli import RunCountColumn, RunEtaColumn
+
+    with Progress(RunCountColumn(), RunEtaColumn(), disable=True) as bar:
+        task = bar.add_task("x", total=20, first_start=None, resumed=0)
+        t = bar.tasks[task]
+        assert RunCountColumn().render(t).plain == " 0/20"
+        bar.update(task, completed=2, planned_lo=6, first_start=t.get_time() - 20.0)
+        assert RunCountColumn().render(t).plain == "2/6..20"
+        # 10 s a run so far: 4 to 18 runs left
+        assert RunEtaColumn().render(t).plain in ("0:00:40..0:03:00", "0:00:41..0:03:01")
