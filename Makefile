@@ -8,10 +8,11 @@ BIN := $(VENV)/bin
 QEMU10 := build/qemu-10.0
 # openssh-server and openssh-client (its ssh-keygen) make the SSH test bed; the harness speaks
 # SSH through paramiko and needs no ssh binary. redis-server is the lab's broker (README: A lab
-# of host pairs); tests/integration/test_lab.py starts its own on loopback.
+# of host pairs); tests/integration/test_lab.py starts its own on loopback. mmdebstrap and
+# e2fsprogs build the Debian guest (migbench image build --distro debian).
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static gcc libc6-dev cpio lz4 zstd xz-utils \
 	kmod iproute2 python3-venv python3-pip git ca-certificates chromium chromium-driver \
-	openssh-server openssh-client redis-server
+	openssh-server openssh-client mmdebstrap e2fsprogs redis-server
 DEMO_OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
@@ -58,8 +59,10 @@ $(VENV)/.installed: pyproject.toml
 fio:
 	sh scripts/build-fio.sh build/fio
 
+# The Debian guest too (tests/integration/test_services.py; matrices/services.yaml): about 40 s
+# once, from this machine's apt sources; cached in build/image/debian-*.
 image: venv fio
-	$(BIN)/migbench image build --fio
+	$(BIN)/migbench image build --fio --distro debian
 
 # The talk's findings at small scale (docs/reproducing-the-talk.md): about an hour (the
 # compress-bound matrix adds 14 cells x 3 runs). The report gets the default before/after slides.

@@ -121,6 +121,13 @@ def xbzrle_bytes_per_page(rec: RunRecord) -> float | None:
     return None
 
 
+def _dataset_bad(rec: RunRecord) -> float | None:
+    """Keys of a service's dataset missing or wrong after the migration (None: not checked)."""
+    svc = rec.guest_impact.service
+    d = svc.dataset if svc is not None else None
+    return None if d is None or d.verdict == "unchecked" else float(d.missing + d.wrong)
+
+
 def _summary(kind: str, key: str) -> Callable[[RunRecord, str], float | None]:
     """A figure of the run's per-phase ``guest_impact.<kind>`` summaries (ping or fio)."""
     def get(rec: RunRecord, phase: str) -> float | None:
@@ -142,6 +149,15 @@ _SUMMARY_ROWS: tuple[tuple[str, str, Callable[[RunRecord, str], float | None], b
     ("fio IOPS (host clock, mean)", "IOPS", _summary("fio", "iops_host_mean"), False),
     ("fio p99 latency (median second)", "µs", _summary("fio", "lat_p99_us_median"), False),
     ("fio p99 latency (worst second)", "µs", _summary("fio", "lat_p99_us_max"), False),
+    # redis or memcached under load (issue 17): latency from when each request was due
+    ("service replies per second", "ops/s", _summary("service", "ops_s"), False),
+    ("service p50 latency", "ms", _summary("service", "p50_ms"), False),
+    ("service p99 latency", "ms", _summary("service", "p99_ms"), False),
+    ("service p99.9 latency", "ms", _summary("service", "p999_ms"), False),
+    ("service max latency", "ms", _summary("service", "max_ms"), False),
+    ("service longest window without a reply", "ms", _summary("service", "max_gap_ms"), False),
+    ("service errors", "requests", _summary("service", "errors"), True),
+    ("service timeouts", "requests", _summary("service", "timeouts"), True),
 )
 
 
@@ -170,6 +186,8 @@ def guest_impact(records: Sequence[RunRecord], t0: Callable[[RunRecord], float |
                                ("writer lowest rate (per 100 ms report)", "rate", "MiB/s")):
         for phase in PHASES:
             add(measure, unit, phase, [w[phase][key] for w in writer])
+    add("service dataset: keys missing or wrong", "keys", "after",
+        [_dataset_bad(r) for r in records], True)
     add("CPU throttle reached", "%", "during", [max_throttle(r) for r in records])
     add("xbzrle bytes per page", "bytes", "during", [xbzrle_bytes_per_page(r) for r in records])
     return GuestImpact(reps, rows)

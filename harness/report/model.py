@@ -329,6 +329,20 @@ def _ping_loss_series(probes: Sequence[PingPoint], timeout_ms: float) -> list[Se
                    [float(c) for c in counts], "bar")]
 
 
+def _service_series(rec: Record) -> list[Series]:
+    """A service's 100 ms bins (issue 17): p99 and worst latency of the replies that arrived in
+    each, and the replies per second (zero while the guest is paused)."""
+    pts = rec.guest.service
+    if not pts:
+        return []
+    svc = rec.guest_impact.service
+    kind = svc.kind if svc is not None else "service"
+    xs = [_r(p.t) or 0.0 for p in pts]
+    return [Series(f"{kind} p99", f"{kind} latency (ms)", xs, [_r(p.p99_ms) for p in pts]),
+            Series(f"{kind} max", f"{kind} latency (ms)", xs, [_r(p.max_ms) for p in pts]),
+            Series(f"{kind} ops/s", f"{kind} ops/s", xs, [_r(p.ops) for p in pts])]
+
+
 def timeline(rec: Record) -> Timeline:
     """The series and markers of one run, on seconds since the migrate command."""
     samples = rec.timeline
@@ -353,6 +367,7 @@ def timeline(rec: Record) -> Timeline:
     if guest.ping:
         ping = rec.guest_impact.ping
         series += _ping_loss_series(guest.ping, ping.timeout_ms if ping is not None else 1000.0)
+    series += _service_series(rec)
     markers = [Marker(0.0, "start", "migrate")]
     if t0 is not None:
         for e in rec.events.source:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from harness.output import terminal_text as _t
 from harness.results.record import RunRecord
 from harness.results.record.metrics import CATALOGUE
-from harness.results.record.model import FioPhase, Integrity, PingPhase
+from harness.results.record.model import FioPhase, Integrity, PingPhase, ServicePhase
 from harness.results.record.qmp import MigrationInfo, RamStats
 
 
@@ -111,6 +111,7 @@ def run_block(record: RunRecord) -> str:
             fp: FioPhase = getattr(fio, phase)
             rows.append((f"fio {phase} (host clock)", f"iops {_v(fp.iops_host_mean)}, "
                          f"lat p99 max {_v(fp.lat_p99_us_max, 'us')}"))
+    rows += service_rows(record)
     if m.guest_visible_downtime_ms is not None:  # only a run that switched over has one
         rows.append(_metric(record, "guest_visible_downtime_ms"))
     for err in record.workload_errors:
@@ -131,6 +132,28 @@ def run_block(record: RunRecord) -> str:
             rows.append((f"cpu {cls} (src / dst)", " / ".join(vals)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(head + [f"  {_t(k) + ':':<{width + 1}} {_t(v)}" for k, v in rows])
+
+
+def service_rows(record: RunRecord) -> list[tuple[str, str]]:
+    """A service's figures per phase (latency from when each request was due), its longest
+    window without a reply and the dataset read back after the migration."""
+    svc = record.guest_impact.service
+    if svc is None:
+        return []
+    rows = []
+    for phase in ("before", "during", "after"):
+        sp: ServicePhase = getattr(svc, phase)
+        rows.append((f"{svc.kind} {phase}",
+                     f"{_v(sp.ops_s)} ops/s, p50/p99/p99.9/max {_v(sp.p50_ms)}/{_v(sp.p99_ms)}/"
+                     f"{_v(sp.p999_ms)}/{_v(sp.max_ms)} ms, errors {_v(sp.errors)}, timeouts "
+                     f"{_v(sp.timeouts)}, longest without a reply {_v(sp.max_gap_ms, 'ms')}"))
+    if svc.max_gap is not None:
+        rows.append((f"{svc.kind} service-visible downtime", _v(svc.max_gap.ms, "ms")))
+    d = svc.dataset
+    if d is not None:
+        rows.append((f"{svc.kind} dataset", f"{_v(d.verdict)}: {_v(d.keys)} keys, {_v(d.missing)} "
+                     f"missing, {_v(d.wrong)} wrong" + (f" ({_v(d.reason)})" if d.reason else "")))
+    return rows
 
 
 def _metric(record: RunRecord, key: str) -> tuple[str, str]:

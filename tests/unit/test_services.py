@@ -365,3 +365,73 @@ def test_an_unreachable_service_is_a_clear_error() -> None:
             load.preload(0.5)
     finally:
         load.close()
+
+
+# --------------------------------------------------------------------------- show and report
+
+
+REDIS_RUN = Path(__file__).parent.parent / "data" / "run-redis.json"
+
+
+def _redis_record(**changes: Any) -> Any:
+    """A real run: redis under 400 ops/s in the Debian guest, postcopy, QEMU 10.0, TCG."""
+    import json
+
+    from harness.results.record import upgrade
+
+    raw = json.loads(REDIS_RUN.read_text())
+    for path, value in changes.items():
+        node = raw
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return upgrade(raw)
+
+
+def test_show_prints_the_service_per_phase() -> None:
+    from harness.results import show
+
+    rec = _redis_record()
+    svc = rec.guest_impact.service
+    lines = {ln.strip().split(":", 1)[0]: ln.split(":", 1)[1].strip()
+             for ln in show.run_block(rec).splitlines()[2:]}
+    assert lines["redis during"].startswith(f"{svc.during.ops_s:g} ops/s, p50/p99/p99.9/max ")
+    assert f"/{svc.during.p99_ms:g}/" in lines["redis during"]
+    assert lines["redis service-visible downtime"] == f"{svc.max_gap.ms:g} ms"
+    assert lines["redis dataset"] == "ok: 2000 keys, 0 missing, 0 wrong"
+    assert {"redis before", "redis after"} <= set(lines)
+
+
+def test_show_escapes_what_a_result_file_says() -> None:
+    from harness.results import show
+
+    rec = _redis_record(**{"guest_impact.service.dataset": {
+        "verdict": "unchecked", "reason": "no answer\x1b[2J\nFAKE: line"}})
+    text = show.run_block(rec)
+    assert "\x1b" not in text and "\nFAKE" not in text
+    assert "redis dataset" in text
+
+
+def test_report_has_the_service_rows_and_timeline(tmp_path: Path) -> None:
+    from harness.report import make_report
+    from harness.report.impact import guest_impact
+    from harness.report.model import timeline
+    from harness.results import store
+
+    rec = _redis_record()
+    impact = guest_impact([rec], lambda r: None)
+    measures = {(row.measure, row.phase): row.values[0] for row in impact.rows}
+    svc = rec.guest_impact.service
+    assert measures[("service p99 latency", "during")] == svc.during.p99_ms
+    assert measures[("service longest window without a reply", "after")] == svc.after.max_gap_ms
+    assert measures[("service dataset: keys missing or wrong", "after")] == 0
+    tl = timeline(rec)
+    assert {"redis p99", "redis max", "redis ops/s"} <= {s.name for s in tl.series}
+    assert "redis latency (ms)" in tl.panels
+    (tmp_path / "res").mkdir()
+    store.write_run(tmp_path / "res", rec)
+    store.write_summary(tmp_path / "res")
+    make_report(tmp_path / "res", tmp_path / "report", slide_specs=[])
+    page = (tmp_path / "report" / "cells" / f"{rec.cell.id}.html").read_text()
+    assert "service p99 latency" in page and "redis p99" in page
