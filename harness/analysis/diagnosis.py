@@ -89,6 +89,9 @@ DIRTY_RATE_TOLERANCE = 0.10
 #: errors keep such false alarms below 1 in 100; a period longer than the rewrite time or other
 #: dirtying in the guest still shows (a factor of 2 either way is beyond it at n = 64).
 SAMPLING_Z = 3.0
+#: A miss ratio from which an XBZRLE cache below the working set is blamed even when no page
+#: was encoded (the model cannot tell what a hit would save, only that none happened).
+XBZRLE_ALL_MISSED = 0.9
 #: A remainder above the budget by less than this factor is called marginal: QEMU syncs again
 #: every ~100 ms once its estimate falls below the threshold, and may complete on a short sync.
 MARGINAL = 2 / 3
@@ -800,12 +803,23 @@ def _factor(rec: RunRecord, st: _Settings, whole: Observation, ins: Scenarios,
     if st.xbzrle and sc is not None:
         fits = xbzrle_cache_size(ws, whole.page_size)
         bigger = predict(replace(sc, link=replace(sc.link, xbzrle_cache=float(fits))))
+        if not bigger.converges:
+            # max_time may end a run before XBZRLE's first warm pass (pass 2): the cache is
+            # still the limit if it never converges as it is and would with one that fits
+            unbounded = replace(sc, max_time=None, max_passes=None)
+            if not predict(unbounded).converges:
+                bigger = predict(replace(unbounded, link=replace(
+                    sc.link, xbzrle_cache=float(fits))))
         miss = whole.xbzrle_steady_miss_ratio or whole.xbzrle_miss_ratio
-        if st.xbzrle_cache < ws and bigger.converges:
+        # every lookup missed: no page was encoded, so what a hit would cost is unknown
+        unseen = whole.xbzrle_ratio is None and (miss or 0.0) >= XBZRLE_ALL_MISSED
+        if st.xbzrle_cache < ws and (bigger.converges or unseen):
             return "xbzrle-cache", (
                 f"XBZRLE cache too small: {st.xbzrle_cache / MiB:.0f} MiB for a {ws / MiB:.0f} MiB "
                 f"working set; {_pct(miss)} of its lookups missed"
-                + (" after the cold pass" if whole.xbzrle_steady_miss_ratio is not None else ""))
+                + (" after the cold pass" if whole.xbzrle_steady_miss_ratio is not None else "")
+                + ("; no page was encoded, so the saving of a cache that fits is unknown"
+                   if unseen and not bigger.converges else ""))
         if ((whole.xbzrle_ratio or 0) > XBZRLE_UNFRIENDLY
                 or (whole.xbzrle_overflow_ratio or 0) > XBZRLE_UNFRIENDLY):
             return "xbzrle-data", (
@@ -965,9 +979,12 @@ def _advice(sc: Scenario, st: _Settings, whole: Observation, factor: Factor,
     with_cache = replace(sc, link=replace(sc.link, xbzrle_cache=float(cache)))
     if st.xbzrle:
         if st.xbzrle_cache < cache:
+            unknown = (" (no page was encoded: the model assumes no saving)"
+                       if whole.xbzrle_ratio is None else "")
             lines["xbzrle"] = (f"xbzrle-cache-size: {cache // MiB} MiB (holds the "
                                f"{ws / MiB:.0f} MiB working set; now "
-                               f"{st.xbzrle_cache / MiB:.0f} MiB): {_then(predict(with_cache))}")
+                               f"{st.xbzrle_cache / MiB:.0f} MiB): {_then(predict(with_cache))}"
+                               f"{unknown}")
     else:
         x = max_xbzrle_ratio(replace(with_cache, link=replace(with_cache.link, xbzrle_ratio=1.0)))
         if x is not None and x < 1.0:

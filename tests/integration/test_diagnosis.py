@@ -1,6 +1,8 @@
 """Issue 16 proof on real QEMU 10.0 (TCG, local pair): calc-dirty-rate before the migration agrees
 with the writer's own rate, the demo's precopy cell is diagnosed link-bound and its advice
-applied completes, and an XBZRLE cell with a cache far below the working set is cache-bound."""
+applied completes (its stop-and-copy measured far above max-bandwidth), an XBZRLE cell with a
+cache far below the working set is cache-bound, and a multifd zlib run's encoder rate per
+CPU-second matches the figure advise takes."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from harness.analysis.advise import ENCODE_RATE
 from harness.analysis.convergence import MiB
-from harness.analysis.diagnosis import diagnose, dirty_rate_tolerance
+from harness.analysis.diagnosis import diagnose, dirty_rate_tolerance, encoder_rate, link_rates
 from harness.guest.image import GuestImage
 from harness.plan.models import HostsConfig
 from harness.results import store
@@ -83,6 +86,9 @@ def test_demo_precopy_is_link_bound_and_its_advice_completes(
                    axes={"feature": ["precopy"]})
     assert after.outcome == "completed", (bandwidth, after.error)
     assert diagnose(after).factor == "converged"
+    # the stop-and-copy is not held to max-bandwidth: over loopback it ran far above it
+    switchover = link_rates(after).switchover
+    assert switchover is not None and switchover > 2 * need * 1.1 * MiB, switchover
 
 
 def test_xbzrle_with_a_cache_far_below_the_working_set_is_cache_bound(
@@ -93,3 +99,27 @@ def test_xbzrle_with_a_cache_far_below_the_working_set_is_cache_bound(
     d = diagnose(rec)
     assert d.factor == "xbzrle-cache", d.lines()
     assert d.advice and d.advice[0].startswith("xbzrle-cache-size: ")
+
+
+def test_the_encoder_rate_of_a_real_multifd_run_matches_the_measured_table(
+        tmp_path: Path, hosts: HostsConfig, image: GuestImage) -> None:
+    """multifd zlib level 1 on text pages, one channel, no rate limit (a cell of
+    benchmarks/multifd-encoder.yaml): RAM bytes per CPU-second of the send thread as
+    advise's ENCODE_RATE has it (129 MiB/s here; two benchmark runs agreed within 5 %, the
+    tolerance leaves room for a busier machine), shown as evidence."""
+    [rec] = _run(tmp_path, hosts, image, name="enc",
+                 guest={"vcpus": 1, "memory_mib": 512},
+                 limits={"max_time_s": 30, "observe_after_s": 0},
+                 workload={"writer": {"working_set_mib": 128, "rate_mib_s": 16,
+                                      "pattern": "text"}},
+                 migration={"max-bandwidth": "unlimited", "multifd-channels": 1,
+                            "multifd-compression": "zlib", "multifd-zlib-level": 1},
+                 axes={"feature": ["multifd"]})
+    assert rec.outcome == "completed", rec.error
+    enc = encoder_rate(rec)
+    assert enc is not None and enc.cls == "multifd_send"
+    table = ENCODE_RATE[("zlib", 1)]["text"]
+    assert 0.6 * table < enc.per_thread < 1.5 * table, enc
+    d = diagnose(rec)
+    assert ("max-bandwidth", "unlimited", "") in d.evidence
+    assert any(e.label == "RAM compressed per CPU-second of multifd_send" for e in d.evidence)

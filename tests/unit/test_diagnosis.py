@@ -166,6 +166,26 @@ def test_xbzrle_cache_too_small() -> None:
     assert ("xbzrle cache", 16.0, "MiB") in d.evidence
 
 
+def test_xbzrle_cache_that_every_lookup_missed() -> None:
+    """As measured with a 4 MiB cache for a 64 MiB working set (tests/integration): no page was
+    encoded, so what a hit saves is unknown and the model cannot show a bigger cache converging;
+    the cache is still what failed, and the advice says the saving is not known."""
+    def edit(data: dict[str, Any]) -> None:
+        not_converged(data)
+        set_param(data, "xbzrle-cache-size", 4 * MiB)
+        for s in data["timeline"]:
+            x = s.get("xbzrle-cache")
+            if x:
+                x["cache-miss"] = (x["cache-miss"] or 0) + (x["pages"] or 0)
+                x.update(pages=0, bytes=0, overflow=0)
+    d = diagnose(edited(XBZRLE, edit))
+    assert d.factor == "xbzrle-cache", d.lines()
+    assert "100 % of its lookups missed" in d.summary and "saving of a cache that fits is " \
+        "unknown" in d.summary
+    assert d.advice[0].startswith("xbzrle-cache-size: 128 MiB")
+    assert d.advice[0].endswith("(no page was encoded: the model assumes no saving)")
+
+
 def test_xbzrle_data_unfriendly() -> None:
     """The same run with every encoding overflowing (a page costs a whole page)."""
     def edit(data: dict[str, Any]) -> None:
