@@ -60,9 +60,9 @@ def cell_values(cell: str) -> list[float]:
             for row in csv.reader(fh):
                 values += _floats(row)
     with (DATA / "summary.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["cell_id"] == cell:
-                values += _floats(list(row.values()))
+        for rec in csv.DictReader(fh):
+            if rec["cell_id"] == cell:
+                values += _floats(list(rec.values()))
     return values
 
 
