@@ -20,7 +20,7 @@ from harness.results.record import RunRecord
 from harness.run import storage
 from harness.run.vm import Vm
 
-from .conftest import REPO, matrix
+from .conftest import REPO, matrix, qemu_processes
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +126,8 @@ def test_failure_mid_copy_leaves_no_qemu_and_no_nbd_server(
     rec = _run(tmp_path, hosts, image)
     assert rec.outcome == "failed" and "killed by the test" in (rec.error or ""), rec.error
     assert rec.storage is not None and rec.storage.bytes_at_ready is not None
+    # this run's QEMUs are gone (the autouse fixture also counts other tests' QEMUs)
+    assert [p for p in qemu_processes() if f"-{rec.cell.id[:6]}," in p] == []
     host, port = seen["nbd"].rsplit(":", 1)
     with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 2):
         pass
