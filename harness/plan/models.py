@@ -556,6 +556,11 @@ class MatrixSpec(Frozen):
         return self
 
     def _check_storage(self) -> None:
+        if self.storage.mode == "copy" and self.guest.image != "initramfs":
+            raise ValueError(
+                f"storage: copy with guest.image: {self.guest.image}: only the initramfs "
+                "guest's data disk is copied so far (the Debian root disk stays shared); use "
+                "guest.image: initramfs, or storage: shared")
         size = self.storage.disk_mib
         for where, w in [("workload", self.workload),
                          *((f"workloads.{k}", v) for k, v in self.workloads.items())]:

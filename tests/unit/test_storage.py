@@ -55,6 +55,11 @@ def test_bad_storage_is_refused_naming_the_key(value: object, words: list[str]) 
         assert w in str(err.value)
 
 
+def test_copy_refuses_the_debian_guest_whose_root_disk_would_stay_shared() -> None:
+    with pytest.raises(ValidationError, match=r"storage: copy with guest.image: debian"):
+        _spec(storage="copy", guest={"image": "debian"}, workload={"writer": None})
+
+
 def test_disk_size_given_twice_must_agree() -> None:
     with pytest.raises(ValidationError, match=r"storage.disk_mib=64 differs from "
                                               r"workload.fio.disk_mib=128"):
