@@ -105,13 +105,19 @@ def test_nightly_history_flags_a_worse_night(tmp_path: Path, hosts: HostsConfig,
     print(f"three nights: {time.monotonic() - t0:.0f} s")
 
 
-def test_compare_qemu72_vs_qemu10_shows_integrity_not_speed(tmp_path: Path, hosts: HostsConfig,
-                                                           image: GuestImage) -> None:
+def test_compare_qemu72_vs_qemu10_shows_integrity_not_speed(
+        tmp_path: Path, hosts: HostsConfig, image: GuestImage,
+        capsys: pytest.CaptureFixture[str]) -> None:
     m = tmp_path / "compare.yaml"
     m.write_text(COMPARE.format(reps=2))
     out = tmp_path / "cmp"
     code = migbench("compare", m, "--before", "10.0", "--after", "7.2", "--out", out,
-                    "--junit", tmp_path / "junit.xml")
+                    "--junit", tmp_path / "junit.xml", "--text")
+    # --text: the cell's before/after slide as text, both info-migrate blocks and the command
+    printed = capsys.readouterr().out
+    assert "before: 10.0: feature=precopy" in printed and "after:  7.2: feature=precopy" in printed
+    assert f"reproduce: migbench compare {m}" in printed and "--text" in printed
+    assert printed.count("total time") >= 2 or "cannot complete" in printed, printed[-3000:]
     v = json.loads((out / "verdict.json").read_text())
     assert (out / "report" / "compare.html").exists() and (out / "report" / "index.html").exists()
     assert v["kind"] == "compare" and v["before"] == "10.0" and v["after"] == "7.2"
