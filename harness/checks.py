@@ -247,6 +247,8 @@ def preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     check_flags(parser, args)
     command = getattr(args, "command", "")
     values = vars(args)
+    if command == "run":
+        _check_engine_flags(values)
     hosts_file = hosts = None
     if "hosts" in values:
         hosts_file = config.hosts_path(args.hosts)
@@ -276,6 +278,19 @@ def preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         expand(spec, hosts.default_build)
     except ExpansionError as exc:
         raise ConfigError(matrix, exc.key, str(exc)) from None
+
+
+def _check_engine_flags(values: dict[str, Any]) -> None:
+    """``run``'s lab flags go together: --attach needs a lab; --pair is a local run's."""
+    from harness.lab.broker import engine_broker
+
+    lab = engine_broker(values.get("engine"), values.get("broker")) is not None
+    if values.get("attach") and not lab:
+        raise UsageError("--attach collects a campaign's runs from a lab: give --engine "
+                         "celery://URL or --broker URL")
+    if values.get("pair") and lab:
+        raise UsageError("--pair chooses pairs for a local run; in a lab each worker owns its "
+                         "pair (`migbench worker --pair NAME`): drop --pair")
 
 
 def _check_side(flag: str, token: str, variants: Sequence[str], builds: Sequence[str]) -> None:

@@ -99,17 +99,24 @@ def _routing_probe(p: Probe) -> dict[str, object]:
     return d
 
 
+def guest_network(hosts: HostPair) -> bool:
+    """Can the pair run guests on a network (ping workloads)? What
+    :func:`harness.run.runner.skip_reason` asks, as one answer: the private bridge of a local
+    pair, or a VM bridge on both hosts and the VM network's subnet (tests/unit/test_lab.py
+    checks that both agree)."""
+    src, dst = hosts.source, hosts.destination
+    return private_network(src, dst) or bool(src.vm_bridge and dst.vm_bridge
+                                              and (src.vm_network or dst.vm_network))
+
+
 def signature(hosts: HostPair, source_accel: str, destination_accel: str,
               builds: dict[str, BuildCaps]) -> str:
     """The queue of workers with these capabilities: ``migbench.caps.<12 hex digits>``."""
-    src, dst = hosts.source, hosts.destination
     data = {
         "accel": [source_accel, destination_accel],
         "builds": {name: [_routing_probe(b.source), _routing_probe(b.destination)]
                    for name, b in sorted(builds.items())},
-        # what skip_reason looks at for ping workloads
-        "network": [private_network(src, dst), bool(src.vm_bridge), bool(dst.vm_bridge),
-                    bool(src.vm_network or dst.vm_network)],
+        "network": guest_network(hosts),
     }
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return QUEUE_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:12]

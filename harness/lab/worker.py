@@ -131,6 +131,20 @@ class LabWorker:
                           destination_accel=accel["destination"], builds=builds, queue=queue,
                           started=now, heartbeat=now)
 
+    def _check_name_free(self) -> None:
+        """:raise HostError: a live worker already has this name (it would share its key)."""
+        key = broker.worker_key(self.name)
+        other = self.redis.get(key)
+        if other is None:
+            return
+        try:
+            info = WorkerInfo.parse(other, key)
+            where = f"on {info.machine} (pid {info.pid}, pair {info.pair})"
+        except HarnessError:
+            where = "(its declaration does not validate)"
+        raise HostError(f"a worker named {self.name} is live {where}: give this one another "
+                        f"--name, or wait {broker.DECLARATION_TTL_S} s if that worker died")
+
     def publish(self) -> None:
         assert self.info is not None
         info = self.info.model_copy(update={"heartbeat": time.time(), "done": self.done,
@@ -254,6 +268,7 @@ class LabWorker:
         # a run handed back (Reject) is said in one line here, not as Celery's traceback
         logging.getLogger("celery.app.trace").setLevel(logging.ERROR)
         self.redis = broker.client(self.url)
+        self._check_name_free()
         self.info = self.declare_capabilities()
         app = self.app = broker.make_app(self.url, self.lease_s)
 

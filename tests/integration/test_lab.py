@@ -36,7 +36,7 @@ MIGBENCH = [sys.executable, "-m", "harness.cli"]
 LEASE_S = 10.0
 MATRIX = """\
 name: lab
-repetitions: 3
+repetitions: 2
 guest: {vcpus: 1, memory_mib: 256}
 limits: {max_time_s: 8, observe_after_s: 0.5}
 workload:
@@ -82,7 +82,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def lab_hosts() -> Iterator[Path]:
-    """The SSH test bed with both directions as pairs."""
+    """The SSH test bed with both directions as pairs, and the local pair."""
     if os.geteuid() != 0:
         pytest.skip("the test bed needs root")
     if testbed.leftovers():
@@ -92,8 +92,9 @@ def lab_hosts() -> Iterator[Path]:
     try:
         data: dict[str, Any] = yaml.safe_load(hosts.read_text())
         ab = data["pairs"].pop("testbed")
+        local = yaml.safe_load((REPO / "hosts.yaml").read_text())["pairs"]["local"]
         data["pairs"] = {"ab": ab, "ba": {"source": ab["destination"],
-                                          "destination": ab["source"]}}
+                                          "destination": ab["source"]}, "local": local}
         path = base / "lab-hosts.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         yield path
@@ -163,6 +164,9 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
         assert status.returncode == 0, status.stderr
         assert "wa: pair ab" in status.stdout and "wb: pair ba" in status.stdout
         assert f"queue {declared['wa'].queue}: 0 waiting, 2 workers" in status.stdout
+        twin = subprocess.run([*MIGBENCH, "worker", *common, "--pair", "ba", "--name", "wa"],
+                              capture_output=True, text=True, env=_env(), cwd=REPO, timeout=60)
+        assert twin.returncode == 1 and "a worker named wa is live" in twin.stderr, twin.stderr
 
         procs["submit"] = _start(["run", str(matrix), "--hosts", str(lab_hosts), "--out",
                                   str(out), "--engine", f"celery://{redis_url}"],
@@ -188,7 +192,7 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
         os.killpg(procs["submit"].pid, signal.SIGKILL)
         procs["submit"].wait(10)
         done_before = len(_stored(out))
-        assert done_before < 6
+        assert done_before < 4
 
         c = broker.client(redis_url)
         assert c.exists(broker.worker_key("wa")) == 1  # until its declaration expires
@@ -198,11 +202,11 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
         code = procs["attach"].wait(240)
         text = logs["attach"].read_text()
         assert code == 0, text[-3000:]
-        assert f"resuming: {done_before} of 6 runs already finished" in text
+        assert f"resuming: {done_before} of 4 runs already finished" in text
 
         stored = _stored(out)
         files = sorted(out.glob("*/*.json"))
-        assert len(files) == 6 and len(stored) == 6  # every cell x repetition, once
+        assert len(files) == 4 and len(stored) == 4  # every cell x repetition, once
         assert set(stored.values()) == {"ab", "ba"}  # both pairs ran runs
         cell_id, rep = lost.rsplit("-", 2)[-2], int(lost.rsplit("-", 1)[-1])
         assert stored[(cell_id, rep)] == "ba"  # the killed run, completed on the other pair
@@ -211,7 +215,7 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
         assert all(r.outcome == "completed" and r.integrity.verdict == "ok" for r in runs), \
             [(r.outcome, r.error) for r in runs]
         rows = (out / "summary.csv").read_text().strip().splitlines()
-        assert len(rows) == 7
+        assert len(rows) == 5
         assert "wa" not in _declared(redis_url)  # the dead worker's declaration expired
     finally:
         for p in procs.values():
@@ -232,7 +236,7 @@ def test_lab_stopped_worker_requeues_and_a_run_lost_too_often_is_failed(
     as a loss); a worker killed with SIGKILL loses it; with --redeliveries 0 the next worker
     records it failed, naming the lost worker."""
     matrix = tmp_path / "one.yaml"
-    matrix.write_text(MATRIX.replace("repetitions: 3", "repetitions: 1")
+    matrix.write_text(MATRIX.replace("repetitions: 2", "repetitions: 1")
                       .replace("[precopy, xbzrle]", "[precopy]").replace("name: lab", "name: one"))
     out = tmp_path / "results"
     hosts = REPO / "hosts.yaml"
@@ -284,3 +288,60 @@ def test_lab_stopped_worker_requeues_and_a_run_lost_too_often_is_failed(
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(5)
+
+
+def test_lab_a_pair_failing_mid_run_hands_the_run_to_another_pair(
+        redis_url: str, lab_hosts: Path, tmp_path: Path) -> None:
+    """The destination's sshd dies during wa's run on the test bed: the run is not stored as a
+    failure, it goes back to the queue, wa stops, and wl completes it on the local pair."""
+    matrix = tmp_path / "slow.yaml"
+    matrix.write_text(MATRIX.replace("repetitions: 2", "repetitions: 1")
+                      .replace("[precopy, xbzrle]", "[precopy]").replace("name: lab", "name: slow")
+                      .replace("max_time_s: 8", "max_time_s: 30")
+                      .replace("rate_mib_s: 4", "rate_mib_s: 1")
+                      .replace("max-bandwidth: 1gbit", "max-bandwidth: 80mbit"))
+    out = tmp_path / "results"
+    logs = {n: tmp_path / f"{n}.log" for n in ("wa", "wl", "submit")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    common = ["--hosts", str(lab_hosts), "--broker", redis_url, "--lease-s", str(LEASE_S)]
+    base = lab_hosts.parent
+    try:
+        procs["wa"] = _start(["worker", *common, "--pair", "ab", "--name", "wa2"], logs["wa"])
+        _wait("worker wa2", lambda: "wa2" in _declared(redis_url), 90, [procs["wa"]],
+              [logs["wa"]])
+        procs["submit"] = _start(["run", str(matrix), "--hosts", str(lab_hosts), "--out",
+                                  str(out), "--broker", redis_url], logs["submit"])
+
+        def running() -> str | None:
+            w = _declared(redis_url).get("wa2")
+            if w is None or w.current is None or time.time() - w.current.started < 3:
+                return None
+            return w.current.task_id
+
+        tid = _wait("wa2 running", running, 90, [procs["wa"], procs["submit"]],
+                    [logs["wa"], logs["submit"]])
+        procs["wl"] = _start(["worker", *common, "--pair", "local", "--name", "wl"], logs["wl"])
+        _wait("worker wl", lambda: "wl" in _declared(redis_url), 90, [procs["wl"]], [logs["wl"]])
+        assert testbed.kill_sshd("destination")
+        try:
+            assert procs["wa"].wait(90) == 1
+        finally:
+            testbed.start_sshd(base, "destination")
+        assert "pair ab failed during a run" in logs["wa"].read_text()
+        code = procs["submit"].wait(120)
+        assert code == 0, logs["submit"].read_text()[-3000:]
+        runs = [r for _, r in store.iter_runs(out)]
+        assert len(runs) == 1 and runs[0].outcome == "completed", [r.error for r in runs]
+        assert runs[0].harness is not None and runs[0].harness.pair == "local"
+        assert int(broker.client(redis_url).get(broker.deliveries_key(tid))) == 2
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+    assert settled(bed_qemus, timeout=10) == []

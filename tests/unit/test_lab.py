@@ -149,6 +149,38 @@ def test_ping_cells_need_the_vm_network() -> None:
     assert route(cell, [bare, net])[0] == net.queue
 
 
+@pytest.mark.parametrize("src, dst", [
+    ({"transport": "local"}, {"transport": "local"}),
+    ({"transport": "local", "vm_bridge": "br0"}, {"transport": "local"}),
+    ({"transport": "local", "vm_bridge": "br0"}, {"transport": "local", "vm_bridge": "br0"}),
+    ({"transport": "local", "vm_bridge": "br0", "vm_network": "10.1.0.1/24"},
+     {"transport": "local", "vm_bridge": "br0"}),
+    ({"transport": "ssh", "address": "a"}, {"transport": "ssh", "address": "b"}),
+    ({"transport": "ssh", "address": "a", "vm_bridge": "b"},
+     {"transport": "ssh", "address": "b", "vm_bridge": "b", "vm_network": "10.1.0.1/24"}),
+    ({"transport": "ssh", "address": "a", "vm_network": "10.1.0.1/24"},
+     {"transport": "ssh", "address": "b", "vm_bridge": "b"}),
+])
+def test_the_declared_guest_network_agrees_with_the_runner(src: dict[str, Any],
+                                                           dst: dict[str, Any]) -> None:
+    from harness.lab.caps import guest_network
+    from harness.run.runner import skip_reason
+
+    pair = HostPair.model_validate({"source": src, "destination": dst})
+    spec = _spec(axes={"feature": ["precopy"]}, workload={"ping": {"interval_ms": 10}})
+    cell = expand(spec, "10.0")[0]
+    runner_says = skip_reason(cell, _probe(), _probe(), "tcg", "tcg", pair) == ""
+    assert guest_network(pair) == runner_says
+
+
+def test_a_local_and_an_ssh_pair_that_can_run_the_same_cells_share_a_queue() -> None:
+    builds = {"10.0": BuildCaps(source=_probe(), destination=_probe())}
+    local = HostPair.model_validate({"source": {}, "destination": {}})
+    bed = _pair(vm_bridge="br-vm", vm_network="10.250.4.1/24")
+    assert signature(local, "tcg", "tcg", builds) == signature(bed, "tcg", "tcg", builds)
+    assert signature(_pair(), "tcg", "tcg", builds) != signature(bed, "tcg", "tcg", builds)
+
+
 def test_a_declaration_from_the_broker_is_validated() -> None:
     w = _worker("a", {"10.0": BuildCaps(source=_probe(), destination=_probe())})
     assert WorkerInfo.parse(w.model_dump_json(), "k") == w
@@ -185,3 +217,22 @@ def test_records_arriving_as_bytes_go_through_the_store(tmp_path: Path) -> None:
         assert str(exc.value).startswith("task t")
     with pytest.raises(RecordError, match="more than a run record"):
         store.receive_run(b" " * (64 * 1024**2 + 1), "task t")
+
+
+def test_run_lab_flags_go_together(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    demo = str(Path(__file__).resolve().parents[2] / "matrices" / "demo.yaml")
+    parser = cli.build_parser()
+    for argv, message in ((["--attach"], "--attach collects"),
+                          (["--engine", "local", "--attach"], "--attach collects"),
+                          (["--broker", "redis://h/0", "--pair", "local"], "drop --pair"),
+                          (["--engine", "celery://redis://h/0", "--redeliveries", "11"],
+                           "--redeliveries 11: must be at least 0 and at most 10")):
+        with pytest.raises(UsageError, match=message):
+            checks.preflight(parser, parser.parse_args(["run", demo, *argv]))
+    for ok in ([], ["--engine", "local", "--pair", "local"], ["--broker", "redis://h/0",
+                                                              "--attach"]):
+        checks.preflight(parser, parser.parse_args(["run", demo, *ok]))
+    assert cli.main(["run", demo, "--engine", "celery://http://h"]) == 1
+    assert "--engine" in capsys.readouterr().err
