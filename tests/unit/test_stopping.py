@@ -352,3 +352,47 @@ def test_the_progress_columns_show_the_planned_range() -> None:
         assert RunCountColumn().render(t).plain == "2/6..20"
         # 10 s a run so far: 4 to 18 runs left
         assert RunEtaColumn().render(t).plain in ("0:00:40..0:03:00", "0:00:41..0:03:01")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.sampled_from(["cells", "interleaved"]), st.integers(1, 3),
+       st.integers(0, 3), st.integers(1, 3))
+def test_schedule_invariants_with_several_workers(data: st.DataObject, order: str, lo: int,
+                                                  extra: int, workers: int) -> None:
+    """Any finishing order of up to 3 concurrent runs: no repetition twice, every cell between
+    min and max runs and stopped by the rule, the variants of a point with equal counts."""
+    spec = MatrixSpec.model_validate({
+        "name": "t", "variants": {"a": {}, "b": {"qemu_args": ["-cpu", "max"]}},
+        "axes": {"feature": ["precopy", "xbzrle"]}, "order": order})
+    cs = expand(spec, "10.0")
+    rule = Repetitions(min=lo, max=lo + extra, ci=0.05)
+    s = AdaptiveSchedule(cs, rule, order)
+    running: list[tuple[Cell, int]] = []
+    seen: set[tuple[str, int]] = set()
+    for _ in range(200):
+        while len(running) < workers:
+            item = s.next()
+            if item is None or item is WAIT:
+                break
+            assert isinstance(item, tuple)
+            cell, rep = item
+            assert (cell.id, rep) not in seen and 1 <= rep <= rule.max
+            seen.add((cell.id, rep))
+            s.started(cell, rep)
+            running.append(item)
+        if not running:
+            assert s.next() is None
+            break
+        cell, rep = running.pop(data.draw(st.integers(0, len(running) - 1)))
+        s.finished(cell, rep, data.draw(RUN))
+    else:
+        raise AssertionError("the schedule did not end")
+    counts = {c.id: len(s.done[c.id]) for c in cs}
+    for c in cs:
+        assert rule.min <= counts[c.id] <= rule.max
+        assert s.decision(c.id).stop  # it stopped because the rule says so
+    if order == "interleaved":
+        for feature in ("precopy", "xbzrle"):
+            pair = [counts[c.id] for c in cs if c.feature == feature]
+            assert len(set(pair)) == 1, pair
+    assert not s.pending()
