@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -53,6 +54,7 @@ class _Submission:
     problems: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     summary: dict[tuple[str, int], store.Row] | None = None
+    forget: Callable[[str], None] | None = None  # drops a stored run's answer from the broker
 
     def note(self, message: str) -> None:
         if self.progress.note:
@@ -93,7 +95,7 @@ def run_lab(matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsC
     store.check_writable(out)
     c = broker.client(url)
     app = broker.make_app(url)
-    sub = _Submission(spec, out, progress or Progress())
+    sub = _Submission(spec, out, progress or Progress(), forget=lambda tid: _forget(c, app, tid))
     todo = run_order(cells, spec.repetitions, spec.order)
     done_before = sum(1 for cell, rep in todo if store.exists(out, cell.id, rep))
     if sub.progress.start:
@@ -219,6 +221,8 @@ def _store(sub: _Submission, tid: str, cell: Cell, rep: int, result: object) -> 
     if store.exists(sub.out, cell.id, rep):  # another submitter of this campaign stored it
         return
     sub.written.append(store.write_run(sub.out, record))
+    if sub.forget:
+        sub.forget(tid)
     try:
         if sub.summary is None:
             sub.summary = store.summary_rows(sub.out, summary_columns)
@@ -231,6 +235,13 @@ def _store(sub: _Submission, tid: str, cell: Cell, rep: int, result: object) -> 
         raise
     if sub.progress.run_finished:
         sub.progress.run_finished(cell, rep, record)
+
+
+def _forget(c: Any, app: Any, tid: str) -> None:
+    """A stored run's record and counters leave the broker (records are large; Redis holds
+    them in memory). Not its place in the submitted set: a rerun must not send it again."""
+    app.backend.forget(tid)
+    c.delete(broker.deliveries_key(tid), broker.attempts_key(tid))
 
 
 def _check_identity(record: RunRecord, cell: Cell, rep: int, campaign: str, tid: str) -> None:

@@ -209,6 +209,7 @@ class LabWorker:
         if camp.interrupted.is_set():
             # not a loss: a stopped worker's run does not count against its redeliveries
             self.redis.decr(broker.deliveries_key(task_id))
+            self.redis.rpop(broker.attempts_key(task_id))
             self.say(f"{self.name}: stopped: {cell.id} rep {rep} goes back to the queue")
             raise Reject("the worker is stopping: the run goes back to the queue", requeue=True)
         assert record is not None
@@ -236,7 +237,8 @@ class LabWorker:
                         delivery: int) -> RunRecord:
         attempts = [a.decode(errors="replace") for a in
                     self.redis.lrange(broker.attempts_key(task_id), 0, -1)]
-        reason = (f"lost {delivery - 1} times: the worker running it died or its pair failed "
+        lost = "once" if delivery == 2 else f"{delivery - 1} times"
+        reason = (f"lost {lost}: the worker running it died or its pair failed "
                   f"before it finished ({'; '.join(attempts[:-1])[:600]}); at most "
                   f"{job.redeliveries} redeliveries")
         build = self.hosts.build_for(pw.pair.source, cell.build)
