@@ -236,3 +236,50 @@ def test_run_lab_flags_go_together(capsys: pytest.CaptureFixture[str]) -> None:
         checks.preflight(parser, parser.parse_args(["run", demo, *ok]))
     assert cli.main(["run", demo, "--engine", "celery://http://h"]) == 1
     assert "--engine" in capsys.readouterr().err
+
+
+class _Host:
+    """What skipped_record reads of a host: its facts (those of a stored run)."""
+
+    def __init__(self, facts: dict[str, Any]) -> None:
+        self._facts = facts
+
+    def facts(self) -> dict[str, Any]:
+        return self._facts
+
+
+def _record_json(cell: Any, rep: int, campaign: str) -> str:
+    from harness.plan.models import QemuBuild
+    from harness.results.record import dump
+    from harness.run.runner import skipped_record
+
+    stored = store.load_run(Path(__file__).resolve().parents[1] / "data" / "run-xbzrle.json")
+    host: Any = _Host(stored.hosts.source.model_dump(mode="json"))
+    rec = skipped_record(cell, rep, campaign, "no QEMU", None,
+                         QemuBuild(binary=Path("/usr/bin/qemu-system-x86_64")), host, host)
+    return dump(rec).decode()
+
+
+def test_a_returned_record_is_stored_once_and_only_if_it_is_the_run_asked_for(
+        tmp_path: Path) -> None:
+    from harness.lab.submit import _store, _Submission
+    from harness.run.runner import Progress
+
+    spec = _spec()
+    cells = expand(spec, "10.0")
+    finished: list[tuple[str, int]] = []
+    sub = _Submission(spec, tmp_path, Progress(
+        run_finished=lambda c, r, rec: finished.append((c.id, r)), note=lambda m: None))
+    good = _record_json(cells[0], 1, "t")
+    for answer in (None, 42, "{", _record_json(cells[1], 1, "t"), _record_json(cells[0], 2, "t"),
+                   _record_json(cells[0], 1, "other"),
+                   good.replace('"outcome": "skipped"', '"outcome": "won"')):
+        _store(sub, "tid", cells[0], 1, answer)
+    assert len(sub.problems) == 7 and not list(tmp_path.glob("*/*.json")) and not finished
+    assert "the answer is not a run record" in sub.problems[0]
+    assert "record is of another run" in sub.problems[3]
+    _store(sub, "tid", cells[0], 1, good)
+    _store(sub, "tid", cells[0], 1, good)  # the same run again (two submitters): stored once
+    assert [p.name for p in tmp_path.glob("*/*.json")] == ["1.json"]
+    assert finished == [(cells[0].id, 1)] and len(sub.written) == 1
+    assert (tmp_path / "summary.csv").read_text().count("\n") == 2
