@@ -11,7 +11,7 @@ Beside ``run/`` in the flow (it uses the local runner's per-run function, never 
                                                           run at a time, late acknowledgement,
                                                           a lease renewed while it runs (worker)
     migbench lab status                                   workers, pairs, capabilities, queues,
-                                                          runs in flight (status)
+                                                          runs in flight (commands)
 
 ``broker`` holds the Celery app and the broker's keys, ``caps`` the pure part (what a worker
 declares, which queue a cell goes to, why none can run it).
