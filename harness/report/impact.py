@@ -158,6 +158,8 @@ _SUMMARY_ROWS: tuple[tuple[str, str, Callable[[RunRecord, str], float | None], b
     ("service longest window without a reply", "ms", _summary("service", "max_gap_ms"), False),
     ("service errors", "requests", _summary("service", "errors"), True),
     ("service timeouts", "requests", _summary("service", "timeouts"), True),
+    ("service load's own send lag p99 (this machine)", "ms",
+     _summary("service", "send_lag_p99_ms"), False),
 )
 
 

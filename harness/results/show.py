@@ -146,9 +146,13 @@ def service_rows(record: RunRecord) -> list[tuple[str, str]]:
         rows.append((f"{svc.kind} {phase}",
                      f"{_v(sp.ops_s)} ops/s, p50/p99/p99.9/max {_v(sp.p50_ms)}/{_v(sp.p99_ms)}/"
                      f"{_v(sp.p999_ms)}/{_v(sp.max_ms)} ms, errors {_v(sp.errors)}, timeouts "
-                     f"{_v(sp.timeouts)}, longest without a reply {_v(sp.max_gap_ms, 'ms')}"))
+                     f"{_v(sp.timeouts)}, longest without a reply {_v(sp.max_gap_ms, 'ms')}, send lag p99 "
+                     f"{_v(sp.send_lag_p99_ms, 'ms')}"))
     if svc.max_gap is not None:
-        rows.append((f"{svc.kind} service-visible downtime", _v(svc.max_gap.ms, "ms")))
+        # Only a guest that switched over had a downtime; otherwise it is the longest stall.
+        what = ("service-visible downtime" if record.outcome == "completed"
+                else "longest window without a reply, no switchover")
+        rows.append((f"{svc.kind} {what}", _v(svc.max_gap.ms, "ms")))
     d = svc.dataset
     if d is not None:
         rows.append((f"{svc.kind} dataset", f"{_v(d.verdict)}: {_v(d.keys)} keys, {_v(d.missing)} "

@@ -177,6 +177,12 @@ def test_phases_and_the_service_visible_downtime() -> None:
     assert s["after"]["timeouts"] == 1 and s["after"]["p99_ms"] == pytest.approx(1.0)
     assert s["total"]["requests"] == 302
     assert s["before"]["ops_s"] == pytest.approx(100, rel=0.02)
+    # A longer stall before the migration is the before phase's, not the migration's downtime.
+    early = _load((100.2, 100.9)) + [r for r in _load((101.5, 101.8)) if r.due >= 101.0]
+    early = [r for r in early if r.due < 101.0] + [r for r in reqs if r.due >= 101.0]
+    s2 = servicestats.summarise(early, migrate_start=101.0, switchover=101.8, end=103.0)
+    assert s2["before"]["max_gap_ms"] == pytest.approx(700, abs=11)
+    assert s2["max_gap"]["ms"] == pytest.approx(300, abs=11)
 
 
 def test_timeline_bins_by_reply() -> None:
@@ -343,6 +349,9 @@ def test_the_load_holds_its_rate_through_a_pause(server: _Server) -> None:
     assert first.latency_ms is not None and first.latency_ms > 250
     s = servicestats.summarise(reqs, paused_at, None, time.time())
     assert s["max_gap"]["ms"] > 250
+    # The load wrote each request about when it was due (its own lag is recorded apart).
+    assert all(r.sent is not None and r.sent >= r.due - 0.001 for r in reqs)
+    assert s["before"]["send_lag_p99_ms"] is not None and s["before"]["send_lag_p99_ms"] >= 0
     # The dataset: every key holds its last acknowledged SET.
     assert check["verdict"] == "ok" and check["keys"] == 200
     server.data[proto.key_name(5)] = b"garbage"

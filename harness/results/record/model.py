@@ -388,6 +388,7 @@ class ServicePhase(Frozen):
     errors: Int = 0
     timeouts: Int = 0  # answered after timeout_ms, or never
     max_gap_ms: OptFloat = None  # longest window in the phase with no completed request
+    send_lag_p99_ms: OptFloat = None  # p99 of how late the load wrote its requests (this machine)
 
 
 class DatasetCheck(Frozen):

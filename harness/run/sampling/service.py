@@ -49,6 +49,7 @@ class Request:
     status: Status = "lost"
     error: str | None = None
     keep: bool = False  # keep the value read (the dataset check)
+    sent: float | None = None  # epoch seconds it was written (late when this machine was busy)
     value: bytes | None = None
 
     @property
@@ -237,6 +238,7 @@ class ServiceLoad:
             data = proto.encode_get(self.kind, req.key)
         conn.pending.append(req)
         conn.writer.write(data)
+        req.sent = self._now()
 
     async def _read(self, conn: _Conn) -> None:
         buf = bytearray()

@@ -33,6 +33,11 @@ class RequestLike(Protocol):
     def latency_ms(self) -> float | None: ...
 
 
+def _lag_ms(r: RequestLike) -> float | None:
+    sent = getattr(r, "sent", None)
+    return None if sent is None else (sent - r.due) * 1000.0
+
+
 def _r(v: float | None, nd: int = 3) -> float | None:
     return None if v is None else round(v, nd)
 
@@ -108,18 +113,21 @@ def _phase(requests: Sequence[RequestLike], gs: Sequence[tuple[float, float]], l
         "errors": sum(1 for r in mine if r.status == "error"),
         "timeouts": sum(1 for r in mine if _late(r)),
         "max_gap_ms": _r(gap[0] * 1000, 1) if gap else None,
+        # How late this machine wrote the requests: latency it adds, not the guest's.
+        "send_lag_p99_ms": _r(percentile([v for r in mine if (v := _lag_ms(r)) is not None], 99)),
     }
 
 
 def summarise(requests: Sequence[RequestLike], migrate_start: float, switchover: float | None,
               end: float) -> dict[str, Any]:
     """Before / during / after / total of the load (epoch times), and the longest window with
-    no completed request over the whole load (``max_gap``: ms, start and end in epoch s)."""
+    no completed request from the migrate command on (``max_gap``: ms, start and end in epoch
+    s), the service-visible downtime; a stall before the migration stays in ``before``."""
     start = min((r.due for r in requests), default=migrate_start)
     last = max([end, *(r.due for r in requests)]) + 1e-6
     cut = switchover if switchover is not None else last
     gs = gaps(requests)
-    gap = _max_gap(gs, start, last)
+    gap = _max_gap(gs, migrate_start, last)
     return {
         "before": _phase(requests, gs, start, migrate_start),
         "during": _phase(requests, gs, migrate_start, cut),
