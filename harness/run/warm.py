@@ -228,6 +228,9 @@ class WarmStarts:
             state = SavedState(key, method, folder / "state.mig", round(boot_s, 3), 0.0)
             try:
                 save(vm, state, ctx.stop)
+                # Written back now, not by the kernel during the first restored run's migration
+                # (measured: that run's writer stalled and its migration took longer).
+                self.source.run(["sync", "--", str(state.path)], timeout=SAVE_TIMEOUT_S)
             except HarnessError as exc:
                 return self._failed(key, f"saving the guest failed: {exc}")
         state = dataclasses.replace(state, save_s=round(time.monotonic() - started - boot_s, 3))

@@ -66,10 +66,11 @@ def _check_restored_writer(rec: RunRecord) -> None:
 
 def test_restored_writer_continues_intact_on_10_and_7_2_still_corrupts(
         tmp_path: Path, hosts: HostsConfig, image: GuestImage) -> None:
-    """The cell of test_migration's 7.2 corruption test, started warm on both builds."""
+    """The cell of test_migration's 7.2 corruption test, started warm on both builds (in a
+    256 MiB guest: half the RAM to save, restore and hash)."""
     runs, notes = _run(
         tmp_path, hosts, image, name="warm72", integrity="ram", repetitions=2,
-        limits={"max_time_s": 60, "observe_after_s": 1},
+        guest={"vcpus": 1, "memory_mib": 256}, limits={"max_time_s": 60, "observe_after_s": 1},
         workload={"writer": {"working_set_mib": 128, "rate_mib_s": 16, "pattern": "random"}},
         migration={"max-bandwidth": "400mbit"},
         variants={"q72": {"build": "7.2"}, "q10": {"build": "10.0"}}, axes={"feature": ["precopy"]},
