@@ -9,26 +9,20 @@ rate without it), the configured working set, guest RAM, ``max-bandwidth`` and d
 Each feature changes one input of that scenario:
 
 * ``precopy``: none;
-* ``xbzrle``: an XBZRLE hit costs :data:`XBZRLE_COST` of a page for the writer's pattern, the
+* ``xbzrle``: an XBZRLE hit costs ``XBZRLE_COST`` of a page for the writer's pattern, the
   cache is the configured ``xbzrle-cache-size`` (QEMU's 64 MiB default);
-* ``multifd-zstd``: wire bytes per RAM byte :data:`ZSTD_RATIO` for the pattern, and the
+* ``multifd-zstd``: wire bytes per RAM byte ``ZSTD_RATIO`` for the pattern, and the
   encoder's rate: the matrix's ``multifd-channels`` (QEMU's default 2; no more at once than the
-  source's CPUs) at :data:`ENCODE_RATE` RAM bytes per CPU-second each for the pattern and
+  source's CPUs) at ``ENCODE_RATE`` RAM bytes per CPU-second each for the pattern and
   ``multifd-zstd-level``. When the encoder keeps it from converging, the note says how many
   channels would do (and whether the source has the CPUs for them);
 * ``auto-converge``: QEMU's default steps (20 % + 10 % to 99 %);
 * ``postcopy``: switch after the first pass.
 
-The per-pattern figures are not measured by the calibration (it migrates with precopy only).
-The XBZRLE costs are what the writer's patterns are built to be (``sparse`` changes 8 bytes of a
-page, ``random`` rewrites it whole, ``zero`` writes zero pages, ``text`` is English-like text).
-The zstd ratios and all encoder rates were measured on this machine (2 vCPUs of an AMD EPYC,
-QEMU 10.0, TCG guest) by real multifd migrations, ``benchmarks/multifd-encoder.yaml`` read by
-``benchmarks/encoder_rate.py``: one channel, no rate limit, RAM bytes sent per CPU-second of
-the send thread (:func:`harness.analysis.diagnosis.encoder_rate`), medians of two runs that
-agreed within 5 %. A ``sparse`` page holds random bytes (8 of them change at a time): it
-compresses no better than ``random`` (wire/RAM 0.81 vs 0.82 over the whole guest, whose other
-pages compress); the figures of a faster host are higher. The output says what is assumed.
+The per-pattern figures (:mod:`harness.analysis.patterns`, which says where each comes from)
+are not measured by the calibration (it migrates with precopy only): the XBZRLE costs are
+assumed from how the writer's patterns are built, the zstd ratios and encoder rates were
+measured on this machine by real multifd migrations. The output says which is which.
 """
 
 from __future__ import annotations
@@ -47,21 +41,11 @@ from harness.analysis.convergence import (
     predict,
 )
 from harness.analysis.diagnosis import usable_threads
+from harness.analysis.patterns import ENCODE_RATE, XBZRLE_COST, ZSTD_RATIO
 
-#: Bytes on the wire per page of an XBZRLE hit, as a share of the page, per writer pattern.
-XBZRLE_COST = {"sparse": 0.01, "text": 0.3, "random": 1.0, "zero": 0.01}
-#: Wire bytes per RAM byte with multifd zstd, per writer pattern (measured at level 1: text
-#: 0.294; random and sparse pages do not compress, their runs' 0.8 is the guest's other pages).
-ZSTD_RATIO = {"sparse": 1.0, "text": 0.3, "random": 1.0, "zero": 0.001}
-#: RAM bytes one multifd send thread handles per CPU-second, by (method, level) and writer
-#: pattern, measured here (see the module docstring). Zero pages are found before the codec:
-#: no figure, not a limit.
-ENCODE_RATE: dict[tuple[str, int], dict[str, float]] = {
-    ("zstd", 1): {"text": 357 * MiB, "random": 1294 * MiB, "sparse": 1294 * MiB},
-    ("zstd", 9): {"text": 50 * MiB, "random": 98 * MiB, "sparse": 98 * MiB},
-    ("zlib", 1): {"text": 129 * MiB, "random": 64 * MiB, "sparse": 68 * MiB},
-    ("zlib", 9): {"text": 9 * MiB, "random": 34 * MiB, "sparse": 34 * MiB},
-}
+__all__ = ["ENCODE_RATE", "FEATURES", "XBZRLE_COST", "ZSTD_RATIO", "Outlook", "lines",
+           "multifd_settings", "outlooks"]
+
 #: QEMU's defaults for the multifd outlook.
 DEFAULT_CHANNELS = 2
 DEFAULT_ZSTD_LEVEL = 1

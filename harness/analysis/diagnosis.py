@@ -49,6 +49,7 @@ from harness.analysis.convergence import (
     predict,
     xbzrle_cache_size,
 )
+from harness.analysis.patterns import ENCODE_RATE, WIRE_RATIO, XBZRLE_COST
 from harness.results.record.model import DirtyRateMeasurement, RunRecord
 from harness.results.record.scalars import Json
 
@@ -233,6 +234,8 @@ class _Settings:
     xbzrle_cache: float
     compression: str | None  # "compress", or multifd's method; None: none
     threads: int  # compress threads or multifd channels
+    level: int  # multifd's compression level (QEMU's default 1)
+    pattern: str | None  # the writer's page pattern
     cpus: int | None  # the source host's CPUs: more encoder threads than these share them
     auto_converge: AutoConverge | None
     postcopy_after_syncs: int | None
@@ -287,6 +290,8 @@ def _settings(rec: RunRecord) -> _Settings:
         xbzrle_cache=_num(params, "xbzrle-cache-size") or DEFAULT_XBZRLE_CACHE,
         compression=compression,
         threads=threads,
+        level=int(_num(params, f"multifd-{compression}-level") or 1),
+        pattern=writer.pattern if writer else None,
         cpus=rec.hosts.source.cpus,
         auto_converge=ac,
         postcopy_after_syncs=int(syncs) if postcopy and syncs else None,
@@ -495,6 +500,25 @@ def link_premeasured(records: Sequence[RunRecord]) -> list[Premeasured | None]:
     return out
 
 
+class _PatternCosts(NamedTuple):
+    xbzrle: float | None  # XBZRLE hit cost, share of a page
+    ratio: float | None  # multifd wire bytes per RAM byte
+    encode_rate: float | None  # RAM bytes/s the multifd send threads can compress
+
+
+def _pattern_costs(st: _Settings) -> _PatternCosts:
+    """The writer's pattern's costs (:mod:`harness.analysis.patterns`) for the cell's features:
+    the model's inputs before the run has measured them."""
+    pat = st.pattern
+    if pat is None:
+        return _PatternCosts(None, None, None)
+    method = st.compression if st.compression != "compress" else None  # legacy: not measured
+    per = ENCODE_RATE.get((method, st.level), {}).get(pat) if method else None
+    return _PatternCosts(XBZRLE_COST.get(pat) if st.xbzrle else None,
+                         WIRE_RATIO.get(method, {}).get(pat) if method else None,
+                         None if per is None else per * usable_threads(st.threads, st.cpus))
+
+
 def _postcopy_rate(st: _Settings, link: float | None) -> float | None:
     """The postcopy phase's rate: the link, at most max-postcopy-bandwidth."""
     if st.postcopy_bandwidth is not None and link is not None:
@@ -511,14 +535,16 @@ def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observatio
     else:
         zero = zero_run
     configured = None
+    # before the run measures them, what the writer's pattern costs (harness.analysis.patterns)
+    before = _pattern_costs(st)
+    x_before = (pre.xbzrle_ratio or before.xbzrle or 1.0) if st.xbzrle else None
     # the switchover and postcopy phases run at the link's pace (QEMU lifts max-bandwidth for the
     # stop-and-copy; max-postcopy-bandwidth is unlimited by default): a measured link, or else
     # max-bandwidth, a lower bound of it
     wire = st.max_bandwidth or pre.link
     if rate is not None and wire is not None:
-        link = Link(wire, pre.ratio or 1.0,
-                    (pre.xbzrle_ratio or 1.0) if st.xbzrle else None, st.xbzrle_cache,
-                    switchover_throughput=pre.link,
+        link = Link(wire, pre.ratio or before.ratio or 1.0, x_before, st.xbzrle_cache,
+                    encode_rate=before.encode_rate, switchover_throughput=pre.link,
                     postcopy_throughput=_postcopy_rate(st, pre.link))
         configured = _scenario(st, rate, st.working_set, zero or 0.0, link)
     early_sc = None
@@ -527,9 +553,9 @@ def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observatio
         # without a rate limit pass 0 itself ran at the link's pace
         unthrottled = early.throughput if st.max_bandwidth is None else None
         fast = unthrottled or pre.link
-        link = Link(wire, early.ratio or 1.0,
-                    (pre.xbzrle_ratio or 1.0) if st.xbzrle else None, st.xbzrle_cache,
-                    switchover_throughput=fast, postcopy_throughput=_postcopy_rate(st, fast))
+        link = Link(wire, early.ratio or pre.ratio or before.ratio or 1.0, x_before,
+                    st.xbzrle_cache, encode_rate=before.encode_rate, switchover_throughput=fast,
+                    postcopy_throughput=_postcopy_rate(st, fast))
         early_sc = _scenario(st, max(rate, _seen_rate(early) or 0.0), _ws(st, early),
                              early.zero_fraction or zero or 0.0, link, early.setup_time or 0.0)
     hindsight = None
