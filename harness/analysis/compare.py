@@ -34,7 +34,7 @@ Record = RunRecord
 SUMMARY_METRICS: dict[str, Metric] = {k: CATALOGUE[k] for k in (
     "total_time_ms", "downtime_ms", "transferred_bytes", "throughput_mbps",
     "guest_max_stall_ms", "host_pause_ms", "guest_visible_downtime_ms", "ping_lost",
-    "ping_max_gap_ms")}
+    "ping_max_gap_ms", "service_p99_ms", "service_max_gap_ms")}
 
 BASE_METRICS: tuple[Metric, ...] = tuple(SUMMARY_METRICS[k] for k in (
     "total_time_ms", "downtime_ms", "transferred_bytes", "throughput_mbps",
