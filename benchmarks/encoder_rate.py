@@ -6,7 +6,7 @@
 One line per cell: method, level, writer pattern, and over its runs the median RAM bytes one
 send thread compressed per CPU-second (:func:`harness.analysis.diagnosis.encoder_rate`), the
 wire bytes per RAM byte of the pages sent whole, and the runs' range. These are the figures of
-``ENCODE_RATE`` and ``ZSTD_RATIO`` in harness/analysis/advise.py.
+``ENCODE_RATE`` and ``WIRE_RATIO`` in harness/analysis/patterns.py.
 """
 
 from __future__ import annotations
