@@ -180,6 +180,10 @@ def integrity_text(integrity: Integrity) -> str:
         if stamps.continuous_bad:
             parts.append(f"{stamps.continuous_bad} stale while it ran")
         found.append("stamps: " + ", ".join(parts))
+    data = integrity.dataset
+    if data is not None and data.verdict == "corrupted":
+        found.append(f"service keys: {_n(data.missing)} missing, {_n(data.wrong)} wrong of "
+                     f"{_n(data.keys)}")
     if integrity.guest_crash is not None:
         found.append("the guest crashed")
     if integrity.guest_silent is not None:

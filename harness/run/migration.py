@@ -561,11 +561,9 @@ def _finish_workloads(run: _Run) -> None:
                           probes=run.probes, fio_samples=fio_tl, requests=requests,
                           dataset=dataset)
     run.guest_impact = impact
-    if impact.service is not None and impact.service.dataset is not None \
-            and impact.service.dataset.verdict == "corrupted":
-        d = impact.service.dataset
-        run.workload_errors.append(f"{impact.service.kind}: {d.missing} keys missing and "
-                                   f"{d.wrong} wrong of {d.keys} after the migration")
+    dataset_check = impact.service.dataset if impact.service is not None else None
+    if dataset_check is not None and run.outcome == "completed":
+        run.integrity = run.integrity.with_dataset(dataset_check)  # keys lost: a damaged guest
     if impact.service is not None:
         run.service_series = [ServicePoint.model_validate(p) for p in servicestats.timeline(
             requests, t0, impact.service.timeout_ms / 1000)]

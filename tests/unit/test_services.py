@@ -444,3 +444,16 @@ def test_report_has_the_service_rows_and_timeline(tmp_path: Path) -> None:
     make_report(tmp_path / "res", tmp_path / "report", slide_specs=[])
     page = (tmp_path / "report" / "cells" / f"{rec.cell.id}.html").read_text()
     assert "service p99 latency" in page and "redis p99" in page
+
+
+def test_keys_lost_make_the_guest_corrupted() -> None:
+    from harness.results import show
+    from harness.results.record.model import DatasetCheck, Integrity, StampsCheck
+
+    ok = Integrity.judge(stamps=StampsCheck(verdict="ok", pages=10, bad_pages=0))
+    assert ok.with_dataset(DatasetCheck(verdict="ok", keys=5)).verdict == "ok"
+    lost = ok.with_dataset(DatasetCheck(verdict="corrupted", keys=5, missing=1, wrong=2))
+    assert lost.verdict == "corrupted" and lost.stamps == ok.stamps
+    assert show.integrity_text(lost) == "corrupted (service keys: 1 missing, 2 wrong of 5)"
+    # A guest without the writer: the dataset is its one check.
+    assert Integrity.judge().with_dataset(DatasetCheck(verdict="ok", keys=5)).verdict == "ok"

@@ -553,23 +553,29 @@ class Integrity(Frozen):
     guest_crash: GuestCrash | None = None
     guest_silent: GuestSilent | None = None
     disk: DiskCheck | None = None  # storage: copy
+    dataset: DatasetCheck | None = None  # a service's keys read back (issue 17)
 
     @classmethod
     def judge(cls, *, stamps: StampsCheck | None = None, ram: RamCheck | None = None,
               guest_crash: GuestCrash | None = None,
               guest_silent: GuestSilent | None = None,
-              disk: DiskCheck | None = None) -> Integrity:
+              disk: DiskCheck | None = None, dataset: DatasetCheck | None = None) -> Integrity:
         """The checks with their verdict: ``corrupted`` if any check found damage (a guest that
         crashed or stopped running on the destination counts), ``ok`` if at least one check
         passed, else ``unchecked``."""
-        verdicts = [c.verdict for c in (ram, stamps, disk) if c is not None]
+        verdicts = [c.verdict for c in (ram, stamps, disk, dataset) if c is not None]
         verdict: Verdict
         if guest_crash is not None or guest_silent is not None or "corrupted" in verdicts:
             verdict = "corrupted"
         else:
             verdict = "ok" if "ok" in verdicts else "unchecked"
         return cls(verdict=verdict, stamps=stamps, ram=ram, guest_crash=guest_crash,
-                   guest_silent=guest_silent, disk=disk)
+                   guest_silent=guest_silent, disk=disk, dataset=dataset)
+
+    def with_dataset(self, dataset: DatasetCheck) -> Integrity:
+        """The verdict again, with a service's dataset read back after the switchover."""
+        return Integrity.judge(stamps=self.stamps, ram=self.ram, guest_crash=self.guest_crash,
+                               guest_silent=self.guest_silent, disk=self.disk, dataset=dataset)
 
 
 # ---------------------------------------------------------------------------------------------
