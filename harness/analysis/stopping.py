@@ -5,7 +5,9 @@ After ``min`` runs a cell stops when
 * its outcome is unanimous (every run the same status: completed, not-converged, failed,
   skipped or corrupted), and
 * for a completed cell, the 95 % interval of the mean of each primary metric (QEMU's total time
-  and downtime) has a half-width of at most ``ci`` of that mean;
+  and downtime) has a half-width of at most ``ci`` of that mean, or of at most ``ci_ms``
+  milliseconds when the rule has that floor (whichever allows more: a downtime of a few
+  milliseconds varies by several between runs, and no relative target is reached there);
 
 or when it reaches ``max`` runs. Why it stopped is one of :data:`SURE` (the intervals are within
 the target), :data:`UNANIMOUS` (the same outcome every time and no timing to pin down: it did not
@@ -45,6 +47,8 @@ class Rule(Protocol):
     def max(self) -> int: ...
     @property
     def ci(self) -> float: ...
+    @property
+    def ci_ms(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Decision:
     outcome: str | None  # the status every run had, None when they differ
     intervals: dict[str, MeanInterval | None]  # PRIMARY key -> interval (None: < 2 values)
     target: float
+    target_ms: float | None = None
 
     def interval_text(self) -> str:
         """``total time 2712 ms ±1.8 %, downtime 41 ms ±62 %`` (what the intervals reached)."""
@@ -89,7 +94,9 @@ class Decision:
         """One line: ``4 runs, stopped: sure (total time 2712 ms ±1.8 %, ...)``."""
         head = f"{self.runs} run{'s' if self.runs != 1 else ''}"
         if self.stop:
-            why = "stopped: " + {SURE: f"sure (95 % interval within ±{self.target * 100:g} %)",
+            floor = f" or ±{self.target_ms:g} ms" if self.target_ms else ""
+            why = "stopped: " + {SURE: f"sure (95 % interval within ±{self.target * 100:g} %"
+                                       f"{floor})",
                                  UNANIMOUS: f"unanimous outcome ({self.outcome})",
                                  MAX: "max reached, not sure"}[self.reason]
         else:
@@ -113,7 +120,7 @@ def decide(rule: Rule, runs: Sequence[RunFigures]) -> Decision:
     ivs = intervals(runs)
 
     def result(stop: bool, reason: str) -> Decision:
-        return Decision(n, stop, reason, outcome, ivs, rule.ci)
+        return Decision(n, stop, reason, outcome, ivs, rule.ci, rule.ci_ms)
 
     if n < rule.min:
         return result(False, "")
@@ -123,16 +130,18 @@ def decide(rule: Rule, runs: Sequence[RunFigures]) -> Decision:
         judged = [k for k in PRIMARY if any(r.metrics.get(k) is not None for r in timed)]
         if not judged:
             return result(True, UNANIMOUS)
-        if all(_within(ivs[k], rule.ci) for k in judged):
+        if all(_within(ivs[k], rule.ci, rule.ci_ms) for k in judged):
             return result(True, SURE)
     if n >= rule.max:
         return result(True, MAX)
     return result(False, "")
 
 
-def _within(iv: MeanInterval | None, target: float) -> bool:
+def _within(iv: MeanInterval | None, target: float, target_ms: float | None = None) -> bool:
     if iv is None:
         return False
+    if target_ms is not None and iv.half_width <= target_ms:
+        return True
     rel = iv.relative
     return rel is not None and rel <= target
 

@@ -3,7 +3,10 @@
 ``repetitions: 3`` runs every cell three times (as always). ``repetitions: {min: 3, max: 10,
 ci: 5%}`` runs each cell at least ``min`` times; after that a cell stops as soon as its outcome is
 unanimous and the 95 % interval of each primary metric is within ``ci`` of its mean (relative
-half-width), or at ``max`` runs. The rule itself is :mod:`harness.analysis.stopping`; this module
+half-width) or, with ``ci_ms: 5``, within 5 ms (whichever is wider), or at ``max`` runs. The
+absolute floor is for downtimes of a few milliseconds: QEMU reports them in whole milliseconds and
+they vary by several between runs, so ±5 % of 4 ms is never reached and such a cell would always
+run to ``max``. The rule itself is :mod:`harness.analysis.stopping`; this module
 only holds the validated setting.
 """
 
@@ -34,6 +37,7 @@ class Repetitions(BaseModel):
     min: StrictInt = Field(3, ge=1, le=MAX_REPETITIONS)
     max: StrictInt = Field(10, ge=1, le=MAX_REPETITIONS)
     ci: float = 0.05
+    ci_ms: float | None = Field(None, ge=0, le=3_600_000, strict=True)
 
     @field_validator("ci", mode="before")
     @classmethod
@@ -66,8 +70,9 @@ class Repetitions(BaseModel):
 
     def describe(self) -> str:
         """One line for people: ``3..10, stopping when sure (95 % interval within ±5 %)``."""
+        floor = f" or ±{self.ci_ms:g} ms" if self.ci_ms else ""
         return (f"{self.min}..{self.max}, stopping when sure (outcome unanimous, 95 % interval "
-                f"of total time and downtime within ±{self.ci * 100:g} %)")
+                f"of total time and downtime within ±{self.ci * 100:g} %{floor})")
 
 
 def validate_repetitions(value: Any, context: Any) -> int | Repetitions:

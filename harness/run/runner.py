@@ -232,7 +232,8 @@ class _Campaign:
             commit=self.commit, matrix_file=str(self.matrix_path), pair=pair_name)}
         if isinstance(self.spec.repetitions, Repetitions):
             r = self.spec.repetitions
-            update["repetitions"] = RepetitionRule(min=r.min, max=r.max, ci=r.ci)
+            update["repetitions"] = RepetitionRule(min=r.min, max=r.max, ci=r.ci,
+                                                    ci_ms=r.ci_ms)
         record = record.model_copy(update=update)
         with self.lock:
             try:

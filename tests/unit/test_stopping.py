@@ -396,3 +396,25 @@ def test_schedule_invariants_with_several_workers(data: st.DataObject, order: st
             pair = [counts[c.id] for c in cs if c.feature == feature]
             assert len(set(pair)) == 1, pair
     assert not s.pending()
+
+
+def test_an_absolute_floor_stops_a_cell_whose_downtime_is_a_few_milliseconds() -> None:
+    """Downtimes of 3-7 ms (measured here at 200 Mbit/s) never fit ±5 %; with ``ci_ms: 5`` their
+    interval (about ±3 ms over 5 runs) is within the floor, and total time still needs ±5 %."""
+    runs = [done(5700 + d, down) for d, down in [(0, 3), (40, 7), (20, 5), (60, 4), (30, 6)]]
+    assert decide(RULE, runs).reason == ""  # relative only: not sure yet
+    floored = Repetitions(min=3, max=10, ci=0.05, ci_ms=5)
+    d = decide(floored, runs)
+    assert d.stop and d.reason == SURE, d.text()
+    assert "or ±5 ms" in d.text() and "±5 ms" in floored.describe()
+    # the floor does not excuse a noisy total time
+    noisy = [done(t, 5) for t in (3000, 6000, 4500, 7000, 2500)]
+    assert decide(floored, noisy).reason == ""
+
+
+def test_ci_ms_is_validated_in_the_matrix(tmp_path: Path) -> None:
+    spec = load_matrix(write(tmp_path, {"min": 2, "max": 6, "ci": "5%", "ci_ms": 4}))
+    assert isinstance(spec.repetitions, Repetitions) and spec.repetitions.ci_ms == 4
+    for bad in (-1, ".inf", "x", True):
+        with pytest.raises(ConfigError, match="ci_ms"):
+            load_matrix(write(tmp_path, {"ci_ms": bad if bad != ".inf" else float("inf")}))

@@ -475,6 +475,7 @@ class RepetitionRule(Frozen):
     min: Int = Field(ge=1)
     max: Int = Field(ge=1)
     ci: Float = Field(gt=0, lt=1)  # the target: the interval's half-width over the mean
+    ci_ms: Float | None = Field(None, ge=0)  # or this half-width in ms, whichever is wider
 
 
 def switched_over(outcome: str) -> bool:
