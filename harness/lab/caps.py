@@ -72,6 +72,7 @@ class WorkerInfo(_Model):
     queue: Annotated[str, Field(pattern=r"^migbench\.caps\.[0-9a-f]{12}$")]
     started: float
     heartbeat: float
+    lease_s: Annotated[float, Field(ge=10, le=24 * 3600)]  # the same on every worker of a lab
     done: Annotated[int, Field(ge=0)] = 0
     current: Current | None = None
 

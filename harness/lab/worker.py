@@ -129,21 +129,27 @@ class LabWorker:
         return WorkerInfo(name=self.name, pair=self.pair_name, machine=socket.gethostname(),
                           pid=os.getpid(), hosts=spec, source_accel=accel["source"],
                           destination_accel=accel["destination"], builds=builds, queue=queue,
-                          started=now, heartbeat=now)
+                          started=now, heartbeat=now, lease_s=self.lease_s)
 
-    def _check_name_free(self) -> None:
-        """:raise HostError: a live worker already has this name (it would share its key)."""
+    def _check_lab(self) -> None:
+        """:raise HostError: a live worker already has this name (it would share its key), or
+            another lease (the shorter one would take the longer one's runs while they run)."""
         key = broker.worker_key(self.name)
-        other = self.redis.get(key)
-        if other is None:
-            return
-        try:
-            info = WorkerInfo.parse(other, key)
-            where = f"on {info.machine} (pid {info.pid}, pair {info.pair})"
-        except HarnessError:
-            where = "(its declaration does not validate)"
-        raise HostError(f"a worker named {self.name} is live {where}: give this one another "
-                        f"--name, or wait {broker.DECLARATION_TTL_S} s if that worker died")
+        for other_key, value in broker.declarations(self.redis):
+            try:
+                info = WorkerInfo.parse(value, other_key)
+            except HarnessError:
+                if other_key == key:
+                    raise HostError(f"a worker named {self.name} is live (its declaration does "
+                                    "not validate): give this one another --name") from None
+                continue
+            if other_key == key:
+                raise HostError(f"a worker named {self.name} is live on {info.machine} (pid "
+                                f"{info.pid}, pair {info.pair}): give this one another --name, "
+                                f"or wait {broker.DECLARATION_TTL_S} s if that worker died")
+            if info.lease_s != self.lease_s:
+                raise HostError(f"--lease-s {self.lease_s:g}: the lab's workers use "
+                                f"{info.lease_s:g} (worker {info.name}); use the same lease")
 
     def publish(self) -> None:
         assert self.info is not None
@@ -270,7 +276,7 @@ class LabWorker:
         # a run handed back (Reject) is said in one line here, not as Celery's traceback
         logging.getLogger("celery.app.trace").setLevel(logging.ERROR)
         self.redis = broker.client(self.url)
-        self._check_name_free()
+        self._check_lab()
         self.info = self.declare_capabilities()
         app = self.app = broker.make_app(self.url, self.lease_s)
 

@@ -26,6 +26,7 @@ import yaml
 from harness.hosts import testbed
 from harness.lab import broker
 from harness.lab.caps import WorkerInfo
+from harness.lab.commands import status_lines
 from harness.results import store
 
 from ._testbed import bed_qemus, settled
@@ -175,6 +176,10 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
         twin = subprocess.run([*MIGBENCH, "worker", *common, "--pair", "ba", "--name", "wa"],
                               capture_output=True, text=True, env=_env(), cwd=REPO, timeout=60)
         assert twin.returncode == 1 and "a worker named wa is live" in twin.stderr, twin.stderr
+        other = subprocess.run([*MIGBENCH, "worker", *common[:-1], "30", "--pair", "ba",
+                                "--name", "wc"],
+                               capture_output=True, text=True, env=_env(), cwd=REPO, timeout=60)
+        assert other.returncode == 1 and "use the same lease" in other.stderr, other.stderr
 
         procs["submit"] = _start(["run", str(matrix), "--hosts", str(lab_hosts), "--out",
                                   str(out), "--engine", f"celery://{redis_url}"],
@@ -195,6 +200,10 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
 
         lost = _wait("wa in its second run", wa_busy_again, 150, everyone, alogs)
         os.killpg(procs["wa"].pid, signal.SIGKILL)
+        lines = status_lines(redis_url)  # wa is declared until its declaration expires
+        running = [ln for ln in lines if ln.strip().startswith("running ")]
+        assert running and any(lost.rsplit("-", 2)[-2] in ln for ln in running), lines
+        assert any(ln.startswith("runs in flight: ") for ln in lines), lines
         procs["wa"].wait(10)
         # The submitter goes too; the lab goes on without it.
         os.killpg(procs["submit"].pid, signal.SIGKILL)

@@ -42,7 +42,8 @@ def _worker(name: str, builds: dict[str, BuildCaps], accel: str = "tcg") -> Work
     pair = _pair()
     return WorkerInfo(name=name, pair=name, machine="m", pid=1, hosts=pair, source_accel=accel,
                       destination_accel=accel, builds=builds,
-                      queue=signature(pair, accel, accel, builds), started=0.0, heartbeat=0.0)
+                      queue=signature(pair, accel, accel, builds), started=0.0, heartbeat=0.0,
+                      lease_s=60.0)
 
 
 def _spec(**fields: Any) -> MatrixSpec:
