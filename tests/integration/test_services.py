@@ -132,7 +132,9 @@ def test_memcached_with_stress_ng(tmp_path: Path, hosts: HostsConfig,
     svc = r.guest_impact.service
     assert svc is not None and svc.kind == "memcached"
     assert svc.dataset is not None and svc.dataset.verdict == "ok" and svc.dataset.keys == 1000
-    assert svc.total.ops_s is not None and svc.total.ops_s == pytest.approx(300, rel=0.15)
+    # No writer in this guest: the dataset read back is its integrity check.
+    assert r.integrity.verdict == "ok" and r.integrity.dataset == svc.dataset, r.integrity
+    assert svc.total.ops_s is not None and svc.total.ops_s == pytest.approx(300, rel=0.15), svc
     dst = [ln.line for ln in r.console.destination]
     src = [ln.line for ln in r.console.source]
     assert any("@mb stress-ready" in t for t in src)
