@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.errors import ImageError
 from harness.guest.debian import root_drive_args
 from harness.guest.image import GuestImage, initrd_for
 from harness.hosts.netsetup import NetAttachment
@@ -46,12 +47,14 @@ def boot_files(image: GuestImage, guest: GuestSpec, workload: WorkloadSpec,
     The Debian guest boots its stage-1 initrd and the run's overlay (``root_overlay``) over
     this host's copy of the root disk.
 
-    :raise ValueError: a Debian guest without its image or overlay.
+    :raise ImageError: a Debian guest without its image (built with ``debian=True``).
     """
     if guest.image != "debian":
         return initrd_for(image, workload), []
     if image.debian_disk is None or image.debian_initrd is None or root_overlay is None:
-        raise ValueError("the Debian guest needs ensure_image(..., debian=True) and an overlay")
+        raise ImageError("this cell boots the Debian guest (guest.image: debian) but the image "
+                         "at hand was built without it: migbench image build --distro debian, "
+                         "and ensure_image(..., debian=True) where the campaign's image is made")
     return image.debian_initrd, root_drive_args(root_overlay, image.debian_disk)
 
 

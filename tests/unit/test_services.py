@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from harness.errors import ImageError
 from harness.guest import debian
 from harness.guest.image import GuestImage
 from harness.hosts.netsetup import NetAttachment
@@ -230,7 +231,7 @@ def test_boot_files_of_each_guest(tmp_path: Path) -> None:
                      kernel_release="r", pvh=True)
     w = WorkloadSpec.model_validate({"redis": {}})
     assert workload.boot_files(img, GuestSpec(), WorkloadSpec(), None) == (tmp_path / "i", [])
-    with pytest.raises(ValueError, match="debian=True"):
+    with pytest.raises(ImageError, match="debian=True"):
         workload.boot_files(img, GuestSpec(image="debian"), w, tmp_path / "o")
     deb = GuestImage(**{**img.__dict__, "debian_disk": tmp_path / "root.qcow2",
                         "debian_initrd": tmp_path / "initrd-debian.cpio.gz"})
