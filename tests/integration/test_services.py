@@ -140,3 +140,48 @@ def test_memcached_with_stress_ng(tmp_path: Path, hosts: HostsConfig,
     assert any("@mb stress-ready" in t for t in src)
     # stress-ng still runs on the destination: the guest did not report it exiting.
     assert not any("@mb exit workload=stress" in t for t in src + dst)
+
+
+def test_dataset_check_finds_keys_lost_in_a_real_redis(tmp_path: Path) -> None:
+    """The load and its dataset check against Debian's redis-server on this machine (the same
+    package the guest runs; `make deps` installs it for the lab): a key overwritten and a key
+    deleted behind the load's back are found, and only those."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    from harness.plan.models import RedisSpec
+    from harness.run.sampling import service_proto as proto
+    from harness.run.sampling.service import ServiceLoad
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server missing: run `make deps`")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spec = RedisSpec(clients=3, rate_ops=600, keys=300, value_bytes=40, ratio="1:1")
+    load = ServiceLoad("redis", "127.0.0.1", port, spec, seed=7)
+    try:
+        load.preload(10)
+        load.start()
+        time.sleep(1.0)
+        reqs = load.stop()
+        assert len(reqs) == pytest.approx(600, rel=0.15)
+        assert all(r.status == "ok" for r in reqs), {r.status for r in reqs}
+        assert load.check_dataset()["verdict"] == "ok"
+        with socket.create_connection(("127.0.0.1", port), 5) as c:
+            c.sendall(proto.encode_set("redis", 17, b"not what the load wrote"))
+            c.sendall(b"*2\r\n$3\r\nDEL\r\n$5\r\nmb:42\r\n")
+            assert c.recv(100).startswith(b"+OK")
+        check = load.check_dataset()
+    finally:
+        load.close()
+        proc.terminate()
+        proc.wait(10)
+    assert check == {"verdict": "corrupted", "keys": 300, "missing": 1, "wrong": 1,
+                     "ambiguous": 0, "first_bad": [17, 42]}
