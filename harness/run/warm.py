@@ -15,9 +15,10 @@ What carries over, and why it is correct:
   7.2's corruption as a cold one does.
 - Guest clocks: the guest's clocks stopped with the VM and resume from the saved values (the
   vCPU and timer state are part of the stream), so its CLOCK_MONOTONIC, on which the writer paces
-  and measures stalls, goes on as after a short pause. Its wall clock is behind the host's: no
-  workload here reads it. The harness stamps every console line with the host's arrival time, as
-  for a booted guest.
+  and measures stalls, goes on as after a short pause (measured under TCG: 100 ms steps across
+  the restore; on KVM kvmclock travels in the stream too, not measured here). Its wall clock is
+  behind the host's by the save's age: no workload here reads it. The harness stamps every
+  console line with the host's arrival time, as for a booted guest.
 - The console: the serial chardev is a socket the harness connects to before the restore, as
   for a boot; the restored writer goes on with its sequence numbers, stamps, generations and
   ``bad`` count, and still answers ``verify`` on its stdin.
@@ -30,9 +31,11 @@ What carries over, and why it is correct:
 The key of a saved state covers everything that shapes the guest: both the build (binary and
 its SHA-256) and how the source QEMU is started (accelerator, CPUs, memory, kernel, initrd and
 their digest, kernel command line with the workload's arguments, the variant's QEMU arguments,
-the dirty ring). States live under the source host's workdir (``<workdir>/<campaign>/warm-<key>``)
-and are removed when the pair's campaign ends; a folder left by a crashed campaign is removed,
-never trusted, before a state is saved there again.
+the dirty ring). States live under the source host's workdir
+(``<workdir>/<campaign>/warm-<key>-<tag>``, the tag one per pair worker: pairs that share a source
+host never touch each other's), and are removed when the pair's campaign ends. A folder left by
+a crashed campaign is never reused (a new worker has a new tag); like a crashed run's folder,
+it stays under the campaign's folder on that host.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import secrets
 import shlex
 import time
 from collections.abc import Callable
@@ -191,6 +195,8 @@ class WarmStarts:
         self.note = note
         self.states: dict[str, SavedState | str] = {}  # a str: why saving failed (runs boot)
         self.folders: set[Path] = set()
+        # Two pairs (or lab workers) may share a source host and campaign: each its own folders
+        self.tag = secrets.token_hex(3)
 
     def prepare(self, ctx: RunContext, requested: StartKind | None, source: Probe) -> RunContext:
         """``ctx`` with how its source starts (``start``), and for a warm start the restore.
@@ -213,9 +219,8 @@ class WarmStarts:
             restore=lambda vm: restore(vm, state, ctx.stop))
 
     def _save(self, ctx: RunContext, key: str, method: Method) -> SavedState | str:
-        folder = self.source.spec.workdir / ctx.campaign / f"warm-{key}"
+        folder = self.source.spec.workdir / ctx.campaign / f"warm-{key}-{self.tag}"
         self.folders.add(folder)
-        self.source.remove_tree(folder)  # a crashed campaign's leftover is never trusted
         template = dataclasses.replace(ctx, workdir=folder, workdirs={"source": folder / "vm"},
                                        on_state=None, restore=None)
         started = time.monotonic()

@@ -129,7 +129,7 @@ def test_start_is_a_matrix_option_and_old_records_load_without_it() -> None:
     assert StartInfo().kind == "cold"
 
 
-def test_a_failed_save_makes_its_runs_boot_once_and_close_removes_the_folders(
+def test_a_failed_save_makes_its_runs_boot_once_and_close_removes_its_own_folders(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.errors import HarnessError
     from harness.run import warm
@@ -146,19 +146,22 @@ def test_a_failed_save_makes_its_runs_boot_once_and_close_removes_the_folders(
     starts = warm.WarmStarts(LocalHost("source", HostSpec(workdir=tmp_path, accel="tcg")),
                              notes.append)
     precopy, xbzrle = _cells()
-    stale = tmp_path / "c" / f"warm-{state_key(_ctx(precopy, tmp_path), 'tcg', _probe())}"
-    (stale / "vm").mkdir(parents=True)
-    (stale / "state.mig").write_bytes(b"left by a crashed campaign")
+    key = state_key(_ctx(precopy, tmp_path), "tcg", _probe())
+    # another worker's folder for the same guest on the same host (or a crashed one's)
+    other = tmp_path / "c" / f"warm-{key}-0a0b0c"
+    other.mkdir(parents=True)
+    (other / "state.mig").write_bytes(b"another pair's guest")
     ctx = starts.prepare(_ctx(precopy, tmp_path), None, _probe())
     assert ctx.restore is None and ctx.start.kind == "cold"
     assert ctx.start.reason is not None and "did not boot" in ctx.start.reason
-    assert not (stale / "state.mig").exists()  # never trusted
+    own = tmp_path / "c" / f"warm-{key}-{starts.tag}"
+    assert own != other and (other / "state.mig").exists()  # not ours: untouched
     # the same guest for the next cell: not booted again, the same reason
     again = starts.prepare(_ctx(xbzrle, tmp_path), None, _probe())
     assert again.start == ctx.start and len(boots) == 1
-    assert boots[0].workdirs == {"source": stale / "vm"} and boots[0].restore is None
+    assert boots[0].workdirs == {"source": own / "vm"} and boots[0].restore is None
     assert len(notes) == 1 and "its runs boot" in notes[0]
     cold = starts.prepare(_ctx(precopy, tmp_path), "cold", _probe())
     assert cold.start.kind == "cold" and cold.start.reason is None and len(boots) == 1
     starts.close()
-    assert not stale.exists() and (tmp_path / "c").exists()
+    assert not own.exists() and other.exists()
