@@ -136,3 +136,27 @@ def test_cold_and_warm_runs_of_a_converging_cell_agree(tmp_path: Path, hosts: Ho
         ma, mb = statistics.median(a), statistics.median(b)
         assert abs(mb - ma) <= 0.15 * ma, (metric, a, b)
         assert min(b) <= max(a) and min(a) <= max(b), (metric, a, b)
+
+
+def test_a_fio_cell_boots_and_says_why_beside_a_warm_writer_cell(
+        tmp_path: Path, hosts: HostsConfig, image: GuestImage) -> None:
+    """A disk workload is not restored (its per-run disk file would not match the saved
+    guest): its runs boot, with the reason in the record; a writer cell of the same campaign
+    starts warm."""
+    runs, notes = _run(
+        tmp_path, hosts, image, name="warmfio", guest={"vcpus": 1, "memory_mib": 256},
+        limits={"max_time_s": 30, "observe_after_s": 0.5},
+        workloads={"disk": {"fio": {"rw": "randwrite", "bs": "4k", "iodepth": 2,
+                                    "rate_iops": 100}},
+                   "mem": {"writer": {"working_set_mib": 16, "rate_mib_s": 4}}},
+        migration={"max-bandwidth": "1gbit"},
+        axes={"feature": ["precopy"], "workload": ["disk", "mem"]},
+    )
+    by = {r.cell.axes["workload"]: r for r in runs}
+    fio, mem = by["disk"], by["mem"]
+    assert fio.outcome == "completed" and mem.outcome == "completed", (fio.error, mem.error)
+    assert fio.start is not None and fio.start.kind == "cold" and fio.boot_s
+    assert fio.start.reason is not None and "fio" in fio.start.reason
+    assert any(p.host == "destination" and (p.iops or 0) > 0 for p in fio.guest.fio)
+    assert mem.start is not None and mem.start.kind == "warm" and mem.boot_s is None
+    assert len([n for n in notes if "saved guest" in n]) == 1, notes
