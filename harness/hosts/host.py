@@ -586,10 +586,14 @@ def _text(data: object) -> str:
 # Runs the real command in the background with output to a log file, reports its pid, and kills
 # it when our stdin reaches EOF: the SSH channel closed, because the harness closed it, died, or
 # lost the connection. Exits with the command's own status. "$1" is the log, the rest the argv.
+# SIGPIPE is ignored once the command runs: a client that died while it started (a SIGKILLed
+# lab worker) leaves no reader for the pid line, and the shell killed by that write would leave
+# the command running with no one to stop it (seen: QEMUs outliving their worker).
 _SUPERVISE = r'''
 log=$1; shift
 "$@" >"$log" 2>&1 </dev/null &
 pid=$!
+trap '' PIPE
 echo "pid $pid"
 exec 3<&0
 { while read -r _ <&3; do :; done; kill -TERM "$pid" 2>/dev/null; sleep 3; kill -KILL "$pid" 2>/dev/null; } &

@@ -317,3 +317,35 @@ def test_remote_commands_run_under_the_hosts_timeout() -> None:
     fed = subprocess.run(["sh", "-c", remote_command("cat", 5)], input="fed\n",
                          capture_output=True, text=True, timeout=10)
     assert fed.stdout == "fed\n"
+
+
+def test_the_supervisor_kills_its_command_when_the_client_died_while_it_started(
+        tmp_path: Path) -> None:
+    """The client is gone before the pid line is written (stdout has no reader, stdin is at
+    EOF): the supervisor must still kill the command, not die of SIGPIPE and leave it running."""
+    import os
+    import subprocess
+    import time
+
+    from harness.hosts.host import supervise_command
+
+    marker = f"{time.time():.6f}"  # this test's own sleep, found by its argument
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.Popen(["sh", "-c", supervise_command(["sleep", f"1000{marker}"],
+                                                           tmp_path / "log")],
+                            stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(10)
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        left = subprocess.run(["pgrep", "-f", f"sleep 1000{marker}"], capture_output=True,
+                              text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.1)
+    for pid in left:
+        os.kill(int(pid), signal.SIGKILL)
+    assert left == []
