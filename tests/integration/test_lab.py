@@ -235,7 +235,9 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
             [(r.outcome, r.error) for r in runs]
         rows = (out / "summary.csv").read_text().strip().splitlines()
         assert len(rows) == 5
-        assert "wa" not in _declared(redis_url)  # the dead worker's declaration expired
+        # the dead worker's declaration expires (it is renewed by a live worker only)
+        _wait("wa's declaration to expire", lambda: "wa" not in _declared(redis_url),
+              broker.DECLARATION_TTL_S + 5, [procs["wb"]], [logs["wb"]])
     finally:
         for p in procs.values():
             if p.poll() is None:
