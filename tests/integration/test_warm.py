@@ -130,12 +130,27 @@ def test_cold_and_warm_runs_of_a_converging_cell_agree(tmp_path: Path, hosts: Ho
     assert {r.cell.id for r in cold} == {r.cell.id for r in warm}  # the same cell
     for r in cold + warm:
         assert r.outcome == "completed" and r.integrity.verdict == "ok", (r.error, r.integrity)
+    # the pre-migration calc-dirty-rate: after the steady wait when cold, beside it when warm
+    # (harness.run.migration._wait_workload_measuring), with the steady rate found meanwhile
+    for r in cold + warm:
+        assert r.pre is not None and r.pre.writer_rate_mib_s == r.steady_rate_mib_s, r.pre
+        best = r.pre.best()
+        assert best is not None and best.dirty_rate_mib_s, r.pre
+        assert r.phases is not None and r.phases.setup_s is not None
+    assert all(r.phases is not None and r.phases.setup_s is not None and r.phases.setup_s < 0.5
+               for r in warm)  # the measurement's 1 s is not in setup
+    assert all(r.phases is not None and r.phases.setup_s is not None and r.phases.setup_s >= 0.9
+               for r in cold)
     for metric in ("total_time_ms", "transferred_bytes"):
         a = [float(getattr(r.metrics, metric)) for r in cold]
         b = [float(getattr(r.metrics, metric)) for r in warm]
         ma, mb = statistics.median(a), statistics.median(b)
         assert abs(mb - ma) <= 0.15 * ma, (metric, a, b)
-        assert min(b) <= max(a) and min(a) <= max(b), (metric, a, b)
+        # the ranges overlap, or the two are within 1 %: transferred bytes vary by a few hundred
+        # KB in 150 MB between runs, and a restored guest sent 0.02-0.1 % more than the
+        # booted ones in every run once (ranges 156.51-156.66 vs 156.67-156.70 MB)
+        overlap = min(b) <= max(a) and min(a) <= max(b)
+        assert overlap or abs(mb - ma) <= 0.01 * ma, (metric, a, b)
 
 
 def test_a_fio_cell_boots_and_says_why_beside_a_warm_writer_cell(

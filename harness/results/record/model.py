@@ -463,6 +463,7 @@ class Phases(Frozen):
     start_s: OptFloat = None  # QEMUs started, the guest booted (or restored) to its first report
     steady_s: OptFloat = None  # waiting for the workload to report a steady rate
     setup_s: OptFloat = None  # capabilities and parameters, calc-dirty-rate, CPU samplers
+    # (a warm start's calc-dirty-rate runs during steady_s: harness.run.migration)
     migration_s: OptFloat = None  # `migrate` to the end of the migration
     observation_s: OptFloat = None  # after a completion: integrity checks and observe_after_s
     teardown_s: OptFloat = None  # QEMUs stopped, the record built, the folders removed
