@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,6 +90,7 @@ def lab_hosts() -> Iterator[Path]:
         pytest.skip("the test bed needs root")
     if testbed.leftovers():
         pytest.skip(f"the test bed is in use (another test?): {testbed.leftovers()}")
+    scratch_before = _killed_worker_scratch()
     base = Path(tempfile.mkdtemp(prefix="mb-labbed-"))
     hosts = testbed.up(base, rate="1gbit")
     try:
@@ -103,6 +105,16 @@ def lab_hosts() -> Iterator[Path]:
         assert settled(bed_qemus) == []
     finally:
         testbed.down(base)
+        # A SIGKILLed worker cannot remove its run's local tunnel folder (mb-tun-*) or the VM
+        # socket folders on the bed's hosts (/tmp/mb-vm.*, this file system): the test kills
+        # one on purpose, so what appeared during this module is removed here, or every later
+        # test bed module's leftover check would report it.
+        for leftover in _killed_worker_scratch() - scratch_before:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _killed_worker_scratch() -> set[Path]:
+    return {*Path(tempfile.gettempdir()).glob("mb-tun-*"), *Path("/tmp").glob("mb-vm.*")}
 
 
 def _env() -> dict[str, str]:
