@@ -31,7 +31,7 @@ from harness.results.record.model import STATUS_RANK, FioPoint, PingPoint
 from harness.results.record.qmp import MigrationInfo, QmpReply, TimelineSample
 from harness.results.record.scalars import Json
 from harness.results.record.threadclass import CLASSES as CPU_CLASSES
-from harness.results.show import info_migrate
+from harness.results.show import info_migrate, storage_rows
 
 # Heatmap metrics of the overview: (metric key, title).
 OVERVIEW_METRICS = ("total_time_ms", "downtime_ms", "guest_max_stall_ms", "ping_lost")
@@ -343,6 +343,20 @@ def _service_series(rec: Record) -> list[Series]:
             Series(f"{kind} ops/s", f"{kind} ops/s", xs, [_r(p.ops) for p in pts])]
 
 
+def _storage_series(rec: Record) -> list[Series]:
+    """A ``storage: copy`` run's disk still to mirror (the job's length minus its offset) beside
+    the remaining RAM. The job's clock starts with the mirror, which reaches READY ``sync_s``
+    before ``migrate`` is sent (at once after READY): its samples are moved back by that much, so
+    the sync before the RAM migration shows at negative times."""
+    st = rec.storage
+    if st is None or not st.job:
+        return []
+    shift = st.sync_s or 0.0
+    return [Series("remaining disk (mirror)", "remaining disk (MiB)",
+                   [_r(j.t - shift) or 0.0 for j in st.job],
+                   [_r(max(j.length - j.offset, 0) / 1024**2) for j in st.job])]
+
+
 def timeline(rec: Record) -> Timeline:
     """The series and markers of one run, on seconds since the migrate command."""
     samples = rec.timeline
@@ -368,6 +382,7 @@ def timeline(rec: Record) -> Timeline:
         ping = rec.guest_impact.ping
         series += _ping_loss_series(guest.ping, ping.timeout_ms if ping is not None else 1000.0)
     series += _service_series(rec)
+    series += _storage_series(rec)
     markers = [Marker(0.0, "start", "migrate")]
     if t0 is not None:
         for e in rec.events.source:
@@ -505,7 +520,7 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
     info_rec, note = _info_run(recs)
     src, extra = _info_source(info_rec)
     info_note = "; ".join(x for x in (note, extra) if x)
-    other_info = [(r.repetition, info_migrate(_info_source(r)[0]))
+    other_info = [(r.repetition, info_migrate(_info_source(r)[0]) + storage_rows(r))
                   for r in recs if r is not info_rec]
     problems, consoles = _cell_problems(recs)
     versions = sorted({r.qemu.version or "?" for r in recs})
@@ -519,7 +534,7 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
         status_line=compare.describe_counts(counts), metrics=list(metrics), reps=reps,
         stat_rows=stat_rows, warnings=warnings,
         info_rep=info_rec.repetition, info_note=info_note,
-        info=info_migrate(src), other_info=other_info,
+        info=info_migrate(src) + storage_rows(info_rec), other_info=other_info,
         timelines=[timeline(r) for r in recs], cpu=_cpu_table(recs), problems=problems,
         consoles=consoles,
         parameters=[(k, str(params[k])) for k in sorted(params, key=lambda k: (k not in requested, k))],

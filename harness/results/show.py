@@ -112,6 +112,7 @@ def run_block(record: RunRecord) -> str:
             rows.append((f"fio {phase} (host clock)", f"iops {_v(fp.iops_host_mean)}, "
                          f"lat p99 max {_v(fp.lat_p99_us_max, 'us')}"))
     rows += service_rows(record)
+    rows += storage_rows(record)
     if m.guest_visible_downtime_ms is not None:  # only a run that switched over has one
         rows.append(_metric(record, "guest_visible_downtime_ms"))
     for err in record.workload_errors:
@@ -160,6 +161,32 @@ def service_rows(record: RunRecord) -> list[tuple[str, str]]:
     return rows
 
 
+def _mib(v: int | None) -> str:
+    return "-" if v is None else f"{v / 1024**2:.1f} MiB"
+
+
+def storage_rows(record: RunRecord) -> list[tuple[str, str]]:
+    """A ``storage: copy`` run's disk sync (issue 17): the mirror to the destination's NBD export
+    before the RAM migration (to READY), what it copied in all, what completing it cost at the
+    switchover, and the two disks compared afterwards."""
+    st = record.storage
+    if st is None:
+        return []
+    rows = [("disk copy", f"{_mib(st.disk_bytes)} disk over NBD {_v(st.nbd)}: synced in "
+                          f"{_v(st.sync_s, 's')} ({_mib(st.bytes_at_ready)} at READY), "
+                          f"{_mib(st.mirrored_bytes)} mirrored in all, switchover "
+                          f"{_v(st.switchover_ms, 'ms')}, disk + RAM {_v(st.total_s, 's')}")]
+    if st.error:
+        rows.append(("disk copy error", st.error))
+    disk = record.integrity.disk
+    if disk is not None:
+        chunk = _mib(disk.chunk_bytes)
+        rows.append(("disk check", f"{disk.verdict}: {_v(disk.differing_chunks)} of "
+                                   f"{_v(disk.chunks)} chunks of {chunk} differ"
+                                   + (f" ({disk.reason})" if disk.reason else "")))
+    return rows
+
+
 def _metric(record: RunRecord, key: str) -> tuple[str, str]:
     """A figure's line as the catalogue names it (its stored value, in its stored unit)."""
     metric = CATALOGUE[key]
@@ -184,6 +211,9 @@ def integrity_text(integrity: Integrity) -> str:
     if data is not None and data.verdict == "corrupted":
         found.append(f"service keys: {_n(data.missing)} missing, {_n(data.wrong)} wrong of "
                      f"{_n(data.keys)}")
+    disk = integrity.disk
+    if disk is not None and disk.verdict == "corrupted":
+        found.append(f"disk: {_n(disk.differing_chunks)} of {_n(disk.chunks)} chunks differ")
     if integrity.guest_crash is not None:
         found.append("the guest crashed")
     if integrity.guest_silent is not None:

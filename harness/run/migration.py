@@ -843,17 +843,26 @@ def _compare_ram(run: _Run) -> RamCheck:
 
 
 def _start_cpu_sampling(run: _Run) -> None:
-    """Per-thread CPU of both QEMUs at 10 Hz; a sampler that cannot start is a warning."""
+    """Per-thread CPU of both QEMUs at the query-migrate rate (``limits.sample_hz``, 20 Hz by
+    default; never below the probe's 10 Hz); a sampler that cannot start is a warning. A thread
+    shows only if two samples see it: the compress and migration threads of a sub-second
+    migration live a few hundred ms, and at 10 Hz a 7.2 compress run lost them one time in four
+    (tests/integration/test_slides.py)."""
+    hz = _cpu_hz(run)
     for vm in (run.src, run.dst):
         if vm is None or vm.pid is None:
             continue
         try:
-            sampler = cpu_sampling.CpuSampler(vm.pid, CPU_HZ,
+            sampler = cpu_sampling.CpuSampler(vm.pid, hz,
                                               stream=vm.host.cpu_sampler_stream())
             sampler.start()
             run.cpu[vm.cfg.role] = sampler
         except Exception as exc:  # noqa: BLE001 - sampling must not fail the migration
             run.warnings.append(f"CPU sampler on the {vm.cfg.role} did not start: {exc}")
+
+
+def _cpu_hz(run: _Run) -> float:
+    return max(CPU_HZ, float(run.ctx.cell.limits.sample_hz))
 
 
 def _finish_cpu_sampling(run: _Run) -> None:
@@ -881,7 +890,7 @@ def _finish_cpu_sampling(run: _Run) -> None:
             for p in cpu_sampling.timeline(trace, t0 - 1.0, end + 1.0)
         ]
         sides[role] = CpuSide.model_validate(summary)
-    run.cpu_record = CpuRecord(hz=CPU_HZ, window=(t0, end),
+    run.cpu_record = CpuRecord(hz=_cpu_hz(run), window=(t0, end),
                                source=sides.get("source"), destination=sides.get("destination"))
 
 

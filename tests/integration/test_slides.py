@@ -34,7 +34,8 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, hosts: HostsConfig,
     spec = matrix(
         name="slides", repetitions=1,
         guest={"vcpus": 1, "memory_mib": 512},
-        limits={"max_time_s": 8, "observe_after_s": 0.5},
+        # 50 Hz: the wait-false migration lasts a few hundred ms, and a thread needs two samples
+        limits={"max_time_s": 8, "observe_after_s": 0.5, "sample_hz": 50},
         workload={"writer": {"working_set_mib": 64, "rate_mib_s": 16, "pattern": "text"}},
         migration={"max-bandwidth": "unlimited", "downtime-limit": 300, "compress-level": 9,
                    "compress-threads": THREADS, "decompress-threads": THREADS},

@@ -15,8 +15,10 @@ from harness.errors import HarnessError
 from harness.guest.image import GuestImage
 from harness.hosts.host import Host
 from harness.plan.models import HostsConfig
+from harness.report.model import cell_page, timeline
 from harness.results import store
 from harness.results.record import RunRecord
+from harness.results.show import run_block
 from harness.run import storage
 from harness.run.vm import Vm
 
@@ -80,6 +82,19 @@ def test_copy_storage_moves_the_disk_while_the_guest_writes(tmp_path: Path, host
     assert rec.destination_status == "running" and rec.timing_excluded is True
     # fio went on writing on the destination's own disk
     assert any(p.host == "destination" for p in rec.guest.fio)
+    # show and the report: the disk sync beside the RAM figures and timeline
+    block = run_block(rec)
+    assert "disk copy:" in block and "synced in " in block and "mirrored in all" in block, block
+    assert "disk check" in block and f"ok: 0 of {DISK_MIB} chunks of 1.0 MiB differ" in block, block
+    tl = timeline(rec)
+    disk_series = next(x for x in tl.series if x.name == "remaining disk (mirror)")
+    assert disk_series.panel == "remaining disk (MiB)" and "remaining RAM (MiB)" in tl.panels
+    # on migrate's clock: the samples before READY (if the 10 Hz poll caught one) at negative
+    # times, the ones during the RAM migration after 0
+    assert len(disk_series.x) == len(st.job) and max(disk_series.x) > 0
+    assert min(disk_series.x) == pytest.approx(st.job[0].t - st.sync_s, abs=0.01)
+    page = cell_page([rec], [])
+    assert any(k == "disk copy" for k, _ in page.info)
     print(f"copy: sync {st.sync_s} s, {st.bytes_at_ready} B at ready, {st.mirrored_bytes} B "
           f"mirrored, switchover {st.switchover_ms} ms, total {st.total_s} s, RAM "
           f"{rec.metrics.total_time_ms} ms, hash {disk.seconds} s")
@@ -106,6 +121,7 @@ def test_corrupted_mirror_is_reported_corrupted(tmp_path: Path, hosts: HostsConf
     assert disk.differing_chunks == 1 and disk.first_differing == (5,)
     assert rec.integrity.verdict == "corrupted" and rec.status == "corrupted"
     assert "corrupted" in (tmp_path / "st" / "summary.csv").read_text()
+    assert "disk: 1 of" in run_block(rec) and "chunks differ" in run_block(rec)
 
 
 def test_failure_mid_copy_leaves_no_qemu_and_no_nbd_server(
