@@ -11,25 +11,15 @@ from pathlib import Path
 from harness.report.featurestats import feature_stats
 from harness.report.threads import thread_table
 from tests.record_edit import WAIT_FALSE, WAIT_TRUE, cell_runs
+from tests.unit.test_docs_seed_figures import checked_tables as checked_between
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reproducing-the-talk.md"
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def checked_tables(text: str) -> list[list[list[str]]]:
-    """The markdown tables between the checked markers, as rows of cells (header first)."""
-    tables: list[list[list[str]]] = []
-    for block in re.findall(r"<!-- checked: compress-bound -->(.*?)<!-- /checked -->", text,
-                            re.S):
-        current: list[list[str]] = []
-        for line in block.splitlines() + [""]:
-            if line.startswith("|"):
-                if not set(line) <= set("|- "):
-                    current.append([c.strip() for c in line.strip().strip("|").split("|")])
-            elif current:
-                tables.append(current)
-                current = []
-    return tables
+    """The markdown tables between the ``compress-bound`` checked markers."""
+    return checked_between(text, "compress-bound")
 
 
 def computed(cell: str) -> set[str]:
