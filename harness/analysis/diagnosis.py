@@ -23,6 +23,7 @@ majority factor and median figures.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -67,6 +68,14 @@ DEFAULT_XBZRLE_CACHE = 64 * MiB
 ABOVE = 0.02
 #: Below this share of max-bandwidth something else (the link, the CPU) set the pace.
 BELOW = 0.7
+#: What QEMU sends per second of a rate-limited precopy pass, as a multiple of max-bandwidth: the
+#: prediction before the run sends at max-bandwidth times this (:func:`send_rate_factor`). The
+#: slope of ``ram.transferred`` over the active samples, over max-bandwidth, medians of the stored
+#: and seed runs here (docs/diagnosis.md, "QEMU's send rate"): QEMU 7.2 1.000 (0.999-1.001, 7
+#: runs); QEMU 10.0 one channel 1.04 (1.02-1.05 plain, 0.99-1.04 with XBZRLE; 31 runs at 100-400
+#: Mbit/s); 10.0 multifd zstd, 2 channels, 1.13 (1.11-1.15, 4 runs). Versions between 7.2 and 10.0
+#: were not measured and take 10.0's figures; legacy compress is encoder-bound here (0.3-0.7).
+SEND_RATE = {"7.2": 1.0, "one channel": 1.04, "multifd": 1.13}
 #: Compress threads busier than this (percent of one core each), or a legacy compress
 #: busy-rate above BUSY_RATE, make the encoder the limit.
 CPU_BOUND_PCT = 85.0
@@ -234,6 +243,8 @@ class _Settings:
     xbzrle_cache: float
     compression: str | None  # "compress", or multifd's method; None: none
     threads: int  # compress threads or multifd channels
+    multifd: bool
+    qemu: tuple[int, int] | None  # major, minor of the source's QEMU (None: not probed)
     level: int  # multifd's compression level (QEMU's default 1)
     pattern: str | None  # the writer's page pattern
     cpus: int | None  # the source host's CPUs: more encoder threads than these share them
@@ -290,6 +301,8 @@ def _settings(rec: RunRecord) -> _Settings:
         xbzrle_cache=_num(params, "xbzrle-cache-size") or DEFAULT_XBZRLE_CACHE,
         compression=compression,
         threads=threads,
+        multifd=bool(caps.get("multifd")),
+        qemu=_version(rec.qemu.version),
         level=int(_num(params, f"multifd-{compression}-level") or 1),
         pattern=writer.pattern if writer else None,
         cpus=rec.hosts.source.cpus,
@@ -301,6 +314,18 @@ def _settings(rec: RunRecord) -> _Settings:
         max_time=float(limits.max_time_s),
         max_passes=limits.max_dirty_syncs - 1 if limits.max_dirty_syncs else None,
     )
+
+
+def _version(text: str | None) -> tuple[int, int] | None:
+    m = re.match(r"\s*(\d+)\.(\d+)", text or "")
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def send_rate_factor(st: _Settings) -> float:
+    """QEMU's send rate in a rate-limited pass over max-bandwidth (:data:`SEND_RATE`)."""
+    if st.qemu is not None and st.qemu < (8, 0):
+        return SEND_RATE["7.2"]
+    return SEND_RATE["multifd" if st.multifd else "one channel"]
 
 
 def _max_bandwidth(params: dict[str, Json]) -> float | None:
@@ -540,15 +565,17 @@ def _inputs(rec: RunRecord, st: _Settings, whole: Observation, early: Observatio
     x_before = (pre.xbzrle_ratio or before.xbzrle or 1.0) if st.xbzrle else None
     # the switchover and postcopy phases run at the link's pace (QEMU lifts max-bandwidth for the
     # stop-and-copy; max-postcopy-bandwidth is unlimited by default): a measured link, or else
-    # max-bandwidth, a lower bound of it
-    wire = st.max_bandwidth or pre.link
+    # max-bandwidth, a lower bound of it. The passes run at what QEMU sends under max-bandwidth
+    wire = st.max_bandwidth * send_rate_factor(st) if st.max_bandwidth else pre.link
     if rate is not None and wire is not None:
         link = Link(wire, pre.ratio or before.ratio or 1.0, x_before, st.xbzrle_cache,
                     encode_rate=before.encode_rate, switchover_throughput=pre.link,
                     postcopy_throughput=_postcopy_rate(st, pre.link))
         configured = _scenario(st, rate, st.working_set, zero or 0.0, link)
     early_sc = None
-    wire = (early.throughput if early else None) or st.max_bandwidth or pre.link
+    # QEMU's own rate in pass 0 (as measured, not max-bandwidth)
+    wire = (early.throughput if early else None) or (
+        st.max_bandwidth * send_rate_factor(st) if st.max_bandwidth else pre.link)
     if rate is not None and early is not None and wire is not None:
         # without a rate limit pass 0 itself ran at the link's pace
         unthrottled = early.throughput if st.max_bandwidth is None else None
@@ -623,10 +650,19 @@ def _corrupted(rec: RunRecord, measured: Figures) -> Diagnosis:
 
 
 def premeasured(rec: RunRecord) -> Premeasured | None:
-    """The record's own pre-migration figures (``rec.pre``: calc-dirty-rate), if it has them."""
+    """The record's own pre-migration figures (``rec.pre``: calc-dirty-rate), if it has them.
+
+    The dirty rate is calc-dirty-rate's, unless the writer's own steady rate measured beside it
+    agrees (:func:`dirty_rate_check`): then the writer's, which has no sampling error. Page
+    sampling's one standard error is 12.5 % at 16 MiB/s over 1 s, and near the convergence
+    boundary that decides the outcome: in seed-compression, a 28 MiB/s writer sampled at
+    23 MiB/s was predicted to converge at 23.8 MiB/s x 1.04 and did not (2 of 3 runs)."""
     best = rec.pre.best() if rec.pre is not None else None
     if best is None or best.dirty_rate_mib_s is None:
         return None
+    writer = rec.pre.writer_rate_mib_s if rec.pre is not None else None
+    if writer and dirty_rate_check(rec) is None:
+        return Premeasured(dirty_rate=writer * MiB)
     return Premeasured(dirty_rate=best.dirty_rate_mib_s * MiB)
 
 

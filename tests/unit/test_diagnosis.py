@@ -492,3 +492,29 @@ def test_before_the_run_the_writer_patterns_costs_stand_in_for_the_unmeasured_sa
     assert before is not None and before.link.xbzrle_ratio == XBZRLE_COST["sparse"]
     plain = scenarios(read(PRECOPY)).configured
     assert plain is not None and plain.link.ratio == 1.0 and plain.link.encode_rate is None
+
+
+def test_before_the_run_the_passes_run_at_what_qemu_sends_under_max_bandwidth() -> None:
+    """QEMU 10.0 sent 4 % above max-bandwidth with one channel and 13 % with two multifd
+    channels, 7.2 exactly max-bandwidth (SEND_RATE, measured on these and the seed runs): the
+    prediction before the run takes that; from pass 0 on, QEMU's own measured rate."""
+    from harness.analysis.convergence import observe
+    from harness.analysis.diagnosis import SEND_RATE
+    for path, factor in ((PRECOPY, 1.04), (DATA / "v1/c9a291fdf75e/1.json", 1.0),
+                         (DATA / "v1/615439fa7f3c/1.json", 1.13)):
+        rec = read(path)
+        sc = scenarios(rec)
+        assert sc.configured is not None, path
+        limit = rec.cell.migration.parameters["max-bandwidth"]
+        assert isinstance(limit, (int, float))
+        assert sc.configured.link.throughput == pytest.approx(limit * factor), path
+        assert factor in SEND_RATE.values()
+        whole = observe(rec.timeline)
+        if sc.early is not None and whole.pass0_end is not None:
+            assert sc.early.link.throughput == observe(rec.timeline, whole.pass0_end).throughput
+    # an unprobed QEMU takes the newer figure
+    rec = edited(DATA / "v1/c9a291fdf75e/1.json", lambda d: d["qemu"].update(version=None))
+    sc = scenarios(rec)
+    assert sc.configured is not None
+    assert sc.configured.link.throughput == pytest.approx(
+        rec.cell.migration.parameters["max-bandwidth"] * 1.04)  # type: ignore[operator]
