@@ -146,15 +146,29 @@ def overlay_argv(qemu_img: str, base_disk: Path, overlay: Path) -> list[str]:
             str(overlay)]
 
 
-def root_drive_args(overlay: Path, base_disk: Path) -> list[str]:
+def blank_argv(qemu_img: str, path: Path, size: int) -> list[str]:
+    """``qemu-img create`` of a blank qcow2 of ``size`` bytes, no backing file (pure): the
+    destination's root disk under ``storage: copy``, which the mirror fills."""
+    return [qemu_img, "create", "-q", "-f", "qcow2", str(path), str(size)]
+
+
+def virtual_size_argv(qemu_img: str, disk: Path) -> list[str]:
+    """``qemu-img info`` as JSON (its ``virtual-size``: what the guest sees) (pure)."""
+    return [qemu_img, "info", "-U", "--output=json", str(disk)]
+
+
+def root_drive_args(overlay: Path, base_disk: Path | None) -> list[str]:
     """QEMU arguments for the root disk: the run's overlay over this host's copy of the base.
 
     The backing file is named per side, so each host opens its own copy of the base image while
     both open the one overlay (shared storage; QEMU keeps the incoming side's image inactive
-    until the switchover)."""
+    until the switchover). ``base_disk`` None: a qcow2 without backing (the destination's own
+    disk under ``storage: copy``)."""
     node = (f"driver=qcow2,node-name={ROOT_DEVICE_ID},cache.direct=off,"
-            f"file.driver=file,file.filename={overlay},"
-            f"backing.driver=qcow2,backing.file.driver=file,backing.file.filename={base_disk}")
+            f"file.driver=file,file.filename={overlay}")
+    if base_disk is not None:
+        node += (",backing.driver=qcow2,backing.file.driver=file,"
+                 f"backing.file.filename={base_disk}")
     return ["-blockdev", node,
             "-device", f"virtio-blk-pci,drive={ROOT_DEVICE_ID},serial={ROOT_DEVICE_ID}"]
 

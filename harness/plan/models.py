@@ -556,12 +556,11 @@ class MatrixSpec(Frozen):
         return self
 
     def _check_storage(self) -> None:
-        if self.storage.mode == "copy" and self.guest.image != "initramfs":
-            raise ValueError(
-                f"storage: copy with guest.image: {self.guest.image}: only the initramfs "
-                "guest's data disk is copied so far (the Debian root disk stays shared); use "
-                "guest.image: initramfs, or storage: shared")
         size = self.storage.disk_mib
+        if self.storage.mode == "copy" and self.guest.image == "debian" and size is not None:
+            raise ValueError(
+                f"storage.disk_mib={size} with guest.image: debian: the disk copied is the "
+                "Debian guest's root disk, whose size is its image's; leave disk_mib out")
         for where, w in [("workload", self.workload),
                          *((f"workloads.{k}", v) for k, v in self.workloads.items())]:
             if size is not None and w.fio is not None and w.fio.disk_mib != size:

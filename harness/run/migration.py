@@ -256,10 +256,12 @@ def _vm_config(run: _Run, role: Role, host: Host, build: QemuBuild) -> VmConfig:
     restored = role == "source" and ctx.restore is not None  # warm start: -incoming defer, -S
     net = run.net.attachment(role) if run.net is not None else None
     image = ctx.host_images.get(role, ctx.image)
-    initrd, root_disk = wl.boot_files(image, cell.guest, cell.workload, run.root_overlay)
+    root, backed = (run.storage.root_disk(role) if run.storage is not None
+                    and run.storage.moves_root else (run.root_overlay, True))
+    initrd, root_disk = wl.boot_files(image, cell.guest, cell.workload, root, backed)
     extra = (*cell.variant_spec.qemu_args, *root_disk,
              *wl.qemu_args(cell.workload, net,
-                           run.storage.image(role) if run.storage else run.disk))
+                           run.storage.data_disk(role) if run.storage else run.disk))
     accel = host.accel().accel
     return VmConfig(
         name=f"mb-{role[:3]}-{cell.id[:6]}",
@@ -322,11 +324,12 @@ def _boot(run: _Run) -> None:
     if ctx.cell.storage.mode == "copy":
         run.storage = DiskCopy.create(
             ctx.cell, {"source": ctx.source, "destination": ctx.destination},
-            {role: vm_workdir(ctx, role).parent for role in ("source", "destination")}, ctx.stop)
+            {role: vm_workdir(ctx, role).parent for role in ("source", "destination")}, ctx.stop,
+            {role: ctx.host_images.get(role, ctx.image) for role in ("source", "destination")})
     elif wl.needs_disk(spec):
         assert spec.fio is not None
         run.disk = create_shared_disk(ctx.workdir / "disk.raw", spec.fio.disk_mib)
-    if ctx.cell.guest.image == "debian":
+    if ctx.cell.guest.image == "debian" and run.storage is None:  # else each side has its own
         run.root_overlay = service_run.make_overlay(
             ctx.source, ctx.workdir, ctx.host_images.get("source", ctx.image))
     run.dst = Vm(ctx.destination, _vm_config(run, "destination", ctx.destination,

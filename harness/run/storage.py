@@ -14,12 +14,19 @@ writes to.
 
 The integrity check hashes both images on their own hosts (per MiB, BLAKE2b: only digests
 travel) while both guests are paused: the destination is held with ``-S`` until then.
+
+The disk moved is the initramfs guest's data disk (a raw file, fio's), or the Debian guest's
+root disk: the source boots a qcow2 overlay on its copy of the cached image, the destination a
+blank qcow2 of the image's virtual size (no backing file: the mirror fills all of it), and the
+check hashes what the guest sees (``qemu-img convert`` to a sparse raw file beside each image,
+hashed, removed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,10 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.guest.debian import ROOT_DEVICE_ID, blank_argv, virtual_size_argv
+from harness.guest.image import GuestImage
 from harness.hosts.host import Host
 from harness.plan.matrix import Cell
 from harness.results.record.model import DiskCheck, MirrorSample, StorageRun
 from harness.run.cancel import Stop
+from harness.run.sampling.service_run import make_overlay
 from harness.run.vm import Vm
 from harness.run.workload import DISK_ID
 
@@ -82,10 +92,21 @@ def judge(source: list[bytes], destination: list[bytes], disk_bytes: int,
                      destination_digest=whole(destination), seconds=seconds)
 
 
-def image_digests(host: Host, path: Path, size: int) -> list[bytes]:
-    """Chunk digests of the image at ``path``, hashed on ``host`` itself."""
+def image_digests(host: Host, path: Path, size: int, fmt: str = "raw") -> list[bytes]:
+    """Chunk digests of what a guest sees in the image at ``path``, hashed on ``host`` itself
+    (a qcow2 and its backing chain through a sparse raw copy beside it, removed after)."""
     timeout = 60 + size / (20 * CHUNK)  # at least 20 MiB/s
-    out = host.run([host.python, "-c", HASH_CHUNKS_PY, str(path)], timeout=timeout)
+    flat = path
+    if fmt != "raw":
+        flat = path.with_name(path.name + ".flat.raw")
+        # -U: the paused QEMUs still hold their images' locks
+        host.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(path), str(flat)],
+                 timeout=timeout)
+    try:
+        out = host.run([host.python, "-c", HASH_CHUNKS_PY, str(flat)], timeout=timeout)
+    finally:
+        if flat != path:
+            host.run(["rm", "-f", "--", str(flat)], timeout=30, check=False)
     return [bytes.fromhex(line) for line in out.split()]
 
 
@@ -104,6 +125,8 @@ class DiskCopy:
     images: dict[str, Path]  # role -> image path on that role's host
     size: int
     stop: Stop = field(default_factory=Stop)
+    fmt: str = "raw"  # the images' format: qcow2 for the Debian root disk
+    device: str = DISK_ID  # the source's disk to mirror (a -drive id, or a -blockdev node)
     nbd: str | None = None
     started: float = 0.0  # epoch time of blockdev-mirror
     ready_t: float | None = None
@@ -117,12 +140,47 @@ class DiskCopy:
 
     @classmethod
     def create(cls, cell: Cell, hosts: dict[str, Host], folders: dict[str, Path],
-               stop: Stop) -> DiskCopy:
-        """Both images, each on its own host in ``folders[role]`` (the destination's blank)."""
+               stop: Stop, guest_images: dict[str, GuestImage] | None = None) -> DiskCopy:
+        """Both images, each on its own host in ``folders[role]`` (the destination's blank);
+        the Debian guest's root disk from ``guest_images[role]`` (each host's own image)."""
+        if cell.guest.image == "debian":
+            assert guest_images is not None
+            return cls._create_root(cell, hosts, folders, stop, guest_images)
         size = (disk_mib(cell) or DEFAULT_DISK_MIB) * CHUNK
         images = {role: create_image(hosts[role], folders[role] / f"disk-{role}.raw", size)
                   for role in ("source", "destination")}
         return cls(cell, images, size, stop)
+
+    @classmethod
+    def _create_root(cls, cell: Cell, hosts: dict[str, Host], folders: dict[str, Path],
+                     stop: Stop, guest_images: dict[str, GuestImage]) -> DiskCopy:
+        src_image = guest_images["source"]
+        source = make_overlay(hosts["source"], folders["source"], src_image)
+        assert src_image.debian_disk is not None  # make_overlay checked
+        info = json.loads(hosts["source"].run(
+            virtual_size_argv("qemu-img", src_image.debian_disk), timeout=60))
+        size = int(info["virtual-size"])
+        blank = folders["destination"] / "root-destination.qcow2"
+        hosts["destination"].mkdir(blank.parent)
+        hosts["destination"].run(blank_argv("qemu-img", blank, size), timeout=60)
+        return cls(cell, {"source": source, "destination": blank}, size, stop, fmt="qcow2",
+                   device=ROOT_DEVICE_ID)
+
+    @property
+    def moves_root(self) -> bool:
+        """The disk moved is the Debian guest's root disk (not a data disk)."""
+        return self.device == ROOT_DEVICE_ID
+
+    def root_disk(self, role: str) -> tuple[Path | None, bool]:
+        """The root disk ``role`` boots and whether it is backed by the cached image (the
+        source's overlay is, the destination's blank is not); (None, True) for a data disk."""
+        if not self.moves_root:
+            return None, True
+        return self.images[role], role == "source"
+
+    def data_disk(self, role: str) -> Path | None:
+        """The data disk ``role``'s QEMU opens (fio's), None when the root disk moves."""
+        return None if self.moves_root else self.images[role]
 
     @property
     def holds_destination(self) -> bool:
@@ -142,7 +200,7 @@ class DiskCopy:
             "addr": {"type": "inet", "data": {"host": address, "port": str(port)}}})
         self._exporting = True
         self.nbd = f"{address}:{port}"
-        node = _node_name(dst)
+        node = ROOT_DEVICE_ID if self.moves_root else _node_name(dst)
         dst.qmp.execute("block-export-add", {"type": "nbd", "id": EXPORT, "node-name": node,
                                              "name": EXPORT, "writable": True})
 
@@ -155,8 +213,8 @@ class DiskCopy:
             "driver": "nbd", "node-name": TARGET, "export": EXPORT,
             "server": {"type": "inet", "host": address, "port": str(port)}})
         self.started = time.time()
-        src.qmp.execute("blockdev-mirror", {"job-id": JOB, "device": DISK_ID, "target": TARGET,
-                                            "sync": "full"})
+        src.qmp.execute("blockdev-mirror", {"job-id": JOB, "device": self.device,
+                                            "target": TARGET, "sync": "full"})
         self._mirroring = True
         limit = self.cell.storage.sync_timeout_s
         deadline = time.monotonic() + limit
@@ -222,8 +280,8 @@ class DiskCopy:
             return None
         began = time.time()
         with ThreadPoolExecutor(max_workers=2) as pool:
-            digests = list(pool.map(lambda vm: image_digests(vm.host, self.image(vm.cfg.role),
-                                                             self.size), (src, dst)))
+            digests = list(pool.map(lambda vm: image_digests(
+                vm.host, self.image(vm.cfg.role), self.size, self.fmt), (src, dst)))
         return judge(digests[0], digests[1], self.size, round(time.time() - began, 2))
 
     def abort(self, src: Vm | None, dst: Vm | None) -> None:

@@ -41,11 +41,12 @@ def needs_network(spec: WorkloadSpec) -> bool:
 
 
 def boot_files(image: GuestImage, guest: GuestSpec, workload: WorkloadSpec,
-               root_overlay: Path | None) -> tuple[Path, list[str]]:
+               root_overlay: Path | None, backed: bool = True) -> tuple[Path, list[str]]:
     """The initrd a guest boots and the QEMU arguments of its root disk (none in RAM).
 
     The Debian guest boots its stage-1 initrd and the run's overlay (``root_overlay``) over
-    this host's copy of the root disk.
+    this host's copy of the root disk; ``backed`` False: ``root_overlay`` is a whole disk of
+    its own (the destination's under ``storage: copy``).
 
     :raise ImageError: a Debian guest without its image (built with ``debian=True``).
     """
@@ -55,7 +56,8 @@ def boot_files(image: GuestImage, guest: GuestSpec, workload: WorkloadSpec,
         raise ImageError("this cell boots the Debian guest (guest.image: debian) but the image "
                          "at hand was built without it: migbench image build --distro debian, "
                          "and ensure_image(..., debian=True) where the campaign's image is made")
-    return image.debian_initrd, root_drive_args(root_overlay, image.debian_disk)
+    return image.debian_initrd, root_drive_args(root_overlay,
+                                                image.debian_disk if backed else None)
 
 
 def needs_disk(spec: WorkloadSpec) -> bool:

@@ -5,7 +5,9 @@ in the guest writes to the disk all along."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +108,12 @@ def test_corrupted_mirror_is_reported_corrupted(tmp_path: Path, hosts: HostsConf
     """Garbage written into the destination's image after the mirror, before the verdict."""
     real = storage.image_digests
 
-    def corrupt_then_hash(host: Host, path: Path, size: int) -> list[bytes]:
+    def corrupt_then_hash(host: Host, path: Path, size: int, fmt: str = "raw") -> list[bytes]:
         if path.name == "disk-destination.raw":
             with open(path, "r+b") as f:
                 f.seek(5 * storage.CHUNK + 512)
                 f.write(b"\xde\xad\xbe\xef" * 128)
-        return real(host, path, size)
+        return real(host, path, size, fmt)
 
     monkeypatch.setattr(storage, "image_digests", corrupt_then_hash)
     rec = _run(tmp_path, hosts, image)
@@ -147,3 +149,52 @@ def test_failure_mid_copy_leaves_no_qemu_and_no_nbd_server(
     host, port = seen["nbd"].rsplit(":", 1)
     with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 2):
         pass
+
+
+def test_copy_storage_moves_the_debian_root_disk_under_redis(
+        tmp_path: Path, hosts: HostsConfig) -> None:
+    """The Debian guest with redis under load: its root disk (the source's overlay on the
+    cached image) mirrored to the destination's blank qcow2 of the same size, the guest running
+    on its own copy afterwards, and what both guests see the same (hashed through qemu-img)."""
+    from harness.guest.image import ensure_image
+    from harness.run.runner import run_matrix
+
+    debian = ensure_image(REPO / "build" / "image", debian=True)  # the cached image
+    assert debian.debian_disk is not None
+    spec = matrix(
+        name="stdeb", storage="copy", guest={"image": "debian", "memory_mib": 512},
+        limits={"max_time_s": 40, "observe_after_s": 1},
+        workload={"writer": None, "redis": {"clients": 2, "rate_ops": 200, "keys": 300,
+                                            "value_bytes": 64, "ratio": "1:1"}},
+        migration={"max-bandwidth": "1gbit"}, axes={"feature": ["precopy"]})
+    out = tmp_path / spec.name
+    run_matrix(tmp_path / "m.yaml", spec, REPO / "hosts.yaml", hosts, out, None, debian)
+    [rec] = [rec for _, rec in store.iter_runs(out)]
+    assert rec.outcome == "completed", rec.error
+    disk, st = rec.integrity.disk, rec.storage
+    assert disk is not None and disk.verdict == "ok", disk
+    assert st is not None and disk.disk_bytes == st.disk_bytes
+    size = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json",
+                                      str(debian.debian_disk)], capture_output=True,
+                                     check=True).stdout)["virtual-size"]
+    assert st.disk_bytes == size and disk.chunks == size // storage.CHUNK
+    assert disk.source_digest == disk.destination_digest
+    # the destination started blank: the mirror wrote the root file system into it
+    blank = storage.judge(storage.chunk_digests(bytes(size)), [], 0)
+    assert disk.destination_digest != blank.source_digest
+    assert st.sync_s is not None and st.bytes_at_ready is not None and st.bytes_at_ready > 0
+    assert st.mirrored_bytes is not None and st.switchover_ms is not None
+    # each side ran on its own file: the source's overlay, the destination's blank qcow2
+    assert rec.vms.source is not None and rec.vms.destination is not None
+    src_cmd, dst_cmd = " ".join(rec.vms.source.argv), " ".join(rec.vms.destination.argv)
+    assert "root-overlay.qcow2" in src_cmd and "backing.file.filename=" in src_cmd, src_cmd
+    assert "root-destination.qcow2" in dst_cmd and "backing" not in dst_cmd, dst_cmd
+    # redis answered from the destination after the switch, and kept its dataset
+    svc = rec.guest_impact.service
+    assert svc is not None and svc.after.completed > 0 and svc.total.errors == 0
+    assert svc.dataset is not None and svc.dataset.verdict == "ok", svc.dataset
+    assert rec.integrity.verdict == "ok", rec.integrity
+    print(f"debian copy: {size >> 20} MiB disk, sync {st.sync_s} s ({st.bytes_at_ready} B at "
+          f"ready, {st.mirrored_bytes} B in all), switchover {st.switchover_ms} ms, total "
+          f"{st.total_s} s, RAM {rec.metrics.total_time_ms} ms, hash {disk.seconds} s, boot "
+          f"{rec.boot_s} s, redis max gap {svc.max_gap.ms if svc.max_gap else None} ms")

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from harness.guest import debian
+from harness.hosts.host import LocalHost
 from harness.plan.matrix import expand
-from harness.plan.models import MatrixSpec
+from harness.plan.models import HostSpec, MatrixSpec
 from harness.results.record.model import CellRecord, DiskCheck, Integrity
 from harness.run import storage
 
@@ -55,9 +58,37 @@ def test_bad_storage_is_refused_naming_the_key(value: object, words: list[str]) 
         assert w in str(err.value)
 
 
-def test_copy_refuses_the_debian_guest_whose_root_disk_would_stay_shared() -> None:
-    with pytest.raises(ValidationError, match=r"storage: copy with guest.image: debian"):
-        _spec(storage="copy", guest={"image": "debian"}, workload={"writer": None})
+def test_copy_takes_the_debian_guest_whose_root_disk_has_its_image_size() -> None:
+    cell = expand(_spec(storage="copy", guest={"image": "debian"}, workload={"writer": None}),
+                  "10.0")[0]
+    assert cell.storage.mode == "copy" and cell.guest.image == "debian"
+    with pytest.raises(ValidationError, match=r"storage.disk_mib=64 with guest.image: debian.*"
+                                              r"leave disk_mib out"):
+        _spec(storage={"mode": "copy", "disk_mib": 64}, guest={"image": "debian"},
+              workload={"writer": None})
+
+
+def test_qcow2_digests_are_of_what_the_guest_sees(tmp_path: Path) -> None:
+    """A qcow2 overlay over a qcow2 base is hashed as the raw disk the guest reads (the Debian
+    root disk under storage: copy), and the flat copy is removed."""
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    mib = storage.CHUNK
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "4M"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a {mib} 4096", str(base)],
+                   check=True, capture_output=True)
+    subprocess.run(debian.overlay_argv("qemu-img", base, top), check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0xa5 {3 * mib + 512} 512",
+                    str(top)], check=True, capture_output=True)
+    raw = bytearray(4 * mib)
+    raw[mib:mib + 4096] = b"\x5a" * 4096
+    raw[3 * mib + 512:3 * mib + 1024] = b"\xa5" * 512
+    host = LocalHost("source", HostSpec())
+    assert storage.image_digests(host, top, len(raw), "qcow2") == storage.chunk_digests(bytes(raw))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.qcow2", "top.qcow2"]
+    blank = tmp_path / "blank.qcow2"
+    subprocess.run(debian.blank_argv("qemu-img", blank, 4 * mib), check=True)
+    digests = storage.image_digests(host, blank, 4 * mib, "qcow2")
+    assert digests == storage.chunk_digests(bytes(4 * mib))
 
 
 def test_disk_size_given_twice_must_agree() -> None:
