@@ -136,7 +136,11 @@ def broker_url(flag: str, value: Any) -> None:
     text(flag, value)
     problem = broker_problem(str(value))
     if problem:
-        raise _refuse(flag, shown(str(value)), problem)
+        try:
+            display = shown(str(value))
+        except ValueError:  # not even a URL (``redis://[::1``): mask what a password could be
+            display = re.sub(r"(?<=:)[^:@/]*(?=@)", "***", str(value))
+        raise _refuse(flag, display, problem)
 
 
 def engine(flag: str, value: Any) -> None:
@@ -158,7 +162,7 @@ FLAG_CHECKS: dict[str, Check] = {
     # files and folders read or written on this machine
     "matrix": text, "hosts": text, "out": text, "history": text, "junit": text,
     "verdict": text, "report": text, "image_cache": text, "cache": text,
-    "path": text, "results": text, "output": text, "fio": text,
+    "path": text, "results": text, "output": text, "fio": text, "campaign": text,
     "qemu": text,  # init: NAME=PATH, parsed by hosts.hostsfile.parse_qemu_flag
     # names and tokens
     "pair": name, "before": text, "after": text, "baseline": text,
@@ -263,6 +267,11 @@ def preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     spec = config.load_matrix(matrix)
     if command in ("run", "nightly"):
         config.plan(matrix, spec, hosts_file, hosts)
+        return
+    if command == "advise":  # what advise runs: its calibration campaign, planned the same way
+        from harness.run.calibrate import calibration_spec
+
+        config.plan(matrix, calibration_spec(spec, args.calibration_s), hosts_file, hosts)
         return
     if command == "compare":
         spec = spec.model_copy(update={

@@ -311,7 +311,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = store.export(Path(args.dir), args.format, Path(args.output) if args.output else None,
+    path = store.export(Path(args.campaign), args.format,
+                        Path(args.output) if args.output else None,
                         annotate=summary_columns)  # the diagnosis, as summary.csv has it
     out.print(f"wrote {path}")
     return 0
@@ -400,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a campaign's runs as parquet or csv",
                        description="Write one row per run (summary figures, every metric, "
                                    "per-class CPU, matrix axes) as parquet or csv.")
-    e.add_argument("dir", metavar="CAMPAIGN_DIR")
+    e.add_argument("campaign", metavar="CAMPAIGN_DIR")
     e.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     e.add_argument("-o", "--output", metavar="FILE", help="default: CAMPAIGN_DIR/runs.FORMAT")
     e.set_defaults(func=cmd_export)

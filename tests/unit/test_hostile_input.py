@@ -124,11 +124,14 @@ class Case:
             "compare": ["compare", m, "--hosts", h, "--out", o, "--before", "x", "--after", "y"],
             "doctor": ["doctor", "--hosts", h, "--matrix", m],
             "provision": ["provision", "--hosts", h, "--check", "--no-image"],
+            "advise": ["advise", m, "--hosts", h, "--out", o],
+            "worker": ["worker", "--hosts", h, "--pair", "p1", "--broker", "redis://127.0.0.1:1/0"],
         }[command]
 
 
-COMMANDS = ["run --dry-run", "run", "run --smoke", "nightly", "compare", "doctor", "provision"]
-MATRIX_COMMANDS = [c for c in COMMANDS if c != "provision"]
+COMMANDS = ["run --dry-run", "run", "run --smoke", "nightly", "compare", "doctor", "provision",
+            "advise", "worker"]
+MATRIX_COMMANDS = [c for c in COMMANDS if c not in ("provision", "worker")]
 
 
 def refused(argv: list[str], folder: Path, capsys: pytest.CaptureFixture[str]) -> str:
@@ -296,7 +299,7 @@ def test_sizes_and_numbers_out_of_range(case: Case, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize("command", ["run --dry-run", "run", "nightly", "compare", "doctor",
-                                     "provision"])
+                                     "provision", "worker"])
 def test_unknown_pair_is_refused_with_the_known_pairs(
         case: Case, capsys: pytest.CaptureFixture[str], command: str) -> None:
     line = refused([*case.argv(command), "--pair", "nope"], case.folder, capsys)
@@ -339,6 +342,9 @@ def test_cli_flags_are_range_checked(case: Case, capsys: pytest.CaptureFixture[s
       "--bogus"], "unrecognized arguments: --bogus"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
     (["nightly", "m.yaml"], "the following arguments are required: --history"),
+    (["lab", "status", "--broker", "redis://u:pw@[::1"],  # urlsplit raises on it
+     "--broker 'redis://u:***@[::1': not a URL (Invalid IPv6 URL)"),
+    (["worker", "--broker", "redis://h:1/0?x#[", "--lease-s", "5"], "--broker"),
 ])
 def test_other_commands_flags(case: Case, capsys: pytest.CaptureFixture[str], argv: list[str],
                               expected: str) -> None:
@@ -347,6 +353,71 @@ def test_other_commands_flags(case: Case, capsys: pytest.CaptureFixture[str], ar
 
 def test_every_option_of_every_command_has_a_check() -> None:
     assert checks.unchecked_options(cli.build_parser()) == []
+
+
+#: A usual value of every option and argument of every command, relative paths included.
+VALID_COMMAND_LINES = [
+    ["run", "m.yaml", "--hosts", "hosts.yaml", "--out", "results/x", "--dry-run", "--pair", "p1",
+     "--smoke", "--redeliveries", "2"],
+    ["run", "m.yaml", "--engine", "celery://redis://127.0.0.1:6379/0", "--attach"],
+    ["run", "m.yaml", "--broker", "redis://lab-1:6379/0", "--engine", "local"],
+    ["show", "results/x"],
+    ["advise", "m.yaml", "--hosts", "hosts.yaml", "--out", "results/x", "--calibration-s", "10"],
+    ["export", "results/x", "--format", "csv", "--output", "runs.csv"],
+    ["report", "results/x", "--baseline", "a", "--output", "report", "--slides", "a1b2..c3d4",
+     "--text"],
+    ["testbed", "up", "--rate", "200mbit", "--delay", "1ms", "--dir", "/tmp/bed"],
+    ["testbed", "down", "--dir", "/tmp/bed"],
+    ["testbed", "status", "--dir", "/tmp/bed"],
+    ["nightly", "m.yaml", "--history", "history", "--min-effect", "5",
+     "--metric-effect", "downtime_ms=20", "--alpha", "0.05", "--persist", "2", "--junit", "j.xml",
+     "--verdict", "v.json", "--hosts", "hosts.yaml", "--pair", "p1", "--report", "r",
+     "--no-report"],
+    ["compare", "m.yaml", "--before", "a", "--after", "src:qemu+fix.patch", "--out", "results/x",
+     "--build-cache", "/var/tmp/builds", "--configure-arg=--enable-debug", "--text",
+     "--min-effect", "5", "--metric-effect", "downtime_ms=20", "--alpha", "0.05", "--persist",
+     "2", "--junit", "j.xml", "--verdict", "v.json", "--hosts", "hosts.yaml", "--pair", "p1"],
+    ["doctor", "--hosts", "hosts.yaml", "--pair", "p1", "--matrix", "m.yaml", "--memory-mib",
+     "512"],
+    ["provision", "--hosts", "hosts.yaml", "--pair", "p1", "--bridge", "--check", "--fio",
+     "--no-image", "--image-cache", "cache/image"],
+    ["init", "--qemu", "10.0=build/qemu", "--output", "hosts.yaml", "--force"],
+    ["worker", "--hosts", "hosts.yaml", "--pair", "p1", "--broker", "redis://127.0.0.1:6379/0",
+     "--name", "w1", "--lease-s", "60"],
+    ["lab", "status", "--broker", "redis://127.0.0.1:6379/0"],
+    ["image", "build", "--cache", "cache/image", "--force", "--fio", "fio", "--distro", "debian"],
+]
+
+
+def _options(parser: Any, prog: tuple[str, ...] = ()) -> set[tuple[tuple[str, ...], str]]:
+    """(command words, option or argument) of every command."""
+    import argparse
+
+    found = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for word, sub in action.choices.items():
+                found |= _options(sub, (*prog, word))
+        elif action.dest != "help":
+            found.add((prog, action.option_strings[-1] if action.option_strings else action.dest))
+    return found
+
+
+def test_usual_values_of_every_option_pass_the_checks() -> None:
+    """A check meant for one command's option must not refuse another's that shares its name:
+    ``export DIR`` was checked as testbed's ``--dir`` and refused every relative folder."""
+    parser = cli.build_parser()
+    used = set()
+    for argv in VALID_COMMAND_LINES:
+        args = parser.parse_args(argv)
+        checks.check_flags(parser, args)
+        given = {a.partition("=")[0] for a in argv if a.startswith("-")}
+        for prog, option in _options(parser):
+            # a positional argument is always given; an option when the line has it
+            if tuple(argv[:len(prog)]) == prog and (
+                    not option.startswith("-") or option in given):
+                used.add((prog, option))
+    assert sorted(_options(parser) - used) == []
 
 
 @pytest.mark.parametrize(("path", "value", "expected"), [
@@ -532,6 +603,17 @@ def test_every_command_that_reads_a_matrix_checks_its_knobs(
         case: Case, capsys: pytest.CaptureFixture[str], command: str) -> None:
     case.write(case.matrix, with_value(MATRIX, ("axes", "compress-level"), [1, 12]))
     assert "axes.compress-level: must be between 0 and 9, got 12" in refused(
+        case.argv(command), case.folder, capsys)
+
+
+@pytest.mark.parametrize("command", ["run --dry-run", "run", "nightly", "advise"])
+def test_every_command_that_runs_a_matrix_plans_it_before_it_starts(
+        case: Case, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """A QEMU build whose binary is missing: found by the plan, before a word is printed (advise
+    printed its heading, then planned its calibration campaign)."""
+    case.write(case.hosts, with_value(hosts_data(case.binary), ("qemu_builds", "x", "binary"),
+                                      str(case.folder / "missing")))
+    assert f"qemu_builds.x.binary: {case.folder / 'missing'} does not exist" in refused(
         case.argv(command), case.folder, capsys)
 
 
@@ -743,6 +825,12 @@ BAD_DELAY = st.one_of(
     st.sampled_from(["0ms", "0s", "11s", "100s", "1h", "1ms;x", "-1ms", "", "nanms"]),
     st.text(max_size=12).filter(lambda s: not re.fullmatch(r"[0-9.]+(us|ms|s)", s)))
 
+BAD_BROKER = st.one_of(
+    SHELLISH, st.text(max_size=30).filter(lambda s: not s.startswith("redis")),
+    st.sampled_from(["redis://", "redis://h:0/0", "redis://h:1/16", "redis://[::1",
+                     "redis://u:pw@[::1", "redis://h/0?x=1", "redis://$(touch MARK):1/0",
+                     "redis://h:99999/0", "redis://h:1/0#x", "http://h:1/0"]))
+
 FLAG_MUTATIONS: list[tuple[list[str], str, st.SearchStrategy[str]]] = [
     (["nightly", "compare"], "--alpha", bad_number_text(0, 0.5, lo_open=True)),
     (["nightly", "compare"], "--persist", bad_number_text(1, 100, integer=True)),
@@ -758,6 +846,18 @@ FLAG_MUTATIONS: list[tuple[list[str], str, st.SearchStrategy[str]]] = [
     (["compare"], "--after", SIDE),
     (["testbed up"], "--rate", BAD_RATE),
     (["testbed up"], "--delay", BAD_DELAY),
+    (["advise"], "--calibration-s", bad_number_text(2, 600)),
+    (["run"], "--redeliveries", bad_number_text(0, 10, integer=True)),
+    (["worker"], "--lease-s", bad_number_text(10, 24 * 3600)),
+    (["worker"], "--name", st.one_of(SHELLISH, st.text(max_size=30).filter(
+        lambda s: not re.fullmatch(NAME_PATTERN, s)))),
+    (["run", "worker", "lab status"], "--broker", BAD_BROKER),
+    (["run"], "--engine", st.one_of(
+        BAD_BROKER.map(lambda url: "celery://" + url),
+        st.text(max_size=20).filter(lambda s: s != "local" and not s.startswith("celery://")))),
+    (["report"], "--slides", st.one_of(
+        st.sampled_from(["a..", "..b", " .. ", "a.b", "a...", ""]),
+        st.text(max_size=20).filter(lambda s: ".." not in s))),
 ]
 
 
@@ -777,6 +877,10 @@ def test_property_hostile_flag_is_refused(tmp_path: Path, guarded: None,
     case = _example_case(tmp_path)
     if command == "testbed up":
         argv = ["testbed", "up", "--dir", str(case.out)]
+    elif command == "lab status":
+        argv = ["lab", "status"]
+    elif command == "report":
+        argv = ["report", str(case.out)]
     else:
         argv = case.argv(command)
     refused([*argv, f"{flag}={value}"], case.folder, capsys)
