@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -64,6 +65,9 @@ def parse_source(token: str) -> SourceSpec:
     patches = []
     for p in parts[1:]:
         path = Path(os.path.expanduser(p)).resolve()
+        if path.exists() and not path.is_file():  # a FIFO would block the read for ever
+            raise HarnessError(f"{token}: patch {path} is not a regular file: give the patch "
+                               "file itself")
         if not path.is_file():
             raise HarnessError(f"{token}: patch {path} does not exist")
         if path.stat().st_size > MAX_PATCH_BYTES:
@@ -91,8 +95,10 @@ def content_hash(tree: Path) -> str:
         h.update(rel.encode() + b"\0")
         if f.is_symlink():
             h.update(b"L" + os.readlink(f).encode())
-        else:
+        elif f.is_file():
             h.update(f.read_bytes())
+        else:  # a FIFO, socket or device in the tree: reading it could block for ever
+            h.update(b"S" + str(stat.S_IFMT(f.lstat().st_mode)).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
 

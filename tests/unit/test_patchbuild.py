@@ -46,7 +46,7 @@ def test_parse_source(tree: Path, tmp_path: Path) -> None:
         patchbuild.parse_source(f"src:{tree}+{tmp_path / 'nope.patch'}")
     fifo = tmp_path / "fifo.patch"
     os.mkfifo(fifo)  # not a file: refused without opening it (an open would wait forever)
-    with pytest.raises(HarnessError, match="does not exist"):
+    with pytest.raises(HarnessError, match="is not a regular file: give the patch file"):
         patchbuild.parse_source(f"src:{tree}+{fifo}")
     huge = tmp_path / "huge.patch"
     with huge.open("wb") as f:
@@ -139,3 +139,13 @@ def test_directory_symlinks_are_packed_as_links(tmp_path: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(pack(tree)), mode="r:gz") as tar:
         member = tar.getmember("sub/std")
         assert member.issym() and member.linkname == "../include/std"
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_in_the_tree_is_hashed_and_packed_without_being_read(tree: Path) -> None:
+    """Reading a FIFO waits for a writer for ever: the tree's hash takes its kind instead."""
+    before = patchbuild.content_hash(tree)
+    os.mkfifo(tree / "pipe")
+    after = patchbuild.content_hash(tree)
+    assert after != before and after == patchbuild.content_hash(tree)
+    assert len(patchbuild.pack(tree)) > 0
