@@ -181,7 +181,7 @@ class _Run:
 def kernel_append(cell: Cell, net: NetAttachment | None = None) -> str:
     """Kernel command line: console, and the workload configuration the guest's init reads."""
     parts = ["console=ttyS0", "quiet", "panic=0", "loglevel=4"]
-    parts += wl.kernel_args(cell.workload, net, cell.guest.vcpus)
+    parts += wl.kernel_args(cell.workload, net, cell.guest.vcpus, cell.guest.image)
     return " ".join(parts)
 
 

@@ -124,8 +124,12 @@ def fio_options(f: FioSpec) -> list[tuple[str, str]]:
     return opts
 
 
-def kernel_args(spec: WorkloadSpec, net: NetAttachment | None = None, vcpus: int = 1) -> list[str]:
-    """The ``mb.<name>=k:v,...`` words for the guest's ``/init`` (writer, net, ping, fio)."""
+def kernel_args(spec: WorkloadSpec, net: NetAttachment | None = None, vcpus: int = 1,
+                image: str = "initramfs") -> list[str]:
+    """The ``mb.<name>=k:v,...`` words for the guest's ``/init`` (writer, net, ping, fio).
+
+    In the Debian guest (``image``) fio is ``mb.datafio``: its services hook runs it on the data
+    disk, ``/dev/vdb``, where ``mb.fio`` would write over ``/dev/vda``, the root disk."""
     out: list[str] = []
     w = spec.writer
     if w is not None:
@@ -140,7 +144,8 @@ def kernel_args(spec: WorkloadSpec, net: NetAttachment | None = None, vcpus: int
     if p is not None:
         out.append(f"mb.ping=mode:{p.mode},port:{p.port}" if p.mode == "udp" else "mb.ping=mode:icmp")
     if spec.fio is not None:
-        out.append("mb.fio=" + ",".join(f"{k}:{v}" for k, v in fio_options(spec.fio)))
+        word = "mb.datafio=" if image == "debian" else "mb.fio="
+        out.append(word + ",".join(f"{k}:{v}" for k, v in fio_options(spec.fio)))
     service = spec.service()
     if service is not None:
         name, svc = service

@@ -188,3 +188,28 @@ def test_dataset_check_finds_keys_lost_in_a_real_redis(tmp_path: Path) -> None:
         proc.wait(10)
     assert check == {"verdict": "corrupted", "keys": 300, "missing": 1, "wrong": 1,
                      "ambiguous": 0, "first_bad": [17, 42]}
+
+
+def test_fio_in_the_debian_guest_writes_its_data_disk(tmp_path: Path, hosts: HostsConfig,
+                                                      debian_image: GuestImage) -> None:
+    """fio (Debian's package) in the Debian guest, on the shared data disk /dev/vdb beside the
+    root disk /dev/vda: its IOPS through the migration, on both hosts, the root untouched (the
+    guest keeps running and reporting from the destination)."""
+    [r] = _run(
+        tmp_path, hosts, debian_image, name="dfio",
+        guest={"image": "debian", "memory_mib": 512},
+        limits={"max_time_s": 40, "observe_after_s": 2},
+        workload={"writer": {"working_set_mib": 16, "rate_mib_s": 4, "pattern": "text"},
+                  "fio": {"rw": "randwrite", "bs": "4k", "rate_iops": 100, "disk_mib": 32}},
+        migration={"max-bandwidth": "1gbit"}, axes={"feature": ["precopy"]})
+    assert r.outcome == "completed", r.error
+    assert r.integrity.verdict == "ok" and not r.workload_errors, r.workload_errors
+    assert r.vms.source is not None and "mb.datafio=rw:randwrite" in " ".join(r.vms.source.argv)
+    fio = r.guest_impact.fio
+    assert fio is not None, r.guest_impact
+    assert {p.host for p in r.guest.fio} == {"source", "destination"}, r.guest.fio
+    for phase in (fio.before, fio.after):
+        assert phase.iops_host_mean is not None and phase.iops_host_mean > 50, fio
+    print(f"debian fio: iops before/during/after {fio.before.iops_host_mean}/"
+          f"{fio.during.iops_host_mean}/{fio.after.iops_host_mean}, p99 us before "
+          f"{fio.before.lat_p99_us_max}, boot {r.boot_s} s")

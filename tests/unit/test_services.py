@@ -59,12 +59,26 @@ def test_services_need_the_debian_guest_and_one_service_per_workload() -> None:
         MatrixSpec.model_validate({"name": "m", "workloads": {"s": {"stress": {}}}})
     with pytest.raises(ValidationError, match="one service per workload"):
         WorkloadSpec.model_validate({"redis": {}, "memcached": {}})
-    with pytest.raises(ValidationError, match="fio on a second disk"):
+    with pytest.raises(ValidationError, match="workload.fio with guest.image: debian and "
+                                              "storage: copy: the copy moves the root disk"):
         MatrixSpec.model_validate({"name": "m", "guest": {"image": "debian"},
-                                   "workload": {"fio": {}}})
+                                   "storage": "copy", "workload": {"fio": {}}})
     m = MatrixSpec.model_validate({"name": "m", "guest": {"image": "debian"},
                                    "workload": {"redis": {"rate_ops": 500}}})
     assert m.workload.service() == ("redis", m.workload.redis)
+
+
+def test_fio_in_the_debian_guest_is_on_its_data_disk_not_the_root() -> None:
+    """The Debian guest's root is /dev/vda: its fio word is mb.datafio, which the services hook
+    runs on /dev/vdb (mb.fio is init.sh's, on /dev/vda)."""
+    m = MatrixSpec.model_validate({"name": "m", "guest": {"image": "debian"},
+                                   "workload": {"writer": None, "fio": {"rw": "randwrite"}}})
+    assert m.workload.fio is not None
+    [word] = workload.kernel_args(m.workload, None, 1, "debian")
+    assert word.startswith("mb.datafio=rw:randwrite,") and "mb.fio=" not in word
+    assert workload.kernel_args(m.workload, None, 1)[0].startswith("mb.fio=rw:randwrite,")
+    hook = (debian.DEBIAN_DIR / "services.sh").read_text()
+    assert "cmdline_opt datafio" in hook and "--filename=/dev/vdb" in hook
 
 
 def test_new_fields_leave_old_cell_ids_alone() -> None:

@@ -55,3 +55,25 @@ if spec=$(cmdline_opt stress); then
         --vm-keep --timeout 0 --quiet
     say "@mb stress-ready"
 fi
+
+# fio on the data disk: mb.datafio=key:value,... as init.sh's mb.fio (a "/" in a value becomes
+# ","), but on /dev/vdb: in this guest /dev/vda is the root disk (its virtio-blk device comes
+# first on the PCI bus), which init.sh's fio would write over. Same fiomon lines as mb.fio.
+if spec=$(cmdline_opt datafio); then
+    i=0
+    while [ ! -b /dev/vdb ] && [ $i -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if [ ! -b /dev/vdb ]; then
+        say "@mb error msg=fio-no-data-disk-/dev/vdb"
+    else
+        fio_args=""
+        for kv in $(echo "$spec" | tr , ' '); do
+            fio_args="$fio_args --${kv%%:*}=$(echo "${kv#*:}" | tr / ,)"
+        done
+        # shellcheck disable=SC2086
+        start_workload fio /usr/bin/fiomon /usr/bin/fio --name=mb --filename=/dev/vdb \
+            --time_based --runtime=1000000 --group_reporting $fio_args
+    fi
+fi
