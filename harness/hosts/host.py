@@ -168,6 +168,17 @@ class Process(Protocol):
 _P = TypeVar("_P", bound=Process)
 
 
+class Interrupt(Protocol):
+    """What cuts a host command short: the run stage's stop (``harness.run.cancel.Stop``).
+
+    :meth:`waking` calls ``wake`` once the stop is set while its block runs; :meth:`check`
+    raises the stop's own exception (``Cancelled``), which this package need not know."""
+
+    def waking(self, wake: Callable[[], object]) -> contextlib.AbstractContextManager[None]: ...
+
+    def check(self) -> None: ...
+
+
 class LineStream(Protocol):
     """A command started by :meth:`Host.stream`: its output line by line, its end."""
 
@@ -360,8 +371,13 @@ class Host(abc.ABC):
         the runner removes a run's local folders (or keeps them for a failed run's logs)."""
 
     @abc.abstractmethod
-    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
+    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True,
+            stop: Interrupt | None = None) -> str:
         """Run a command, wait for it, return its stdout.
+
+        With ``stop``, the wait ends as soon as the stop is set: the command is killed (over
+        SSH its channel is closed: it dies at its next write, or by the host's watchdog at
+        ``timeout``) and ``stop.check()`` raises.
 
         :raise CommandFailed: non-zero exit (with ``check``) or timeout, with output tails.
         :raise HostError: the host cannot be reached.
@@ -488,18 +504,28 @@ class LocalHost(Host):
     def remove_tree(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
-    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
+    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True,
+            stop: Interrupt | None = None) -> str:
         command = shell_line(argv)  # for messages; refuses a NUL byte as SshHost.run does
         try:
-            proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise CommandFailed(self.name, command, None,
-                                _text(exc.stdout), _text(exc.stderr)) from exc
+            proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, text=True)
         except FileNotFoundError as exc:
             raise CommandFailed(self.name, command, 127, "", str(exc)) from exc
+        with proc, stop.waking(proc.kill) if stop else contextlib.nullcontext():
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                if stop:
+                    stop.check()
+                raise CommandFailed(self.name, command, None, out, err) from None
+        if stop:
+            stop.check()  # killed by the stop, not failed
         if check and proc.returncode != 0:
-            raise CommandFailed(self.name, command, proc.returncode, proc.stdout, proc.stderr)
-        return proc.stdout
+            raise CommandFailed(self.name, command, proc.returncode, out, err)
+        return out
 
     def start(self, argv: Sequence[str], log: IO[bytes] | Path,
               env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -910,9 +936,14 @@ class SshHost(Host):
 
     # -- commands -----------------------------------------------------------------------------
 
-    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True) -> str:
+    def run(self, argv: Sequence[str], timeout: float = 60.0, check: bool = True,
+            stop: Interrupt | None = None) -> str:
         command = shell_line(argv)
-        code, raw_out, raw_err = self._exec(command, timeout)
+        cut = threading.Event()
+        with stop.waking(cut.set) if stop else contextlib.nullcontext():
+            code, raw_out, raw_err = self._exec(command, timeout, cut=cut)
+        if stop:
+            stop.check()  # the channel was closed on the stop, not by the command
         out, err = _text(raw_out), _text(raw_err)
         if code is None:
             raise CommandFailed(self.label, command, None, out, err)
@@ -921,12 +952,13 @@ class SshHost(Host):
         return out
 
     def _exec(self, command: str, timeout: float, stdin: bytes | None = None,
-              ) -> tuple[int | None, bytes, bytes]:
+              cut: threading.Event | None = None) -> tuple[int | None, bytes, bytes]:
         """Run ``command`` (already quoted) on a fresh session channel; (code, stdout, stderr).
 
-        The code is None on timeout. The command runs under a watchdog on the host (see
-        :func:`remote_command`) that kills it and what it started when the time is up; if the
-        host stops answering, we give up a few seconds after that. Plain paramiko: Fabric's
+        The code is None on timeout, or once ``cut`` is set (the channel is then closed). The
+        command runs under a watchdog on the host (see :func:`remote_command`) that kills it and
+        what it started when the time is up; if the host stops answering, we give up a few
+        seconds after that. Plain paramiko: Fabric's
         runner polls its streams every 10 ms, which dominates a short command's cost here.
         """
         try:
@@ -961,7 +993,7 @@ class SshHost(Host):
                     if code == 124 and time.monotonic() - started >= timeout:
                         return None, bytes(out), bytes(err)
                     return code, bytes(out), bytes(err)
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (cut is not None and cut.is_set()):
                     return None, bytes(out), bytes(err)
                 if not progressed:
                     chan.status_event.wait(0.005)
@@ -977,16 +1009,12 @@ class SshHost(Host):
         if not isinstance(log, Path):
             raise TypeError("SshHost.start needs the log as a path on the remote host")
         command = supervise_command(argv, log, env)
-        try:
+        with self._failing(f"start {argv[0]}"):
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
             chan.exec_command(command)
             f = chan.makefile("r")
             chan.settimeout(20.0)
             line = f.readline()
-        except HostError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise HostError(f"{self.label}: cannot start {argv[0]}: {_reason(exc)}") from None
         chan.settimeout(None)
         if not line.startswith("pid "):
             chan.close()
@@ -999,31 +1027,29 @@ class SshHost(Host):
         :raise HostError: unreachable, unknown or changed host key, or no session.
         """
         command = shell_line(argv)
-        try:
+        with self._failing(f"start {argv[0]}"):
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
             chan.exec_command(command)
-        except HostError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise HostError(f"{self.label}: cannot start {argv[0]}: {_reason(exc)}") from None
         return ChannelStream(chan)
 
     def put(self, local: Path, remote: Path) -> None:
-        try:
+        with self._failing(f"upload {local} to {remote}"):
             self.connection().put(str(local), remote=str(remote))
-        except HostError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise HostError(f"{self.label}: cannot upload {local} to {remote}: {_reason(exc)}"
-                            ) from None
 
     def get(self, remote: Path, local: Path) -> None:
-        try:
+        with self._failing(f"download {remote}"):
             self.connection().get(str(remote), local=str(local))
+
+    @contextlib.contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        """Any error of the block but a HostError becomes one line: ``LABEL: cannot WHAT:
+        reason`` (paramiko's and Fabric's exceptions are many, and their texts vary)."""
+        try:
+            yield
         except HostError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise HostError(f"{self.label}: cannot download {remote}: {_reason(exc)}") from None
+            raise HostError(f"{self.label}: cannot {what}: {_reason(exc)}") from None
 
     def read_file(self, path: Path, max_bytes: int | None = None) -> bytes:
         code, out, err = self._exec(shell_line(read_argv(path, max_bytes)), 60)
@@ -1044,7 +1070,7 @@ class SshHost(Host):
     def clock_samples(self, count: int = 10) -> list[tuple[float, float, float]]:
         """As :meth:`Host.clock_samples`, over one open channel to a tiny echo loop on the host,
         so each reading costs one network round trip, not an SSH session."""
-        try:
+        with self._failing("read the clock"):
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
             chan.settimeout(20.0)
             chan.exec_command(shell_line(["python3", "-u", "-c", _CLOCK_PY]))
@@ -1058,10 +1084,6 @@ class SshHost(Host):
                 out.append((t0, float(line), t1))
             chan.close()
             return out
-        except HostError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise HostError(f"{self.label}: cannot read the clock: {_reason(exc)}") from None
 
     def free_port(self, address: str) -> int:
         return int(self.run(["python3", "-c", _FREE_PORT_PY, address], timeout=20).strip())
@@ -1072,15 +1094,10 @@ class SshHost(Host):
 
         :raise HostError: the session could not be opened.
         """
-        try:
+        with self._failing(f"open a tunnel to {path}"):
             chan = self._transport().open_session(timeout=self.spec.connect_timeout_s)
             chan.exec_command(relay_command(path))
             return chan
-        except HostError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise HostError(f"{self.label}: cannot open a tunnel to {path}: "
-                            f"{_reason(exc)}") from None
 
 
 # Runs before a remote QEMU starts: "missing" unless "$1" (the binary) is executable; else makes

@@ -814,7 +814,8 @@ def _verify_stamps(dst_console: Console, src_console: Console) -> StampsCheck:
 
 def _ram_digests(vm: Vm, path: Path) -> list[bytes]:
     # Hashed on the host that holds the dump, which it then deletes: only digests travel.
-    out = vm.host.run([vm.host.python, "-c", HASH_PAGES_PY, str(path)], timeout=300)
+    out = vm.host.run([vm.host.python, "-c", HASH_PAGES_PY, str(path)], timeout=300,
+                      stop=vm.stop)
     return [bytes.fromhex(line) for line in out.split()]
 
 
@@ -856,8 +857,8 @@ def _start_cpu_sampling(run: _Run) -> None:
         if vm is None or vm.pid is None:
             continue
         try:
-            sampler = cpu_sampling.CpuSampler(vm.pid, hz,
-                                              stream=vm.host.cpu_sampler_stream())
+            sampler = cpu_sampling.CpuSampler(vm.pid, hz, stream=vm.host.cpu_sampler_stream(),
+                                              stop=vm.stop)
             sampler.start()
             run.cpu[vm.cfg.role] = sampler
         except Exception as exc:  # noqa: BLE001 - sampling must not fail the migration

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import subprocess
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from harness.hosts.host import LocalHost, SshHost, pipe_stream
+from harness.plan.models import HostSpec
 from harness.run.cancel import Cancelled, Stop
 from harness.run.sampling.console import Console
+from harness.run.sampling.cpu import CpuSampler
 
 
 def _set_later(stop: Stop, after: float) -> None:
@@ -58,9 +68,96 @@ def test_console_wait_wakes_on_the_stop() -> None:
 
 def test_no_exception_is_pushed_into_another_thread() -> None:
     """Cancellation is cooperative: no module raises inside another thread."""
-    from pathlib import Path
-
     harness = Path(__file__).resolve().parents[2] / "harness"
     users = [p.relative_to(harness).as_posix() for p in harness.rglob("*.py")
              if "SetAsyncExc" in p.read_text()]
     assert users == []
+
+
+def _cancelled_within(seconds: float, work: Callable[[], object], stop: Stop) -> float:
+    """Run ``work`` in a thread, set ``stop`` 0.2 s in; it must raise Cancelled within
+    ``seconds`` (a thread, so that a wait that ignores the stop fails the test, not hangs it)."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    _set_later(stop, 0.2)
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting {seconds} s after the stop"
+    assert raised and isinstance(raised[0], Cancelled), raised
+    return time.monotonic() - started
+
+
+def _gone(marker: str) -> bool:
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_a_local_host_command_is_killed_on_the_stop() -> None:
+    marker = f"mb-cancel-{secrets.token_hex(6)}"
+    host = LocalHost("source", HostSpec())
+    stop = Stop()
+    assert host.run(["echo", "ok"], stop=stop) == "ok\n"  # unset: an ordinary command
+    took = _cancelled_within(5.0, lambda: host.run(
+        ["python3", "-c", "import time; time.sleep(60)", marker], timeout=120, stop=stop), stop)
+    assert took < 3.0 and _gone(marker)
+
+
+def test_an_ssh_host_command_stops_waiting_on_the_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel of a command that never ends is closed as soon as the run stops."""
+    host = SshHost("source", HostSpec(transport="ssh", address="10.0.0.5"))
+    closed: list[bool] = []
+
+    class Chan:
+        status_event = threading.Event()
+
+        def settimeout(self, t: float) -> None: ...
+        def exec_command(self, command: str) -> None: ...
+        def shutdown_write(self) -> None: ...
+        def recv_ready(self) -> bool: return False
+        def recv_stderr_ready(self) -> bool: return False
+        def exit_status_ready(self) -> bool: return False
+        def close(self) -> None: closed.append(True)
+
+    class Transport:
+        def open_session(self, timeout: float) -> Chan:
+            return Chan()
+
+    monkeypatch.setattr(host, "_transport", Transport)
+    stop = Stop()
+    took = _cancelled_within(5.0, lambda: host.run(["sleep", "600"], timeout=600, stop=stop),
+                             stop)
+    assert took < 2.0 and closed == [True]
+
+
+def test_the_ram_hasher_is_killed_on_the_stop(tmp_path: Path) -> None:
+    """``integrity: ram``: the hasher of a dump (here a FIFO nobody writes: it blocks in open)
+    ends when the run stops, not after its 300 s timeout."""
+    from harness.run.migration import _ram_digests
+
+    fifo = tmp_path / "ram.dump"
+    os.mkfifo(fifo)
+    stop = Stop()
+    vm = SimpleNamespace(host=LocalHost("source", HostSpec()), stop=stop)
+    try:
+        took = _cancelled_within(5.0, lambda: _ram_digests(vm, fifo), stop)  # type: ignore[arg-type]
+        assert took < 3.0
+    finally:  # a hasher still blocked in open (the bug) gets its EOF and ends
+        with contextlib.suppress(OSError):  # ENXIO: no reader left, as it should be
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_the_cpu_sampler_start_wakes_on_the_stop() -> None:
+    """A probe that never sends a sample (here ``cat``, silent until its input ends) holds
+    ``start`` for its 20 s timeout unless the run stops."""
+    stop = Stop()
+    sampler = CpuSampler(os.getpid(), stream=lambda argv: pipe_stream(["cat"]), stop=stop)
+    took = _cancelled_within(5.0, lambda: sampler.start(timeout=20.0), stop)
+    assert took < 3.0
+    assert sampler.snapshot() is None

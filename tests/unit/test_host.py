@@ -251,7 +251,7 @@ def test_ssh_command_errors_name_the_host_not_only_the_role(monkeypatch: pytest.
                                                            ) -> None:
     host = SshHost("source", HostSpec(transport="ssh", address="10.0.0.5", port=2222))
     results: list[tuple[int | None, bytes, bytes]] = []
-    monkeypatch.setattr(host, "_exec", lambda command, timeout, stdin=None: results.pop(0))
+    monkeypatch.setattr(host, "_exec", lambda command, timeout, stdin=None, cut=None: results.pop(0))
     results.append((3, b"", b"boom\n"))
     with pytest.raises(CommandFailed, match=r"^source \(root@10.0.0.5:2222\): `false` exited 3: "
                                             "boom$") as exc:
@@ -349,3 +349,21 @@ def test_the_supervisor_kills_its_command_when_the_client_died_while_it_started(
     for pid in left:
         os.kill(int(pid), signal.SIGKILL)
     assert left == []
+
+
+def test_ssh_transfer_errors_are_one_host_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = SshHost("source", HostSpec(transport="ssh", address="10.0.0.5"))
+
+    class Conn:
+        def put(self, local: str, remote: str) -> None:
+            raise OSError("No space left on device")
+
+        def get(self, remote: str, local: str) -> None:
+            raise HostError("source (root@10.0.0.5:22): host key mismatch")  # passes unchanged
+
+    monkeypatch.setattr(host, "connection", Conn)
+    with pytest.raises(HostError, match=r"^source \(root@10.0.0.5:22\): cannot upload /a to /b: "
+                                        "No space left on device$"):
+        host.put(Path("/a"), Path("/b"))
+    with pytest.raises(HostError, match=r"^source \(root@10.0.0.5:22\): host key mismatch$"):
+        host.get(Path("/b"), Path("/a"))

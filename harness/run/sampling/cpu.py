@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +22,7 @@ from typing import Any, Self
 
 from harness.hosts.host import LineStream
 from harness.results.record.threadclass import CLASSES, classify_thread
+from harness.run.cancel import Stop
 from harness.run.sampling import cpuprobe
 from harness.run.sampling.cpuprobe import DEFAULT_HZ, STREAM_VERSION, process_comm, sample_loop
 
@@ -151,12 +153,14 @@ class CpuSampler:
     ``with`` stops it and ``stop()`` afterwards returns the trace. ``max_duration`` is the probe's own deadline,
     so a lost harness never leaves it running. Sample times are the *sampled* host's clock: for
     a remote host, windows given to :func:`summarise` are only as good as the hosts' NTP sync.
+    ``stop`` (the run's): :meth:`start`'s wait for the first sample wakes on it, stops the
+    probe and raises :class:`~harness.run.cancel.Cancelled`.
     """
 
     def __init__(self, pid: int, hz: float = DEFAULT_HZ, *, proc_root: str = "/proc",
                  stream: Callable[[Sequence[str]], LineStream] | None = None,
                  python: str = "python3",
-                 max_duration: float = 3600.0) -> None:
+                 max_duration: float = 3600.0, stop: Stop | None = None) -> None:
         if not 0 < hz <= 1000:
             raise ValueError(f"hz must be in (0, 1000], got {hz}")
         self.pid = pid
@@ -165,6 +169,7 @@ class CpuSampler:
         self.start_stream = stream
         self.python = python
         self.max_duration = max_duration
+        self.cancel = stop
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -196,6 +201,7 @@ class CpuSampler:
         :raise HostError: (SSH) the host is unreachable or its key is not the pinned one.
         :raise CpuStreamError: the probe gave no sample within ``timeout`` s or exited first;
             the message carries its stderr (the shell's or python's complaint).
+        :raise Cancelled: the run's stop was set first (the probe is stopped).
         """
         if self._thread is not None:
             return
@@ -212,7 +218,13 @@ class CpuSampler:
             self._thread = threading.Thread(target=self._read_stream, args=(self._stream,),
                                             name=f"cpu-{self.pid}", daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout):
+        cancel = self.cancel
+        with cancel.waking(self._ready.set) if cancel else contextlib.nullcontext():
+            ready = self._ready.wait(timeout)
+        if cancel is not None and cancel.is_set():
+            self.stop_quietly()
+            cancel.check()
+        if not ready:
             self.stop_quietly()
             raise CpuStreamError(f"cpu probe for pid {self.pid} gave no sample in {timeout:g} s"
                                  + self._stderr_tail())
