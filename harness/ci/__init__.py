@@ -9,5 +9,6 @@ Where it stands: on top of the whole flow, which it drives end to end::
 both give (verdict documents, JUnit, thresholds); ``patchbuild`` builds QEMU from a source tree
 plus patches on the hosts.
 
-May import: everything but the command line (cli, checks).
+May import: errors, inputs, output, digest, locations; plan, results, analysis, report, guest,
+hosts, run (everything but lab and the command line).
 """

@@ -36,6 +36,7 @@ from pathlib import Path
 from harness.digest import sha256_file
 from harness.errors import ImageError
 from harness.guest import image as base
+from harness.guest.buildlog import quiet as _quiet
 
 DEBIAN_FORMAT_VERSION = 1
 """Bump when the recipe changes in a way the inputs do not show."""
@@ -54,10 +55,6 @@ INITRD_NAME = "initrd-debian.cpio.gz"
 ROOT_DEVICE_ID = "mbroot0"
 # Not needed in a guest that only runs services; dropped to keep the image small.
 _EXCLUDE = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,13 @@ from pathlib import Path
 from harness import locations
 from harness.digest import sha256_file
 from harness.errors import ImageError
+from harness.guest.buildlog import quiet as _quiet
 from harness.output import write_atomic
 from harness.plan.models import WorkloadSpec
 
 IMAGE_FORMAT_VERSION = 1
 """Bump when the image layout or build recipe changes in a way the inputs do not show."""
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the source checkout, when there is one (tests)
 WORKLOADS_DIR = locations.WORKLOADS
 FIO_SOURCES_DIR = WORKLOADS_DIR / "fio"
 BUSYBOX = Path("/bin/busybox")
@@ -86,10 +86,6 @@ XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 INITRD_NAME = "initrd.cpio.gz"
 MANIFEST_NAME = "manifest.json"
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """A lab of host pairs: a matrix's runs distributed over workers by Celery with a Redis broker.
 
-Beside ``run/`` in the flow (it uses the local runner's per-run function, never its own)::
+Where it stands: beside ``run/`` in the flow (it uses the local runner's per-run function,
+never its own)::
+
+    plan -> [lab] (run's runs on many host pairs) -> results -> analysis -> report
 
     migbench run MATRIX --engine celery://redis://...   submit: plan -> one task per cell x
                                                           repetition, routed to a queue of capable
@@ -14,5 +17,8 @@ Beside ``run/`` in the flow (it uses the local runner's per-run function, never 
                                                           runs in flight (commands)
 
 ``broker`` holds the Celery app and the broker's keys, ``caps`` the pure part (what a worker
-declares, which queue a cell goes to, why none can run it).
+declares, which queue a cell goes to, why none can run it), ``job`` what one task carries.
+
+May import: errors, inputs, output, digest, locations; plan, results, analysis, guest, hosts,
+run.
 """

@@ -5,11 +5,12 @@ Where it stands in the flow (the last stage)::
     plan -> run -> results -> analysis -> [report]
 
 The pure model lives in :mod:`harness.report.model` (with ``impact``, ``threads``,
-``featurestats``, ``slides``, ``trend``), rendering in :mod:`harness.report.render` (jinja2 +
-plotly). This module loads records (through :mod:`harness.results.store`) and adds the ``report``
+``featurestats``, ``predictions``, ``slides``, ``trend``), rendering in
+:mod:`harness.report.render` (jinja2 + plotly, with ``templates/`` and ``static/`` as package
+data). This module loads records (through :mod:`harness.results.store`) and adds the ``report``
 subcommand via :func:`register`.
 
-May import: errors, inputs, output, digest; plan, results, analysis.
+May import: errors, inputs, output, digest, locations; plan, results, analysis.
 """
 
 from __future__ import annotations

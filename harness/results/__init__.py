@@ -10,5 +10,5 @@ a campaign folder (one JSON per run, summary.csv, DataFrame export); ``show`` pr
 The run stage imports this package to build and store records, which is why it sits below run
 in the imports although data reaches it from run. No process, socket or host here.
 
-May import: errors, inputs, output, digest; plan.
+May import: errors, inputs, output, digest, locations; plan.
 """

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.guest.image import REPO_ROOT, GuestImage, ensure_image
+from harness.guest.image import GuestImage, ensure_image
 
 pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # this checkout
 
 DEFAULT_QEMU10 = REPO_ROOT / "build" / "qemu-10.0" / "usr" / "bin" / "qemu-system-x86_64"  # make qemu
 BOOT_LIMIT_S = 30.0

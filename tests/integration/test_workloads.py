@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.guest.image import REPO_ROOT, GuestImage, create_shared_disk, ensure_image, initrd_for
+from harness.guest.image import GuestImage, create_shared_disk, ensure_image, initrd_for
 from harness.hosts.host import LocalHost
 from harness.hosts.netsetup import GUEST_MAC, LocalVmNetwork
 from harness.plan.models import HostsConfig, HostSpec, WorkloadSpec
@@ -22,6 +22,8 @@ from harness.run.vm import Vm, VmConfig
 from .conftest import qemu_processes
 
 pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # this checkout
 
 BOOT_S = 45.0
 

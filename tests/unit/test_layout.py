@@ -9,6 +9,7 @@ package docstrings and the README's Layout section draw.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,14 +154,89 @@ def test_every_module_has_a_stage_and_every_package_a_docstring() -> None:
             assert (HARNESS / name / "__init__.py").exists(), name
 
 
+def _packages() -> list[Path]:
+    return sorted(p.parent for p in HARNESS.rglob("__init__.py"))
+
+
+def _contents(package: Path) -> list[str]:
+    """The modules and subfolders of a package (what its docstring has to name)."""
+    return sorted(p.stem for p in package.iterdir()
+                  if (p.suffix == ".py" and p.stem != "__init__")
+                  or (p.is_dir() and p.name != "__pycache__"))
+
+
+def _doc(package: Path) -> str:
+    return ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+
+
+def test_each_package_docstring_draws_its_place_and_names_what_it_holds() -> None:
+    """Each package's docstring draws the flow (a line with ``->``), marks itself in it (a
+    stage as ``[name]``), and names every module and folder it holds: a newcomer reading it
+    finds every file. The top one names the stages."""
+    for package in _packages():
+        doc, name = _doc(package), package.name
+        flow = [line for line in doc.splitlines() if "->" in line]
+        assert flow, f"{package}: no flow drawn (a line with ->)"
+        if name in ALLOWED:
+            assert any(f"[{name}" in line for line in flow), f"{package}: [{name}] in its flow"
+        words = set(re.findall(r"[\w]+", doc))
+        missing = [m for m in _contents(package) if m not in words]
+        assert not missing, f"{package}: its docstring does not name {missing}"
+
+
 def test_package_docstrings_match_the_table() -> None:
     """Each stage package's docstring ends with the stages it may import, as in ALLOWED."""
-    order = ["plan", "results", "analysis", "guest", "hosts"]
-    for name in ("plan", "results", "analysis", "guest", "hosts", "run"):
-        doc = ast.get_docstring(ast.parse((HARNESS / name / "__init__.py").read_text())) or ""
-        said = doc.rsplit("May import:", 1)[1]
-        for other in order:
-            assert (other in said) == (other in ALLOWED[name]), (name, other, said)
+    stages = [name for name in ALLOWED if name not in ("base", "top")]
+    for name in stages:
+        said = _doc(HARNESS / name).rsplit("May import:", 1)
+        assert len(said) == 2, f"harness/{name}: no 'May import:' line"
+        words = set(re.findall(r"\w+", said[1].split("(")[0]))
+        for other in stages:
+            assert (other in words) == (other in ALLOWED[name]), (name, other, said[1])
+        assert {m for m in BASE} <= words, (name, "the base modules", said[1])
+
+
+def test_the_readme_layout_table_is_this_table() -> None:
+    """README's Layout section shows the same table (``all of the above``: every stage before)."""
+    readme = (HARNESS.parent / "README.md").read_text()
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([a-z, ]+) \| ([^|]+) \|$", section, re.M)
+    table = {r[0].strip(): r[1] for r in rows if r[0].strip() != "stage"}
+    seen: list[str] = []
+    for name in [n for n in ALLOWED if n not in ("base", "top")]:
+        assert name in table, f"README's Layout table has no row {name}"
+        said = table[name]
+        words = set(seen) if said.strip() == "all of the above" else set(re.findall(r"\w+", said))
+        assert {"base", *ALLOWED[name]} - {"base"} <= words | {"base"}, (name, said)
+        assert words - {"base", "errors", "output", "inputs", "digest", "locations"} \
+            <= ALLOWED[name], (name, said)
+        seen.append(name)
+    for module in BASE:
+        assert module in section, f"README's Layout does not name the base module {module}"
+
+
+#: Where a module may compute a path from its own file: locations (the package's own folder,
+#: the one place that knows checkout from wheel), and package data read beside the module that
+#: ships it. No module climbs out of the package to find the checkout (``REPO = ...parent``).
+OWN_PATH = {
+    "harness.locations": "the package's folder, the checkout when there is one",
+    "harness.report.render": "its templates/ beside it (package data)",
+    "harness.run.sampling.cpu": "the probe's own source, sent to a host without migbench",
+}
+
+
+def own_path_uses(found: list[tuple[str, ast.Module]]) -> list[str]:
+    return [f"{module}:{node.lineno}: __file__" for module, tree in found
+            for node in ast.walk(tree)
+            if ((isinstance(node, ast.Name) and node.id == "__file__")
+                or (isinstance(node, ast.Attribute) and node.attr == "__file__"))
+            and module not in OWN_PATH]
+
+
+def test_no_module_finds_files_from_its_own_path() -> None:
+    assert own_path_uses(modules()) == []
+    planted = ast.parse("REPO_ROOT = Path(__file__).resolve().parents[2]\n")
+    assert own_path_uses([("harness.guest.image", planted)])
 
 
 def test_imports_only_go_down() -> None:

@@ -1,10 +1,15 @@
 """The run record: a frozen, validated model of one run, and its one way in and out of files.
 
-Stands between the runner (which builds a record) and every reader of results (store, show,
-report, compare, history, nightly). ``model`` holds the record and its parts, ``qmp`` the QMP
-replies it keeps, ``scalars`` the rules for its numbers, ``upgrade`` turns every schema version
-migbench wrote into the current one, ``codec`` reads and writes the bytes, ``errors`` turns a
-record that does not validate into one line: ``FILE: field path: what was expected; fix``.
+Where it stands: the data between the run stage, which builds a record, and every reader of
+results (store, show, report, compare, history, nightly)::
+
+    run -> [results/record] -> store -> analysis -> report
+
+``model`` holds the record and its parts, ``qmp`` the QMP replies it keeps, ``scalars`` the
+rules for its numbers, ``metrics`` the catalogue of a run's figures, ``threadclass`` the thread
+classes of a QEMU process, ``upgrade`` turns every schema version migbench wrote into the
+current one, ``codec`` reads and writes the bytes, ``errors`` turns a record that does not
+validate into one line: ``FILE: field path: what was expected; fix``.
 """
 
 from harness.results.record.codec import dump, loads, parse, read
