@@ -92,18 +92,21 @@ def judge(source: list[bytes], destination: list[bytes], disk_bytes: int,
                      destination_digest=whole(destination), seconds=seconds)
 
 
-def image_digests(host: Host, path: Path, size: int, fmt: str = "raw") -> list[bytes]:
+def image_digests(host: Host, path: Path, size: int, fmt: str = "raw",
+                  stop: Stop | None = None) -> list[bytes]:
     """Chunk digests of what a guest sees in the image at ``path``, hashed on ``host`` itself
-    (a qcow2 and its backing chain through a sparse raw copy beside it, removed after)."""
+    (a qcow2 and its backing chain through a sparse raw copy beside it, removed after); both
+    commands end at once when ``stop`` is set."""
     timeout = 60 + size / (20 * CHUNK)  # at least 20 MiB/s
     flat = path
     if fmt != "raw":
         flat = path.with_name(path.name + ".flat.raw")
         # -U: the paused QEMUs still hold their images' locks
         host.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(path), str(flat)],
-                 timeout=timeout)
+                 timeout=timeout, stop=stop)
     try:
-        out = host.run([host.python, "-c", HASH_CHUNKS_PY, str(flat)], timeout=timeout)
+        out = host.run([host.python, "-c", HASH_CHUNKS_PY, str(flat)], timeout=timeout,
+                       stop=stop)
     finally:
         if flat != path:
             host.run(["rm", "-f", "--", str(flat)], timeout=30, check=False)
@@ -281,7 +284,7 @@ class DiskCopy:
         began = time.time()
         with ThreadPoolExecutor(max_workers=2) as pool:
             digests = list(pool.map(lambda vm: image_digests(
-                vm.host, self.image(vm.cfg.role), self.size, self.fmt), (src, dst)))
+                vm.host, self.image(vm.cfg.role), self.size, self.fmt, self.stop), (src, dst)))
         return judge(digests[0], digests[1], self.size, round(time.time() - began, 2))
 
     def abort(self, src: Vm | None, dst: Vm | None) -> None:

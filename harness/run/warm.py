@@ -235,7 +235,8 @@ class WarmStarts:
                 save(vm, state, ctx.stop)
                 # Written back now, not by the kernel during the first restored run's migration
                 # (measured: that run's writer stalled and its migration took longer).
-                self.source.run(["sync", "--", str(state.path)], timeout=SAVE_TIMEOUT_S)
+                self.source.run(["sync", "--", str(state.path)], timeout=SAVE_TIMEOUT_S,
+                                stop=ctx.stop)
             except HarnessError as exc:
                 return self._failed(key, f"saving the guest failed: {exc}")
         state = dataclasses.replace(state, save_s=round(time.monotonic() - started - boot_s, 3))

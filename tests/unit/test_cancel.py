@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import secrets
@@ -161,3 +162,38 @@ def test_the_cpu_sampler_start_wakes_on_the_stop() -> None:
     took = _cancelled_within(5.0, lambda: sampler.start(timeout=20.0), stop)
     assert took < 3.0
     assert sampler.snapshot() is None
+
+
+#: A host command in the run stage may ignore the stop only if it is short: its timeout a
+#: number of at most this many seconds (a longer or computed one must pass ``stop=``).
+SHORT_S = 60
+
+
+def long_host_commands_without_stop(found: list[tuple[str, ast.Module]]) -> list[str]:
+    out = []
+    for where, tree in found:
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "run" and ast.unparse(node.func.value) != "subprocess"):
+                continue
+            kw = {k.arg: k.value for k in node.keywords}
+            timeout = kw.get("timeout")
+            if timeout is None or "stop" in kw:
+                continue
+            if isinstance(timeout, ast.Constant) and isinstance(timeout.value, (int, float)) \
+                    and timeout.value <= SHORT_S:
+                continue
+            out.append(f"{where}:{node.lineno}: {ast.unparse(node)[:80]}")
+    return out
+
+
+def test_every_long_host_command_of_a_run_wakes_on_the_stop() -> None:
+    harness = Path(__file__).resolve().parents[2] / "harness"
+    found = [(p.relative_to(harness).as_posix(), ast.parse(p.read_text()))
+             for p in sorted((harness / "run").rglob("*.py"))]
+    assert long_host_commands_without_stop(found) == []
+    planted = ast.parse("host.run(['sync'], timeout=SAVE_TIMEOUT_S)\n"
+                        "host.run(['x'], timeout=300)\nhost.run(['rm'], timeout=30)\n"
+                        "host.run(['y'], timeout=t, stop=ctx.stop)\n"
+                        "subprocess.run(['git'], timeout=t)\n")
+    assert len(long_host_commands_without_stop([("x.py", planted)])) == 2
