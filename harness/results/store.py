@@ -42,12 +42,18 @@ DIAGNOSIS_COLUMNS = [
     "predicted_downtime_ms", "predicted_passes", "early_total_time_ms", "early_downtime_ms",
 ]
 
+#: The disk copy of a ``storage: copy`` run (issue 17; empty with shared storage): mirror start
+#: to READY, bytes mirrored in all, the switchover's mirror completion, mirror start to the end
+#: of the migration, and the disk check's differing 1 MiB chunks (0: the disks are equal).
+STORAGE_COLUMNS = ["disk_sync_s", "disk_mirrored_bytes", "disk_switchover_ms", "disk_total_s",
+                   "disk_differing_chunks"]
+
 #: The run's identity and outcome, its figures (:data:`harness.results.record.metrics.SUMMARY`),
 #: its diagnosis, its error.
 SUMMARY_COLUMNS = [
     "campaign", "cell_id", "variant", "qemu_version", "features", "workload", "repetition",
-    "outcome", "integrity", "timing_excluded", *(m.key for m in SUMMARY), *DIAGNOSIS_COLUMNS,
-    "error",
+    "outcome", "integrity", "timing_excluded", *(m.key for m in SUMMARY), *STORAGE_COLUMNS,
+    *DIAGNOSIS_COLUMNS, "error",
 ]
 
 
@@ -221,6 +227,12 @@ def summary_row(record: RunRecord, annotate: Annotate | None = None) -> Row:
     }
     for metric in SUMMARY:
         row[metric.key] = getattr(m, metric.key)  # as stored: an integer stays one in the CSV
+    st, disk = record.storage, record.integrity.disk
+    row.update(dict.fromkeys(STORAGE_COLUMNS))
+    if st is not None:
+        row.update({"disk_sync_s": st.sync_s, "disk_mirrored_bytes": st.mirrored_bytes,
+                    "disk_switchover_ms": st.switchover_ms, "disk_total_s": st.total_s})
+    row["disk_differing_chunks"] = disk.differing_chunks if disk is not None else None
     if annotate is not None:
         row.update({k: v for k, v in annotate(record).items() if k in DIAGNOSIS_COLUMNS})
     row["error"] = (record.error or "").replace("\n", " ")[:300]

@@ -48,3 +48,21 @@ def test_the_report_puts_the_mirror_beside_the_ram_timeline() -> None:
     assert disk.y == [64.0, 0.0, 2.0]
     page = cell_page([rec], [])
     assert ("disk copy", storage_rows(rec)[0][1]) in page.info
+
+
+def test_summary_and_export_carry_the_disk_copy() -> None:
+    """summary.csv and ``migbench export``'s frame: the disk sync and check of a copy run,
+    empty for a run on shared storage."""
+    from harness.results import store
+
+    copy, bad, shared = _copy_run(), _copy_run(corrupted=True), read(MULTIFD_100)
+    row = store.summary_row(copy)
+    assert {k: row[k] for k in store.STORAGE_COLUMNS} == {
+        "disk_sync_s": 0.9, "disk_mirrored_bytes": 66 * MiB, "disk_switchover_ms": 61.0,
+        "disk_total_s": 3.7, "disk_differing_chunks": 0}
+    assert store.summary_row(bad)["disk_differing_chunks"] == 1
+    assert all(store.summary_row(shared)[k] is None for k in store.STORAGE_COLUMNS)
+    assert set(store.STORAGE_COLUMNS) <= set(store.SUMMARY_COLUMNS)
+    df = store.frame([copy, shared])
+    assert df["disk_sync_s"].dtype == "float64" and df["disk_sync_s"].iloc[0] == 0.9
+    assert df["disk_mirrored_bytes"].iloc[0] == 66 * MiB and df["disk_total_s"].isna().iloc[1]
