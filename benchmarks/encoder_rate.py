@@ -1,4 +1,5 @@
-"""Per-thread compression throughput from real multifd runs (benchmarks/multifd-encoder.yaml).
+"""Per-thread compression throughput from real multifd runs (benchmarks/multifd-encoder.yaml)
+or legacy compress runs (benchmarks/compress-encoder.yaml, QEMU 7.2).
 
     .venv/bin/migbench run benchmarks/multifd-encoder.yaml --out results/multifd-encoder
     .venv/bin/python benchmarks/encoder_rate.py results/multifd-encoder
@@ -26,8 +27,13 @@ def main(root: Path) -> None:
     for rec in store.records(root):
         params = {**rec.cell.migration.parameters,
                   **(rec.applied.source.parameters if rec.applied else {})}
-        method = str(params.get("multifd-compression"))
-        level = params.get(f"multifd-{method}-level")
+        caps = {**rec.cell.migration.capabilities,
+                **(rec.applied.source.capabilities if rec.applied else {})}
+        if caps.get("compress"):  # legacy compress (QEMU < 9.1): zlib, compress-level
+            method, level = "compress", params.get("compress-level", 1)
+        else:
+            method = str(params.get("multifd-compression"))
+            level = params.get(f"multifd-{method}-level")
         writer = rec.cell.workload.writer
         enc = encoder_rate(rec)
         if enc is None or writer is None or not isinstance(level, int):

@@ -50,7 +50,7 @@ from harness.analysis.convergence import (
     predict,
     xbzrle_cache_size,
 )
-from harness.analysis.patterns import ENCODE_RATE, WIRE_RATIO, XBZRLE_COST
+from harness.analysis.patterns import COMPRESS_RATE, ENCODE_RATE, WIRE_RATIO, XBZRLE_COST
 from harness.results.record.model import DirtyRateMeasurement, RunRecord
 from harness.results.record.scalars import Json
 
@@ -245,7 +245,7 @@ class _Settings:
     threads: int  # compress threads or multifd channels
     multifd: bool
     qemu: tuple[int, int] | None  # major, minor of the source's QEMU (None: not probed)
-    level: int  # multifd's compression level (QEMU's default 1)
+    level: int  # compress-level or multifd's level (QEMU's default 1)
     pattern: str | None  # the writer's page pattern
     cpus: int | None  # the source host's CPUs: more encoder threads than these share them
     auto_converge: AutoConverge | None
@@ -303,7 +303,8 @@ def _settings(rec: RunRecord) -> _Settings:
         threads=threads,
         multifd=bool(caps.get("multifd")),
         qemu=_version(rec.qemu.version),
-        level=int(_num(params, f"multifd-{compression}-level") or 1),
+        level=int(_num(params, "compress-level" if compression == "compress" else
+                       f"multifd-{compression}-level") or 1),
         pattern=writer.pattern if writer else None,
         cpus=rec.hosts.source.cpus,
         auto_converge=ac,
@@ -528,7 +529,7 @@ def link_premeasured(records: Sequence[RunRecord]) -> list[Premeasured | None]:
 class _PatternCosts(NamedTuple):
     xbzrle: float | None  # XBZRLE hit cost, share of a page
     ratio: float | None  # multifd wire bytes per RAM byte
-    encode_rate: float | None  # RAM bytes/s the multifd send threads can compress
+    encode_rate: float | None  # RAM bytes/s the send (or legacy compress) threads can compress
 
 
 def _pattern_costs(st: _Settings) -> _PatternCosts:
@@ -537,11 +538,14 @@ def _pattern_costs(st: _Settings) -> _PatternCosts:
     pat = st.pattern
     if pat is None:
         return _PatternCosts(None, None, None)
-    method = st.compression if st.compression != "compress" else None  # legacy: not measured
+    method = st.compression
     per = ENCODE_RATE.get((method, st.level), {}).get(pat) if method else None
+    if method == "compress":  # legacy: its threads together, whatever their number
+        whole = COMPRESS_RATE.get(st.level, {}).get(pat)
+    else:
+        whole = None if per is None else per * usable_threads(st.threads, st.cpus)
     return _PatternCosts(XBZRLE_COST.get(pat) if st.xbzrle else None,
-                         WIRE_RATIO.get(method, {}).get(pat) if method else None,
-                         None if per is None else per * usable_threads(st.threads, st.cpus))
+                         WIRE_RATIO.get(method, {}).get(pat) if method else None, whole)
 
 
 def _postcopy_rate(st: _Settings, link: float | None) -> float | None:

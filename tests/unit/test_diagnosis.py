@@ -518,3 +518,25 @@ def test_before_the_run_the_passes_run_at_what_qemu_sends_under_max_bandwidth() 
     assert sc.configured is not None
     assert sc.configured.link.throughput == pytest.approx(
         rec.cell.migration.parameters["max-bandwidth"] * 1.04)  # type: ignore[operator]
+
+
+def test_before_the_run_legacy_compress_takes_its_measured_encoder_rate() -> None:
+    """7.2's compress on text pages (tests/data/v1, real; 2 threads, max-bandwidth 50 MB/s):
+    before the run, what compress was measured to deliver on text at compress-level 1
+    (benchmarks/compress-encoder.yaml), not threads x a per-thread rate, and text's measured wire
+    ratio; the prediction's total time is then within 10 % of the run's 2.07 s (0.63 s, -70 %,
+    with 2 x the thread's 87 MiB/s per CPU-second)."""
+    from harness.analysis.patterns import COMPRESS_RATE, COMPRESS_RATIO
+    rec = read(DATA / "v1/8fcf85a3052a/1.json")
+    assert rec.cell.workload.writer is not None and rec.cell.workload.writer.pattern == "text"
+    sc = scenarios(rec)
+    assert sc.configured is not None
+    assert sc.configured.link.ratio == COMPRESS_RATIO["text"] == 0.37
+    assert sc.configured.link.encode_rate == COMPRESS_RATE[1]["text"] == 43 * MiB
+    d = diagnose(rec)
+    assert d.predicted is not None and d.predicted.total_time is not None
+    assert rec.metrics.total_time_ms == 2065
+    assert abs(d.predicted.total_time / 2.065 - 1) < 0.1
+    level9 = scenarios(edited(DATA / "v1/8fcf85a3052a/1.json",
+                              lambda d: set_param(d, "compress-level", 9))).configured
+    assert level9 is not None and level9.link.encode_rate == 40 * MiB
