@@ -49,7 +49,7 @@ from harness import locations
 from harness.digest import sha256_file
 from harness.errors import ImageError
 from harness.guest.buildlog import quiet as _quiet
-from harness.output import write_atomic
+from harness.output import write_atomic, write_failure
 from harness.plan.models import WorkloadSpec
 
 IMAGE_FORMAT_VERSION = 1
@@ -799,8 +799,14 @@ def _ensure_base_image(
     cache_dir: Path, *, force: bool = False, log: Callable[[str], None] = _quiet
 ) -> GuestImage:
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with (cache_dir / ".lock").open("w") as lock:
+    try:  # the first write into the cache: a read-only or full one ends here, in one line
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = (cache_dir / ".lock").open("w")
+    except OSError as exc:
+        raise ImageError(str(write_failure(
+            cache_dir, "the guest image cache", exc,
+            f"or choose another (--cache, ${locations.CACHE_ENV})"))) from None
+    with lock_file as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         src = find_kernel(cache_dir, log)
         modules = guest_modules(src)

@@ -118,7 +118,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, text)
     except OSError as exc:
-        raise write_failure(out, "the hosts file", exc, "pass --output FILE") from None
+        raise write_failure(out, "the hosts file", exc, "or pass --output FILE") from None
     load_hosts(out)  # what every command will read: fail here, not at the first run
     names = ", ".join(f"{n} ({b['binary']})" for n, b in builds.items())
     print(f"hosts file: {out}  (QEMU builds: {names}; default {default}; pair: local)")

@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError, HostError
-from harness.output import console_text
+from harness.output import console_text, write_failure
 from harness.plan.config import hosts_path
 from harness.plan.units import parse_bytes
 
@@ -207,6 +208,16 @@ def _check_tools() -> None:
 # up
 
 
+def _make_dir(base: Path) -> None:
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = tempfile.NamedTemporaryFile(dir=base, prefix=".probe-")  # noqa: SIM115
+        probe.close()
+    except OSError as exc:
+        raise TestbedError(str(write_failure(base, "the test bed folder", exc,
+                                             "or choose another --dir"))) from None
+
+
 def up(base: Path = DEFAULT_DIR, rate: str = "1gbit", delay: str | None = None,
        qemu_hosts: Path | None = None) -> Path:
     """Build the test bed (after removing any leftovers) and return its hosts file.
@@ -218,8 +229,9 @@ def up(base: Path = DEFAULT_DIR, rate: str = "1gbit", delay: str | None = None,
     _check_dir(base)
     _check_tools()
     _check_args(rate, delay)
+    _make_dir(base)  # before down(): a --dir that cannot be written leaves a test bed alone
     down(base)
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_dir(base)
     (base / MARKER).write_text("made by `migbench testbed up`; `migbench testbed down` removes it\n")
     try:
         _keys(base)

@@ -425,6 +425,33 @@ def test_write_run_into_a_removed_campaign_folder_says_so_and_makes_nothing(
     assert not (tmp_path / "gone").exists()
 
 
+@pytest.mark.parametrize(("argv", "what"), [
+    (["image", "build", "--cache", "{f}/img"], "the guest image cache"),
+    (["testbed", "up", "--dir", "{f}/bed"], "the test bed folder"),
+    (["init", "--output", "{f}/hosts.yaml"], "the hosts file"),
+])
+def test_folders_other_commands_write_that_cannot_be_written_are_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str], what: str) -> None:
+    """A path under a regular file (ENOTDIR; a read-only folder, which root writes anyway
+    through the mode bits, is the integration test's). image build and testbed up ended in
+    a traceback from mkdir; testbed up had torn down the running test bed first."""
+    from harness.hosts import testbed
+
+    def never(*args: Any) -> None:
+        raise AssertionError("the test bed was torn down or built")
+
+    monkeypatch.setattr(testbed, "down", never)
+    monkeypatch.setattr(testbed, "_check_tools", lambda: None)
+    f = tmp_path / "file"
+    f.write_text("")
+    assert cli.main([a.format(f=f) for a in argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"migbench: error: {f}/") and f"cannot write {what}" in err, err
+    assert "\n" not in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 def test_nightly_outputs_into_a_file_not_a_folder_are_one_line(tmp_path: Path) -> None:
     from harness.ci.verdict import write_outputs
 
