@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.results import store
 from harness.results.record.model import Phases, RunRecord, StateChange
 
 #: The phase each state of a run opens (any other state, such as a restore, is part of the start).
@@ -49,12 +50,9 @@ def phases(states: Sequence[StateChange], begin: float, end: float,
 
 def run_overhead(rec: RunRecord) -> float | None:
     """Seconds of the run that were neither its migration nor its configured observation, or
-    None for a record without phases (older files, runs that never started)."""
-    p = rec.phases
-    if p is None:
-        return None
-    observed = min(p.observation_s or 0.0, rec.cell.limits.observe_after_s)
-    return max(0.0, p.wall_s - (p.migration_s or 0.0) - observed)
+    None for a record without phases (older files, runs that never started); as in
+    ``summary.csv`` (:func:`harness.results.store.overhead_s`, the one definition)."""
+    return store.overhead_s(rec)
 
 
 def phase_line(rec: RunRecord) -> str | None:

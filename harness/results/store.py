@@ -42,6 +42,14 @@ DIAGNOSIS_COLUMNS = [
     "predicted_downtime_ms", "predicted_passes", "early_total_time_ms", "early_downtime_ms",
 ]
 
+#: How the run's source came up (issue 18: ``warm``, restored, or ``cold``, booted, and why it
+#: booted where a warm start was asked or possible) and where its time went
+#: (:class:`~harness.results.record.model.Phases`, empty for a record without phases), with its
+#: overhead (:func:`overhead_s`).
+PHASE_COLUMNS = [f"phase_{name}" for name in (
+    "prepare_s", "start_s", "steady_s", "setup_s", "migration_s", "observation_s", "teardown_s")]
+TIME_COLUMNS = ["start", "start_reason", "wall_s", "overhead_s", *PHASE_COLUMNS]
+
 #: The disk copy of a ``storage: copy`` run (issue 17; empty with shared storage): mirror start
 #: to READY, bytes mirrored in all, the switchover's mirror completion, mirror start to the end
 #: of the migration, and the disk check's differing 1 MiB chunks (0: the disks are equal).
@@ -49,11 +57,11 @@ STORAGE_COLUMNS = ["disk_sync_s", "disk_mirrored_bytes", "disk_switchover_ms", "
                    "disk_differing_chunks"]
 
 #: The run's identity and outcome, its figures (:data:`harness.results.record.metrics.SUMMARY`),
-#: its diagnosis, its error.
+#: its start and time (:data:`TIME_COLUMNS`), its diagnosis, its error.
 SUMMARY_COLUMNS = [
     "campaign", "cell_id", "variant", "qemu_version", "features", "workload", "repetition",
-    "outcome", "integrity", "timing_excluded", *(m.key for m in SUMMARY), *STORAGE_COLUMNS,
-    *DIAGNOSIS_COLUMNS, "error",
+    "outcome", "integrity", "timing_excluded", *(m.key for m in SUMMARY), *TIME_COLUMNS,
+    *STORAGE_COLUMNS, *DIAGNOSIS_COLUMNS, "error",
 ]
 
 
@@ -227,6 +235,7 @@ def summary_row(record: RunRecord, annotate: Annotate | None = None) -> Row:
     }
     for metric in SUMMARY:
         row[metric.key] = getattr(m, metric.key)  # as stored: an integer stays one in the CSV
+    row.update(_time_columns(record))
     st, disk = record.storage, record.integrity.disk
     row.update(dict.fromkeys(STORAGE_COLUMNS))
     if st is not None:
@@ -237,6 +246,38 @@ def summary_row(record: RunRecord, annotate: Annotate | None = None) -> Row:
         row.update({k: v for k, v in annotate(record).items() if k in DIAGNOSIS_COLUMNS})
     row["error"] = (record.error or "").replace("\n", " ")[:300]
     return row
+
+
+def overhead_s(record: RunRecord) -> float | None:
+    """Seconds of the run that were neither its migration nor its configured observation:
+    ``wall - migration - min(observation, observe_after_s)`` (integrity checks that outlast
+    ``observe_after_s`` count as overhead; a run that never completed observed nothing); None
+    for a record without phases (older files, runs that never started). The one definition:
+    :mod:`harness.analysis.overhead` reads it from here."""
+    p = record.phases
+    if p is None:
+        return None
+    observed = min(p.observation_s or 0.0, record.cell.limits.observe_after_s)
+    return max(0.0, p.wall_s - (p.migration_s or 0.0) - observed)
+
+
+def _time_columns(record: RunRecord) -> Row:
+    start, p = record.start, record.phases
+    row: Row = {"start": start.kind if start is not None else None,
+                "start_reason": _one_line(start.reason) if start is not None else None,
+                "wall_s": p.wall_s if p is not None else None,
+                "overhead_s": _round3(overhead_s(record))}
+    for col in PHASE_COLUMNS:
+        row[col] = getattr(p, col.removeprefix("phase_")) if p is not None else None
+    return row
+
+
+def _round3(v: float | None) -> float | None:
+    return round(v, 3) if v is not None else None
+
+
+def _one_line(text: str | None) -> str | None:
+    return text.replace("\n", " ")[:300] if text is not None else None
 
 
 def summary_rows(root: Path, annotate: Annotate | None = None) -> dict[tuple[str, int], Row]:
@@ -311,7 +352,7 @@ _CATEGORY_COLUMNS = ("campaign", "variant", "features", "workload", "outcome", "
 # the diagnosis's text: strings (a categorical with no value, without ``annotate``, does not
 # survive parquet)
 _STRING_COLUMNS = ("cell_id", "qemu_version", "error", "guest_stall_clock", "diagnosis",
-                   "advice", "predicted_outcome")
+                   "advice", "predicted_outcome", "start", "start_reason")
 _FLOAT_COLUMNS = tuple(c for c in FRAME_COLUMNS if c not in _CATEGORY_COLUMNS + _STRING_COLUMNS
                        + ("repetition", "timing_excluded"))
 

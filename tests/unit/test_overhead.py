@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from harness.analysis.overhead import campaign_time, phase_line, phases, run_overhead
 from harness.results import store
 from harness.results.record.codec import dump, loads
-from harness.results.record.model import Phases, RunRecord, StateChange
+from harness.results.record.model import Phases, RunRecord, StartInfo, StateChange
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 T0 = 1_700_000_000.0
@@ -86,3 +88,31 @@ def test_old_records_load_without_phases_and_new_ones_keep_them() -> None:
     data = json.loads(dump(record(phases(completed(), T0, T0 + 11.5))))
     again = loads(json.dumps(data))
     assert again.phases is not None and again.phases.migration_s == 2.7
+
+
+def test_summary_and_export_carry_the_start_and_the_phases(tmp_path: Path) -> None:
+    """summary.csv and `migbench export` name each run's start kind (and why it booted) and its
+    phases with the overhead; an old record without them leaves the cells empty."""
+    p = phases(completed(), T0, T0 + 11.5, boot_s=3.0)
+    restore_failed = "restoring the saved guest failed, this run booted:\nbad magic"
+    for rep, start in ((1, StartInfo(kind="warm", state="k", restore_s=0.2)),
+                       (2, StartInfo(kind="cold", reason=restore_failed))):
+        store.write_run(tmp_path, record(p).model_copy(update={"repetition": rep,
+                                                               "start": start}))
+    store.write_run(tmp_path, record(None).model_copy(update={"repetition": 3}))
+    store.write_summary(tmp_path)
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["start"] for r in rows] == ["warm", "cold", ""]
+    assert rows[1]["start_reason"] == restore_failed.replace("\n", " ")
+    assert rows[0]["overhead_s"] == "5.8" and rows[0]["wall_s"] == "11.5"
+    assert (rows[0]["phase_start_s"], rows[0]["phase_migration_s"]) == ("3.2", "2.7")
+    assert rows[2]["overhead_s"] == rows[2]["phase_steady_s"] == ""
+    df = store.load(tmp_path)
+    assert list(df["start"])[:2] == ["warm", "cold"] and pd.isna(list(df["start"])[2])
+    assert df["overhead_s"].dtype == "float64" and df["phase_setup_s"].iloc[0] == 1.0
+    for fmt in ("csv", "parquet"):
+        back = store.export(tmp_path, fmt)
+        again = pd.read_csv(back) if fmt == "csv" else pd.read_parquet(back)
+        assert list(again["overhead_s"])[:2] == [5.8, 5.8], fmt
+        assert list(again["start"])[:2] == ["warm", "cold"], fmt
