@@ -884,3 +884,29 @@ def test_property_hostile_flag_is_refused(tmp_path: Path, guarded: None,
     else:
         argv = case.argv(command)
     refused([*argv, f"{flag}={value}"], case.folder, capsys)
+
+
+# --- what arrives from elsewhere than a file ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    (("variants",), {"$(touch MARK)/../x": {"build": "x"}}),
+    (("variants",), {"a": {"build": "../../evil"}}),
+    (("workloads",), {"a\x1b[2J": {}}),
+])
+def test_a_job_from_the_shared_broker_gets_the_matrix_file_rules(where: tuple[str, ...],
+                                                                value: Any) -> None:
+    """A lab worker takes its matrix from a task on a broker several people share: the names
+    in it follow the same patterns as in a matrix file (they were only checked in files)."""
+    from harness.errors import HarnessError
+    from harness.lab.job import Job
+    from harness.plan.models import MatrixSpec
+
+    data = with_value({k: v for k, v in MATRIX.items() if k != "axes"}, where, value)
+    spec = MatrixSpec.model_validate(data)  # code-built models are trusted: no file rules
+    payload = {"spec": spec.model_dump(mode="json", by_alias=True), "default_build": "x",
+               "cell_id": "0" * 12, "repetition": 1, "matrix_file": "m.yaml", "redeliveries": 0}
+    assert Job.parse({**payload, "spec": MatrixSpec.model_validate(MATRIX).model_dump(
+        mode="json", by_alias=True)}).cell_id == "0" * 12
+    with pytest.raises(HarnessError, match=r"a task that is not a migbench run \(spec\."):
+        Job.parse(payload)
