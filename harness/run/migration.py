@@ -380,7 +380,7 @@ def _wait_workload(run: _Run) -> None:
         run.ctx.stop.sleep(1.0)  # a baseline of replies before the migration starts
     if spec.service() is not None and run.net is not None:
         run.service = service_run.start_load(spec, run.net.attachment("source"),
-                                             seed=run.ctx.repetition)
+                                             seed=run.ctx.repetition, stop=run.ctx.stop)
         run.ctx.stop.sleep(2.0)  # a baseline of requests before the migration starts
 
 

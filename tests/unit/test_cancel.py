@@ -197,3 +197,19 @@ def test_every_long_host_command_of_a_run_wakes_on_the_stop() -> None:
                         "host.run(['y'], timeout=t, stop=ctx.stop)\n"
                         "subprocess.run(['git'], timeout=t)\n")
     assert len(long_host_commands_without_stop([("x.py", planted)])) == 2
+
+
+def test_the_service_load_preload_wakes_on_the_stop() -> None:
+    """A service that never answers (a closed port: the preload retries until its deadline)
+    holds the run for the preload's whole timeout unless the run stops."""
+    from harness.plan.models import RedisSpec
+    from harness.run.sampling.service import ServiceLoad
+
+    stop = Stop()
+    load = ServiceLoad("redis", "127.0.0.1", 1, RedisSpec(clients=1, rate_ops=10, keys=10),
+                       stop=stop)
+    try:
+        took = _cancelled_within(5.0, lambda: load.preload(60.0), stop)
+        assert took < 3.0
+    finally:
+        load.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import random
 import socket
@@ -31,6 +32,7 @@ from typing import Any, Literal
 
 from harness.errors import HarnessError
 from harness.plan.models import ServiceSpec
+from harness.run.cancel import Stop
 from harness.run.sampling import service_proto as proto
 
 Status = Literal["ok", "late", "error", "lost"]
@@ -72,12 +74,15 @@ class ServiceLoad:
     """A fixed-rate GET/SET load on ``target:port`` until :meth:`stop`.
 
     :meth:`preload` (writes every key once, waiting for the server to answer) and :meth:`start`
-    raise :class:`HarnessError` when the service cannot be reached.
+    raise :class:`HarnessError` when the service cannot be reached. Their waits and
+    :meth:`check_dataset`'s wake on ``stop`` (the run's) and raise ``Cancelled``; :meth:`stop`'s
+    does not (it is part of a teardown).
     """
 
     def __init__(self, kind: proto.Kind, target: str, port: int, spec: ServiceSpec, *,
-                 source: str | None = None, seed: int = 0) -> None:
+                 source: str | None = None, seed: int = 0, stop: Stop | None = None) -> None:
         self.kind, self.target, self.port, self.spec = kind, target, port, spec
+        self.cancel = stop
         self.source = source
         self.seed = seed
         self.timeout_s = spec.timeout_ms / 1000.0
@@ -111,7 +116,7 @@ class ServiceLoad:
         """Stop sending, wait up to the timeout for replies in flight, close; every request."""
         if self._thread.is_alive():
             with contextlib.suppress(HarnessError):
-                self._call(self._stop(), self.timeout_s + 10)
+                self._call(self._stop(), self.timeout_s + 10, wake=False)
         return list(self._requests)
 
     def check_dataset(self, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -131,12 +136,18 @@ class ServiceLoad:
 
     # ----------------------------------------------------------------- in the loop
 
-    def _call(self, coro: Any, timeout_s: float) -> Any:
+    def _call(self, coro: Any, timeout_s: float, wake: bool = True) -> Any:
         if not self._thread.is_alive():
             self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        cancel = self.cancel if wake else None
         try:
-            return fut.result(timeout_s)
+            with cancel.waking(fut.cancel) if cancel else contextlib.nullcontext():
+                return fut.result(timeout_s)
+        except concurrent.futures.CancelledError:
+            if cancel is not None:
+                cancel.check()
+            raise
         except TimeoutError:
             fut.cancel()
             raise HarnessError(f"{self.kind} at {self.target}:{self.port}: no answer within "

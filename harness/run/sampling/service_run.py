@@ -17,6 +17,7 @@ from harness.guest.image import GuestImage
 from harness.hosts.host import Host
 from harness.hosts.netsetup import NetAttachment
 from harness.plan.models import WorkloadSpec
+from harness.run.cancel import Stop
 from harness.run.sampling.service import Request, ServiceLoad
 
 OVERLAY_NAME = "root-overlay.qcow2"
@@ -38,9 +39,10 @@ def make_overlay(host: Host, workdir: Path, image: GuestImage) -> Path:
     return overlay
 
 
-def start_load(spec: WorkloadSpec, att: NetAttachment, seed: int) -> ServiceLoad | None:
+def start_load(spec: WorkloadSpec, att: NetAttachment, seed: int,
+               stop: Stop | None = None) -> ServiceLoad | None:
     """Preload every key and start the fixed-rate load on the guest's service (None without
-    one).
+    one); its waits, and its dataset check later, wake on ``stop``.
 
     :raise HarnessError: the service did not answer, or the preload failed.
     """
@@ -48,7 +50,8 @@ def start_load(spec: WorkloadSpec, att: NetAttachment, seed: int) -> ServiceLoad
     if named is None:
         return None
     kind, svc = named
-    load = ServiceLoad(kind, att.guest_ip, svc.port, svc, source=att.host_ip, seed=seed)
+    load = ServiceLoad(kind, att.guest_ip, svc.port, svc, source=att.host_ip, seed=seed,
+                       stop=stop)
     try:
         load.preload(PRELOAD_TIMEOUT_S)
         load.start()
