@@ -58,10 +58,14 @@ def _venv(tmp: Path) -> Path:
 
 
 def _snapshot(start: float) -> set[str]:
-    """Files under the checkout's output folders changed since ``start``."""
+    """Files under the checkout's output folders changed since ``start``. Cache locks are left
+    out: any other test that uses the checkout's image cache meanwhile opens its .lock (seen:
+    a suite run beside this test); a tool writing there by mistake writes a whole image."""
     changed = set()
     for top in CHECKOUT_OUTPUTS:
         for p in (REPO / top).rglob("*") if (REPO / top).exists() else ():
+            if p.name == ".lock":
+                continue
             try:
                 if p.lstat().st_mtime >= start:
                     changed.add(str(p.relative_to(REPO)))
@@ -94,6 +98,12 @@ def test_installed_tool_runs_a_matrix_outside_the_checkout(tmp_path: Path) -> No
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import harness; print(harness.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(venv)), where
+    # Every guest source ships in the wheel as files (the Debian guest's scripts too).
+    shipped = Path(where.strip()).parent / "guest" / "workloads"
+    assert not shipped.is_symlink()
+    sources = {p.relative_to(REPO / "workloads") for p in (REPO / "workloads").rglob("*")
+               if p.is_file() and p.name != "README.md" and "__pycache__" not in p.parts}
+    assert sources <= {p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file()}
 
     # No hosts file anywhere yet: a one-line error that names `migbench init`.
     cp = subprocess.run([str(venv / "bin" / "migbench"), "doctor"], cwd=work, env=env,

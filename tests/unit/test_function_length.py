@@ -1,7 +1,9 @@
 """Functions a reader can hold (issue 14 item 4): none over 60 lines in the run path.
 
-Checked: every function (methods and nested ones too) in ``harness/run/`` and
-``harness/plan/matrix.py``, and the named functions that were split along their steps elsewhere.
+Checked: every function (methods and nested ones too) in ``harness/run/``, in what a run goes
+through below it (``harness/hosts/``, ``harness/guest/``) and beside it (``harness/lab/``: a
+worker's run), in ``harness/plan/matrix.py``, and the named functions that were split along
+their steps elsewhere.
 Length is ``end_lineno - lineno + 1`` of the ``def``, docstring and comments included.
 """
 
@@ -14,7 +16,8 @@ import pytest
 
 HARNESS = Path(__file__).resolve().parents[2] / "harness"
 LIMIT = 60
-WHOLE = [*sorted((HARNESS / "run").rglob("*.py")), HARNESS / "plan" / "matrix.py"]
+WHOLE = [*(p for stage in ("run", "hosts", "guest", "lab")
+           for p in sorted((HARNESS / stage).rglob("*.py"))), HARNESS / "plan" / "matrix.py"]
 NAMED = {
     "report/model.py": ("cell_page",),
     "hosts/provision.py": ("provision_host",),

@@ -84,3 +84,18 @@ def test_init_entry_for_a_private_prefix(tmp_path: Path) -> None:
     out.write_text(yaml.safe_dump(doc))
     cfg = load_hosts(out)
     assert cfg.default_build == "10.0" and set(cfg.pairs) == {"local"}
+
+
+def test_every_guest_source_is_package_data() -> None:
+    """The wheel ships every file of workloads/ (through the harness/guest/workloads link):
+    a new guest source, or a new folder of them, must be in pyproject's package-data too."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["harness"]
+    shipped = {p.resolve() for pattern in patterns for p in (root / "harness").glob(pattern)
+               if p.is_file()}
+    sources = {p.resolve() for p in (root / "workloads").rglob("*")
+               if p.is_file() and p.name != "README.md" and "__pycache__" not in p.parts}
+    assert sources and sources <= shipped, sorted(str(p) for p in sources - shipped)
