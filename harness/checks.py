@@ -58,7 +58,9 @@ def number(lo: float, hi: float, *, lo_open: bool = False, integer: bool = False
     def check(flag: str, value: Any) -> None:
         if integer and (isinstance(value, bool) or not isinstance(value, int)):
             raise _refuse(flag, value, "must be a whole number")
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        # an int is finite whatever its size (math.isfinite overflows past 1e308)
+        if not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                   and not math.isfinite(value)):
             raise _refuse(flag, value, "must be a finite number")
         if value < lo or (lo_open and value == lo) or value > hi:
             raise _refuse(flag, value, f"must be {low} and at most {_num(hi)}")

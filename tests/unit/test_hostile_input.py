@@ -318,6 +318,8 @@ def test_unknown_pair_is_refused_with_the_known_pairs(
     ("compare", "--metric-effect=bogus=5", "use METRIC=PERCENT, METRIC one of total_time_ms"),
     ("doctor", "--memory-mib=99999999999", "--memory-mib 99999999999: must be at least 128"),
     ("doctor", "--memory-mib=1e3", "argument --memory-mib: invalid int value: '1e3'"),
+    ("doctor", "--memory-mib=" + "1" * 400, "--memory-mib 11111"),  # past float: OverflowError
+    ("run", "--redeliveries=9" + "0" * 400, "must be at least 0 and at most 10"),
     ("compare", "--configure-arg=$(touch MARK)", "QEMU's configure takes options like"),
     ("compare", "--build-cache=cache", f"--build-cache 'cache': must match {WORKDIR_PATTERN}"),
     ("compare", "--build-cache=/srv/$(id)", "--build-cache '/srv/$(id)': must match"),
