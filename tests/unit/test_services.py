@@ -472,3 +472,20 @@ def test_keys_lost_make_the_guest_corrupted() -> None:
     assert show.integrity_text(lost) == "corrupted (service keys: 1 missing, 2 wrong of 5)"
     # A guest without the writer: the dataset is its one check.
     assert Integrity.judge().with_dataset(DatasetCheck(verdict="ok", keys=5)).verdict == "ok"
+
+
+def test_a_night_judges_service_p99_and_service_visible_downtime() -> None:
+    """The nightly's regression metrics include the service's p99 and its stall (issue 17): a
+    redis whose p99 and longest window without a reply grew is a regression, the rest alike."""
+    from harness.analysis import regress
+
+    def runs(p99: float, gap: float) -> list[Any]:
+        return [_redis_record(**{"repetition": i, "metrics.service_p99_ms": p99 + i,
+                                 "metrics.service_max_gap_ms": gap + 3 * i})
+                for i in range(1, 7)]
+
+    found = {f.metric: f.verdict for f in regress.compare_sides(
+        runs(8.0, 140.0), runs(40.0, 700.0), regress.Thresholds())}
+    assert found["service_p99_ms"] == regress.REGRESSION, found
+    assert found["service_max_gap_ms"] == regress.REGRESSION, found
+    assert found["total_time_ms"] == regress.NO_CHANGE, found
