@@ -147,6 +147,17 @@ class Vm:
         :raise VmError: QEMU exited or did not answer; the message has argv, exit code, log tail.
         :raise HostError: the host cannot be reached.
         """
+        self.spawn()
+        self.connect(timeout)
+
+    def spawn(self) -> None:
+        """Start the QEMU process and return at once: :meth:`connect` waits for it. In between
+        the caller may start another QEMU (two start-ups overlap, not in a thread: a QEMU dies
+        with the thread that started it, see harness.hosts.host).
+
+        :raise VmError: the binary cannot be started.
+        :raise HostError: the host cannot be reached.
+        """
         env = {}
         if self.cfg.build.moduledir is not None:
             env["QEMU_MODULE_DIR"] = str(self.cfg.build.moduledir)
@@ -156,6 +167,12 @@ class Vm:
             self.proc = self.host.start(self.argv, self.cfg.qemu_log, env)
         except OSError as exc:
             raise VmError(f"{self.cfg.role}: cannot start {self.argv[0]}: {exc.strerror}") from exc
+
+    def connect(self, timeout: float = 20.0) -> None:
+        """Connect QMP and the console of the QEMU :meth:`spawn` started.
+
+        :raise VmError: QEMU exited or did not answer; the message has argv, exit code, log tail.
+        """
         try:
             self.qmp.connect(timeout)
             self.console.connect(timeout)

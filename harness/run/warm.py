@@ -216,7 +216,17 @@ class WarmStarts:
         state = got
         return dataclasses.replace(
             ctx, start=StartInfo(kind="warm", method=state.method, state=state.key),
-            restore=lambda vm: restore(vm, state, ctx.stop))
+            restore=lambda vm: self._restore(vm, state, ctx.stop))
+
+    def _restore(self, vm: Vm, state: SavedState, stop: Stop) -> float:
+        """:func:`restore`; when it fails (a damaged or missing file, a QEMU that refuses it),
+        the run boots instead (harness.run.migration) and so do this state's later runs."""
+        try:
+            return restore(vm, state, stop)
+        except HarnessError as exc:
+            self.states[state.key] = self._failed(state.key, f"restoring the saved guest failed: "
+                                                  f"{exc}")
+            raise
 
     def _save(self, ctx: RunContext, key: str, method: Method) -> SavedState | str:
         folder = self.source.spec.workdir / ctx.campaign / f"warm-{key}-{self.tag}"

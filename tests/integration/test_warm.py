@@ -18,6 +18,7 @@ from harness.guest.image import GuestImage
 from harness.plan.models import HostsConfig
 from harness.results import store
 from harness.results.record import RunRecord
+from harness.run import warm
 from harness.run.runner import Progress, run_matrix
 from harness.run.sampling.console import parse_line
 
@@ -175,3 +176,42 @@ def test_a_fio_cell_boots_and_says_why_beside_a_warm_writer_cell(
     assert any(p.host == "destination" and (p.iops or 0) > 0 for p in fio.guest.fio)
     assert mem.start is not None and mem.start.kind == "warm" and mem.boot_s is None
     assert len([n for n in notes if "saved guest" in n]) == 1, notes
+
+
+def test_a_damaged_saved_guest_makes_its_runs_boot(
+        tmp_path: Path, hosts: HostsConfig, image: GuestImage,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The saved state is damaged after the save (its stream header overwritten): the first
+    run's restore fails, and that run boots in its place, a cold start naming the failed
+    restore; the second boots at once, its reason saying the warm start is unavailable. Both
+    complete intact; no QEMU is left behind (the autouse check)."""
+    real_save = warm.save
+
+    def damaged_save(vm: Any, state: warm.SavedState, stop: Any) -> None:
+        real_save(vm, state, stop)
+        with open(state.path, "r+b") as f:  # the local pair: the state is on this machine
+            f.write(b"\xde\xad\xbe\xef" * 64)
+
+    monkeypatch.setattr(warm, "save", damaged_save)
+    runs, notes = _run(
+        tmp_path, hosts, image, name="warmbad", repetitions=2,
+        guest={"vcpus": 1, "memory_mib": 256},
+        limits={"max_time_s": 30, "observe_after_s": 0.3},
+        workload={"writer": {"working_set_mib": 16, "rate_mib_s": 8}},
+        migration={"max-bandwidth": "1gbit"}, axes={"feature": ["precopy"]},
+    )
+    first, second = sorted(runs, key=lambda r: r.repetition)
+    for rec in (first, second):
+        assert rec.outcome == "completed" and rec.integrity.verdict == "ok", (rec.error,
+                                                                             rec.warnings)
+        assert rec.start is not None and rec.start.kind == "cold" and rec.boot_s, rec.start
+        assert rec.start.restore_s is None and rec.vms.source is not None
+    assert first.start is not None and first.start.reason is not None
+    assert first.start.reason.startswith("restoring the saved guest failed, this run booted")
+    assert any(w.startswith("restoring the saved guest failed") for w in first.warnings)
+    assert second.start is not None and second.start.reason is not None
+    assert second.start.reason.startswith("warm start unavailable: restoring the saved guest")
+    assert len([n for n in notes if n.startswith("warm start: saved guest")]) == 1, notes
+    assert len([n for n in notes if "restoring the saved guest failed" in n]) == 1, notes
+    # QEMU's own words on the file, from the failed source's log
+    assert "Not a migration stream" in first.start.reason, first.start.reason

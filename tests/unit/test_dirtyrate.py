@@ -60,10 +60,24 @@ class Script:
 
 def test_the_period_is_half_the_rewrite_time_within_bounds() -> None:
     assert dirtyrate.period_s(WriterSpec(working_set_mib=64, rate_mib_s=8)) == 1.0  # 8 s / 2
-    assert dirtyrate.period_s(WriterSpec(working_set_mib=64, rate_mib_s=100)) == 0.32
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=64, rate_mib_s=100)) == 0.2
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=2, rate_mib_s=8)) == 0.2  # 0.25 s / 2
     assert dirtyrate.period_s(WriterSpec(working_set_mib=16, rate_mib_s=400)) == 0.2
     assert dirtyrate.period_s(WriterSpec(rate_mib_s=0)) == 1.0
     assert dirtyrate.period_s(None) == 1.0
+
+
+def test_the_period_is_no_longer_than_its_sample_needs() -> None:
+    """64 dirtied samples expected (4096 sampled pages per GiB): 16 MiB/s needs 1 s, the demo's
+    32 MiB/s 0.5 s; half the rewrite time still caps it (a 24 MiB working set at 32 MiB/s)."""
+    def samples(w: WriterSpec) -> float:
+        return w.rate_mib_s * dirtyrate.period_s(w) * dirtyrate.MAX_SAMPLE_PAGES / 1024
+
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=64, rate_mib_s=16)) == 1.0
+    demo = WriterSpec(working_set_mib=64, rate_mib_s=32)
+    assert dirtyrate.period_s(demo) == 0.5 and samples(demo) == dirtyrate.MIN_SAMPLES
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=64, rate_mib_s=48)) == 0.333
+    assert dirtyrate.period_s(WriterSpec(working_set_mib=24, rate_mib_s=32)) == 0.375
 
 
 def test_modes_follow_the_accelerator() -> None:
@@ -78,7 +92,7 @@ def test_measure_asks_both_modes_in_milliseconds_and_converts_to_pages() -> None
                             24.5, Stop())
     assert [m.mode for m in pre.calc_dirty_rate] == ["page-sampling", "dirty-bitmap"]
     first = qmp.calls[0][1]
-    assert first == {"calc-time": 320, "calc-time-unit": "millisecond", "mode": "page-sampling",
+    assert first == {"calc-time": 200, "calc-time-unit": "millisecond", "mode": "page-sampling",
                      "sample-pages": 4096}
     m = pre.calc_dirty_rate[0]
     assert m.dirty_rate_mib_s == 25.0 and m.pages_per_s == 25 * 256 and m.sample_pages == 4096
