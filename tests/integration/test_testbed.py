@@ -179,6 +179,25 @@ def test_timed_out_remote_command_is_killed_on_the_host(bed: Path) -> None:
             h.run(["sh", "-c", "exit 124"], timeout=5)
 
 
+def test_a_stopped_remote_command_returns_at_once_and_a_writer_is_gone(bed: Path) -> None:
+    """Host.run with the run's stop over SSH (the RAM and disk hashers of a remote run): the
+    wait ends as soon as the run stops, and a command that writes, as the hashers do, dies at its
+    next write once its channel is closed (one that does not is left to the host's watchdog)."""
+    from harness.run.cancel import Cancelled, Stop
+
+    stop = Stop()
+    with SshHost("source", _hosts(bed).pairs["testbed"].source) as h:
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(Cancelled):
+            h.run(["sh", "-c", "while :; do echo x; sleep 0.1; done"], timeout=120, stop=stop)
+        assert time.monotonic() - started < 3
+        deadline = time.monotonic() + 5
+        while bed_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bed_processes() == []
+
+
 def test_delay_without_netem_fails_with_one_line(bed: Path) -> None:
     if testbed.netem_available():
         pytest.skip("this kernel has netem")
