@@ -256,7 +256,10 @@ def preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     if command == "run":
         _check_engine_flags(values)
     hosts_file = hosts = None
-    if "hosts" in values:
+    # a lab's --attach without --hosts plans from the broker, not a hosts file (harness.lab)
+    lab = str(values.get("engine") or "").startswith("celery://") or bool(values.get("broker"))
+    if "hosts" in values and not (command == "run" and lab and values.get("attach")
+                                  and not values.get("hosts")):
         hosts_file = config.hosts_path(args.hosts)
         hosts = config.load_hosts(hosts_file)
         for pair in _pairs(values.get("pair")):

@@ -113,13 +113,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.runner import run_matrix
 
     matrix_path = Path(args.matrix)
-    hosts_file = hosts_path(args.hosts)
-    hosts = load_hosts(hosts_file)
+    url = engine_broker(args.engine, args.broker)
+    # a lab's --attach plans from what the submission left on the broker: no hosts file
+    from_broker = url is not None and args.attach and not args.hosts
+    hosts_file = None if from_broker else hosts_path(args.hosts)
+    hosts = None if hosts_file is None else load_hosts(hosts_file)
     spec = load_matrix(matrix_path)
     if args.smoke:
         spec = smoke(spec)
-    cells = plan(matrix_path, spec, hosts_file, hosts)
     dest = Path(args.out) if args.out else Path("results") / spec.name
+    if hosts_file is None or hosts is None:
+        from harness.lab.submit import attach_cells
+
+        assert url is not None
+        cells = attach_cells(url, matrix_path, spec, dest)[1]
+    else:
+        cells = plan(matrix_path, spec, hosts_file, hosts)
     rule = spec.repetitions.describe() if isinstance(spec.repetitions, Repetitions) else None
     if args.dry_run:
         for c in cells:
@@ -181,13 +190,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         callbacks = RunProgress(start, run_started, state, run_finished, note=note,
                                 planned=planned, cell_stopped=cell_stopped)
-        url = engine_broker(args.engine, args.broker)
         if url is not None:  # a lab (harness.lab): the same progress, records from workers
             from harness.lab.submit import run_lab
 
             run_lab(matrix_path, spec, hosts_file, hosts, dest, url, callbacks,
                     attach=args.attach, redeliveries=args.redeliveries)
         else:
+            assert hosts_file is not None and hosts is not None
             run_matrix(matrix_path, spec, hosts_file, hosts, dest, callbacks,
                        pairs=args.pair or None)
     _summary_table(dest)
@@ -372,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--broker", metavar="URL", help="the same as --engine celery://URL")
     r.add_argument("--attach", action="store_true",
                    help="lab only: submit nothing, collect the runs this campaign submitted "
-                        "before (after the submitter was stopped)")
+                        "before (after the submitter was stopped); needs no hosts file "
+                        "unless --hosts is given")
     r.add_argument("--redeliveries", type=int, default=2, metavar="N",
                    help="lab only: a run whose worker is lost is redelivered at most N times, "
                         "then recorded failed (default 2)")

@@ -8,7 +8,8 @@ holds the lab's own few keys under ``migbench:lab:``:
 - ``deliveries:<task id>`` and ``attempts:<task id>``: how often a run was delivered and to whom
   (a run lost more than the allowed number of times is recorded ``failed`` with that list);
 - ``campaign:<key>:submitted``: the runs a campaign has submitted (a resumed or reattached
-  submitter sends none twice).
+  submitter sends none twice), ``campaign:<key>:default-build``: the hosts file's default build
+  it was planned with (a reattached submitter needs no hosts file).
 
 A task's id is ``mb-<campaign key>-<cell id>-<repetition>``: the idempotency key of a run.
 
@@ -21,7 +22,9 @@ about a lease) without ever handing a long run to a second worker while the firs
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import socket
 import time
@@ -149,6 +152,12 @@ def campaign_key(spec_json: str, out: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def build_key(campaign: str) -> str:
+    """The default QEMU build a campaign's cells were planned with (``--attach`` plans the same
+    cells from it, without the hosts file)."""
+    return f"{PREFIX}campaign:{campaign}:default-build"
+
+
 def task_id(campaign: str, cell_id: str, repetition: int) -> str:
     """A run's task id: its idempotency key."""
     return f"mb-{campaign}-{cell_id}-{repetition}"
@@ -172,6 +181,45 @@ def declarations(c: Any) -> list[tuple[str, bytes]]:
 def queue_depth(c: Any, queue: str) -> int:
     """Messages waiting in ``queue`` (not the ones being run)."""
     return int(c.llen(queue))
+
+
+#: Moves one message from a queue to another, if it is still there (another worker may have
+#: taken it first): atomic on the server.
+_MOVE = """if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('rpush', KEYS[2], ARGV[2])
+  return 1
+end
+return 0"""
+MAX_MESSAGE_BYTES = 4 << 20  # a run's message carries its matrix: far below this
+
+
+def waiting_runs(c: Any, queue: str, limit: int = 100) -> list[tuple[bytes, str, Any]]:
+    """(raw message, task id, the task's first argument) of the runs waiting in ``queue``,
+    next to run first; messages that are not migbench runs are left out. The broker is shared:
+    nothing here is trusted beyond its shape (:meth:`harness.lab.job.Job.parse` validates)."""
+    out = []
+    for raw in reversed(c.lrange(queue, -limit, -1)):  # kombu pops from the right
+        if len(raw) > MAX_MESSAGE_BYTES:
+            continue
+        try:
+            msg = json.loads(raw)
+            headers, props = msg["headers"], msg["properties"]
+            if headers.get("task") != TASK_NAME or props.get("body_encoding") != "base64":
+                continue
+            args = json.loads(base64.b64decode(msg["body"], validate=True))[0]
+            out.append((raw, str(headers["id"]), args[0]))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+    return out
+
+
+def move_run(c: Any, raw: bytes, source: str, dest: str) -> bool:
+    """Move the waiting message ``raw`` from queue ``source`` to the front of ``dest`` (its
+    routing key too, so that a lease that runs out brings it back to ``dest``); False when it
+    is no longer waiting there."""
+    msg = json.loads(raw)
+    msg["properties"]["delivery_info"] = {"exchange": "", "routing_key": dest}
+    return bool(c.eval(_MOVE, 2, source, dest, raw, json.dumps(msg)))
 
 
 def check_url(url: str) -> None:

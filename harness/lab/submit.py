@@ -16,6 +16,7 @@ it stays unstored and the command ends with an error naming it and each worker's
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -31,8 +32,8 @@ from harness.lab.caps import WorkerInfo, route, unroutable_line
 from harness.lab.job import Job
 from harness.output import terminal_text
 from harness.plan.config import plan
-from harness.plan.matrix import Cell
-from harness.plan.models import HostsConfig, MatrixSpec
+from harness.plan.matrix import Cell, ExpansionError, expand
+from harness.plan.models import NAME_PATTERN, HostsConfig, MatrixSpec
 from harness.results import store
 from harness.results.record.model import CellRecord, RunRecord
 from harness.run.runner import Progress, run_order
@@ -76,18 +77,47 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_lab(matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsConfig, out: Path,
-            url: str, progress: Progress | None = None, *, attach: bool = False,
-            redeliveries: int = 2) -> list[Path]:
+def attach_cells(url: str, matrix_path: Path, spec: MatrixSpec, out: Path) -> tuple[str, list[Cell]]:
+    """(default build, cells) of a campaign submitted before to the lab at ``url`` from this
+    machine into ``out``: ``--attach`` without a hosts file plans with the build the submission
+    recorded.
+
+    :raise HostError: the broker cannot be reached.
+    :raise HarnessError: the broker knows no such campaign.
+    """
+    c = broker.client(url)
+    key = broker.campaign_key(spec.model_dump_json(), out)
+    build = c.get(broker.build_key(key))
+    text = build.decode(errors="replace") if build else ""
+    if not re.fullmatch(NAME_PATTERN, text):
+        raise HarnessError(f"--attach: lab {broker.shown(url)} has no campaign of "
+                           f"{matrix_path} into {out} submitted from this machine; submit it "
+                           "first (the same command without --attach, with its hosts file)")
+    try:
+        return text, expand(spec, text)
+    except ExpansionError as exc:
+        raise ConfigError(matrix_path, exc.key, str(exc)) from None
+
+
+def run_lab(matrix_path: Path, spec: MatrixSpec, hosts_path: Path | None,
+            hosts: HostsConfig | None, out: Path, url: str, progress: Progress | None = None, *,
+            attach: bool = False, redeliveries: int = 2) -> list[Path]:
     """Submit the unfinished runs of the matrix to the lab at ``url`` and store the records as
-    they come back into ``out``; returns the files written.
+    they come back into ``out``; returns the files written. ``--attach`` needs no hosts file
+    (``hosts`` None): it plans with the default build the submission recorded on the broker.
 
     :raise ConfigError: before anything is sent, for a matrix or hosts problem.
     :raise HostError: the broker cannot be reached.
     :raise HarnessError: runs left unstored (no worker can run them, or a worker refused the
         task); everything that came back is stored first.
     """
-    cells = plan(matrix_path, spec, hosts_path, hosts)
+    if hosts is None or hosts_path is None:
+        if not attach:
+            raise HarnessError("submitting to the lab needs the hosts file (its default build "
+                               "plans the cells); only --attach goes without it")
+        default_build, cells = attach_cells(url, matrix_path, spec, out)
+    else:
+        default_build, cells = hosts.default_build, plan(matrix_path, spec, hosts_path, hosts)
     if not isinstance(spec.repetitions, int):
         raise ConfigError(matrix_path, "repetitions", "a range of repetitions is decided run by "
                           "run by the local runner; the lab runs a fixed number",
@@ -102,7 +132,7 @@ def run_lab(matrix_path: Path, spec: MatrixSpec, hosts_path: Path, hosts: HostsC
         sub.progress.start(len(todo), done_before)
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        _submit(c, app, sub, todo, matrix_path, hosts.default_build, attach, redeliveries)
+        _submit(c, app, sub, todo, matrix_path, default_build, attach, redeliveries)
         _collect(c, app, sub)
     except KeyboardInterrupt:
         if sub.pending:
@@ -146,6 +176,8 @@ def _submit(c: Any, app: Any, sub: _Submission, todo: list[tuple[Cell, int]], ma
             app.send_task(broker.TASK_NAME, args=[job.payload()], task_id=tid, queue=queue)
         sub.pending[tid] = (cell, rep, queue)
     c.expire(skey, broker.RESULT_TTL_S)
+    if not attach:
+        c.set(broker.build_key(key), default_build, ex=broker.RESULT_TTL_S)
     if unsent:
         sub.problems.append(f"{unsent} runs were never submitted (--attach sends none): rerun "
                             "without --attach to submit them")
@@ -203,8 +235,9 @@ def _warn_unserved(c: Any, sub: _Submission, warned: set[str]) -> None:
     served = {w.queue for w in workers(c, lambda _m: None)}
     for q in sorted(queues - served - warned):
         warned.add(q)
-        sub.note(f"runs wait on {q}, which no live worker consumes: start a worker whose pair "
-                 "has those capabilities (`migbench lab status` lists them)")
+        sub.note(f"runs wait on {q}, which no live worker consumes: an idle worker able to "
+                 "run them takes them over; if none is, start a worker whose pair has those "
+                 "capabilities (`migbench lab status` lists them)")
 
 
 def _store(sub: _Submission, tid: str, cell: Cell, rep: int, result: object) -> None:

@@ -8,11 +8,15 @@ dies). It then consumes its capability queue with a prefetch of one and late ack
 Each run goes through the local runner's per-run function (:meth:`_PairWorker.run_one`), and
 comes back to the submitter as the record's canonical JSON (the run file's bytes). While a
 run goes on, the worker renews its lease on the message; if the worker dies the lease runs out
-and the broker hands the run to another worker of the same queue. Each delivery is counted
+and the broker hands the run to another worker of the same queue, or, when none is left there,
+an idle worker of another kind that can run it takes it over (:meth:`LabWorker.adopt`). Each
+delivery is counted
 on the broker: past ``1 + redeliveries`` deliveries the run is recorded ``failed`` with the
 workers it was lost with. After a ``failed`` run the worker checks its pair: if a host no longer
 answers, the run is not a result about the cell: it goes back to the queue for another pair,
-and this worker stops (its pair is out of the lab until someone starts it again).
+and this worker stops (its pair is out of the lab until someone starts it again). A worker
+names its run folders and saved guests on the hosts with its own tag (:func:`scratch_tag`) and
+at start removes what a killed worker of its name left there.
 
 Celery's thread pool with one thread: the task runs in this process (so a killed worker takes
 its SSH sessions, and with them its remote QEMUs, along), while the main thread keeps talking
@@ -22,6 +26,7 @@ to the broker (lease sweeps, shutdown).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -36,9 +41,11 @@ from typing import Any
 from harness import locations
 from harness.errors import HarnessError, HostError
 from harness.guest.image import GuestImage, ensure_image
+from harness.hosts.host import Host
 from harness.hosts.probe import probe
 from harness.lab import broker
-from harness.lab.caps import BuildCaps, Current, WorkerInfo, signature
+from harness.lab.caps import QUEUE_PREFIX, BuildCaps, Current, WorkerInfo, signature
+from harness.lab.caps import reason as cannot_run
 from harness.lab.job import Cells, Job
 from harness.output import terminal_text
 from harness.plan.models import HostsConfig, MatrixSpec
@@ -49,6 +56,34 @@ from harness.run.cancel import Cancelled, Stop
 from harness.run.runner import Progress, _Campaign, _PairWorker, skipped_record
 
 log = logging.getLogger("migbench.lab")
+
+
+def scratch_tag(name: str) -> str:
+    """What starts the names of the worker ``name``'s scratch folders on its hosts (run folders
+    ``<workdir>/<campaign>/<tag><run>``, saved guests ``warm-<key>-<tag>...``): short (a local
+    VM's sockets live in its run folder, and a socket path has at most 107 bytes) and with no
+    character a worker name has, so that no other name's folders match."""
+    return f"lab@{hashlib.sha256(name.encode()).hexdigest()[:8]}@"
+
+
+def remove_scratch(host: Host, name: str) -> list[str]:
+    """Remove the worker ``name``'s scratch folders from ``host``'s workdir; their paths.
+
+    :raise HarnessError: the host cannot be reached or the folders cannot be listed.
+    """
+    tag = scratch_tag(name)
+    found = host.run(["find", str(host.spec.workdir), "-mindepth", "2", "-maxdepth", "2",
+                      "-type", "d", "(", "-name", f"{tag}*", "-o", "-name", f"warm-*-{tag}*",
+                      ")", "-prune", "-print"], timeout=60, check=False)
+    root = host.spec.workdir
+    # a name with a newline in it could fake another line: only our own pattern is removed
+    paths = [Path(line) for line in found.splitlines()
+             if Path(line).parent.parent == root and ".." not in Path(line).parts
+             and (Path(line).name.startswith(tag) or (Path(line).name.startswith("warm-")
+                                                       and f"-{tag}" in Path(line).name))]
+    for path in paths:
+        host.remove_tree(path)
+    return [str(x) for x in paths]
 
 
 class LabWorker:
@@ -66,6 +101,7 @@ class LabWorker:
         self.redis: Any = None
         self.pairs: dict[bool, _PairWorker] = {}  # by "the image has fio"
         self.cells = Cells()
+        self.adoptable = Cells()  # the heartbeat's, for runs left on other queues (adopt)
         self.info: WorkerInfo | None = None
         self.current: Current | None = None
         self.done = 0
@@ -93,6 +129,9 @@ class LabWorker:
             image = ensure_image(locations.image_cache(), fio=fio)
             camp = self._campaign(MatrixSpec.model_validate({"name": "lab"}), image, "")
             pw = _PairWorker(self.pair_name, self.hosts.pairs[self.pair_name], camp)
+            # this worker's runs and saved guests are named by it (clean_scratch)
+            pw.scratch_tag = scratch_tag(self.name)
+            pw.warm.tag = scratch_tag(self.name) + pw.warm.tag
             try:
                 pw.setup()
             except BaseException:
@@ -131,6 +170,27 @@ class LabWorker:
                           destination_accel=accel["destination"], builds=builds, queue=queue,
                           started=now, heartbeat=now, lease_s=self.lease_s)
 
+    def clean_scratch(self) -> int:
+        """Remove what an earlier worker of this name left on the pair's hosts (a killed worker
+        cannot remove its run's folders or its saved guests); the folders removed. Run after
+        :meth:`_check_lab`: no live worker has this name, so none of them is in use."""
+        pw = self.pair(False)
+        removed = 0
+        seen: set[tuple[str, Path]] = set()
+        for host in (pw.source, pw.destination):
+            key = (host.identity, host.spec.workdir)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                removed += len(remove_scratch(host, self.name))
+            except HarnessError as exc:
+                self.say(terminal_text(f"{self.name}: stale scratch{host.where} left: {exc}"))
+        if removed:
+            self.say(f"{self.name}: removed {removed} folders an earlier worker named "
+                     f"{self.name} left on the pair's hosts")
+        return removed
+
     def _check_lab(self) -> None:
         """:raise HostError: a live worker already has this name (it would share its key), or
             another lease (the shorter one would take the longer one's runs while they run)."""
@@ -159,7 +219,8 @@ class LabWorker:
                        ex=broker.DECLARATION_TTL_S)
 
     def _heartbeat(self) -> None:
-        """Renew the declaration and the lease of the run in progress until the worker stops."""
+        """Renew the declaration and the lease of the run in progress until the worker stops;
+        when idle, take over a run left on a queue no live worker consumes."""
         every = min(broker.HEARTBEAT_S, self.lease_s / 4)
         while not self.stop.wait(every):
             with contextlib.suppress(Exception):  # the broker is away: Celery reconnects, so do we
@@ -168,6 +229,42 @@ class LabWorker:
                 tag = self.tags.get(cur.task_id) if cur else None
                 if tag is not None:
                     broker.renew_lease(self.redis, tag)
+                if cur is None:
+                    self.adopt()
+
+    def adopt(self) -> str | None:
+        """Move one run this worker can run from a queue that no live worker consumes to its
+        own queue; its task id, or None.
+
+        Workers of other capabilities listen on other queues: a run whose worker died comes back
+        (when its lease runs out) to the queue of that worker's kind, where nobody may be left to
+        take it. Its deliveries are counted by task id, so the redelivery limit holds across
+        queues. Only an idle worker whose own queue is empty takes one, one at a time.
+        """
+        assert self.info is not None
+        own = self.info.queue
+        if broker.queue_depth(self.redis, own):
+            return None
+        live = set()
+        for key, value in broker.declarations(self.redis):
+            with contextlib.suppress(HarnessError):
+                live.add(WorkerInfo.parse(value, key).queue)
+        for q in sorted(k.decode(errors="replace") for k in
+                        self.redis.scan_iter(match=f"{QUEUE_PREFIX}*", count=500)):
+            if q == own or q in live or self.redis.type(q) != b"list":
+                continue
+            for raw, task_id, payload in broker.waiting_runs(self.redis, q):
+                try:
+                    cell = self.adoptable.find(Job.parse(payload))
+                except HarnessError:
+                    continue
+                if cannot_run(cell, self.info):
+                    continue
+                if broker.move_run(self.redis, raw, q, own):
+                    self.say(terminal_text(f"{self.name}: took over {cell.id} {cell.label} "
+                                           f"from {q}, which no live worker consumes"))
+                    return task_id
+        return None
 
     # -- one run ----------------------------------------------------------------------------
 
@@ -278,6 +375,7 @@ class LabWorker:
         self.redis = broker.client(self.url)
         self._check_lab()
         self.info = self.declare_capabilities()
+        self.clean_scratch()
         app = self.app = broker.make_app(self.url, self.lease_s)
 
         @app.task(name=broker.TASK_NAME, bind=True)  # type: ignore[untyped-decorator]

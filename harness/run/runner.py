@@ -304,6 +304,9 @@ class _PairWorker:
         self.accel: dict[str, str] = {}
         self.error: str | None = None
         self.warm = WarmStarts(self.source, camp.note)  # issue 18: saved guests (run/warm.py)
+        # starts each run's scratch folder name: a lab worker's own (it removes a killed
+        # predecessor's by it, harness.lab.worker)
+        self.scratch_tag = ""
 
     def setup(self) -> None:
         """Put the guest image on remote hosts and learn each host's accelerator.
@@ -386,7 +389,8 @@ class _PairWorker:
             return not_run
         assert probes is not None  # a run that can start was probed on both hosts
         dirs = run_workdirs(self.pair, camp.spec.name,
-                            f"{cell.id}-{rep}-{int(time.time())}-{secrets.token_hex(2)}")
+                            f"{self.scratch_tag}{cell.id}-{rep}-{int(time.time())}-"
+                            f"{secrets.token_hex(2)}")
         ctx = RunContext(
             cell=cell, repetition=rep, campaign=camp.spec.name, source=self.source,
             destination=self.destination, source_build=src_build,

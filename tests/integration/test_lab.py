@@ -8,6 +8,7 @@ The test bed has two namespace hosts; its two pairs are the two directions betwe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from harness.hosts import testbed
 from harness.lab import broker
 from harness.lab.caps import WorkerInfo
 from harness.lab.commands import status_lines
+from harness.lab.worker import scratch_tag
 from harness.results import store
 
 from ._testbed import bed_qemus, settled
@@ -124,9 +126,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*MIGBENCH, *argv], stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            env=_env(), cwd=REPO, start_new_session=True)
+                            env={**_env(), **env}, cwd=REPO, start_new_session=True)
 
 
 def _declared(url: str) -> dict[str, WorkerInfo]:
@@ -225,9 +227,10 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
 
         c = broker.client(redis_url)
         assert c.exists(broker.worker_key("wa")) == 1  # until its declaration expires
-        procs["attach"] = _start(["run", str(matrix), "--hosts", str(lab_hosts), "--out",
-                                  str(out), "--engine", f"celery://{redis_url}", "--attach"],
-                                 logs["attach"])
+        # no hosts file: --attach plans from the broker (one named but missing would fail)
+        procs["attach"] = _start(["run", str(matrix), "--out", str(out),
+                                  "--engine", f"celery://{redis_url}", "--attach"],
+                                 logs["attach"], MIGBENCH_HOSTS=str(tmp_path / "none.yaml"))
         code = procs["attach"].wait(240)
         text = logs["attach"].read_text()
         assert code == 0, text[-3000:]
@@ -266,8 +269,10 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
 def test_lab_stopped_worker_requeues_and_a_run_lost_too_often_is_failed(
         redis_url: str, tmp_path: Path) -> None:
     """On the local pair: a worker stopped with SIGTERM hands its run back at once (not counted
-    as a loss); a worker killed with SIGKILL loses it; with --redeliveries 0 the next worker
-    records it failed, naming the lost worker."""
+    as a loss); a worker killed with SIGKILL loses it, and leaves its run folder; the next worker
+    of its name removes that folder at start; it declares other capabilities (no 7.2 build), so
+    it listens on another queue and takes the run over from the dead worker's; with
+    --redeliveries 0 it records it failed, naming the lost worker."""
     matrix = tmp_path / "one.yaml"
     matrix.write_text(MATRIX.replace("repetitions: 2", "repetitions: 1")
                       .replace("[precopy, xbzrle]", "[precopy, compress]")
@@ -304,7 +309,22 @@ def test_lab_stopped_worker_requeues_and_a_run_lost_too_often_is_failed(
         os.killpg(procs["w2"].pid, signal.SIGKILL)
         procs["w2"].wait(10)
 
-        procs["w3"] = _start(["worker", *common, "--name", "w3"], logs["w3"])
+        # its run folder, or (killed while it saved its guest for warm starts) that guest's
+        one, tag = Path("/tmp/migbench/one"), scratch_tag("w2")
+        scratch = [*one.glob(f"{tag}{tid.split('-')[-2]}-*"), *one.glob(f"warm-*-{tag}*")]
+        assert scratch, "the killed worker's scratch"
+        # Another kind of worker (10.0 only: another queue) of the same name, once the dead
+        # one's declaration expired: it cleans up after it and takes its run over.
+        only_10 = yaml.safe_load(hosts.read_text())
+        del only_10["qemu_builds"]["7.2"]
+        for key, value in only_10["qemu_builds"]["10.0"].items():
+            only_10["qemu_builds"]["10.0"][key] = ([str(REPO / v) for v in value]
+                                                   if isinstance(value, list) else str(REPO / value))
+        (tmp_path / "hosts-10.yaml").write_text(yaml.safe_dump(only_10))
+        _wait("w2's declaration to expire", lambda: "w2" not in _declared(redis_url),
+              broker.DECLARATION_TTL_S + 5, [procs["submit"]], [logs["submit"]])
+        procs["w3"] = _start(["worker", "--hosts", str(tmp_path / "hosts-10.yaml"),
+                              *common[2:], "--name", "w2"], logs["w3"])
         code = procs["submit"].wait(120)
         text = logs["submit"].read_text()
         # QEMU 10.0 has no legacy compress: no worker can run that cell; reported, not stored
@@ -318,6 +338,11 @@ def test_lab_stopped_worker_requeues_and_a_run_lost_too_often_is_failed(
         assert "lost once: " in error and "w2 (pair local)" in error
         assert "w1 (pair local)" not in error  # a stop is not a loss
         assert _delivered(logs["w2"], tid) == 1 and _delivered(logs["w3"], tid) == 2
+        w3 = logs["w3"].read_text()
+        assert f"removed {len(scratch)} folders an earlier worker named w2 left" in w3, w3[-2000:]
+        assert not any(d.exists() for d in scratch)
+        assert re.search(r"w2: took over \w+ .* from migbench\.caps\.\w+, which no live", w3), \
+            w3[-2000:]
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -385,3 +410,55 @@ def test_lab_a_pair_failing_mid_run_hands_the_run_to_another_pair(
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(5)
     assert settled(bed_qemus, timeout=10) == []
+
+
+def test_an_idle_worker_takes_over_only_runs_it_can_run_from_queues_nobody_consumes(
+        redis_url: str) -> None:
+    """Real broker, real Celery messages, the local pair's real declaration: a run it can run
+    waiting on a queue no live worker consumes moves to its own queue (routing key and all); a
+    run it cannot run (compress on 10.0) stays; a live worker's queue is left alone; one run at
+    a time."""
+    from harness.lab.job import Job
+    from harness.lab.worker import LabWorker
+    from harness.plan.config import load_hosts
+    from harness.plan.matrix import expand
+    from harness.plan.models import MatrixSpec
+
+    hosts = load_hosts(REPO / "hosts.yaml")
+    w = LabWorker(redis_url, REPO / "hosts.yaml", hosts, "local", "adopter", LEASE_S,
+                  say=lambda _m: None)
+    c = w.redis = broker.client(redis_url)
+    app = broker.make_app(redis_url)
+    try:
+        w.info = w.declare_capabilities()
+        spec = MatrixSpec.model_validate(yaml.safe_load(
+            MATRIX.replace("[precopy, xbzrle]", "[precopy, compress]")))
+        cells = {c.label.rsplit("=", 1)[-1]: c for c in expand(spec, hosts.default_build)}
+        orphan, busy = "migbench.caps.000000000000", "migbench.caps.111111111111"
+        other = w.info.model_copy(update={"name": "other", "queue": busy})
+        c.set(broker.worker_key("other"), other.model_dump_json(), ex=60)
+        sent = {}
+        for feature, queue in (("compress", orphan), ("precopy", orphan), ("precopy", busy)):
+            job = Job(spec=spec, default_build=hosts.default_build,
+                      cell_id=cells[feature].id, repetition=1, matrix_file="m.yaml",
+                      redeliveries=0)
+            tid = f"mb-adopt-{feature}-{queue[-1]}"
+            app.send_task(broker.TASK_NAME, args=[job.payload()], task_id=tid, queue=queue)
+            sent[(feature, queue)] = tid
+        assert w.adopt() == sent[("precopy", orphan)]
+        moved = json.loads(c.lrange(w.info.queue, 0, -1)[0])
+        assert moved["headers"]["id"] == sent[("precopy", orphan)]
+        assert moved["properties"]["delivery_info"]["routing_key"] == w.info.queue
+        assert [json.loads(m)["headers"]["id"] for m in c.lrange(orphan, 0, -1)] == [
+            sent[("compress", orphan)]]
+        assert c.llen(busy) == 1
+        assert w.adopt() is None  # its own queue holds one already
+        c.delete(w.info.queue)
+        assert w.adopt() is None  # nothing else it can run on a queue nobody consumes
+    finally:
+        c.delete(broker.worker_key("other"), "migbench.caps.000000000000",
+                 "migbench.caps.111111111111")
+        if w.info is not None:
+            c.delete(w.info.queue)
+        for pw in w.pairs.values():
+            pw.close()

@@ -284,3 +284,34 @@ def test_a_returned_record_is_stored_once_and_only_if_it_is_the_run_asked_for(
     assert [p.name for p in tmp_path.glob("*/*.json")] == ["1.json"]
     assert finished == [(cells[0].id, 1)] and len(sub.written) == 1
     assert (tmp_path / "summary.csv").read_text().count("\n") == 2
+
+
+def test_a_worker_removes_only_what_an_earlier_worker_of_its_name_left(tmp_path: Path) -> None:
+    """A SIGKILLed worker leaves its run folder and saved guests in the hosts' workdir; the next
+    worker of that name removes them (real find and rm on this machine) and nothing else: not
+    another worker's (even one whose name starts alike), not a local run's, not a name forged
+    with a newline."""
+    from harness.hosts.host import make_host
+    from harness.lab.worker import remove_scratch, scratch_tag
+    from harness.plan.models import HostSpec
+
+    work = tmp_path / "work"
+    tag, other = scratch_tag("wa"), scratch_tag("wa2")
+    assert tag != other and "@" in tag and len(tag) <= 13
+    mine = [work / "lab" / f"{tag}0123456789ab-1-1700000000-beef",
+            work / "other-matrix" / f"warm-k1-{tag}a1b2c3"]
+    kept = [work / "lab" / f"{other}0123456789ab-2-1700000000-cafe",
+            work / "lab" / "0123456789ab-1-1700000000-beef",  # the local runner's
+            work / "lab" / "warm-k1-a1b2c3", work / "images" / "d1",
+            work / "lab" / f"warm-a\n-{tag}x"]  # prints as two lines: neither is removed
+    for d in [*mine, *kept]:
+        d.mkdir(parents=True)
+        (d / "f").write_text("x")
+    host = make_host("source", HostSpec.model_validate({"transport": "local",
+                                                        "workdir": str(work)}))
+    removed = remove_scratch(host, "wa")
+    assert sorted(removed) == sorted(str(d) for d in mine)
+    assert not any(d.exists() for d in mine) and all(d.exists() for d in kept)
+    assert remove_scratch(host, "wa") == []
+    assert remove_scratch(make_host("source", HostSpec.model_validate(
+        {"transport": "local", "workdir": str(tmp_path / "none")})), "wa") == []
