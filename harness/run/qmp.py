@@ -118,7 +118,7 @@ class QmpSession:
                 return
             except (ConnectError, OSError, TimeoutError) as exc:
                 last = exc
-                self.stop.sleep(0.05)
+                self.stop.sleep(0.01)  # a QEMU starting up: its socket is due within ~0.1 s
         raise VmError(f"{self.label}: no QMP connection on {self.address} within {timeout:.0f} s: {last}")
 
     async def _aconnect(self) -> None:
