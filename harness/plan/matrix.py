@@ -368,12 +368,12 @@ def _check_knobs(where: str, knobs: dict[str, Any], guest_ram: int) -> None:
 
 def _check_value(where: str, axis: str, value: Any, spec: MatrixSpec, guest_ram: int) -> None:
     """Refuse a value that axis ``axis`` cannot take; ``where`` is the key to blame."""
-    if axis == "variant":
-        if value not in spec.variants:
+    if axis == "variant":  # a list or mapping is no name (and `in` a dict raises TypeError)
+        if not isinstance(value, str) or value not in spec.variants:
             raise ExpansionError(where, f"names unknown variant {shorten(value)}; "
                                         f"defined: {', '.join(spec.variants)}")
     elif axis == "workload":
-        if value not in spec.workloads:
+        if not isinstance(value, str) or value not in spec.workloads:
             raise ExpansionError(where, f"names unknown workload {shorten(value)}; "
                                         f"defined: {', '.join(spec.workloads) or 'none'}")
     elif axis == "feature":

@@ -525,7 +525,7 @@ class MatrixSpec(Frozen):
             )
         self._check_storage()
         for v in self.axes.get("workload", []):
-            if v not in self.workloads:
+            if not isinstance(v, str) or v not in self.workloads:  # a list is no key (TypeError)
                 raise ValueError(
                     f"axes.workload: names {v!r}, which is not under `workloads` "
                     f"(defined: {', '.join(self.workloads) or 'none'})")

@@ -298,6 +298,28 @@ def test_sizes_and_numbers_out_of_range(case: Case, capsys: pytest.CaptureFixtur
     assert expected in refused(case.argv("run --dry-run"), case.folder, capsys)
 
 
+WORKLOAD_AXIS = [(("workloads",), {"w": {"writer": {"working_set_mib": 32}}}),
+                 (("axes", "workload"), ["w"])]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ([(("axes", "workload"), [["w"]])], "axes.workload: names ['w'], which is not under"),
+    ([*WORKLOAD_AXIS, (("exclude",), [{"workload": {"a": 1}}])],
+     "exclude[0].workload: names unknown workload {'a': 1}"),
+    ([(("include",), [{"variant": ["a"]}])], "include[0].variant: names unknown variant ['a']"),
+    ([(("axes", "variant"), [{"a": 1}])], "axes.variant: names unknown variant {'a': 1}"),
+])
+def test_a_list_or_mapping_where_a_name_belongs(case: Case, capsys: pytest.CaptureFixture[str],
+                                               changes: list[tuple[tuple[str, ...], Any]],
+                                               expected: str) -> None:
+    """`value in dict` raises TypeError for an unhashable value: it was a traceback."""
+    data = MATRIX
+    for path, value in changes:
+        data = with_value(data, path, value)
+    case.write(case.matrix, data)
+    assert expected in refused(case.argv("run --dry-run"), case.folder, capsys)
+
+
 @pytest.mark.parametrize("command", ["run --dry-run", "run", "nightly", "compare", "doctor",
                                      "provision", "worker"])
 def test_unknown_pair_is_refused_with_the_known_pairs(
