@@ -244,6 +244,7 @@ class _Settings:
     compression: str | None  # "compress", or multifd's method; None: none
     threads: int  # compress threads or multifd channels
     multifd: bool
+    compress_wait: bool  # legacy compress-wait-thread (QEMU's default on): off, busy pages go whole
     qemu: tuple[int, int] | None  # major, minor of the source's QEMU (None: not probed)
     level: int  # compress-level or multifd's level (QEMU's default 1)
     pattern: str | None  # the writer's page pattern
@@ -302,6 +303,7 @@ def _settings(rec: RunRecord) -> _Settings:
         compression=compression,
         threads=threads,
         multifd=bool(caps.get("multifd")),
+        compress_wait=params.get("compress-wait-thread") is not False,
         qemu=_version(rec.qemu.version),
         level=int(_num(params, "compress-level" if compression == "compress" else
                        f"multifd-{compression}-level") or 1),
@@ -540,6 +542,10 @@ def _pattern_costs(st: _Settings) -> _PatternCosts:
         return _PatternCosts(None, None, None)
     method = st.compression
     per = ENCODE_RATE.get((method, st.level), {}).get(pat) if method else None
+    if method == "compress" and not st.compress_wait:
+        # a page no compress thread is free for goes whole at once (busy-rate ~97 % in
+        # seed-compress-bound): neither the encoder's pace nor its saving
+        return _PatternCosts(XBZRLE_COST.get(pat) if st.xbzrle else None, None, None)
     if method == "compress":  # legacy: its threads together, whatever their number
         whole = COMPRESS_RATE.get(st.level, {}).get(pat)
     else:

@@ -540,3 +540,7 @@ def test_before_the_run_legacy_compress_takes_its_measured_encoder_rate() -> Non
     level9 = scenarios(edited(DATA / "v1/8fcf85a3052a/1.json",
                               lambda d: set_param(d, "compress-level", 9))).configured
     assert level9 is not None and level9.link.encode_rate == 40 * MiB
+    # compress-wait-thread off: a page no thread is free for goes whole, at once
+    nowait = scenarios(edited(DATA / "v1/8fcf85a3052a/1.json",
+                              lambda d: set_param(d, "compress-wait-thread", False))).configured
+    assert nowait is not None and nowait.link.encode_rate is None and nowait.link.ratio == 1.0
