@@ -10,7 +10,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.progress import (
@@ -47,6 +47,9 @@ from harness.report import register as register_report
 from harness.results import store
 from harness.results.record import RunRecord
 from harness.results.show import run_block
+
+if TYPE_CHECKING:  # the runner is imported only when a command runs: `migbench --help` stays quick
+    from harness.run.runner import Progress as RunProgress
 
 # emoji=False: ":name:" in text from a result file must print as written, not as an emoji
 out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
@@ -109,7 +112,6 @@ class RunCountColumn(MofNCompleteColumn):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.run.runner import Progress as RunProgress
     from harness.run.runner import run_matrix
 
     matrix_path = Path(args.matrix)
@@ -147,49 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   RunCountColumn(),
                   TimeElapsedColumn(), TextColumn("ETA"), RunEtaColumn(),
                   console=out, transient=False) as bar:
-        task = bar.add_task("starting", total=1, first_start=None, resumed=0)
-        current: dict[str, Any] = {}
-
-        def start(total: int, done: int) -> None:
-            bar.update(task, total=total, completed=done, resumed=done)
-            if done:
-                out.print(f"resuming: {done} of {total} runs already finished")
-
-        def run_started(cell: Cell, rep: int) -> None:
-            current["label"] = terminal_text(f"{cell.label} rep {rep}")
-            if current.get("first_start") is None:
-                current["first_start"] = bar.get_time()
-                bar.update(task, first_start=current["first_start"])
-            bar.update(task, description=f"{current['label']}: boot")
-
-        def state(name: str) -> None:
-            bar.update(task, description=f"{current.get('label', '')}: {name}")
-
-        def run_finished(cell: Cell, rep: int, rec: RunRecord) -> None:
-            m = rec.metrics
-            total = m.total_time_ms
-            desc = f"{rec.outcome}, integrity {rec.integrity.verdict}"
-            if total is not None:
-                timing = f"{total / 1000:.1f} s, downtime {m.downtime_ms} ms"
-                desc += (f" ({timing}: not a result, the guest was corrupted)"
-                         if rec.integrity.verdict == "corrupted" else f", {timing}")
-            if rec.error:
-                desc += f" ({terminal_text(rec.error)[:120]})"  # QEMU's or a guest's text
-            bar.console.print(terminal_text(f"  {cell.label} rep {rep}: {desc}"), markup=False,
-                              highlight=False)
-            bar.advance(task)
-
-        def note(message: str) -> None:
-            bar.console.print(terminal_text(message), markup=False, highlight=False)
-
-        def planned(done: int, lo: int, hi: int) -> None:
-            bar.update(task, total=max(hi, 1), planned_lo=lo)
-
-        def cell_stopped(cell: Cell, decision: Decision) -> None:
-            note(f"  {cell.label}: {decision.text()}")
-
-        callbacks = RunProgress(start, run_started, state, run_finished, note=note,
-                                planned=planned, cell_stopped=cell_stopped)
+        callbacks = _run_progress(bar)
         if url is not None:  # a lab (harness.lab): the same progress, records from workers
             from harness.lab.submit import run_lab
 
@@ -202,6 +162,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     _summary_table(dest)
     out.print(f"results: {console_text(dest)}  (details: migbench show {console_text(dest)})")
     return 0
+
+
+def _run_progress(bar: Progress) -> RunProgress:
+    """The run's progress bar, fed by the runner's (or the lab's) callbacks: the cell being
+    run and its state, each finished run's line, and the ETA as adaptive cells plan."""
+    from harness.run.runner import Progress as RunProgress
+
+    task = bar.add_task("starting", total=1, first_start=None, resumed=0)
+    current: dict[str, Any] = {}
+
+    def start(total: int, done: int) -> None:
+        bar.update(task, total=total, completed=done, resumed=done)
+        if done:
+            out.print(f"resuming: {done} of {total} runs already finished")
+
+    def run_started(cell: Cell, rep: int) -> None:
+        current["label"] = terminal_text(f"{cell.label} rep {rep}")
+        if current.get("first_start") is None:
+            current["first_start"] = bar.get_time()
+            bar.update(task, first_start=current["first_start"])
+        bar.update(task, description=f"{current['label']}: boot")
+
+    def state(name: str) -> None:
+        bar.update(task, description=f"{current.get('label', '')}: {name}")
+
+    def run_finished(cell: Cell, rep: int, rec: RunRecord) -> None:
+        m = rec.metrics
+        total = m.total_time_ms
+        desc = f"{rec.outcome}, integrity {rec.integrity.verdict}"
+        if total is not None:
+            timing = f"{total / 1000:.1f} s, downtime {m.downtime_ms} ms"
+            desc += (f" ({timing}: not a result, the guest was corrupted)"
+                     if rec.integrity.verdict == "corrupted" else f", {timing}")
+        if rec.error:
+            desc += f" ({terminal_text(rec.error)[:120]})"  # QEMU's or a guest's text
+        bar.console.print(terminal_text(f"  {cell.label} rep {rep}: {desc}"), markup=False,
+                          highlight=False)
+        bar.advance(task)
+
+    def note(message: str) -> None:
+        bar.console.print(terminal_text(message), markup=False, highlight=False)
+
+    def planned(done: int, lo: int, hi: int) -> None:
+        bar.update(task, total=max(hi, 1), planned_lo=lo)
+
+    def cell_stopped(cell: Cell, decision: Decision) -> None:
+        note(f"  {cell.label}: {decision.text()}")
+
+    return RunProgress(start, run_started, state, run_finished, note=note, planned=planned,
+                       cell_stopped=cell_stopped)
 
 
 def smoke(spec: MatrixSpec) -> MatrixSpec:
