@@ -135,16 +135,21 @@ def write_run(root: Path, record: RunRecord) -> Path:
     runs it held would be missing from it. Nothing is left behind when the write fails.
 
     :raise HarnessError: when the run file already exists.
-    :raise StoreError: the file cannot be written (full, read-only or vanished folder).
+    :raise StoreError: the file cannot be written (full, read-only or vanished folder), or
+        ``record`` holds what no reader would accept (:func:`harness.results.record.dump`).
     """
     path = run_path(root, record.cell.id, record.repetition)
     what = f"run file {path.relative_to(root)}"
+    try:
+        data = dump(record)
+    except RecordError as exc:
+        raise StoreError(str(exc.in_file(str(path)))) from None
     made_dir = False
     try:
         if not path.parent.is_dir():
             path.parent.mkdir()
             made_dir = True
-        write_atomic(path, dump(record), overwrite=False)
+        write_atomic(path, data, overwrite=False)
     except FileExistsError:
         raise HarnessError(f"{path} exists already; results are never overwritten") from None
     except OSError as exc:

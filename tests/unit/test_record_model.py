@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoreError
+from harness.results import store
 from harness.results.record import RecordError, RunRecord, dump, loads, read, upgrade, validation_line
-from harness.results.record.errors import DELETE, NEWER
-from harness.results.record.model import Metrics
+from harness.results.record.errors import BUG, DELETE, NEWER
+from harness.results.record.model import Metrics, PreMigration
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 V1_FILES = sorted([*DATA.glob("v1/*/*.json"), *DATA.glob("campaign-seed/*/*.json"),
@@ -118,6 +119,54 @@ def test_upgrade_keeps_every_figure(path: Path) -> None:
     assert rec.cell.migration.model_dump(mode="json", exclude_unset=True) == old["cell"]["migration"]
 
 
+# Version 2 as today's code writes it: a warm start under a repetitions rule, a storage: copy
+# run with its disk check, redis under load with its dataset read back (tests/data/v2/README.md)
+V2_FILES = sorted(DATA.glob("v2/*/*/*.json"))
+
+
+def _lost(stored: Any, again: Any, at: str = "") -> list[str]:
+    """Where ``again`` (the record read and written again) lost or changed a value of
+    ``stored`` (the file); a key only ``again`` has (a field added since) must be null."""
+    if isinstance(stored, dict) and isinstance(again, dict):
+        out = [f"{at}.{k}: added as {again[k]!r}" for k in again.keys() - stored.keys()
+               if again[k] is not None]
+        for k, v in stored.items():
+            out += _lost(v, again[k], f"{at}.{k}") if k in again else [f"{at}.{k}: lost"]
+        return out
+    if isinstance(stored, list) and isinstance(again, list) and len(stored) == len(again):
+        return [x for i, (a, b) in enumerate(zip(stored, again)) for x in _lost(a, b, f"{at}[{i}]")]
+    return [] if stored == again and type(stored) is type(again) else [f"{at}: {stored!r} -> {again!r}"]
+
+
+def test_v2_corpus_is_there() -> None:
+    assert len(V2_FILES) == 4
+
+
+@pytest.mark.parametrize("path", V2_FILES, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_todays_v2_file_reads_back_with_every_value(path: Path) -> None:
+    rec = read(path)
+    assert _lost(raw(path), json.loads(dump(rec))) == []
+    assert dump(loads(dump(rec))) == dump(rec)
+
+
+def test_todays_v2_files_keep_the_parts_of_issues_16_to_18() -> None:
+    warm = read(DATA / "v2/v2-warm/0e4edbd0611d/2.json")
+    assert warm.start is not None and warm.start.kind == "warm" and warm.start.restore_s
+    assert warm.repetitions is not None and warm.repetitions.ci_ms == 5.0
+    assert warm.phases is not None and warm.phases.wall_s > 0
+    best = warm.pre.best() if warm.pre is not None else None
+    assert best is not None and best.dirty_rate_mib_s is not None
+    copy_ = read(DATA / "v2/v2-storage/c71f8c0c87f9/1.json")
+    assert copy_.storage is not None and copy_.storage.sync_s is not None
+    assert copy_.integrity.disk is not None and copy_.integrity.disk.verdict == "ok"
+    assert copy_.start is not None and copy_.start.kind == "cold" and copy_.start.reason
+    redis = read(DATA / "v2/v2-redis/b120da055039/1.json")
+    svc = redis.guest_impact.service
+    assert svc is not None and svc.kind == "redis" and svc.during.p99_ms is not None
+    assert redis.integrity.dataset is not None and redis.integrity.dataset.keys == 500
+    assert len(redis.guest.service) > 0 and redis.metrics.service_p99_ms is not None
+
+
 def test_guest_visible_downtime_only_where_the_guest_switched_over() -> None:
     """Version 1 reported the writer's longest stall as the guest-visible downtime of runs that
     never switched over (the guest kept running on the source); the upgrade drops it."""
@@ -177,6 +226,44 @@ def test_qmp_replies_typed_with_unknown_fields_kept() -> None:
     assert len(out["guest"]["fio"]) == len(rec.guest.fio) > 0
 
 
+HARNESS = Path(__file__).resolve().parents[2] / "harness"
+
+
+def test_every_query_migrate_answer_is_parsed_once_where_it_arrives() -> None:
+    """Item 4 of issue 13: no stage indexes a raw ``query-migrate`` dict (warm start's poll of
+    its save and restore did, ``info.get("status")``)."""
+    raw_calls = [f"{f.relative_to(HARNESS)}:{n}" for f in sorted(HARNESS.rglob("*.py"))
+                 for n, line in enumerate(f.read_text().splitlines(), 1)
+                 if 'execute("query-migrate")' in line and "from_qmp(MigrationInfo" not in line]
+    assert raw_calls == []
+
+
+class _Qmp:
+    def __init__(self, reply: object) -> None:
+        self.reply = reply
+
+    def execute(self, command: str) -> object:
+        assert command == "query-migrate"
+        return self.reply
+
+
+@pytest.mark.parametrize(("reply", "line"), [
+    ({"status": "failed", "error-desc": "No space left on device", "ram": {}},
+     "saving failed: No space left on device"),
+    ({"status": "cancelled"}, "saving cancelled: no reason given"),
+    ({"status": 5}, "QEMU's answer to query-migrate is not what migbench reads: status: "
+                    "expected a string, got 5"),
+], ids=["failed", "cancelled", "malformed"])
+def test_warm_starts_poll_of_a_save_reads_the_typed_answer(reply: object, line: str) -> None:
+    from harness.run.cancel import Stop
+    from harness.run.warm import _wait_migration
+
+    vm: Any = type("FakeVm", (), {"qmp": _Qmp(reply)})()
+    with pytest.raises(HarnessError) as info:
+        _wait_migration(vm, "saving", Stop(), timeout=0)
+    assert str(info.value) == line
+
+
 def test_v2_layout() -> None:
     out = v2(CORRUPTED)
     assert out["schema_version"] == 2
@@ -225,6 +312,32 @@ def test_non_finite_python_floats_stored_as_null() -> None:
     assert rec.events.source[0].data["x"] == [None, {"y": None}]
     out = dump(rec)
     assert b"NaN" not in out and b"Infinity" not in out and loads(out) == rec
+
+
+def test_a_record_changed_without_validation_is_stored_valid(tmp_path: Path) -> None:
+    """``model_copy(update=...)`` skips validation (the runner adds the phases and the
+    repetition rule so): the one door out validates again, so a non-finite figure where one may
+    be missing is stored as null (it was a ValueError from the JSON writer, mid-matrix)."""
+    rec = read(FULL)
+    pre = PreMigration(writer_rate_mib_s=8.0).model_copy(update={"writer_rate_mib_s": math.nan})
+    changed = rec.model_copy(update={"boot_s": math.nan, "steady_rate_mib_s": math.inf,
+                                     "pre": pre})
+    path = store.write_run(tmp_path, changed)
+    back = read(path)
+    assert back == rec.model_copy(update={"boot_s": None, "steady_rate_mib_s": None,
+                                          "pre": PreMigration()})
+    assert b"NaN" not in path.read_bytes() and b"Infinity" not in path.read_bytes()
+
+
+def test_a_record_no_reader_would_accept_is_not_stored(tmp_path: Path) -> None:
+    rec = read(FULL).model_copy(update={"started_utc": "yesterday"})
+    with pytest.raises(StoreError) as info:
+        store.write_run(tmp_path, rec)
+    path = tmp_path / rec.cell.id / "1.json"
+    assert str(info.value) == (f"{path}: started_utc: not stored: expected text matching "
+                               r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$, got "
+                               f"'yesterday'; {BUG}")
+    assert list(tmp_path.iterdir()) == []  # nothing written, no empty cell folder
 
 
 def test_non_finite_where_a_number_is_required_is_an_error() -> None:

@@ -22,9 +22,11 @@ import json
 import math
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from harness.errors import ConfigError
 from harness.inputs import read_bytes
-from harness.results.record.errors import DELETE, RecordError
+from harness.results.record.errors import BUG, DELETE, RecordError, explain
 from harness.results.record.model import RunRecord
 from harness.results.record.scalars import HugeInt
 from harness.results.record.upgrade import upgrade
@@ -110,6 +112,19 @@ def read(path: Path) -> RunRecord:
 
 
 def dump(record: RunRecord) -> bytes:
-    """The canonical bytes of ``record``, as run files store it."""
-    data = record.model_dump(mode="json", by_alias=True)
+    """The canonical bytes of ``record``, as run files store it.
+
+    The record is validated again on its way out: ``model_copy(update=...)`` (the runner adds
+    the phases and the repetition rule so) and a part passed in as a model instance skip
+    validation, so without it a NaN there would fail the write, or bytes no reader accepts
+    would be stored. A non-finite number where one may be missing is stored as null.
+
+    :raise RecordError: ``record`` holds what no reader would accept (one line; a migbench bug).
+    """
+    try:
+        checked = RunRecord.model_validate(record.model_dump(mode="json", by_alias=True))
+    except ValidationError as exc:
+        field, problem = explain(exc)
+        raise RecordError(field, f"not stored: {problem}", BUG) from None
+    data = checked.model_dump(mode="json", by_alias=True)
     return (json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()

@@ -13,6 +13,8 @@ from harness.errors import HarnessError
 DELETE = "delete it to rerun that repetition"
 #: The fix for a file of a newer schema.
 NEWER = "written by a newer migbench: upgrade"
+#: The fix for a record the harness built that it cannot store.
+BUG = "a migbench bug: please report it with the run's log"
 
 Loc = tuple[int | str, ...]
 
