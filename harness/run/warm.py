@@ -59,6 +59,7 @@ from harness.hosts.probe import Probe, state_method
 from harness.plan.features import kvm_requirement
 from harness.plan.matrix import Cell
 from harness.results.record.model import StartInfo
+from harness.results.record.qmp import MigrationInfo, from_qmp
 from harness.run import migration
 from harness.run.cancel import Stop
 from harness.run.migration import RunContext
@@ -147,12 +148,12 @@ def _wait_migration(vm: Vm, what: str, stop: Stop, timeout: float = SAVE_TIMEOUT
     :raise HarnessError: it failed, or did not finish within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        info = vm.qmp.execute("query-migrate")
-        status = info.get("status")
+        info = from_qmp(MigrationInfo, vm.qmp.execute("query-migrate"), "query-migrate")
+        status = info.status
         if status == "completed":
             return
         if status in ("failed", "cancelled"):
-            raise HarnessError(f"{what} {status}: {info.get('error-desc', 'no reason given')}")
+            raise HarnessError(f"{what} {status}: {info.error_desc or 'no reason given'}")
         if time.monotonic() > deadline:
             raise HarnessError(f"{what} did not finish within {timeout:.0f} s ({status})")
         stop.sleep(0.05)

@@ -7,6 +7,7 @@ mutates real records and runs ``show`` on them."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import re
@@ -190,6 +191,29 @@ def test_a_folder_without_a_run_is_refused_in_one_line(
                     "`migbench run MATRIX.yaml --out DIR` first")
     assert sorted(p.name for p in camp.iterdir()) == ["summary.csv"]  # no empty export
     assert not (tmp_path / "r").exists()
+
+
+def test_todays_records_go_through_show_report_and_export(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real version-2 files of tests/data/v2 (warm start and repetitions rule, storage copy,
+    redis with its dataset) in one folder: every reader takes them, with their parts shown."""
+    camp = tmp_path / "camp"
+    for f in sorted((DATA / "v2").glob("*/*/*.json")):
+        (camp / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, camp / f.parent.name / f.name)
+    assert cli.main(["show", str(camp)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"disk check: +ok: 0 of 64 chunks of 1.0 MiB differ", out), out
+    assert re.search(r"redis dataset: +ok: 500 keys, 0 missing, 0 wrong", out), out
+    assert "repetitions 2..2: 2 runs" in out
+    assert cli.main(["report", str(camp), "-o", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()
+    assert cli.main(["export", str(camp), "--format", "csv", "-o", str(tmp_path / "r.csv")]) == 0
+    with (tmp_path / "r.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["campaign"] for r in rows) == ["v2-redis", "v2-storage", "v2-warm", "v2-warm"]
+    assert all(r["total_time_ms"] for r in rows)
+    assert [bool(r["service_p99_ms"]) for r in rows] == [r["campaign"] == "v2-redis" for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------
