@@ -13,6 +13,9 @@ from harness.errors import HarnessError
 DELETE = "delete it to rerun that repetition"
 #: The fix for a file of a newer schema.
 NEWER = "written by a newer migbench: upgrade"
+#: The fix for a field this migbench does not know: version 2 has gained optional parts since it
+#: was first written (issues 16-18), so a file of a newer migbench may hold one.
+UNKNOWN = f"if a newer migbench wrote it, upgrade; else {DELETE}"
 #: The fix for a record the harness built that it cannot store.
 BUG = "a migbench bug: please report it with the run's log"
 
@@ -124,7 +127,8 @@ def from_validation(exc: ValidationError, where: Callable[[Loc], Loc] | None = N
                     file: str = "") -> RecordError:
     """``exc`` as a :class:`RecordError` (one line) with the fix for a damaged file."""
     field, problem = explain(exc, where)
-    return RecordError(field, problem, DELETE, file)
+    unknown = exc.errors()[0]["type"] == "extra_forbidden"
+    return RecordError(field, problem, UNKNOWN if unknown else DELETE, file)
 
 
 def validation_line(file: str, exc: ValidationError) -> str:
