@@ -13,7 +13,8 @@ which converges in a few seconds, so that each run is mostly what surrounds the 
   check, teardown. The campaign's time outside its runs (``outside_runs_s``: for warm mostly
   the one-time save, a boot to a steady writer and the save) is reported beside it. The results
   go to ``extra_info`` and are printed.
-  After the warm one, the medians' ratio beside issue 18's target (:func:`_check_ratio`).
+  After the warm one, the medians' ratio must meet issue 18's target, a third
+  (:func:`_check_ratio`). Run both in one pytest run: the ratio needs the two side by side.
 * ``test_cold_and_warm_mann_whitney``: 5 cold and 5 warm runs, interleaved, of a converging cell
   whose migration is bound by its link (400 Mbit/s, 8 MiB/s writer; at 1 Gbit/s the migration
   is bound by this 2-core machine's CPU and follows the other load on it): Mann-Whitney U
@@ -127,19 +128,21 @@ def test_per_run_overhead(benchmark: Any, tmp_path: Path, hosts: HostsConfig,
 
 
 def _check_ratio() -> None:
-    """Issue 18's target is warm at most a third of cold. It is met on a busy machine (where
-    booting is slow: 0.20-0.27 measured) but not quite on a quieter one (0.38: cold 3.8 s, warm
-    1.44 s; 0.51 before a warm run's calc-dirty-rate ran beside its steady wait), where what is
-    left is the pre-migration calc-dirty-rate period (1 s for this writer), common to both.
-    So the ratio is printed and kept in extra_info; the check is that the boot is gone: warm
-    saves at least one second per run."""
+    """Issue 18's target: warm at most a third of cold. Where a warm run's second goes (phases
+    of its records, quiet machine): both QEMUs started side by side and the restore, about
+    0.25 s; the restored writer's first report, up to 0.1 s; its pre-migration calc-dirty-rate
+    beside the 5-report steady check, 0.5 s (the period 64 expected dirtied samples need at
+    32 MiB/s, run/dirtyrate.py); `verify` after the observation, QEMU's completion seen, and
+    teardown, about 0.1 s: 0.83 s vs cold 6.08 s (0.14) at a load average of 4. Before: 1.44 s
+    (a 1 s period, started at the first report) vs cold 3.8 s, 0.38, on a quieter machine; 1.8 s
+    before the calc ran beside the steady wait. Busy machines boot slower, so the ratio is lower
+    there."""
     cold, warm = _results["cold"], _results["warm"]
     ratio = warm["overhead_median_s"] / cold["overhead_median_s"]
     warm["ratio_to_cold"] = round(ratio, 2)
     print(f"\nwarm/cold per-run overhead: {ratio:.2f} ({warm['overhead_median_s']} s vs "
           f"{cold['overhead_median_s']} s; target <= 0.33)")
-    assert warm["overhead_median_s"] <= cold["overhead_median_s"] - 1.0, (
-        cold["overheads_s"], warm["overheads_s"])
+    assert ratio <= 1 / 3, (cold["overheads_s"], warm["overheads_s"])
 
 
 def test_cold_and_warm_mann_whitney(benchmark: Any, tmp_path: Path, hosts: HostsConfig,
