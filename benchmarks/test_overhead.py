@@ -128,12 +128,12 @@ def test_per_run_overhead(benchmark: Any, tmp_path: Path, hosts: HostsConfig,
 
 
 def _check_ratio() -> None:
-    """Issue 18's target: warm at most a third of cold. Where a warm run's second goes (phases
-    of its records, quiet machine): both QEMUs started side by side and the restore, about
-    0.25 s; the restored writer's first report, up to 0.1 s; its pre-migration calc-dirty-rate
-    beside the 5-report steady check, 0.5 s (the period 64 expected dirtied samples need at
-    32 MiB/s, run/dirtyrate.py); `verify` after the observation, QEMU's completion seen, and
-    teardown, about 0.1 s: 0.83 s vs cold 6.08 s (0.14) at a load average of 4. Before: 1.44 s
+    """Issue 18's target: warm at most a third of cold. Where a warm run's time goes (phases
+    of its records): both QEMUs started side by side and the restore, about 0.2 s; from `cont`
+    the pre-migration calc-dirty-rate beside the 5-report steady check, 0.5 s (the period 64
+    expected dirtied samples need at 32 MiB/s, run/dirtyrate.py); `verify` after the
+    observation, QEMU's completion seen, and teardown, about 0.1 s: 0.83 s vs cold 6.08 s
+    (0.14) at a load average of 4. Before: 1.44 s
     (a 1 s period, started at the first report) vs cold 3.8 s, 0.38, on a quieter machine; 1.8 s
     before the calc ran beside the steady wait. Busy machines boot slower, so the ratio is lower
     there."""
