@@ -108,12 +108,12 @@ def test_corrupted_mirror_is_reported_corrupted(tmp_path: Path, hosts: HostsConf
     """Garbage written into the destination's image after the mirror, before the verdict."""
     real = storage.image_digests
 
-    def corrupt_then_hash(host: Host, path: Path, size: int, fmt: str = "raw") -> list[bytes]:
+    def corrupt_then_hash(host: Host, path: Path, size: int, *rest: Any) -> list[bytes]:
         if path.name == "disk-destination.raw":
             with open(path, "r+b") as f:
                 f.seek(5 * storage.CHUNK + 512)
                 f.write(b"\xde\xad\xbe\xef" * 128)
-        return real(host, path, size, fmt)
+        return real(host, path, size, *rest)
 
     monkeypatch.setattr(storage, "image_digests", corrupt_then_hash)
     rec = _run(tmp_path, hosts, image)
