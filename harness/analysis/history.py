@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from harness.errors import HarnessError, one_line
 from harness.inputs import read_text
 from harness.output import write_atomic, write_failure
@@ -168,14 +170,42 @@ class NightDir:
         return [rec for _, rec in store.iter_runs(self.path)]
 
     def verdict(self) -> dict[str, Any] | None:
+        """The night's verdict.json; None when it is missing, unreadable, or not of the shape
+        the trend reads (an edited or damaged file: the trend then marks nothing that night)."""
         p = self.path / "verdict.json"
         if not p.exists():
             return None
         try:
-            data: dict[str, Any] = json.loads(read_text(p, "verdict", _MAX_JSON))
-            return data
-        except (HarnessError, json.JSONDecodeError, RecursionError):
+            data = json.loads(read_text(p, "verdict", _MAX_JSON))
+            _StoredVerdict.model_validate(data)
+        except (HarnessError, json.JSONDecodeError, RecursionError, ValidationError):
             return None
+        assert isinstance(data, dict)
+        return data
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _StoredRow(_Open):
+    verdict: str | None = None
+    metric: str | None = None
+    reason: str | None = None
+    scale: float | None = None
+    unit: str | None = None
+
+
+class _StoredCell(_Open):
+    key: str | None = None
+    results: list[_StoredRow] = []
+    notes: list[str] = []
+
+
+class _StoredVerdict(_Open):
+    """What :func:`harness.report.trend.build_trend` reads of an earlier night's verdict."""
+
+    cells: list[_StoredCell] = []
 
 
 def utc_stamp(now: float | None = None) -> str:

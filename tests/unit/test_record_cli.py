@@ -147,6 +147,25 @@ def test_the_nightly_judge_refuses_a_damaged_earlier_night(tmp_path: Path) -> No
                                f"'32 ms'; {DELETE}")
 
 
+@pytest.mark.parametrize("body", ["[1]", '{"cells": "x"}', '{"cells": [1]}',
+                                  '{"cells": [{"key": 5}]}',
+                                  '{"cells": [{"key": "k", "results": [{"verdict": []}]}]}',
+                                  '{"cells": [{"key": "k", "notes": "one"}]}'],
+                         ids=["list", "cells-text", "cell-number", "key-number", "verdict-list",
+                              "notes-text"])
+def test_a_damaged_verdict_of_an_earlier_night_counts_as_none(tmp_path: Path, body: str) -> None:
+    """The nightly trend reads the earlier nights' verdict.json: one of another shape was an
+    AttributeError traceback from `migbench nightly`; it now counts as unreadable (no marks)."""
+    (tmp_path / "verdict.json").write_text(body)
+    assert history.NightDir("k", "20260101T030000Z", tmp_path).verdict() is None
+
+
+def test_a_verdict_of_an_earlier_night_is_read_as_written(tmp_path: Path) -> None:
+    shutil.copyfile(DATA / "golden-report/verdict.json", tmp_path / "verdict.json")
+    got = history.NightDir("k", "20260101T030000Z", tmp_path).verdict()
+    assert got == json.loads((DATA / "golden-report/verdict.json").read_text())
+
+
 def test_non_finite_figures_are_shown_as_missing(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """NaN or Infinity where a figure may be missing (a hand-edited file, or one of version 1)
