@@ -56,7 +56,9 @@ def run_overhead(rec: RunRecord) -> float | None:
 
 
 def phase_line(rec: RunRecord) -> str | None:
-    """``phases: start 3.1 s, steady 0.4 s, ... = wall 9.5 s; overhead 3.8 s`` (None: none)."""
+    """``phases: start 3.1 s, steady 0.4 s, ... = wall 9.5 s; overhead 3.8 s (...); warm start
+    (restored in 0.21 s)`` (None: none). How the source came up ends it: a run that booted where
+    a warm start was asked or possible says why (a failed restore says so)."""
     p = rec.phases
     if p is None:
         return None
@@ -64,8 +66,15 @@ def phase_line(rec: RunRecord) -> str | None:
              ("setup", p.setup_s), ("migration", p.migration_s),
              ("observation", p.observation_s), ("teardown", p.teardown_s))
     parts = ", ".join(f"{n} {v:.1f} s" for n, v in names if v is not None)
-    return (f"phases: {parts} = wall {p.wall_s:.1f} s; overhead {run_overhead(rec) or 0.0:.1f} s "
+    line = (f"phases: {parts} = wall {p.wall_s:.1f} s; overhead {run_overhead(rec) or 0.0:.1f} s "
             "(wall - migration - observation)")
+    start = rec.start
+    if start is None:
+        return line
+    if start.kind == "warm":
+        restored = f" in {start.restore_s:.2f} s" if start.restore_s is not None else ""
+        return f"{line}; warm start (restored{restored})"
+    return f"{line}; cold start" + (f": {start.reason}" if start.reason else "")
 
 
 @dataclass(frozen=True)

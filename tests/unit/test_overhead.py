@@ -82,6 +82,17 @@ def test_overhead_is_wall_minus_migration_minus_configured_observation() -> None
     assert run_overhead(record(None)) is None and campaign_time([record(None)]) is None
 
 
+def test_the_phase_line_says_how_the_source_came_up() -> None:
+    rec = record(phases(completed(), T0, T0 + 11.5, boot_s=3.0))
+    warm = phase_line(rec.model_copy(update={"start": StartInfo(kind="warm", restore_s=0.213)}))
+    assert warm is not None and warm.endswith("; warm start (restored in 0.21 s)")
+    why = "restoring the saved guest failed, this run booted: QEMU said: Not a migration stream"
+    cold = phase_line(rec.model_copy(update={"start": StartInfo(kind="cold", reason=why)}))
+    assert cold is not None and cold.endswith(f"; cold start: {why}")
+    plain = phase_line(rec.model_copy(update={"start": StartInfo(kind="cold")}))
+    assert plain is not None and plain.endswith("; cold start")
+
+
 def test_old_records_load_without_phases_and_new_ones_keep_them() -> None:
     rec = store.load_run(DATA / "campaign-seed" / "38edd36b762e" / "1.json")
     assert rec.phases is None and rec.repetitions is None
