@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness import cli
 from harness.guest.image import GuestImage
 from harness.plan.models import HostsConfig
 from harness.results import store
@@ -180,7 +181,7 @@ def test_a_fio_cell_boots_and_says_why_beside_a_warm_writer_cell(
 
 def test_a_damaged_saved_guest_makes_its_runs_boot(
         tmp_path: Path, hosts: HostsConfig, image: GuestImage,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The saved state is damaged after the save (its stream header overwritten): the first
     run's restore fails, and that run boots in its place, a cold start naming the failed
     restore; the second boots at once, its reason saying the warm start is unavailable. Both
@@ -215,3 +216,8 @@ def test_a_damaged_saved_guest_makes_its_runs_boot(
     assert len([n for n in notes if "restoring the saved guest failed" in n]) == 1, notes
     # QEMU's own words on the file, from the failed source's log
     assert "Not a migration stream" in first.start.reason, first.start.reason
+    capsys.readouterr()
+    assert cli.main(["show", str(tmp_path / "warmbad")]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "cold start: restoring the saved guest failed, this run booted" in shown
+    assert "cold start: warm start unavailable: restoring the saved guest failed" in shown
