@@ -195,7 +195,9 @@ class ServiceLoad:
             if time.monotonic() > deadline:
                 raise TimeoutError
             await asyncio.sleep(0.01)
-        bad = [r for r in waits if r.status != "ok"]
+        # A late reply still acknowledges its SET: the preload has no latency budget (2000
+        # pipelined SETs took over timeout_ms in a slow guest on a busy machine)
+        bad = [r for r in waits if r.status not in ("ok", "late")]
         if bad:
             raise OSError(f"preloading {len(bad)} of {len(waits)} keys failed "
                           f"({bad[0].error or bad[0].status})")
