@@ -240,7 +240,9 @@ def test_todays_records_go_through_show_report_and_export(
 
 
 BASES = [raw(), json.loads((DATA / "v1/ca53824e9fde/1.json").read_text()),
-         json.loads((DATA / "v1/c085dd64c021/1.json").read_text())]
+         json.loads((DATA / "v1/c085dd64c021/1.json").read_text()),
+         # today's parts: storage copy and its disk check, redis and its dataset, warm start
+         *(json.loads(f.read_text()) for f in sorted((DATA / "v2").glob("*/*/1.json")))]
 
 
 def _paths(node: Any, at_: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -468,7 +468,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Hypothesis: hostile mutations of valid records give a record or one line, nothing else
 
-BASES = [raw(FULL), raw(SKIPPED), raw(CORRUPTED), v2(FULL), v2(SKIPPED)]
+BASES = [raw(FULL), raw(SKIPPED), raw(CORRUPTED), v2(FULL), v2(SKIPPED), *map(raw, V2_FILES)]
 
 
 def _paths(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
