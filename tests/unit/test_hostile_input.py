@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import checks, cli
-from harness.errors import MAX_LINE
+from harness.errors import MAX_LINE, HarnessError
 from harness.plan.config import load_matrix
 from harness.plan.matrix import expand
 from harness.plan.models import HOSTNAME_PATTERN, NAME_PATTERN, USER_PATTERN, WORKDIR_PATTERN
@@ -908,6 +908,72 @@ def test_property_hostile_flag_is_refused(tmp_path: Path, guarded: None,
     else:
         argv = case.argv(command)
     refused([*argv, f"{flag}={value}"], case.folder, capsys)
+
+
+# Any value at any place of a rich matrix or hosts file: the validation pass passes it or
+# refuses it in one line; it never ends in another exception (the mutations above are aimed at
+# known keys; these found `value in dict` with a list as the value, a TypeError).
+RICH_MATRIX: dict[str, Any] = {
+    **MATRIX,
+    "repetitions": {"min": 2, "max": 5, "ci": "10%"},
+    "variants": {"a": {"build": "x", "qemu_args": ["-cpu", "max"],
+                       "migration": {"multifd-channels": 2}}, "b": {"build": "y"}},
+    "workloads": {"w1": {"writer": {"working_set_mib": 32, "rate_mib_s": 8}},
+                  "w2": {"fio": {"rw": "randrw", "bs": "4k"}}},
+    "axes": {"feature": ["precopy", "xbzrle"], "workload": ["w1", "w2"],
+             "variant": ["a", "b"], "max-bandwidth": ["1gbit", "unlimited"]},
+    "exclude": [{"feature": "xbzrle", "workload": "w2"}],
+    "include": [{"variant": "a", "feature": "precopy", "workload": "w1",
+                 "max-bandwidth": "1gbit"}],
+    "storage": {"mode": "copy"},
+}
+ANY_SCALAR = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+    st.sampled_from([10**400, 2**64]), st.floats(), ANY_TEXT,
+    st.sampled_from(["a", "x", "w1", "precopy", "1gbit", "unlimited", "10%", "copy"]))
+ANY_VALUE = st.one_of(  # a container as often as a scalar: a list where a name belongs
+    st.lists(ANY_SCALAR, min_size=1, max_size=2),
+    st.dictionaries(st.sampled_from(["a", "w1", "x", "feature", ""]), ANY_SCALAR, min_size=1,
+                    max_size=2),
+    ANY_SCALAR)
+
+
+def _places(data: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [at] if at else []
+    items = data.items() if isinstance(data, dict) else enumerate(data) \
+        if isinstance(data, list) else []
+    for key, value in items:
+        out += _places(value, (*at, key))
+    return out
+
+
+@pytest.mark.timeout(120)
+@PROPERTY
+@given(data=st.data(), kind=st.sampled_from(["matrix", "hosts"]))
+def test_property_any_value_anywhere_passes_or_is_one_line(
+        tmp_path: Path, guarded: None, capsys: pytest.CaptureFixture[str],
+        data: st.DataObject, kind: str) -> None:
+    case = _example_case(tmp_path)
+    base = RICH_MATRIX if kind == "matrix" else hosts_data(case.binary)
+    changed = base
+    for _ in range(data.draw(st.integers(1, 3))):
+        places = _places(changed)
+        if places:
+            changed = with_value(changed, data.draw(st.sampled_from(places)),
+                                 data.draw(ANY_VALUE))
+    case.write(case.matrix if kind == "matrix" else case.hosts, changed)
+    code = cli.main(case.argv("run --dry-run"))
+    captured = capsys.readouterr()
+    if code == 1:
+        refused(case.argv("run --dry-run"), case.folder, capsys)  # the whole contract
+    else:
+        assert code == 0, captured
+    parser = cli.build_parser()
+    for command in ("compare", "advise", "doctor"):
+        try:
+            checks.preflight(parser, parser.parse_args(case.argv(command)))
+        except HarnessError as exc:
+            assert "\n" not in str(exc)
 
 
 # --- what arrives from elsewhere than a file ---------------------------------------------------
