@@ -333,7 +333,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = store.export(Path(args.campaign), args.format,
                         Path(args.output) if args.output else None,
                         annotate=summary_columns)  # the diagnosis, as summary.csv has it
-    out.print(f"wrote {path}")
+    out.print(f"wrote {console_text(path)}")  # a path may hold "[/x]": text, not markup
     return 0
 
 
@@ -342,11 +342,15 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
     fio = Path(args.fio) if isinstance(args.fio, str) else None
     img = ensure_image(Path(args.cache), force=args.force, fio=bool(args.fio), fio_binary=fio,
-                       debian=args.distro == "debian", log=lambda s: out.print(s))
-    out.print(f"guest image {img.digest[:16]}: kernel {img.kernel} ({img.kernel_release}, "
-              f"{'PVH' if img.pvh else 'bzImage'}), initrd {img.initrd}")
+                       debian=args.distro == "debian",
+                       log=lambda s: out.print(terminal_text(s), markup=False, highlight=False))
+    # paths under --cache, which may hold "[/x]" (rich markup) or anything else
+    out.print(terminal_text(f"guest image {img.digest[:16]}: kernel {img.kernel} "
+                            f"({img.kernel_release}, {'PVH' if img.pvh else 'bzImage'}), "
+                            f"initrd {img.initrd}"), markup=False, highlight=False)
     if img.debian_disk is not None:
-        out.print(f"Debian guest: root disk {img.debian_disk}, initrd {img.debian_initrd}")
+        out.print(terminal_text(f"Debian guest: root disk {img.debian_disk}, initrd "
+                                f"{img.debian_initrd}"), markup=False, highlight=False)
     return 0
 
 

@@ -501,7 +501,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         memory = memory or spec.guest.memory_mib
     reports = [doctor_pair(n, cfg.pairs[n], cfg, builds=builds, memory_mib=memory)
                for n in _select(cfg, args.pair, path)]
-    table = Table(title=f"migbench doctor ({path})")
+    table = Table(title=f"migbench doctor ({console_text(path)})")
     for col in ("pair", "host", "check", "status", "detail"):
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -540,7 +540,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         log=lambda s: out.print(terminal_text(s), markup=False, highlight=False))
     results = provision(cfg, image, bridge=args.bridge, pairs=pairs, install=not args.check,
                         log=lambda s: out.print(terminal_text(s), markup=False, highlight=False))
-    table = Table(title=f"migbench provision ({path})")
+    table = Table(title=f"migbench provision ({console_text(path)})")
     for col in ("host", "transport", "packages", "tools", "QEMU builds", "guest image",
                 "VM bridge"):
         table.add_column(col, overflow="fold")

@@ -452,6 +452,46 @@ def test_folders_other_commands_write_that_cannot_be_written_are_one_line(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+def test_paths_with_rich_markup_are_printed_as_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder named "[/x]" is a valid path; printed as markup it was a MarkupError traceback
+    (export's "wrote", image build's lines, doctor's table title)."""
+    from harness.guest import image
+    from harness.hosts import provision
+
+    odd = tmp_path / "[/x]"  # "[" then the folder "x]"
+    odd.mkdir(parents=True)
+    camp = tmp_path / "camp"
+    camp.mkdir()
+    store.write_run(camp, upgrade(make_run(cell_id="a00000000001", variant="v", rep=1,
+                                           total_ms=7000)))
+    assert cli.main(["export", str(camp), "--format", "csv", "--output",
+                     str(odd / "e.csv")]) == 0
+    assert f"wrote {odd / 'e.csv'}" in capsys.readouterr().out
+
+    def fake_image(cache: Path, **kw: Any) -> image.GuestImage:
+        kw["log"](f"building in {cache} [bold]")
+        return image.GuestImage(cache / "vmlinuz", cache / "initrd", "0" * 64, "6.1", False,
+                                debian_disk=cache / "d.qcow2", debian_initrd=cache / "d.img")
+
+    monkeypatch.setattr(image, "ensure_image", fake_image)
+    assert cli.main(["image", "build", "--cache", str(odd)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # lines wrapped at the console's width
+    assert f"building in {odd} [bold]" in printed and f"initrd {odd}/initrd" in printed
+    assert f"root disk {odd}/d.qcow2" in printed
+
+    monkeypatch.setattr(provision, "doctor_pair",
+                        lambda name, *a, **kw: provision.PairReport(name))
+    hosts = odd / "hosts.yaml"
+    hosts.write_text("qemu_builds: {x: {binary: /bin/true}}\ndefault_build: x\n"
+                     "pairs: {local: {source: {transport: local}, "
+                     "destination: {transport: local}}}\n")
+    assert cli.main(["doctor", "--hosts", str(hosts)]) == 0
+    title = "".join(capsys.readouterr().out.split())  # the title wraps as the table is narrow
+    assert f"migbenchdoctor({hosts})" in title
+
+
 def test_nightly_outputs_into_a_file_not_a_folder_are_one_line(tmp_path: Path) -> None:
     from harness.ci.verdict import write_outputs
 
