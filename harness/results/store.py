@@ -170,12 +170,7 @@ def iter_runs(root: Path) -> Iterator[tuple[Path, RunRecord]]:
     for path in paths:
         if path.name.startswith("."):
             continue
-        record = load_run(path)
-        if record.cell.id != path.parent.name:
-            raise RecordError("cell.id", f"{record.cell.id!r} differs from its folder "
-                              f"{path.parent.name!r}", "move the file to its cell's folder or "
-                              "delete it", str(path))
-        yield path, record
+        yield path, load_stored(path)
 
 
 def _rep_number(path: Path) -> int:
@@ -191,6 +186,20 @@ def load_run(path: Path) -> RunRecord:
     :raise RecordError: the file cannot be read or does not hold a valid record (one line).
     """
     return read(path)
+
+
+def load_stored(path: Path) -> RunRecord:
+    """A run file of a campaign folder (``<cell id>/<repetition>.json``): :func:`load_run`, and
+    the record's cell is that of its folder.
+
+    :raise RecordError: as :func:`load_run`, or the record is another cell's (one line).
+    """
+    record = load_run(path)
+    if record.cell.id != path.parent.name:
+        raise RecordError("cell.id", f"{record.cell.id!r} differs from its folder "
+                          f"{path.parent.name!r}", "move the file to its cell's folder or "
+                          "delete it", str(path))
+    return record
 
 
 def receive_run(data: bytes | str, source: str) -> RunRecord:

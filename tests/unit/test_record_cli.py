@@ -166,6 +166,25 @@ def test_a_verdict_of_an_earlier_night_is_read_as_written(tmp_path: Path) -> Non
     assert got == json.loads((DATA / "golden-report/verdict.json").read_text())
 
 
+def test_a_run_file_in_another_cells_folder_is_refused_by_readers_and_the_resume(
+        tmp_path: Path) -> None:
+    """One rule (store.load_stored) for the readers and for the runner deciding what to resume."""
+    from harness.results import store
+    from harness.run.runner import _stored_runs
+
+    other = "0123456789ab"
+    (tmp_path / other).mkdir()
+    path = tmp_path / other / "1.json"
+    shutil.copyfile(FULL, path)
+    line = (f"{path}: cell.id: {CELL!r} differs from its folder {other!r}; move the file to its "
+            "cell's folder or delete it")
+    for read_them in (lambda: list(store.iter_runs(tmp_path)),
+                      lambda: _stored_runs(tmp_path, other)):
+        with pytest.raises(RecordError) as info:
+            read_them()
+        assert str(info.value) == line
+
+
 def test_non_finite_figures_are_shown_as_missing(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """NaN or Infinity where a figure may be missing (a hand-edited file, or one of version 1)
