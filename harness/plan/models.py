@@ -50,6 +50,7 @@ USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
 HOSTNAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
 MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB of guest RAM
 MAX_VCPUS = 64
+MIN_WRITER_RATE = 4 / 1024  # MiB/s: one 4 KiB page a second
 
 # Strict: YAML's `yes` is not 1 and 1.5 is not 1; a float field takes 1 or 1.5, never .inf.
 Int = StrictInt
@@ -222,6 +223,16 @@ class WriterSpec(Frozen):
     rate_mib_s: Real = Field(32.0, ge=0, le=1024 * 1024)  # 0: as fast as it can
     pattern: Pattern = "sparse"
     threads: Int | None = Field(None, gt=0, le=256)  # default: one per vCPU
+
+    @field_validator("rate_mib_s")
+    @classmethod
+    def _a_page_a_second(cls, v: float) -> float:
+        # Below a page a second the writer's pacing sleep grows without bound (1e-300 MiB/s
+        # would sleep for ever after its first page): no workload, and no "as fast as it can".
+        if 0 < v < MIN_WRITER_RATE:
+            raise ValueError(f"{v:g} MiB/s is less than a 4 KiB page a second: write 0 for "
+                             f"\"as fast as it can\", or at least {MIN_WRITER_RATE:g}")
+        return v
 
 
 class PingSpec(Frozen):
