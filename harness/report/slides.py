@@ -163,7 +163,11 @@ def parse_pair(runs: Sequence[RunRecord], spec: str) -> tuple[str, str]:
     if not sep or not before.strip() or not after.strip():
         raise UsageError(f"--slides: expected BEFORE..AFTER (cell ids or axis=value lists), "
                          f"got {spec!r}")
-    return find_cell(runs, before), find_cell(runs, after)
+    a, b = find_cell(runs, before), find_cell(runs, after)
+    if a == b:  # a slide of a cell against itself says nothing
+        raise UsageError(f"--slides: {spec!r} names cell {a} on both sides: give two different "
+                         "cells, e.g. feature=precopy..feature=xbzrle")
+    return a, b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +285,8 @@ class Slide:
         rows = self.info_rows()
         out = [f"{'info migrate':<{KEY_WIDTH}}{'before':<{VALUE_WIDTH}}{'after'}"]
         for key, va, vb in rows:
-            out.append(f"{_t(key)[:KEY_WIDTH - 1]:<{KEY_WIDTH}}{_t(va):<{VALUE_WIDTH}}"
+            # a value as wide as its column still keeps a space before the next one
+            out.append(f"{_t(key)[:KEY_WIDTH - 1]:<{KEY_WIDTH}}{_t(va):<{VALUE_WIDTH - 1}} "
                        f"{_t(vb)}".rstrip())
         return out
 

@@ -10,6 +10,8 @@ import pytest
 
 from harness.errors import UsageError
 from harness.report.slides import (
+    KEY_WIDTH,
+    VALUE_WIDTH,
     by_cell,
     default_pairs,
     find_cell,
@@ -104,6 +106,7 @@ def test_find_cell_by_id_prefix_or_axes() -> None:
     ("bf1..881a", "matches no cell"),  # a prefix needs 4 characters
     ("bf15..feature=compress", "matches 3 cells"),
     ("bf15..nosuch=1", "matches no cell"),
+    ("bf15..bf157b8d9d23", "on both sides"),  # one cell, two spellings
 ])
 def test_bad_slide_specs_are_one_line_errors(spec: str, words: str) -> None:
     with pytest.raises(UsageError) as info:
@@ -194,3 +197,14 @@ def test_slide_text_drops_control_sequences() -> None:
 def test_a_side_without_runs_is_refused() -> None:
     with pytest.raises(ValueError):
         slide([], [read(COMPRESS_72)])
+
+
+def test_info_columns_stay_apart_when_a_value_fills_its_column() -> None:
+    def runs(cid: int) -> list[RunRecord]:
+        return [cell(cid, "v", {}, rep=r, total_ms=t) for r, t in ((1, 5000), (2, 9000), (3, 7000))]
+
+    text = slide(runs(1), runs(2)).text()
+    row = next(line for line in text.splitlines() if line.startswith("repetition shown"))
+    shown = "3 (median total time of 3)"
+    assert len(shown) >= VALUE_WIDTH  # the case: a value as wide as its column
+    assert row == f"{'repetition shown':<{KEY_WIDTH}}{shown} {shown}"  # still apart
