@@ -26,7 +26,9 @@ module-level functions so that they can be tested without downloads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -795,6 +797,27 @@ def ensure_image(
     return dataclasses.replace(img, fio_initrd=path)
 
 
+#: Why a write into the image cache fails that a user fixes (not a bug: its traceback helps no one)
+_CACHE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+@contextlib.contextmanager
+def cache_full(cache_dir: Path, what: str) -> Iterator[None]:
+    """A build into ``cache_dir`` that fails for want of space or permission mid-way: one line
+    naming the folder and the fix (the build's temporary folder is removed by the build).
+
+    :raise ImageError: the write failed with one of :data:`_CACHE_ERRNOS`.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _CACHE_ERRNOS:
+            raise
+        raise ImageError(str(write_failure(
+            cache_dir, what, exc,
+            f"or choose another cache (--cache, ${locations.CACHE_ENV})"))) from None
+
+
 def _ensure_base_image(
     cache_dir: Path, *, force: bool = False, log: Callable[[str], None] = _quiet
 ) -> GuestImage:
@@ -819,15 +842,16 @@ def _ensure_base_image(
             if img is not None:
                 return img
         log(f"building guest image {digest[:16]} (kernel {src.release}, {len(modules)} modules)")
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-{digest[:16]}-", dir=cache_dir))
-        try:
-            _build(tmp, src, modules, sources, cache_dir / "kernel", inputs, digest, log)
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        with cache_full(cache_dir, "the guest image"):
+            tmp = Path(tempfile.mkdtemp(prefix=f".build-{digest[:16]}-", dir=cache_dir))
+            try:
+                _build(tmp, src, modules, sources, cache_dir / "kernel", inputs, digest, log)
+                if final.exists():
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         img = _cached(final, digest)
         if img is None:
             raise ImageError(f"image {final} is incomplete after building; remove it and retry")

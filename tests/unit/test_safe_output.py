@@ -11,6 +11,7 @@ import csv
 import errno
 import html.parser
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -552,3 +553,25 @@ def test_a_summary_that_cannot_be_written_goes_and_comes_back_with_the_next_run(
     runner._final_summary(campaign(), None)  # the next run of the campaign (nothing to do)
     rows = list(csv.DictReader(open(out / "summary.csv", newline="")))
     assert [r["repetition"] for r in rows] == ["1", "2"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_an_image_build_that_fills_the_cache_midway_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        code: int) -> None:
+    """The cache folder was writable but the disk filled (or went read-only) during the build:
+    one line naming the cache and the fix, and no half-built image left in it."""
+    from harness.guest import image
+
+    def full(tmp: Path, *args: Any) -> None:
+        (tmp / "part").write_text("x")
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(image, "_build", full)
+    monkeypatch.setattr(image, "_cached", lambda final, digest: None)
+    cache = tmp_path / "cache"
+    assert cli.main(["image", "build", "--cache", str(cache)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"migbench: error: {cache}: cannot write the guest image"), err
+    assert "\n" not in err and "Traceback" not in err and "--cache" in err
+    assert not [p for p in cache.iterdir() if p.name.startswith(".build-")]
