@@ -147,6 +147,8 @@ class RepRow:
     error: str
     file: str
     overhead: str = ""  # seconds neither migrating nor observing ("" for older records)
+    start: str = ""  # warm or cold (issue 18; "" for older records)
+    start_reason: str = ""  # why it booted where a warm start was possible or asked
 
 
 @dataclass
@@ -515,7 +517,8 @@ def cell_page(records: Sequence[Record], metrics: Sequence[Metric]) -> CellPage:
     cell = first.cell
     reps = [RepRow(r.repetition, compare.status(r), r.integrity.verdict, r.timing_excluded,
                    _rep_cells(r, metrics), r.error or "", f"{r.repetition}.json",
-                   _seconds(run_overhead(r))) for r in recs]
+                   _seconds(run_overhead(r)), r.start.kind if r.start else "",
+                   (r.start.reason or "") if r.start else "") for r in recs]
     stat_rows, warnings = _cell_stats(recs, metrics)
     info_rec, note = _info_run(recs)
     src, extra = _info_source(info_rec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -127,3 +128,27 @@ def test_summary_and_export_carry_the_start_and_the_phases(tmp_path: Path) -> No
         again = pd.read_csv(back) if fmt == "csv" else pd.read_parquet(back)
         assert list(again["overhead_s"])[:2] == [5.8, 5.8], fmt
         assert list(again["start"])[:2] == ["warm", "cold"], fmt
+
+
+def test_the_cell_page_names_each_runs_start_and_why_it_booted(tmp_path: Path) -> None:
+    """The report, like show and summary.csv, says per run whether it was restored or booted,
+    and why it booted (text from QEMU's log: escaped)."""
+    from harness.report import make_report
+
+    camp, old = tmp_path / "camp", tmp_path / "old"
+    camp.mkdir()
+    old.mkdir()
+    p = phases(completed(), T0, T0 + 11.5, boot_s=3.0)
+    why = "restoring the saved guest failed, this run booted: <b>bad</b> magic"
+    for rep, start in ((1, StartInfo(kind="warm", state="k", restore_s=0.2)),
+                       (2, StartInfo(kind="cold", reason=why))):
+        store.write_run(camp, record(p).model_copy(update={"repetition": rep, "start": start}))
+    make_report(camp, tmp_path / "report")
+    page = next((tmp_path / "report" / "cells").glob("*.html")).read_text()
+    cells = re.findall(r'<td class="start">(.*?)</td>', page)
+    assert cells[0] == "warm" and cells[1].startswith("cold <span class=\"note\">(")
+    assert "&lt;b&gt;bad&lt;/b&gt; magic" in cells[1] and "<b>bad</b>" not in page
+    # an older record (no start) draws no start column
+    store.write_run(old, record(p))
+    make_report(old, tmp_path / "report-old")
+    assert 'class="start"' not in next((tmp_path / "report-old" / "cells").glob("*.html")).read_text()
