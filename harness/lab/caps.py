@@ -5,9 +5,10 @@ accelerator, and the probe of every QEMU build both hosts have. Workers whose de
 match in everything that decides whether a cell can run (:func:`signature`: builds and their
 capabilities, accelerators, the VM network) share one queue, so a run lost with one worker is
 redelivered to another of the same kind (or taken over by another kind able to run it when
-none of its own is left: :meth:`harness.lab.worker.LabWorker.adopt`). The submitter routes each cell with the local
-runner's own test (:func:`harness.run.runner.skip_reason`) against the live workers' declarations;
-a cell that no worker can run is reported with each worker's reason, never queued.
+none of its own is left: :meth:`harness.lab.worker.LabWorker.adopt`). The submitter routes each
+cell with the local runner's own test (:func:`harness.run.runner.skip_reason`) against the live
+workers' declarations; a cell that no worker can run is reported with each worker's reason,
+never queued.
 
 Declarations come from the broker, which several people share: they are validated
 (:meth:`WorkerInfo.parse`) before anything reads them.
