@@ -99,7 +99,8 @@ class LabWorker:
         self.lease_s = lease_s
         self.say = say
         self.redis: Any = None
-        self.pairs: dict[bool, _PairWorker] = {}  # by "the image has fio"
+        # by what the guest image holds: (fio, the Debian guest) -- one image per kind
+        self.pairs: dict[tuple[bool, bool], _PairWorker] = {}
         self.cells = Cells()
         self.adoptable = Cells()  # the heartbeat's, for runs left on other queues (adopt)
         self.info: WorkerInfo | None = None
@@ -120,13 +121,15 @@ class LabWorker:
         scratch = Path(tempfile.gettempdir())  # never written: the submitter stores the records
         return _Campaign(Path(matrix_file), spec, self.hosts, scratch, progress, image, [])
 
-    def pair(self, fio: bool) -> _PairWorker:
-        """The pair readied for the guest image with (or without) fio, set up on first use.
+    def pair(self, fio: bool, debian: bool = False) -> _PairWorker:
+        """The pair readied for the guest image with (or without) fio and the Debian guest (issue
+        17), set up on first use: the image is built here when missing, as a local run does.
 
         :raise HarnessError: the image cannot be built or the pair cannot take it.
         """
-        if fio not in self.pairs:
-            image = ensure_image(locations.image_cache(), fio=fio)
+        key = (fio, debian)
+        if key not in self.pairs:
+            image = ensure_image(locations.image_cache(), fio=fio, debian=debian)
             camp = self._campaign(MatrixSpec.model_validate({"name": "lab"}), image, "")
             pw = _PairWorker(self.pair_name, self.hosts.pairs[self.pair_name], camp)
             # this worker's runs and saved guests are named by it (clean_scratch)
@@ -137,8 +140,8 @@ class LabWorker:
             except BaseException:
                 pw.close()
                 raise
-            self.pairs[fio] = pw
-        return self.pairs[fio]
+            self.pairs[key] = pw
+        return self.pairs[key]
 
     def declare_capabilities(self) -> WorkerInfo:
         """Probe the pair's builds and build the declaration.
@@ -280,7 +283,7 @@ class LabWorker:
         job = Job.parse(payload)
         cell = self.cells.find(job)
         rep = job.repetition
-        pw = self.pair(cell.workload.fio is not None)
+        pw = self.pair(cell.workload.fio is not None, cell.guest.image == "debian")
         delivery = int(self.redis.incr(broker.deliveries_key(task_id)))
         self.redis.expire(broker.deliveries_key(task_id), broker.RESULT_TTL_S)
         self.redis.rpush(broker.attempts_key(task_id),

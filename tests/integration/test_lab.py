@@ -462,3 +462,55 @@ def test_an_idle_worker_takes_over_only_runs_it_can_run_from_queues_nobody_consu
             c.delete(w.info.queue)
         for pw in w.pairs.values():
             pw.close()
+
+
+DEBIAN_MATRIX = """\
+name: lab-debian
+repetitions: 1
+guest: {image: debian, vcpus: 1, memory_mib: 512}
+limits: {max_time_s: 30, observe_after_s: 1}
+workload:
+  redis: {clients: 2, rate_ops: 200, keys: 500, value_bytes: 64, ratio: "1:4"}
+migration:
+  max-bandwidth: 1gbit
+"""
+
+
+def test_a_lab_worker_runs_a_debian_guest_with_redis(redis_url: str, lab_hosts: Path,
+                                                      tmp_path: Path) -> None:
+    """Issue 17's real guest in the lab: the worker readies the image with the Debian guest
+    (built here when missing, as a local run does) and runs a redis cell on the local pair; the
+    record carries the service's figures and its dataset check."""
+    matrix = tmp_path / "debian.yaml"
+    matrix.write_text(DEBIAN_MATRIX)
+    out = tmp_path / "results"
+    logs = {n: tmp_path / f"{n}.log" for n in ("wd", "submit")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        procs["wd"] = _start(["worker", "--hosts", str(lab_hosts), "--broker", redis_url,
+                              "--pair", "local", "--name", "wd"], logs["wd"])
+        _wait("worker wd", lambda: "wd" in _declared(redis_url), 90, [procs["wd"]],
+              [logs["wd"]])
+        procs["submit"] = _start(["run", str(matrix), "--hosts", str(lab_hosts), "--out",
+                                  str(out), "--broker", redis_url], logs["submit"])
+        code = procs["submit"].wait(600)  # the Debian image may be built first (about 1 min)
+        assert code == 0, logs["submit"].read_text()[-3000:] + logs["wd"].read_text()[-3000:]
+        runs = [r for _, r in store.iter_runs(out)]
+        assert len(runs) == 1, [r.error for r in runs]
+        r = runs[0]
+        assert r.outcome == "completed" and r.integrity.verdict == "ok", (r.error, r.integrity)
+        assert r.harness is not None and r.harness.pair == "local"
+        assert r.cell.guest.image == "debian" and r.image is not None and r.image.debian_disk
+        svc = r.guest_impact.service
+        assert svc is not None and svc.kind == "redis" and svc.total.completed > 0
+        assert svc.dataset is not None and svc.dataset.verdict == "ok" and svc.dataset.keys > 0
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
