@@ -511,7 +511,7 @@ def _campaign(matrix_path: Path, spec: MatrixSpec, hosts: HostsConfig, out: Path
     reps = spec.repetitions
     if not isinstance(reps, Repetitions):
         todo = run_order(cells, reps, spec.order)
-        done_before = sum(1 for c, r in todo if store.exists(out, c.id, r))
+        done_before = len(_check_stored(out, todo))
         if progress.start:
             progress.start(len(todo), done_before)
         return _Campaign(matrix_path, spec, hosts, out, progress, image, todo)
@@ -525,6 +525,18 @@ def _campaign(matrix_path: Path, spec: MatrixSpec, hosts: HostsConfig, out: Path
     camp = _Campaign(matrix_path, spec, hosts, out, progress, image, [], schedule)
     camp.report_plan()
     return camp
+
+
+def _check_stored(out: Path, todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
+    """The runs of ``todo`` already stored in the campaign folder, each file read: a damaged or
+    hand-edited one is found before anything boots, not as the matrix ends (issue 13).
+
+    :raise RecordError: a run file that does not hold its cell's valid record.
+    """
+    done = [(c, r) for c, r in todo if store.exists(out, c.id, r)]
+    for c, r in done:
+        store.load_stored(store.run_path(out, c.id, r))
+    return done
 
 
 def _stored_runs(out: Path, cell_id: str) -> list[tuple[int, RunRecord]]:

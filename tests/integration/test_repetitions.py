@@ -155,3 +155,31 @@ def test_compare_keeps_before_and_after_interleaved(tmp_path: Path) -> None:
     if n == 3:  # 10.0 was not sure after 2: 7.2 ran a third time beside it
         assert "sure enough after 2" in notes
     assert "10.0: repetitions 2..3" in notes
+
+
+@pytest.mark.parametrize("repetitions", [2, {"min": 2, "max": 4, "ci": "2%"}],
+                         ids=["fixed", "adaptive"])
+def test_a_damaged_run_file_stops_a_resume_before_anything_boots(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], repetitions: object) -> None:
+    """Resuming over a hand-edited or damaged run file: one line naming the file and the fix,
+    before any QEMU starts or any file is written (a fixed count of repetitions only checked
+    that the file existed, ran the rest, and failed on it as the matrix ended)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({**MATRIX, "repetitions": repetitions}))
+    out = tmp_path / "out"
+    cid = next(line.split()[0] for line in _dry_run(path, capsys))
+    (out / cid).mkdir(parents=True)
+    (out / cid / "1.json").write_text('{"schema_version": 2, "cell": [1]}')
+    assert cli.main(["run", str(path), "--hosts", str(REPO / "hosts.yaml"),
+                     "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"migbench: error: {out / cid / '1.json'}: ") and "\n" not in err
+    assert "delete it to rerun that repetition" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [cid, f"{cid}/1.json"]
+
+
+def _dry_run(path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--hosts", str(REPO / "hosts.yaml"), "--dry-run"]) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if re.match(r"[0-9a-f]{12} ",
+                                                                             line)]
