@@ -6,6 +6,7 @@ where we can tell, the fix. Nothing past this module sees raw YAML.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,9 +47,22 @@ def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
                    else "must be a whole number")
         elif etype == "float_type":
             msg = "a boolean where a number belongs" if isinstance(given, bool) else "must be a number"
+            if isinstance(given, str) and _yaml_1_1_float(given):  # YAML 1.1 reads 1e3 as text
+                fix = f"got {shorten(given)}: write it with a dot and a signed exponent, e.g. " \
+                      f"{float(given):.1e}".replace("e+0", "e+").replace("e-0", "e-")
         elif etype == "finite_number":
             msg = "must be a finite number (not .inf or .nan)"
         raise ConfigError(path, key, msg, fix) from None
+
+
+def _yaml_1_1_float(text: str) -> bool:
+    """``text`` is a number in the usual notation that YAML 1.1 (PyYAML) reads as a string:
+    an exponent without a dot or without a sign (``1e3``, ``2.5e3``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and "e" in text.lower()
 
 
 def _resolve_paths(node: Any, base: Path) -> Any:

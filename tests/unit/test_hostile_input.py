@@ -300,6 +300,19 @@ def test_sizes_and_numbers_out_of_range(case: Case, capsys: pytest.CaptureFixtur
     assert expected in refused(case.argv("run --dry-run"), case.folder, capsys)
 
 
+@pytest.mark.parametrize(("text", "spelled"), [("1e3", "1.0e+3"), ("25E1", "2.5e+2")])
+def test_an_exponent_yaml_reads_as_text_says_how_to_write_it(
+        case: Case, capsys: pytest.CaptureFixture[str], text: str, spelled: str) -> None:
+    """YAML 1.1 reads 1e3 as a string: the error says how to write it, and that spelling works."""
+    case.matrix.write_text(f"name: x\nlimits: {{max_time_s: {text}}}\n"
+                           "workload: {writer: {working_set_mib: 16, rate_mib_s: 4}}\n")
+    err = refused(case.argv("run --dry-run"), case.folder, capsys)
+    assert f"must be a number (got '{text}': write it with a dot and a signed exponent, " \
+           f"e.g. {spelled})" in err
+    case.matrix.write_text(case.matrix.read_text().replace(text, spelled))
+    assert cli.main(case.argv("run --dry-run")) == 0
+
+
 WORKLOAD_AXIS = [(("workloads",), {"w": {"writer": {"working_set_mib": 32}}}),
                  (("axes", "workload"), ["w"])]
 
