@@ -27,7 +27,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -285,27 +284,20 @@ def ensure_debian(cache_dir: Path, *, force: bool = False,
             return img
         started = time.monotonic()
         log(f"building the Debian guest {digest[:16]} (kernel {src.release})")
-        with base.cache_full(cache_dir, "the Debian guest"):
-            tmp = Path(tempfile.mkdtemp(prefix=f".build-debian-{digest[:16]}-", dir=cache_dir))
-            try:
-                root = tmp / "root"
-                _mmdebstrap(root, apt, log)
-                _add_ours(root, sources, digest)
-                _disk(root, tmp, log)
-                shutil.rmtree(root)
-                _stage1(tmp, modules, digest)
-                build_s = round(time.monotonic() - started, 1)
-                manifest = {"digest": digest, "format": DEBIAN_FORMAT_VERSION, "suite": SUITE,
-                            "kernel_release": src.release, "build_s": build_s,
-                            "modules": [n for n, _ in modules], "inputs": inputs}
-                (tmp / base.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-                tmp.chmod(0o755)
-                if final.exists():
-                    shutil.rmtree(final)
-                os.rename(tmp, final)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+        with base.build_folder(cache_dir, f".build-debian-{digest[:16]}-", final,
+                               "the Debian guest") as tmp:
+            root = tmp / "root"
+            _mmdebstrap(root, apt, log)
+            _add_ours(root, sources, digest)
+            _disk(root, tmp, log)
+            shutil.rmtree(root)
+            _stage1(tmp, modules, digest)
+            build_s = round(time.monotonic() - started, 1)
+            manifest = {"digest": digest, "format": DEBIAN_FORMAT_VERSION, "suite": SUITE,
+                        "kernel_release": src.release, "build_s": build_s,
+                        "modules": [n for n, _ in modules], "inputs": inputs}
+            (tmp / base.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+            tmp.chmod(0o755)
         img = _cached(final, digest)
         if img is None:
             raise ImageError(f"Debian guest {final} is incomplete after building; remove it")

@@ -818,6 +818,25 @@ def cache_full(cache_dir: Path, what: str) -> Iterator[None]:
             f"or choose another cache (--cache, ${locations.CACHE_ENV})"))) from None
 
 
+@contextlib.contextmanager
+def build_folder(cache_dir: Path, prefix: str, final: Path, what: str) -> Iterator[Path]:
+    """A fresh folder in ``cache_dir`` to build ``what`` into, renamed to ``final`` (replacing
+    it) when the block ends; removed when it fails, so that no half-built image is ever found.
+
+    :raise ImageError: the cache filled up or turned read-only meanwhile (:func:`cache_full`).
+    """
+    with cache_full(cache_dir, what):
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=cache_dir))
+        try:
+            yield tmp
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _ensure_base_image(
     cache_dir: Path, *, force: bool = False, log: Callable[[str], None] = _quiet
 ) -> GuestImage:
@@ -842,16 +861,8 @@ def _ensure_base_image(
             if img is not None:
                 return img
         log(f"building guest image {digest[:16]} (kernel {src.release}, {len(modules)} modules)")
-        with cache_full(cache_dir, "the guest image"):
-            tmp = Path(tempfile.mkdtemp(prefix=f".build-{digest[:16]}-", dir=cache_dir))
-            try:
-                _build(tmp, src, modules, sources, cache_dir / "kernel", inputs, digest, log)
-                if final.exists():
-                    shutil.rmtree(final)
-                os.rename(tmp, final)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+        with build_folder(cache_dir, f".build-{digest[:16]}-", final, "the guest image") as tmp:
+            _build(tmp, src, modules, sources, cache_dir / "kernel", inputs, digest, log)
         img = _cached(final, digest)
         if img is None:
             raise ImageError(f"image {final} is incomplete after building; remove it and retry")
