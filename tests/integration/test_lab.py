@@ -131,6 +131,20 @@ def _start(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
                             env={**_env(), **env}, cwd=REPO, start_new_session=True)
 
 
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """End every process a test started: SIGTERM to each group (a worker stops its run and
+    cleans up), SIGKILL after 40 s."""
+    for p in procs.values():
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
 def _declared(url: str) -> dict[str, WorkerInfo]:
     c = broker.client(url)
     return {w.name: w for w in (WorkerInfo.parse(v, k) for k, v in broker.declarations(c))}
@@ -254,15 +268,7 @@ def test_lab_redelivers_a_killed_workers_run_and_reattaches(
         _wait("wa's declaration to expire", lambda: "wa" not in _declared(redis_url),
               broker.DECLARATION_TTL_S + 5, [procs["wb"]], [logs["wb"]])
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+        _stop(procs)
     assert settled(bed_qemus, timeout=10) == []
 
 
@@ -344,15 +350,7 @@ def test_lab_stopped_worker_requeues_and_a_run_lost_too_often_is_failed(
         assert re.search(r"w2: took over \w+ .* from migbench\.caps\.\w+, which no live", w3), \
             w3[-2000:]
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+        _stop(procs)
 
 
 def test_lab_a_pair_failing_mid_run_hands_the_run_to_another_pair(
@@ -400,15 +398,7 @@ def test_lab_a_pair_failing_mid_run_hands_the_run_to_another_pair(
         assert runs[0].harness is not None and runs[0].harness.pair == "local"
         assert _delivered(logs["wa"], tid) == 1 and _delivered(logs["wl"], tid) == 2
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+        _stop(procs)
     assert settled(bed_qemus, timeout=10) == []
 
 
@@ -505,12 +495,4 @@ def test_a_lab_worker_runs_a_debian_guest_with_redis(redis_url: str, lab_hosts: 
         assert svc is not None and svc.kind == "redis" and svc.total.completed > 0
         assert svc.dataset is not None and svc.dataset.verdict == "ok" and svc.dataset.keys > 0
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+        _stop(procs)
