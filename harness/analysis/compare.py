@@ -36,9 +36,12 @@ SUMMARY_METRICS: dict[str, Metric] = {k: CATALOGUE[k] for k in (
     "guest_max_stall_ms", "host_pause_ms", "guest_visible_downtime_ms", "ping_lost",
     "ping_max_gap_ms", "service_p99_ms", "service_max_gap_ms")}
 
+# A report judges what a night judges of the guest's network and services too (issue 17), each
+# only where its records have it (present_metrics).
 BASE_METRICS: tuple[Metric, ...] = tuple(SUMMARY_METRICS[k] for k in (
     "total_time_ms", "downtime_ms", "transferred_bytes", "throughput_mbps",
-    "guest_max_stall_ms", "ping_lost"))
+    "guest_max_stall_ms", "ping_lost", "ping_max_gap_ms", "service_p99_ms",
+    "service_max_gap_ms"))
 
 # Keyed like the store's per-class CPU columns, so a metric and its DataFrame column share a name.
 CPU_METRICS: tuple[Metric, ...] = CPU

@@ -12,6 +12,9 @@ the two issue 13 asked for, listed here:
 * issue 16: summary.csv and the export have the diagnosis columns (``store.DIAGNOSIS_COLUMNS``,
   filled by the same function) before ``error``, and ``show`` adds each run's diagnosis lines
   and a block per cell.
+* issue 17: the report judges the guest's network and services as a night does: ping max gap
+  (and service p99 and service-visible downtime, which these runs do not have) join its metrics,
+  a column of each metric table and a row of each per-metric table (:data:`ADDED_METRICS`).
 
 The compare verdict's cell keys are the one cell coordinate key now (compact JSON of the same
 fields): they are compared as the JSON they are.
@@ -28,7 +31,7 @@ from typing import Any
 import pytest
 
 from harness import cli
-from harness.analysis import history, regress
+from harness.analysis import compare, history, regress
 from harness.analysis.diagnosis import summary_columns
 from harness.ci import abtest
 from harness.results import store
@@ -81,9 +84,31 @@ def test_the_golden_copy_is_there() -> None:
             f"report/cells/{CORRUPTED}-runs.csv"} <= {str(p) for p in _report_csvs()}
 
 
+#: Metric labels a report has judged since the golden copy was made (issue 17).
+ADDED_METRICS = tuple(compare.SUMMARY_METRICS[k].label for k in (
+    "ping_max_gap_ms", "service_p99_ms", "service_max_gap_ms"))
+
+
+def _without_added(table: list[list[Any]]) -> tuple[list[list[Any]], int]:
+    """``table`` less the added metrics' columns (a header that starts with one) and, in a
+    table of a row per judged metric (stats, compare), their rows; and how many it had."""
+    head = table[0] if table else []
+    cols = {i for i, c in enumerate(head) if str(c).startswith(ADDED_METRICS)}
+    per_metric = head[:1] in (["metric"], ["comparison"])
+    rows = [r for r in table if not (per_metric and any(c in ADDED_METRICS for c in r))]
+    n = len(cols) + len(table) - len(rows)
+    return [[c for i, c in enumerate(r) if i not in cols] for r in rows], n
+
+
 @pytest.mark.parametrize("name", _report_csvs(), ids=str)
 def test_every_report_csv_has_the_same_figures(name: Path, rendered: Path) -> None:
-    assert _table(rendered / name) == _table(GOLDEN / name)
+    new, _ = _without_added(_table(rendered / name))
+    assert new == _table(GOLDEN / name)
+
+
+def test_the_report_judges_ping_max_gap_where_runs_pinged(rendered: Path) -> None:
+    assert _without_added(_table(rendered / "report" / "overview.csv"))[1] == 1
+    assert _without_added(_table(rendered / "report" / "compare.csv"))[1] >= 1
 
 
 @pytest.mark.parametrize("name", ["summary.csv", "export.csv"])

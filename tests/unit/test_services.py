@@ -503,3 +503,22 @@ def test_a_night_judges_service_p99_and_service_visible_downtime() -> None:
     assert found["service_p99_ms"] == regress.REGRESSION, found
     assert found["service_max_gap_ms"] == regress.REGRESSION, found
     assert found["total_time_ms"] == regress.NO_CHANGE, found
+
+
+def test_the_report_judges_a_services_p99_and_its_no_reply_window(tmp_path: Path) -> None:
+    """A real redis run (tests/data/v2): the cell's statistics, as the report's comparisons, have
+    the service's p99 and its service-visible downtime, as a night's verdict does (issue 17)."""
+    import csv
+    import shutil
+
+    from harness.report import make_report
+
+    camp = tmp_path / "camp"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "v2" / "v2-redis", camp)
+    make_report(camp, tmp_path / "report")
+    (stats,) = (tmp_path / "report" / "cells").glob("*-stats.csv")
+    with stats.open(newline="") as f:
+        rows = {r["metric"]: r for r in csv.DictReader(f)}
+    assert float(rows["service p99 during"]["median"]) > 0
+    assert float(rows["service-visible downtime"]["median"]) > 0
+    assert "ping max gap" not in rows  # a metric appears only where the runs have it
